@@ -1,0 +1,209 @@
+//! Assembling the `oomlens.v1.OomEvent` from a parsed report and what the
+//! agent knows about its node.
+
+use oomlens_proto::v1 as pb;
+use prost_types::Timestamp;
+
+use crate::oom::{OomReport, ReportConstraint};
+use crate::pods::{CgroupIdentity, Level, Qos, RuntimeKind, parse_cgroup_path};
+
+/// The node facts every event carries.
+#[derive(Debug, Clone, Default)]
+pub struct NodeContext {
+    pub node: String,
+    /// Empty when unknown (a saved log from another machine).
+    pub boot_id: String,
+    /// Wall-clock time of boot in microseconds since the Unix epoch, to turn
+    /// kernel timestamps into wall time; None for saved logs.
+    pub boot_wall_us: Option<i64>,
+    pub kernel_release: Option<String>,
+}
+
+/// Which limit was hit, from the constraint and the level of `oom_memcg` in
+/// the kubepods tree.
+pub fn classify_scope(constraint: ReportConstraint, oom_memcg: Option<&str>) -> pb::Scope {
+    match constraint {
+        ReportConstraint::Global => pb::Scope::NodeOom,
+        ReportConstraint::Cpuset => pb::Scope::Cpuset,
+        ReportConstraint::MemoryPolicy => pb::Scope::Mempolicy,
+        ReportConstraint::Unknown => pb::Scope::Unknown,
+        ReportConstraint::Memcg => match oom_memcg.map(|m| parse_cgroup_path(m).level) {
+            Some(Level::Container) => pb::Scope::ContainerLimit,
+            Some(Level::Pod) => pb::Scope::PodLimit,
+            Some(Level::Qos | Level::Kubepods) => pb::Scope::NodeAllocatable,
+            Some(Level::Other) => pb::Scope::OtherCgroup,
+            None => pb::Scope::Unknown,
+        },
+    }
+}
+
+fn constraint_of(constraint: ReportConstraint) -> pb::Constraint {
+    match constraint {
+        ReportConstraint::Memcg => pb::Constraint::Memcg,
+        ReportConstraint::Global => pb::Constraint::Global,
+        ReportConstraint::Cpuset => pb::Constraint::Cpuset,
+        ReportConstraint::MemoryPolicy => pb::Constraint::Mempolicy,
+        ReportConstraint::Unknown => pb::Constraint::Unspecified,
+    }
+}
+
+fn timestamp_from_us(us: i64) -> Timestamp {
+    Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// Builds the event. `ordinal` (the report's position in its input) keys
+/// the id only when the log has neither sequence numbers nor timestamps.
+pub fn event_from_report(report: &OomReport, ctx: &NodeContext, ordinal: u64) -> pb::OomEvent {
+    let stamp = report.kill_stamp;
+    let key = stamp
+        .seq
+        .or(stamp.monotonic_us)
+        .or(stamp
+            .wall
+            .map(|(s, n)| (s as u64).wrapping_mul(1_000_000_000).wrapping_add(u64::from(n))))
+        .unwrap_or(ordinal);
+    let node = Some(ctx.node.clone())
+        .filter(|n| !n.is_empty())
+        .or_else(|| report.host.clone());
+    let time = match (stamp.wall, stamp.monotonic_us, ctx.boot_wall_us) {
+        (Some((seconds, nanos)), _, _) => Some(Timestamp {
+            seconds,
+            nanos: nanos as i32,
+        }),
+        (None, Some(mono), Some(boot)) => Some(timestamp_from_us(boot + mono as i64)),
+        _ => None,
+    };
+    let constraint = report.constraint();
+    let oom_memcg = report.oom_memcg().map(str::to_owned);
+    let task_memcg = report.task_memcg().map(str::to_owned);
+    let summary = report.summary.as_ref();
+
+    let victim = &report.victim;
+    let mut event = pb::OomEvent {
+        id: oomlens_proto::event_id(node.as_deref().unwrap_or_default(), &ctx.boot_id, key),
+        node,
+        time,
+        constraint: constraint_of(constraint) as i32,
+        scope: classify_scope(constraint, oom_memcg.as_deref()) as i32,
+        victim: Some(pb::Victim {
+            pid: Some(victim.pid),
+            comm: Some(victim.comm.clone()),
+            uid: victim
+                .uid
+                .or(summary.filter(|s| s.pid == Some(victim.pid)).and_then(|s| s.uid)),
+            total_vm_kb: victim.total_vm_kb,
+            anon_rss_kb: victim.anon_rss_kb,
+            file_rss_kb: victim.file_rss_kb,
+            shmem_rss_kb: victim.shmem_rss_kb,
+            pgtables_kb: victim.pgtables_kb,
+            oom_score_adj: victim.oom_score_adj,
+            oom_score: victim.oom_score,
+            main_process: None,
+        }),
+        trigger: report.trigger.as_ref().map(|t| pb::Trigger {
+            pid: t.pid,
+            comm: Some(t.comm.clone()),
+            gfp_mask: t.gfp_mask.clone(),
+            order: t.order,
+            oom_score_adj: t.oom_score_adj,
+        }),
+        memcg_usage: report.memory.map(|m| pb::MemcgUsage {
+            usage_kb: m.usage_kb,
+            limit_kb: m.limit_kb,
+            failcnt: m.failcnt,
+            swap_usage_kb: report.memory_swap.and_then(|s| s.usage_kb),
+            swap_limit_kb: report.memory_swap.and_then(|s| s.limit_kb),
+        }),
+        tasks: report
+            .tasks
+            .iter()
+            .map(|t| pb::TaskEntry {
+                pid: t.pid,
+                uid: t.uid,
+                tgid: t.tgid,
+                total_vm_pages: t.total_vm_pages,
+                rss_pages: t.rss_pages,
+                pgtables_bytes: t.pgtables_bytes,
+                swapents: t.swapents,
+                oom_score_adj: t.oom_score_adj,
+                comm: t.comm.clone(),
+            })
+            .collect(),
+        partial: report.partial,
+        group_kill: report.group_memcg.is_some(),
+        kernel_lines: report
+            .evidence
+            .iter()
+            .map(|line| pb::KernelLine {
+                seq: line.stamp.seq,
+                monotonic_us: line.stamp.monotonic_us,
+                level: line.stamp.level.map(u32::from),
+                text: line.text.clone(),
+            })
+            .collect(),
+        kernel: (stamp.seq.is_some() || stamp.monotonic_us.is_some()).then(|| pb::KernelRef {
+            boot_id: Some(ctx.boot_id.clone()).filter(|b| !b.is_empty()),
+            seq: stamp.seq,
+            monotonic_us: stamp.monotonic_us,
+            release: ctx.kernel_release.clone(),
+        }),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        oom_memcg,
+        task_memcg,
+        ..pb::OomEvent::default()
+    };
+    // The victim's cgroup names its pod and container; a rate-limited
+    // report has only the limited memcg, if anything.
+    let identity = event
+        .task_memcg
+        .as_deref()
+        .or(event.oom_memcg.as_deref().filter(|m| *m != "/"))
+        .map(parse_cgroup_path);
+    if let Some(identity) = identity {
+        apply_identity(&mut event, &identity);
+    }
+    event
+}
+
+fn apply_identity(event: &mut pb::OomEvent, identity: &CgroupIdentity) {
+    if identity.level == Level::Other {
+        event.systemd_unit = identity.systemd_unit.clone();
+        event.docker_id = identity.docker_id.clone();
+        if event.systemd_unit.is_some() || event.docker_id.is_some() {
+            event.identity_source = pb::IdentitySource::CgroupPath as i32;
+        }
+        return;
+    }
+    let Some(uid) = identity.pod_uid.clone() else {
+        return;
+    };
+    event.identity_source = pb::IdentitySource::CgroupPath as i32;
+    event.pod = Some(pb::Pod {
+        uid,
+        qos: match identity.qos {
+            Some(Qos::Guaranteed) => pb::QosClass::Guaranteed,
+            Some(Qos::Burstable) => pb::QosClass::Burstable,
+            Some(Qos::BestEffort) => pb::QosClass::Besteffort,
+            None => pb::QosClass::Unspecified,
+        } as i32,
+        cgroup: identity.pod_cgroup.clone(),
+        ..pb::Pod::default()
+    });
+    if let Some(id) = identity.container_id.clone() {
+        event.container = Some(pb::Container {
+            id,
+            runtime: match identity.runtime {
+                Some(RuntimeKind::Containerd) => pb::Runtime::Containerd,
+                Some(RuntimeKind::CriO) => pb::Runtime::Crio,
+                Some(RuntimeKind::Docker) => pb::Runtime::Docker,
+                Some(RuntimeKind::Kata) => pb::Runtime::Kata,
+                None => pb::Runtime::Unspecified,
+            } as i32,
+            cgroup: identity.container_cgroup.clone(),
+            ..pb::Container::default()
+        });
+    }
+}

@@ -1,0 +1,210 @@
+//! Async reader of `/dev/kmsg`.
+//!
+//! One `read()` returns exactly one record; the buffer must hold the whole
+//! record or the kernel answers EINVAL, hence [`RECORD_BUFFER`]. EPIPE means
+//! the ring overwrote records at our position: the next read continues at
+//! the oldest record, and the sequence-number gap says how many were lost.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::unistd::{Whence, lseek};
+use tokio::io::unix::AsyncFd;
+
+use super::record::{Record, RecordError, parse_record};
+
+/// Large enough for any record (the kernel caps records near 1 KiB of text,
+/// plus escapes and dictionary lines).
+pub const RECORD_BUFFER: usize = 16 * 1024;
+
+/// Where a freshly opened reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only records logged from now on.
+    End,
+    /// Every record still in the ring.
+    Oldest,
+    /// Records after this sequence number (a cursor from the same boot).
+    /// Earlier ones are skipped; if the ring no longer holds the next one,
+    /// the loss is reported as a gap.
+    After(u64),
+}
+
+/// What one step of the reader yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KmsgItem {
+    Record(Record),
+    /// Records between the previous one and the next were lost (ring
+    /// overrun while we were slow or stopped).
+    Gap {
+        lost: u64,
+        after_seq: Option<u64>,
+    },
+    /// A record that could not be parsed; the reader goes on.
+    Malformed(RecordError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KmsgError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot seek {path} to its end: {source}")]
+    Seek { path: PathBuf, source: Errno },
+    #[error("reading {path} failed: {source}")]
+    Read { path: PathBuf, source: io::Error },
+}
+
+/// Counters of the reader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    pub records: u64,
+    pub malformed: u64,
+    /// EPIPE answers (ring overruns noticed).
+    pub overruns: u64,
+    /// Records lost to overruns, from sequence gaps.
+    pub lost: u64,
+    /// Records skipped because a resume cursor had already covered them.
+    pub skipped: u64,
+}
+
+#[derive(Debug)]
+pub struct KmsgReader {
+    path: PathBuf,
+    fd: AsyncFd<File>,
+    buf: Box<[u8]>,
+    last_seq: Option<u64>,
+    skip_through: Option<u64>,
+    /// A record read right after a gap, returned after the gap itself.
+    pending: Option<Record>,
+    stats: ReaderStats,
+}
+
+impl KmsgReader {
+    /// Opens `path` (normally `/dev/kmsg`) non-blocking. Must be called
+    /// inside a tokio runtime.
+    pub fn open(path: impl AsRef<Path>, start: StartAt) -> Result<Self, KmsgError> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(OFlag::O_NONBLOCK.bits())
+            .open(&path)
+            .map_err(|source| KmsgError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let (last_seq, skip_through) = match start {
+            StartAt::End => {
+                lseek(&file, 0, Whence::SeekEnd).map_err(|source| KmsgError::Seek {
+                    path: path.clone(),
+                    source,
+                })?;
+                (None, None)
+            }
+            StartAt::Oldest => (None, None),
+            StartAt::After(seq) => (Some(seq), Some(seq)),
+        };
+        // The one unsafe expression of the workspace (see Cargo.toml).
+        // SAFETY: `register` needs the descriptor to stay open and unchanged
+        // while registered. The `File` is moved into the `AsyncFd`, which owns
+        // it until the reader is dropped; nothing else can close or replace it.
+        #[allow(unsafe_code)]
+        let fd = unsafe { AsyncFd::register(file) }.map_err(|source| KmsgError::Open {
+            path: path.clone(),
+            source: source.into(),
+        })?;
+        Ok(Self {
+            path,
+            fd,
+            buf: vec![0; RECORD_BUFFER].into_boxed_slice(),
+            last_seq,
+            skip_through,
+            pending: None,
+            stats: ReaderStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> ReaderStats {
+        self.stats
+    }
+
+    /// Sequence number of the last record returned.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    /// The next item, waiting for one if none is available.
+    pub async fn next(&mut self) -> Result<KmsgItem, KmsgError> {
+        loop {
+            if let Some(item) = self.try_next()? {
+                return Ok(item);
+            }
+            let mut guard = self.fd.readable().await.map_err(|source| KmsgError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+            guard.clear_ready();
+        }
+    }
+
+    /// The next item if one is available now, without waiting.
+    pub fn try_next(&mut self) -> Result<Option<KmsgItem>, KmsgError> {
+        if let Some(record) = self.pending.take() {
+            self.stats.records += 1;
+            return Ok(Some(KmsgItem::Record(record)));
+        }
+        loop {
+            let read = nix::unistd::read(self.fd.get_ref(), &mut self.buf);
+            let len = match read {
+                Ok(len) => len,
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EPIPE) => {
+                    // Overwritten under us; the gap shows in the next seq.
+                    self.stats.overruns += 1;
+                    continue;
+                }
+                Err(errno) => {
+                    return Err(KmsgError::Read {
+                        path: self.path.clone(),
+                        source: io::Error::from(errno),
+                    });
+                }
+            };
+            if len == 0 {
+                return Ok(None);
+            }
+            let record = match parse_record(&self.buf[..len]) {
+                Ok(record) => record,
+                Err(error) => {
+                    self.stats.malformed += 1;
+                    return Ok(Some(KmsgItem::Malformed(error)));
+                }
+            };
+            if let Some(through) = self.skip_through {
+                if record.seq <= through {
+                    self.stats.skipped += 1;
+                    continue;
+                }
+                self.skip_through = None;
+            }
+            let previous = self.last_seq.replace(record.seq);
+            if let Some(previous) = previous {
+                let lost = record.seq.saturating_sub(previous + 1);
+                if lost > 0 {
+                    self.stats.lost += lost;
+                    self.pending = Some(record);
+                    return Ok(Some(KmsgItem::Gap {
+                        lost,
+                        after_seq: Some(previous),
+                    }));
+                }
+            }
+            self.stats.records += 1;
+            return Ok(Some(KmsgItem::Record(record)));
+        }
+    }
+}

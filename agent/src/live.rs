@@ -1,0 +1,223 @@
+//! The live pipeline: `/dev/kmsg` -> OOM parser -> events, with a resume
+//! cursor, overrun and forgery accounting and vmstat reconciliation.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::time::{ClockId, clock_gettime};
+use oomlens_proto::v1::OomEvent;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::event::{NodeContext, event_from_report};
+use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, ReaderStats, Record, StartAt};
+use crate::oom::{InputLine, Parser, ParserStats, Stamp};
+use crate::reconcile::{Reconciler, read_vmstat_oom_kill};
+
+/// Where the live pipeline reads and keeps its state.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    pub kmsg_path: PathBuf,
+    pub proc_root: PathBuf,
+    /// Holds `kmsg.cursor`; None: no resume across restarts.
+    pub state_dir: Option<PathBuf>,
+    pub node: NodeContext,
+    /// Where to start without a cursor of this boot.
+    pub start_without_cursor: StartAt,
+    /// After this long without a record, finished kills are reported
+    /// without waiting for the next record.
+    pub idle_flush: Duration,
+}
+
+/// What the pipeline counted, for metrics and the shutdown log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveStats {
+    pub reader: ReaderStats,
+    pub parser: ParserStats,
+    pub events: u64,
+    /// Kills `/proc/vmstat` counted that the log never showed.
+    pub missed_kills: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(transparent)]
+    Kmsg(#[from] KmsgError),
+    #[error("the event consumer went away")]
+    SinkClosed,
+}
+
+/// Microseconds on the kernel's monotonic clock, the one printk stamps
+/// records with.
+pub fn monotonic_us() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+}
+
+/// Wall-clock microseconds at boot, to convert kernel timestamps.
+pub fn boot_wall_us() -> Option<i64> {
+    let real = clock_gettime(ClockId::CLOCK_REALTIME).ok()?;
+    let real_us = real.tv_sec() * 1_000_000 + real.tv_nsec() / 1000;
+    Some(real_us - monotonic_us() as i64)
+}
+
+fn input(record: &Record) -> InputLine<'_> {
+    InputLine {
+        text: &record.message,
+        from_kernel: record.is_kernel(),
+        caller: record.caller.as_deref(),
+        host: None,
+        stamp: Stamp {
+            seq: Some(record.seq),
+            monotonic_us: Some(record.timestamp_us),
+            wall: None,
+            level: Some(record.level),
+        },
+    }
+}
+
+struct Pipeline {
+    config: LiveConfig,
+    parser: Parser,
+    reconciler: Option<Reconciler>,
+    sink: mpsc::Sender<OomEvent>,
+    cursor_path: Option<PathBuf>,
+    saved_seq: Option<u64>,
+    last_seq: Option<u64>,
+    events: u64,
+}
+
+impl Pipeline {
+    async fn emit_ready(&mut self) -> Result<(), LiveError> {
+        while let Some(report) = self.parser.next_report() {
+            if let (Some(reconciler), Some(us)) = (self.reconciler.as_mut(), report.kill_stamp.monotonic_us) {
+                reconciler.kill_seen(us);
+            }
+            let event = event_from_report(&report, &self.config.node, self.events);
+            info!(
+                id = %event.id,
+                seq = report.kill_stamp.seq,
+                pid = report.victim.pid,
+                comm = %report.victim.comm,
+                oom_memcg = report.oom_memcg().unwrap_or("?"),
+                partial = report.partial,
+                "OOM kill"
+            );
+            self.sink.send(event).await.map_err(|_| LiveError::SinkClosed)?;
+            self.events += 1;
+        }
+        Ok(())
+    }
+
+    /// The cursor may advance to the last record read, except past the
+    /// start of a report still in progress.
+    fn save_cursor(&mut self) {
+        let Some(path) = &self.cursor_path else { return };
+        let Some(last) = self.last_seq else { return };
+        let safe = match self.parser.oldest_open_seq() {
+            Some(open) => open.saturating_sub(1).min(last),
+            None => last,
+        };
+        if self.saved_seq == Some(safe) {
+            return;
+        }
+        let cursor = Cursor {
+            boot_id: self.config.node.boot_id.clone(),
+            seq: safe,
+        };
+        match cursor.save(path) {
+            Ok(()) => self.saved_seq = Some(safe),
+            Err(error) => warn!(%error, "kmsg cursor not saved; a restart may report kills twice"),
+        }
+    }
+
+    fn tick(&mut self) {
+        match read_vmstat_oom_kill(&self.config.proc_root) {
+            Ok(Some(value)) => {
+                let now = monotonic_us();
+                let reconciler = self.reconciler.get_or_insert_with(|| Reconciler::new(now, value));
+                let before = reconciler.missed();
+                reconciler.counter(now, value);
+                if reconciler.missed() > before {
+                    warn!(
+                        missed = reconciler.missed(),
+                        "the kernel counted OOM kills that its log did not show"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(error) => warn!(%error, "cannot read vmstat"),
+        }
+        self.save_cursor();
+    }
+}
+
+/// Runs until `shutdown` completes (then reports what is finished, saves
+/// the cursor and returns) or the kernel log cannot be read.
+pub async fn run(
+    config: LiveConfig,
+    sink: mpsc::Sender<OomEvent>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<LiveStats, LiveError> {
+    let cursor_path = config.state_dir.as_ref().map(|dir| dir.join("kmsg.cursor"));
+    let cursor = match cursor_path.as_deref().map(Cursor::load) {
+        Some(Ok(cursor)) => cursor,
+        Some(Err(error)) => {
+            warn!(%error, "starting without a resume cursor");
+            None
+        }
+        None => None,
+    };
+    let start = Cursor::start_for(cursor.as_ref(), &config.node.boot_id, config.start_without_cursor);
+    info!(path = %config.kmsg_path.display(), ?start, boot_id = %config.node.boot_id, "reading the kernel log");
+    let mut reader = KmsgReader::open(&config.kmsg_path, start)?;
+    let mut pipeline = Pipeline {
+        reconciler: None,
+        parser: Parser::new(),
+        sink,
+        cursor_path,
+        saved_seq: None,
+        last_seq: None,
+        events: 0,
+        config,
+    };
+    pipeline.tick();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        let idle = tokio::time::sleep(pipeline.config.idle_flush);
+        tokio::select! {
+            item = reader.next() => match item? {
+                KmsgItem::Record(record) => {
+                    pipeline.parser.push(&input(&record));
+                    pipeline.last_seq = Some(record.seq);
+                    pipeline.emit_ready().await?;
+                }
+                KmsgItem::Gap { lost, after_seq } => {
+                    warn!(lost, after_seq, "kernel log overrun: records were overwritten before they were read");
+                }
+                KmsgItem::Malformed(error) => warn!(%error, "skipping a kernel log record"),
+            },
+            () = idle, if pipeline.parser.has_open_reports() => {
+                pipeline.parser.flush_killed();
+                pipeline.emit_ready().await?;
+                pipeline.save_cursor();
+            }
+            _ = ticker.tick() => pipeline.tick(),
+            () = &mut shutdown => break,
+        }
+    }
+    pipeline.parser.flush_killed();
+    pipeline.emit_ready().await?;
+    pipeline.save_cursor();
+    let stats = LiveStats {
+        reader: reader.stats(),
+        parser: pipeline.parser.stats(),
+        events: pipeline.events,
+        missed_kills: pipeline.reconciler.as_ref().map_or(0, Reconciler::missed),
+    };
+    info!(?stats, "stopped reading the kernel log");
+    Ok(stats)
+}

@@ -1,0 +1,293 @@
+//! `oomlens-agent`: the node agent, and the post-mortem log parser.
+
+use std::io::{BufWriter, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use oomlens_agent::event::{NodeContext, event_from_report};
+use oomlens_agent::kmsg::{StartAt, read_boot_id};
+use oomlens_agent::live::{self, LiveConfig};
+use oomlens_agent::logtext::reports_from_text;
+use oomlens_agent::output::{table_header, table_row};
+use oomlens_proto::json::event_to_json_line;
+use oomlens_proto::v1::OomEvent;
+use tokio::sync::mpsc;
+use tracing::info;
+
+/// Exit status of a command that is not built yet (1: runtime error, 2:
+/// usage error).
+const EXIT_NOT_BUILT: u8 = 3;
+
+/// The oomlens node agent: recognises every kernel OOM kill as it happens
+/// and reports it with the pod, container and memory history behind it.
+///
+/// Without a subcommand it runs the agent (`run`).
+#[derive(Debug, Parser)]
+#[command(name = "oomlens-agent", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: follow the kernel log and report each OOM kill.
+    Run(RunArgs),
+    /// Find the OOM kills in a saved kernel log (dmesg, dmesg -T/-x/-r,
+    /// journalctl -k, syslog, raw /dev/kmsg), for post-mortems.
+    Parse(ParseArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// A table for people.
+    Table,
+    /// One JSON object per kill and line, in the documented OomEvent form.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum From {
+    /// Only kills from now on.
+    End,
+    /// Every kill still in the kernel's ring buffer.
+    Oldest,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The kernel log device.
+    #[arg(long, env = "OOMLENS_KMSG", default_value = "/dev/kmsg")]
+    kmsg: PathBuf,
+    /// Root of the proc filesystem (the host's, inside a container).
+    #[arg(long, env = "OOMLENS_PROC_ROOT", default_value = "/proc")]
+    proc_root: PathBuf,
+    /// Directory for the agent's state (the kernel log cursor). Created if
+    /// missing.
+    #[arg(long, env = "OOMLENS_STATE_DIR", default_value = "/var/lib/oomlens")]
+    state_dir: PathBuf,
+    /// Node name put on events (the DaemonSet sets it from the downward
+    /// API); defaults to the host name.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Where to start when there is no cursor from this boot.
+    #[arg(long, value_enum, env = "OOMLENS_FROM", default_value_t = From::End)]
+    from: From,
+    /// How events are printed on standard output.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Run with an embedded collector (SQLite in the state directory) so
+    /// the `oomlens` CLI can query this node. Not built yet.
+    #[arg(long)]
+    standalone: bool,
+    /// Log format on standard error.
+    #[arg(long, value_enum, env = "OOMLENS_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct ParseArgs {
+    /// The saved log; `-` or nothing reads standard input.
+    file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Year of syslog timestamps, which do not show one (default: this year).
+    #[arg(long)]
+    year: Option<i64>,
+    /// Node name for the events (default: the host name the log shows, if any).
+    #[arg(long)]
+    node: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Parse(args)) => parse(&args),
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OOMLENS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.standalone {
+        eprintln!(
+            "error: --standalone (the embedded collector) is not built yet in this version; \
+             run without it to print kills on standard output"
+        );
+        return Ok(ExitCode::from(EXIT_NOT_BUILT));
+    }
+    init_logging(args.log_format);
+    let boot_id = read_boot_id(&args.proc_root)
+        .with_context(|| format!("cannot read the boot id under {}", args.proc_root.display()))?;
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", args.state_dir.display()))?;
+    let node = args
+        .node_name
+        .clone()
+        .or_else(|| read_trimmed(&args.proc_root.join("sys/kernel/hostname")))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let config = LiveConfig {
+        kmsg_path: args.kmsg.clone(),
+        proc_root: args.proc_root.clone(),
+        state_dir: Some(args.state_dir.clone()),
+        node: NodeContext {
+            node,
+            boot_id,
+            boot_wall_us: live::boot_wall_us(),
+            kernel_release: read_trimmed(&args.proc_root.join("sys/kernel/osrelease")),
+        },
+        start_without_cursor: match args.from {
+            From::End => StartAt::End,
+            From::Oldest => StartAt::Oldest,
+        },
+        idle_flush: Duration::from_millis(20),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (sender, receiver) = mpsc::channel::<OomEvent>(1024);
+        let printer = tokio::task::spawn_blocking(move || print_events(receiver, args.output));
+        let stats = live::run(config, sender, shutdown_signal()).await?;
+        printer.await??;
+        info!(
+            events = stats.events,
+            lost_records = stats.reader.lost,
+            forged = stats.parser.forged,
+            "agent stopped"
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: stopping"),
+                _ = int.recv() => info!("SIGINT: stopping"),
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn print_events(mut receiver: mpsc::Receiver<OomEvent>, output: Output) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if output == Output::Table {
+        writeln!(out, "{}", table_header())?;
+        out.flush()?;
+    }
+    while let Some(event) = receiver.blocking_recv() {
+        match output {
+            Output::Table => writeln!(out, "{}", table_row(&event))?,
+            Output::Json => writeln!(out, "{}", event_to_json_line(&event))?,
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn parse(args: &ParseArgs) -> anyhow::Result<ExitCode> {
+    let mut raw = Vec::new();
+    match args.file.as_deref() {
+        None => std::io::stdin()
+            .read_to_end(&mut raw)
+            .context("cannot read standard input")?,
+        Some(path) if path == Path::new("-") => std::io::stdin()
+            .read_to_end(&mut raw)
+            .context("cannot read standard input")?,
+        Some(path) => {
+            let mut file =
+                std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            file.read_to_end(&mut raw)
+                .with_context(|| format!("cannot read {}", path.display()))?
+        }
+    };
+    // Saved logs are not always valid UTF-8 (binary garbage in dmesg).
+    let text = String::from_utf8_lossy(&raw);
+    let year = args.year.unwrap_or_else(current_year);
+    let (reports, stats) = reports_from_text(&text, year);
+    let ctx = NodeContext {
+        node: args.node.clone().unwrap_or_default(),
+        ..NodeContext::default()
+    };
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if args.output == Output::Table && !reports.is_empty() {
+        writeln!(out, "{}", table_header())?;
+    }
+    for (ordinal, report) in reports.iter().enumerate() {
+        let event = event_from_report(report, &ctx, ordinal as u64);
+        match args.output {
+            Output::Table => writeln!(out, "{}", table_row(&event))?,
+            Output::Json => writeln!(out, "{}", event_to_json_line(&event))?,
+        }
+    }
+    out.flush()?;
+    if args.output == Output::Table {
+        if reports.is_empty() {
+            eprintln!("no OOM kills found ({} lines read)", stats.lines);
+        }
+        if stats.forged > 0 {
+            eprintln!(
+                "ignored {} kill-like lines that were not written by the kernel",
+                stats.forged
+            );
+        }
+        if stats.partial > 0 {
+            eprintln!(
+                "{} kills had their report rate-limited by the kernel (marked partial)",
+                stats.partial
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn current_year() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    oomlens_proto::time::civil_from_days(now.div_euclid(86_400)).0
+}

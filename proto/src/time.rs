@@ -1,0 +1,142 @@
+//! Calendar arithmetic for UTC timestamps, without a date library: RFC 3339
+//! for the JSON form, and civil dates for parsing saved kernel logs.
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (month 1..=12).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    // Howard Hinnant's algorithm: shift the year to start in March so the
+    // leap day is the last day of the year.
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The (year, month, day) of a day count since 1970-01-01.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Formats seconds and nanoseconds since the Unix epoch as RFC 3339 UTC,
+/// with as many fractional digits as needed (none, 3, 6 or 9).
+pub fn format_rfc3339(seconds: i64, nanos: u32) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs_of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
+    let fraction = match nanos {
+        0 => String::new(),
+        n if n % 1_000_000 == 0 => format!(".{:03}", n / 1_000_000),
+        n if n % 1_000 == 0 => format!(".{:06}", n / 1_000),
+        n => format!(".{n:09}"),
+    };
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}{fraction}Z")
+}
+
+/// Parses an RFC 3339 timestamp (`2024-06-25T10:05:31.123Z`, or with a
+/// `+hh:mm` offset) into seconds and nanoseconds since the Unix epoch.
+pub fn parse_rfc3339(text: &str) -> Option<(i64, u32)> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' {
+        return None;
+    }
+    if !matches!(bytes[10], b'T' | b't' | b' ') || bytes[16] != b':' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut nanos = 0u32;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        for (i, b) in fraction.bytes().take(digits).enumerate() {
+            if i < 9 {
+                nanos += u32::from(b - b'0') * 10u32.pow(8 - i as u32);
+            }
+        }
+        rest = &fraction[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let offset = rest.get(1..)?;
+            if offset.len() != 5 || offset.as_bytes()[2] != b':' {
+                return None;
+            }
+            let h: i64 = offset[..2].parse().ok()?;
+            let m: i64 = offset[3..].parse().ok()?;
+            sign * (h * 3600 + m * 60)
+        }
+    };
+    let days = days_from_civil(year, month as u32, day as u32);
+    Some((days * 86_400 + hour * 3600 + minute * 60 + second - offset, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(civil_from_days(19_899), (2024, 6, 25));
+        assert_eq!(format_rfc3339(1_719_309_931, 0), "2024-06-25T10:05:31Z");
+        assert_eq!(
+            format_rfc3339(1_719_309_931, 123_456_000),
+            "2024-06-25T10:05:31.123456Z"
+        );
+        assert_eq!(
+            parse_rfc3339("2024-06-25T12:05:31.5+02:00"),
+            Some((1_719_309_931, 500_000_000))
+        );
+        assert_eq!(parse_rfc3339("2024-13-25T10:05:31Z"), None);
+        assert_eq!(parse_rfc3339("2024-06-25T10:05:31"), None);
+        assert_eq!(parse_rfc3339("2024-06-25T10:05:31.Z"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn rfc3339_round_trips(seconds in -62_135_596_800i64..253_402_300_799, nanos in 0u32..1_000_000_000) {
+            let text = format_rfc3339(seconds, nanos);
+            prop_assert_eq!(parse_rfc3339(&text), Some((seconds, nanos)));
+        }
+
+        #[test]
+        fn rfc3339_parser_never_panics(text in "\\PC{0,40}") {
+            let _ = parse_rfc3339(&text);
+        }
+    }
+}
