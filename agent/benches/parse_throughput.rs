@@ -25,7 +25,10 @@ const CHATTER: &[&str] = &[
 ];
 
 fn render(template: &str, seq: u64) -> Vec<u8> {
-    template.replace("{seq}", &seq.to_string()).replace("{ts}", &(seq * 1000).to_string()).into_bytes()
+    template
+        .replace("{seq}", &seq.to_string())
+        .replace("{ts}", &(seq * 1000).to_string())
+        .into_bytes()
 }
 
 fn oom_report() -> Vec<Vec<u8>> {
@@ -40,7 +43,12 @@ fn feed(parser: &mut Parser, raw: &[u8]) -> usize {
         from_kernel: record.is_kernel(),
         caller: record.caller.as_deref(),
         host: None,
-        stamp: Stamp { seq: Some(record.seq), monotonic_us: Some(record.timestamp_us), wall: None, level: Some(record.level) },
+        stamp: Stamp {
+            seq: Some(record.seq),
+            monotonic_us: Some(record.timestamp_us),
+            wall: None,
+            level: Some(record.level),
+        },
     });
     let mut reports = 0;
     while parser.next_report().is_some() {
@@ -106,5 +114,8 @@ fn main() {
         assert_eq!(reports, 1);
     }
     let per_report = start.elapsed().as_secs_f64() / f64::from(iterations) * 1e6;
-    println!("one complete OOM report ({} records): {per_report:.2} µs", report.len());
+    println!(
+        "one complete OOM report ({} records): {per_report:.2} µs",
+        report.len()
+    );
 }

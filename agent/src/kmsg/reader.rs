@@ -83,6 +83,30 @@ pub struct KmsgReader {
     stats: ReaderStats,
 }
 
+/// Reads every record available now; returns the last one's sequence
+/// number. Leaves the file positioned after it.
+fn last_record_seq(file: &File, path: &Path) -> Result<Option<u64>, KmsgError> {
+    let mut buf = vec![0; RECORD_BUFFER];
+    let mut last = None;
+    loop {
+        match nix::unistd::read(file, &mut buf) {
+            Ok(0) | Err(Errno::EAGAIN) => return Ok(last),
+            Ok(len) => {
+                if let Ok(record) = parse_record(&buf[..len]) {
+                    last = Some(record.seq);
+                }
+            }
+            Err(Errno::EINTR | Errno::EPIPE) => {}
+            Err(errno) => {
+                return Err(KmsgError::Read {
+                    path: path.to_path_buf(),
+                    source: io::Error::from(errno),
+                });
+            }
+        }
+    }
+}
+
 impl KmsgReader {
     /// Opens `path` (normally `/dev/kmsg`) non-blocking. Must be called
     /// inside a tokio runtime.
@@ -97,13 +121,19 @@ impl KmsgReader {
                 source,
             })?;
         let (last_seq, skip_through) = match start {
-            StartAt::End => {
-                lseek(&file, 0, Whence::SeekEnd).map_err(|source| KmsgError::Seek {
-                    path: path.clone(),
-                    source,
-                })?;
-                (None, None)
-            }
+            // Reading what the ring holds (instead of only seeking to its
+            // end) tells the sequence number we start after, without which an
+            // overrun before our first read could not be measured.
+            StartAt::End => match last_record_seq(&file, &path)? {
+                Some(seq) => (Some(seq), None),
+                None => {
+                    lseek(&file, 0, Whence::SeekEnd).map_err(|source| KmsgError::Seek {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    (None, None)
+                }
+            },
             StartAt::Oldest => (None, None),
             StartAt::After(seq) => (Some(seq), Some(seq)),
         };

@@ -67,7 +67,10 @@ pub fn parse_record(raw: &[u8]) -> Result<Record, RecordError> {
     let semicolon = memchr::memchr(b';', raw).ok_or_else(|| error("no ';' after the header", raw))?;
     let mut header = raw[..semicolon].split(|&b| b == b',');
     let mut number = |what: &'static str| -> Result<u64, RecordError> {
-        header.next().and_then(parse_decimal).ok_or_else(|| error(what, raw))
+        header
+            .next()
+            .and_then(parse_decimal)
+            .ok_or_else(|| error(what, raw))
     };
     let prio = number("bad priority")?;
     let seq = number("bad sequence number")?;
@@ -97,7 +100,16 @@ pub fn parse_record(raw: &[u8]) -> Result<Record, RecordError> {
     } else {
         Vec::new()
     };
-    Ok(Record { facility, level: (prio & 7) as u8, seq, timestamp_us, flag, caller, message, fields })
+    Ok(Record {
+        facility,
+        level: (prio & 7) as u8,
+        seq,
+        timestamp_us,
+        flag,
+        caller,
+        message,
+        fields,
+    })
 }
 
 /// A decimal number of ASCII digits only (no sign, no spaces).

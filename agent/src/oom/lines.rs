@@ -198,7 +198,9 @@ fn classify_general(text: &str) -> Option<OomLine<'_>> {
         if let Some(rest) = text.strip_prefix("Memory cgroup stats for ") {
             // Pre-4.19 kernels print the stats on the same line after ": ".
             let memcg = rest.split(": ").next().unwrap_or(rest);
-            return Some(OomLine::StatsFor { memcg: memcg.trim_end_matches(':') });
+            return Some(OomLine::StatsFor {
+                memcg: memcg.trim_end_matches(':'),
+            });
         }
     }
     // A comm never starts with a space; stack frames always do.

@@ -577,7 +577,11 @@ impl Parser {
             }
             // Each kill of a group shares the report's context; the last
             // one takes it without a copy.
-            let mut report = if index + 1 == count { std::mem::take(&mut context) } else { context.clone() };
+            let mut report = if index + 1 == count {
+                std::mem::take(&mut context)
+            } else {
+                context.clone()
+            };
             report.victim = victim;
             report.kill_prefix = prefix;
             report.kill_stamp = stamp;

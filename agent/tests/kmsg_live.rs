@@ -1,0 +1,411 @@
+//! The kernel log path on the real kernel: real OOM kills in scratch v1
+//! memory cgroups with kubepods-shaped paths, read back from the live
+//! `/dev/kmsg`; a forged kill line; a ring overrun; a restart.
+//!
+//! Needs root and the cgroup v1 memory controller; elsewhere each test
+//! prints why it skips. The tests share the kernel log, so they run one at
+//! a time.
+
+mod support;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use oomlens_agent::event::{NodeContext, event_from_report};
+use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt, read_boot_id};
+use oomlens_agent::live::{self, LiveConfig};
+use oomlens_agent::oom::{InputLine, OomReport, Parser, Stamp};
+use oomlens_proto::v1::{Constraint, OomEvent, QosClass, Scope};
+use support::{ScratchTree, SysctlGuard, pod_and_container_ids, run_hog, unique};
+use tokio::sync::{mpsc, oneshot};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const LIMIT: u64 = 32 << 20;
+
+fn push_record(parser: &mut Parser, record: &oomlens_agent::kmsg::Record) {
+    parser.push(&InputLine {
+        text: &record.message,
+        from_kernel: record.is_kernel(),
+        caller: record.caller.as_deref(),
+        host: None,
+        stamp: Stamp {
+            seq: Some(record.seq),
+            monotonic_us: Some(record.timestamp_us),
+            wall: None,
+            level: Some(record.level),
+        },
+    });
+}
+
+/// Reads the live log until a report satisfies `done` or `timeout` passes;
+/// returns every report seen.
+async fn reports_until(
+    reader: &mut KmsgReader,
+    parser: &mut Parser,
+    timeout: Duration,
+    done: impl Fn(&OomReport) -> bool,
+) -> Vec<OomReport> {
+    let deadline = Instant::now() + timeout;
+    let mut reports = Vec::new();
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(50), reader.next()).await {
+            Ok(Ok(KmsgItem::Record(record))) => push_record(parser, &record),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("reading /dev/kmsg: {e}"),
+            Err(_) => parser.flush_killed(),
+        }
+        while let Some(report) = parser.next_report() {
+            let finished = done(&report);
+            reports.push(report);
+            if finished {
+                return reports;
+            }
+        }
+    }
+    reports
+}
+
+fn node() -> NodeContext {
+    NodeContext {
+        node: "test-node".into(),
+        boot_id: read_boot_id(std::path::Path::new("/proc")).expect("boot id"),
+        boot_wall_us: live::boot_wall_us(),
+        kernel_release: None,
+    }
+}
+
+fn assert_killed(status: std::process::ExitStatus) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the hog should die of SIGKILL, got {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn real_container_limit_kill_is_read_back_live() {
+    require_real_kernel!();
+    let _serial = serial();
+    let tree = ScratchTree::new(&unique("oomlens-test"));
+    let (uid, container_id) = pod_and_container_ids();
+    let container = format!("kubepods/burstable/pod{uid}/{container_id}");
+    let dir = tree.create(&container);
+    tree.limit(&container, LIMIT);
+    let kernel_path = tree.kernel_path(&container);
+
+    let mut reader = KmsgReader::open("/dev/kmsg", StartAt::End).expect("open /dev/kmsg");
+    let (pid, status) = tokio::task::spawn_blocking(move || run_hog(&dir))
+        .await
+        .expect("hog");
+    assert_killed(status);
+
+    let mut parser = Parser::new();
+    let reports = reports_until(&mut reader, &mut parser, Duration::from_secs(15), |r| {
+        r.oom_memcg() == Some(kernel_path.as_str())
+    })
+    .await;
+    let report = reports
+        .iter()
+        .find(|r| r.oom_memcg() == Some(kernel_path.as_str()))
+        .unwrap_or_else(|| panic!("no report for {kernel_path}; saw {reports:#?}"));
+    let event = event_from_report(report, &node(), 0);
+    let json = oomlens_proto::json::event_to_json_line(&event);
+    assert!(!report.partial, "{json}");
+    assert_eq!(event.constraint, Constraint::Memcg as i32, "{json}");
+    assert_eq!(event.scope, Scope::ContainerLimit as i32, "{json}");
+    assert_eq!(event.task_memcg.as_deref(), Some(kernel_path.as_str()), "{json}");
+    let victim = event.victim.as_ref().expect("victim");
+    assert_eq!(victim.pid, Some(pid as i32), "{json}");
+    assert_eq!(victim.comm.as_deref(), Some("tail"), "{json}");
+    assert!(victim.anon_rss_kb.unwrap_or(0) > 20 * 1024, "{json}");
+    let pod = event.pod.as_ref().expect("pod");
+    assert_eq!(pod.uid, uid);
+    assert_eq!(pod.qos, QosClass::Burstable as i32);
+    assert_eq!(
+        event.container.as_ref().map(|c| c.id.as_str()),
+        Some(container_id.as_str())
+    );
+    let usage = event.memcg_usage.as_ref().expect("memcg usage");
+    assert_eq!(usage.limit_kb, Some(LIMIT / 1024), "{json}");
+    assert_eq!(
+        event.trigger.as_ref().and_then(|t| t.comm.as_deref()),
+        Some("tail")
+    );
+    assert!(event.tasks.iter().any(|t| t.pid == pid as i32), "{json}");
+    // The wall-clock time is within a minute of now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let time = event.time.as_ref().expect("time").seconds;
+    assert!((now - time).abs() < 60, "kill time {time} vs now {now}");
+    assert!(reader.stats().lost == 0 || reader.stats().overruns > 0);
+}
+
+#[tokio::test]
+async fn real_pod_limit_kill_is_classified_pod_limit() {
+    require_real_kernel!();
+    let _serial = serial();
+    let tree = ScratchTree::new(&unique("oomlens-test"));
+    let (uid, container_id) = pod_and_container_ids();
+    let pod = format!("kubepods/pod{uid}");
+    let container = format!("{pod}/{container_id}");
+    let dir = tree.create(&container);
+    tree.limit(&pod, LIMIT);
+    let pod_path = tree.kernel_path(&pod);
+
+    let mut reader = KmsgReader::open("/dev/kmsg", StartAt::End).expect("open /dev/kmsg");
+    let (_, status) = tokio::task::spawn_blocking(move || run_hog(&dir))
+        .await
+        .expect("hog");
+    assert_killed(status);
+    let mut parser = Parser::new();
+    let reports = reports_until(&mut reader, &mut parser, Duration::from_secs(15), |r| {
+        r.oom_memcg() == Some(pod_path.as_str())
+    })
+    .await;
+    let report = reports
+        .iter()
+        .find(|r| r.oom_memcg() == Some(pod_path.as_str()))
+        .unwrap_or_else(|| panic!("no report for {pod_path}; saw {reports:#?}"));
+    let event = event_from_report(report, &node(), 0);
+    let json = oomlens_proto::json::event_to_json_line(&event);
+    assert_eq!(event.scope, Scope::PodLimit as i32, "{json}");
+    assert_eq!(
+        event.pod.as_ref().map(|p| p.qos),
+        Some(QosClass::Guaranteed as i32),
+        "{json}"
+    );
+    assert_eq!(
+        event.container.as_ref().map(|c| c.id.as_str()),
+        Some(container_id.as_str()),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn forged_kill_lines_yield_no_event() {
+    require_real_kernel!();
+    let _serial = serial();
+    // User writes are rate-limited by default and could be dropped.
+    let _devkmsg = SysctlGuard::set("/proc/sys/kernel/printk_devkmsg", "on").expect("printk_devkmsg");
+    let marker = unique("forged");
+    let mut reader = KmsgReader::open("/dev/kmsg", StartAt::End).expect("open /dev/kmsg");
+    let forged = [
+        format!("<4>{marker} invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0"),
+        format!(
+            "<6>oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/{marker},task_memcg=/{marker},task={marker},pid=4242,uid=0"
+        ),
+        format!(
+            "<3>Memory cgroup out of memory: Killed process 4242 ({marker}) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0"
+        ),
+    ];
+    // Each write is one record; without its newline the kernel keeps it
+    // open for continuation and readers do not see it yet.
+    for line in &forged {
+        std::fs::write("/dev/kmsg", format!("{line}\n")).expect("write /dev/kmsg");
+    }
+    let mut parser = Parser::new();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen < forged.len() && Instant::now() < deadline {
+        if let Ok(Ok(KmsgItem::Record(record))) =
+            tokio::time::timeout(Duration::from_millis(100), reader.next()).await
+        {
+            if record.message.contains(&marker) {
+                seen += 1;
+                assert!(
+                    !record.is_kernel(),
+                    "a user write arrived with facility 0: {record:?}"
+                );
+            }
+            push_record(&mut parser, &record);
+        }
+    }
+    assert_eq!(seen, forged.len(), "the forged lines were not all read back");
+    parser.finish();
+    while let Some(report) = parser.next_report() {
+        assert!(
+            !report.victim.comm.contains(&marker),
+            "forged kill reported: {report:?}"
+        );
+    }
+    assert!(
+        parser.stats().forged >= 3,
+        "forged lines not counted: {:?}",
+        parser.stats()
+    );
+}
+
+#[tokio::test]
+async fn ring_overrun_is_a_counted_gap_and_reading_goes_on() {
+    require_real_kernel!();
+    let _serial = serial();
+    let _devkmsg = SysctlGuard::set("/proc/sys/kernel/printk_devkmsg", "on").expect("printk_devkmsg");
+    let marker = unique("overrun");
+    // Opened, then not read while the ring is flooded: the reader is paused.
+    let mut reader = KmsgReader::open("/dev/kmsg", StartAt::End).expect("open /dev/kmsg");
+    let filler = "x".repeat(900);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kmsg")
+        .expect("open for writing");
+    // 24 MiB of records is far beyond any kernel's log buffer default.
+    for i in 0..28_000 {
+        use std::io::Write as _;
+        file.write_all(format!("<6>{marker} flood {i} {filler}\n").as_bytes())
+            .expect("flood");
+    }
+    use std::io::Write as _;
+    file.write_all(format!("<6>{marker} after the flood\n").as_bytes())
+        .expect("write");
+
+    let mut gaps = 0u64;
+    let mut lost = 0u64;
+    let mut reached_end = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(2), reader.next()).await {
+            Ok(Ok(KmsgItem::Gap { lost: n, .. })) => {
+                gaps += 1;
+                lost += n;
+            }
+            Ok(Ok(KmsgItem::Record(record))) if record.message == format!("{marker} after the flood") => {
+                reached_end = true;
+                break;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("the reader stopped: {e}"),
+            Err(_) => break,
+        }
+    }
+    assert!(gaps >= 1, "no gap seen after flooding the ring");
+    assert!(lost > 1000, "only {lost} records counted lost");
+    assert_eq!(reader.stats().lost, lost);
+    assert!(
+        reader.stats().overruns >= 1,
+        "EPIPE not counted: {:?}",
+        reader.stats()
+    );
+    assert!(reached_end, "the reader did not continue to the newest record");
+}
+
+/// Runs the live pipeline until told to stop; returns the events it sent.
+fn start_pipeline(
+    config: LiveConfig,
+) -> (
+    oneshot::Sender<()>,
+    mpsc::Receiver<OomEvent>,
+    tokio::task::JoinHandle<live::LiveStats>,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (sender, receiver) = mpsc::channel(64);
+    let task = tokio::spawn(async move {
+        live::run(config, sender, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("pipeline")
+    });
+    (stop, receiver, task)
+}
+
+async fn events_for(receiver: &mut mpsc::Receiver<OomEvent>, memcg: &str, wait: Duration) -> Vec<OomEvent> {
+    let deadline = Instant::now() + wait;
+    let mut events = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline.into(), receiver.recv()).await {
+        if event.oom_memcg.as_deref() == Some(memcg) {
+            events.push(event);
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn restart_resumes_without_duplicates_and_reports_kills_made_while_stopped() {
+    require_real_kernel!();
+    let _serial = serial();
+    let state = tempfile::tempdir().expect("state dir");
+    let tree = ScratchTree::new(&unique("oomlens-test"));
+    let config = LiveConfig {
+        kmsg_path: "/dev/kmsg".into(),
+        proc_root: "/proc".into(),
+        state_dir: Some(state.path().to_path_buf()),
+        node: node(),
+        start_without_cursor: StartAt::End,
+        idle_flush: Duration::from_millis(20),
+    };
+    let a = tree.create("a");
+    tree.limit("a", LIMIT);
+    let b = tree.create("b");
+    tree.limit("b", LIMIT);
+
+    // First run sees kill A.
+    let (stop, mut events, task) = start_pipeline(config.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (pid_a, status) = tokio::task::spawn_blocking(move || run_hog(&a))
+        .await
+        .expect("hog a");
+    assert_killed(status);
+    let first = events_for(&mut events, &tree.kernel_path("a"), Duration::from_secs(5)).await;
+    stop.send(()).expect("stop");
+    let stats = task.await.expect("first run");
+    assert!(stats.events >= 1);
+    assert!(state.path().join("kmsg.cursor").exists(), "no cursor saved");
+
+    // Kill B while no agent runs.
+    let (pid_b, status) = tokio::task::spawn_blocking(move || run_hog(&b))
+        .await
+        .expect("hog b");
+    assert_killed(status);
+
+    // Second run: reports B, and not A again.
+    let (stop, mut events, task) = start_pipeline(config);
+    let mut second = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+            Ok(Some(event)) => second.push(event),
+            Ok(None) => break,
+            Err(_)
+                if second
+                    .iter()
+                    .any(|e| e.oom_memcg.as_deref() == Some(tree.kernel_path("b").as_str())) =>
+            {
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    stop.send(()).expect("stop");
+    task.await.expect("second run");
+
+    let victims = |events: &[OomEvent], memcg: &str| -> Vec<i32> {
+        events
+            .iter()
+            .filter(|e| e.oom_memcg.as_deref() == Some(memcg))
+            .filter_map(|e| e.victim.as_ref()?.pid)
+            .collect()
+    };
+    assert_eq!(
+        victims(&first, &tree.kernel_path("a")),
+        [pid_a as i32],
+        "first run"
+    );
+    assert_eq!(
+        victims(&second, &tree.kernel_path("a")),
+        Vec::<i32>::new(),
+        "A reported twice"
+    );
+    assert_eq!(
+        victims(&second, &tree.kernel_path("b")),
+        [pid_b as i32],
+        "B, killed while stopped"
+    );
+}
