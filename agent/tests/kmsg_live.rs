@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use oomlens_agent::event::{NodeContext, event_from_report};
@@ -19,11 +18,10 @@ use oomlens_proto::v1::{Constraint, OomEvent, QosClass, Scope};
 use support::{ScratchTree, SysctlGuard, pod_and_container_ids, run_hog, unique};
 use tokio::sync::{mpsc, oneshot};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// Held for a whole test: each test has its own runtime and thread, and
+/// they must not share the kernel log at the same time. (tokio's mutex is
+/// runtime-agnostic and is not poisoned by a failing test.)
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const LIMIT: u64 = 32 << 20;
 
@@ -91,7 +89,7 @@ fn assert_killed(status: std::process::ExitStatus) {
 #[tokio::test]
 async fn real_container_limit_kill_is_read_back_live() {
     require_real_kernel!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let tree = ScratchTree::new(&unique("oomlens-test"));
     let (uid, container_id) = pod_and_container_ids();
     let container = format!("kubepods/burstable/pod{uid}/{container_id}");
@@ -151,7 +149,7 @@ async fn real_container_limit_kill_is_read_back_live() {
 #[tokio::test]
 async fn real_pod_limit_kill_is_classified_pod_limit() {
     require_real_kernel!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let tree = ScratchTree::new(&unique("oomlens-test"));
     let (uid, container_id) = pod_and_container_ids();
     let pod = format!("kubepods/pod{uid}");
@@ -192,7 +190,7 @@ async fn real_pod_limit_kill_is_classified_pod_limit() {
 #[tokio::test]
 async fn forged_kill_lines_yield_no_event() {
     require_real_kernel!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     // User writes are rate-limited by default and could be dropped.
     let _devkmsg = SysctlGuard::set("/proc/sys/kernel/printk_devkmsg", "on").expect("printk_devkmsg");
     let marker = unique("forged");
@@ -246,7 +244,7 @@ async fn forged_kill_lines_yield_no_event() {
 #[tokio::test]
 async fn ring_overrun_is_a_counted_gap_and_reading_goes_on() {
     require_real_kernel!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let _devkmsg = SysctlGuard::set("/proc/sys/kernel/printk_devkmsg", "on").expect("printk_devkmsg");
     let marker = unique("overrun");
     // Opened, then not read while the ring is flooded: the reader is paused.
@@ -330,7 +328,7 @@ async fn events_for(receiver: &mut mpsc::Receiver<OomEvent>, memcg: &str, wait: 
 #[tokio::test]
 async fn restart_resumes_without_duplicates_and_reports_kills_made_while_stopped() {
     require_real_kernel!();
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let state = tempfile::tempdir().expect("state dir");
     let tree = ScratchTree::new(&unique("oomlens-test"));
     let config = LiveConfig {
