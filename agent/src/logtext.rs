@@ -239,7 +239,8 @@ fn hms(text: &str) -> Option<(i64, i64, f64)> {
 }
 
 fn wall_from(year: i64, month: u32, day: u32, (h, m, s): (i64, i64, f64)) -> Option<(i64, u32)> {
-    if !(1..=31).contains(&day) {
+    // Years outside this range are garbage in a log, and would overflow.
+    if !(1..=31).contains(&day) || !(1..=9999).contains(&year) {
         return None;
     }
     let days = oomlens_proto::time::days_from_civil(year, month, day);
@@ -423,6 +424,8 @@ mod tests {
         assert_eq!(fr.stamp.wall, Some((1_719_309_931, 0)));
         let ru = parse_line("[Вт июн 25 10:05:31 2024] x", 1999);
         assert_eq!(ru.stamp.wall, Some((1_719_309_931, 0)));
+        let absurd_year = parse_line("[Thu Dec  7 00:05:14 20555555555555517] x", 1999);
+        assert_eq!(absurd_year.stamp.wall, None);
         let unknown_month = parse_line("[Xx Qqq 25 10:05:31 2024] x", 1999);
         assert_eq!(
             (unknown_month.stamp.wall, unknown_month.message.as_ref()),

@@ -104,7 +104,7 @@ struct ParseArgs {
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     output: Output,
     /// Year of syslog timestamps, which do not show one (default: this year).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..=9999))]
     year: Option<i64>,
     /// Node name for the events (default: the host name the log shows, if any).
     #[arg(long)]

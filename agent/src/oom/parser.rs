@@ -634,3 +634,122 @@ fn task_from_row(columns: &[String], values: &[&str], name: &str) -> TaskInfo {
     }
     task
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Real report lines, as building blocks for random sequences.
+    const FRAGMENTS: &[&str] = &[
+        "tail invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
+        "CPU: 0 UID: 0 PID: 2061 Comm: tail Not tainted 6.18.44 #1",
+        "memory: usage 32768kB, limit 32768kB, failcnt 19",
+        "memory+swap: usage 32768kB, limit 9007199254740988kB, failcnt 0",
+        "Task in /kubepods/pod1/abc killed as a result of limit of /kubepods/pod1",
+        "Memory cgroup stats for /oomlens:",
+        "Tasks state (memory values in pages):",
+        "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+        "[   2061]     0  2061     8869     8524   118784        0             0 tail",
+        "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/a,task_memcg=/a/b,task=tail,pid=2061,uid=0",
+        "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task=x,pid=1,uid=0",
+        "Memory cgroup out of memory: Kill process 2061 (tail) score 1000 or sacrifice child",
+        "Memory cgroup out of memory: Killed process 2061 (tail) total-vm:35476kB, anon-rss:32512kB, file-rss:1584kB, shmem-rss:0kB, UID:0 pgtables:116kB oom_score_adj:0",
+        "Out of memory: Killed process 7 (x) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB",
+        "Killed process 9 (y), UID 5, total-vm:1kB, anon-rss:1kB, file-rss:0kB",
+        "Tasks in /a are going to be killed due to memory.oom.group set",
+        "Out of memory and no killable processes...",
+        "oom_reaper: reaped process 2061 (tail), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB",
+        " dump_stack_lvl+0x57/0x80",
+    ];
+
+    fn line_strategy() -> impl Strategy<Value = (String, bool, Option<u8>, Option<u64>)> {
+        let text = prop_oneof![
+            4 => proptest::sample::select(FRAGMENTS).prop_map(str::to_owned),
+            // Real fragments cut or extended at random: truncated kernel lines.
+            2 => (proptest::sample::select(FRAGMENTS), 0usize..200, "\\PC{0,12}").prop_map(|(f, cut, tail)| {
+                let cut = f.char_indices().map(|(i, _)| i).nth(cut).unwrap_or(f.len());
+                format!("{}{tail}", &f[..cut])
+            }),
+            1 => "\\PC{0,120}",
+        ];
+        (
+            text,
+            any::<bool>(),
+            proptest::option::of(0u8..3),
+            proptest::option::of(0u64..5_000_000),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_line_sequence_panics_and_reports_need_kill_lines(lines in proptest::collection::vec(line_strategy(), 0..80)) {
+            let mut parser = Parser::new();
+            let callers = ["T1", "T2", "C0"];
+            let mut kill_lines = 0u64;
+            let mut reports = 0u64;
+            for (seq, (text, from_kernel, caller, ts)) in lines.iter().enumerate() {
+                if *from_kernel && matches!(lines::classify(text), Some(lines::OomLine::Kill(_))) {
+                    kill_lines += 1;
+                }
+                parser.push(&InputLine {
+                    text,
+                    from_kernel: *from_kernel,
+                    caller: caller.map(|c| callers[usize::from(c)]),
+                    host: None,
+                    stamp: Stamp { seq: Some(seq as u64), monotonic_us: *ts, wall: None, level: None },
+                });
+                while parser.next_report().is_some() {
+                    reports += 1;
+                }
+            }
+            parser.finish();
+            while parser.next_report().is_some() {
+                reports += 1;
+            }
+            prop_assert!(!parser.has_open_reports());
+            // Every report comes from one kernel kill line (duplicates in a
+            // group are dropped, never invented).
+            prop_assert!(reports <= kill_lines, "{reports} reports from {kill_lines} kill lines");
+            prop_assert_eq!(reports + parser.stats().duplicate_kills, kill_lines);
+        }
+
+        #[test]
+        fn classify_never_panics(text in "\\PC{0,200}") {
+            let _ = lines::classify(&text);
+            let _ = lines::may_start_report(&text);
+        }
+    }
+
+    #[test]
+    fn a_report_waits_for_its_group_then_settles_on_time() {
+        let mut parser = Parser::new();
+        let at = |us: u64, text: &'static str| InputLine {
+            text,
+            from_kernel: true,
+            caller: None,
+            host: None,
+            stamp: Stamp {
+                seq: Some(us),
+                monotonic_us: Some(us),
+                wall: None,
+                level: None,
+            },
+        };
+        parser.push(&at(10, FRAGMENTS[0]));
+        parser.push(&at(20, FRAGMENTS[12]));
+        assert!(parser.next_report().is_none(), "held for a possible group kill");
+        assert_eq!(parser.oldest_open_seq(), Some(10));
+        parser.push(&at(20 + KILL_SETTLE_US + 1, "eth0: link up"));
+        let report = parser.next_report().expect("settled");
+        assert_eq!(report.victim.pid, 2061);
+        assert_eq!(parser.oldest_open_seq(), None);
+        // A report that never reaches a kill is abandoned after a while.
+        parser.push(&at(5_000_000, FRAGMENTS[0]));
+        parser.push(&at(5_000_000 + ABANDON_US + 1, "eth0: link up"));
+        assert_eq!(parser.stats().abandoned, 1);
+        assert!(!parser.has_open_reports());
+    }
+}
