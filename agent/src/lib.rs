@@ -7,12 +7,14 @@
 //! - [`oom`]: the pure parser turning kernel lines into OOM reports.
 //! - [`logtext`]: saved kernel logs (dmesg, journalctl, syslog) as lines
 //!   for the same parser, for post-mortems.
+//! - [`cgroup`]: sampling cgroup memory and keeping its history.
 //! - [`pods`]: the identity a cgroup path encodes.
 //! - [`event`]: assembling the `oomlens.v1.OomEvent`.
 //! - [`live`]: the live pipeline from `/dev/kmsg` to events.
 //! - [`reconcile`]: kills the log missed, from `/proc/vmstat`.
 //! - [`output`]: events as a table for people or JSON lines for scripts.
 
+pub mod cgroup;
 pub mod event;
 pub mod kmsg;
 pub mod live;

@@ -10,6 +10,7 @@ use oomlens_proto::v1::OomEvent;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::cgroup::SamplerHandle;
 use crate::event::{NodeContext, event_from_report};
 use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, ReaderStats, Record, StartAt};
 use crate::oom::{InputLine, Parser, ParserStats, Stamp};
@@ -28,7 +29,14 @@ pub struct LiveConfig {
     /// After this long without a record, finished kills are reported
     /// without waiting for the next record.
     pub idle_flush: Duration,
+    /// The cgroup sampler, for memory histories and the node view; None:
+    /// events carry the kernel's report only.
+    pub sampler: Option<SamplerHandle>,
 }
+
+/// How long an event waits for the sampler's snapshot before it goes out
+/// without one.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// What the pipeline counted, for metrics and the shutdown log.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,7 +102,10 @@ impl Pipeline {
             if let (Some(reconciler), Some(us)) = (self.reconciler.as_mut(), report.kill_stamp.monotonic_us) {
                 reconciler.kill_seen(us);
             }
-            let event = event_from_report(&report, &self.config.node, self.events);
+            let mut event = event_from_report(&report, &self.config.node, self.events);
+            if let Some(sampler) = &self.config.sampler {
+                attach_snapshot(sampler, &mut event).await;
+            }
             info!(
                 id = %event.id,
                 seq = report.kill_stamp.seq,
@@ -150,6 +161,27 @@ impl Pipeline {
             Err(error) => warn!(%error, "cannot read vmstat"),
         }
         self.save_cursor();
+    }
+}
+
+/// Attaches the memory history of the victim's cgroup (and of the limited
+/// cgroup when it is another level) up to the kill, and the node view.
+async fn attach_snapshot(sampler: &SamplerHandle, event: &mut OomEvent) {
+    let until_ms = event
+        .time
+        .as_ref()
+        .map_or_else(crate::cgroup::sampler::now_ms, |t| {
+            t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000
+        });
+    let request = sampler.snapshot(event.task_memcg.clone(), event.oom_memcg.clone(), until_ms);
+    match tokio::time::timeout(SNAPSHOT_TIMEOUT, request).await {
+        Ok(Some(snapshot)) => {
+            event.history = snapshot.victim;
+            event.oom_memcg_history = snapshot.oom_memcg;
+            event.node_memory = snapshot.node;
+        }
+        Ok(None) => warn!(id = %event.id, "the sampler is gone; event sent without history"),
+        Err(_) => warn!(id = %event.id, "the sampler did not answer in time; event sent without history"),
     }
 }
 

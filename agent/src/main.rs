@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use oomlens_agent::cgroup::{self, Sampler, SamplerConfig, Schedule, Selection, WarningRules};
 use oomlens_agent::event::{NodeContext, event_from_report};
 use oomlens_agent::kmsg::{StartAt, read_boot_id};
 use oomlens_agent::live::{self, LiveConfig};
@@ -15,7 +16,7 @@ use oomlens_agent::output::{table_header, table_row};
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::OomEvent;
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Exit status of a command that is not built yet (1: runtime error, 2:
 /// usage error).
@@ -67,6 +68,38 @@ struct RunArgs {
     /// Root of the proc filesystem (the host's, inside a container).
     #[arg(long, env = "OOMLENS_PROC_ROOT", default_value = "/proc")]
     proc_root: PathBuf,
+    /// Where cgroups are mounted (v1, v2 and hybrid layouts are detected).
+    #[arg(long, env = "OOMLENS_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
+    /// Also sample systemd services and plain Docker containers, not only
+    /// Kubernetes pods and containers.
+    #[arg(long, env = "OOMLENS_INCLUDE_OTHER_CGROUPS")]
+    include_other_cgroups: bool,
+    /// Do not sample cgroup memory (events then carry no history).
+    #[arg(long, env = "OOMLENS_NO_SAMPLER")]
+    no_sampler: bool,
+    /// Interval between usage samples of each cgroup, milliseconds.
+    #[arg(long, env = "OOMLENS_SAMPLE_INTERVAL_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    sample_interval_ms: u64,
+    /// Interval between full samples (every memory file), milliseconds.
+    #[arg(long, env = "OOMLENS_FULL_SAMPLE_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    full_sample_interval_ms: u64,
+    /// Interval between full samples of a cgroup near its limit or climbing
+    /// fast, milliseconds.
+    #[arg(long, env = "OOMLENS_HOT_SAMPLE_INTERVAL_MS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    hot_sample_interval_ms: u64,
+    /// How long a removed cgroup's history is kept, seconds.
+    #[arg(long, env = "OOMLENS_HISTORY_GRACE_SECS", default_value_t = 120)]
+    history_grace_secs: u64,
+    /// Warn about a container above this fraction of its limit...
+    #[arg(long, env = "OOMLENS_WARN_RATIO", default_value_t = 0.9)]
+    warn_ratio: f64,
+    /// ...projected to reach it within this many seconds.
+    #[arg(long, env = "OOMLENS_WARN_HORIZON_SECS", default_value_t = 300.0)]
+    warn_horizon_secs: f64,
     /// Directory for the agent's state (the kernel log cursor). Created if
     /// missing.
     #[arg(long, env = "OOMLENS_STATE_DIR", default_value = "/var/lib/oomlens")]
@@ -164,7 +197,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| read_trimmed(&args.proc_root.join("sys/kernel/hostname")))
         .unwrap_or_else(|| "unknown".to_owned());
-    let config = LiveConfig {
+    let mut config = LiveConfig {
         kmsg_path: args.kmsg.clone(),
         proc_root: args.proc_root.clone(),
         state_dir: Some(args.state_dir.clone()),
@@ -179,15 +212,82 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             From::Oldest => StartAt::Oldest,
         },
         idle_flush: Duration::from_millis(20),
+        sampler: None,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let sampler_config = if args.no_sampler {
+        None
+    } else {
+        match cgroup::detect(&args.cgroup_root) {
+            Ok(root) => Some(SamplerConfig {
+                root,
+                proc_root: args.proc_root.clone(),
+                selection: Selection {
+                    include_other: args.include_other_cgroups,
+                },
+                schedule: Schedule {
+                    fast: Duration::from_millis(args.sample_interval_ms),
+                    full: Duration::from_millis(args.full_sample_interval_ms),
+                    hot: Duration::from_millis(args.hot_sample_interval_ms),
+                    ..Schedule::default()
+                },
+                rescan: Duration::from_secs(10),
+                grace: Duration::from_secs(args.history_grace_secs),
+                windows: cgroup::history::Windows::default(),
+                warnings: WarningRules {
+                    ratio: args.warn_ratio,
+                    horizon_s: args.warn_horizon_secs,
+                    ..WarningRules::default()
+                },
+                node_name: config.node.node.clone(),
+            }),
+            Err(error) => {
+                eprintln!("warning: {error}; kills are reported without memory history");
+                None
+            }
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait_stop = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let mut sampler_task = None;
+        if let Some(sampler_config) = sampler_config {
+            let (handle, requests) = Sampler::channel();
+            let (warnings, mut warning_rx) = mpsc::channel(256);
+            let sampler = Sampler::new(sampler_config, warnings);
+            sampler_task = Some(tokio::spawn(sampler.run(requests, wait_stop())));
+            tokio::spawn(async move {
+                while let Some(w) = warning_rx.recv().await {
+                    warn!(
+                        cgroup = %w.cgroup,
+                        working_set = w.working_set_bytes,
+                        limit = w.limit_bytes,
+                        seconds_to_limit = w.seconds_to_limit,
+                        "container approaching its memory limit"
+                    );
+                }
+            });
+            config.sampler = Some(handle);
+        }
         let (sender, receiver) = mpsc::channel::<OomEvent>(1024);
         let printer = tokio::task::spawn_blocking(move || print_events(receiver, args.output));
-        let stats = live::run(config, sender, shutdown_signal()).await?;
+        let stats = live::run(config, sender, wait_stop()).await?;
         printer.await??;
+        if let Some(task) = sampler_task {
+            task.await?;
+        }
         info!(
             events = stats.events,
             lost_records = stats.reader.lost,

@@ -1,1 +1,196 @@
+//! End-to-end tests of oomlens on the real kernel (see `tests/`), and the
+//! helpers they share: scratch memory cgroups, memory hogs, skipping with a
+//! printed reason where the machine cannot run them.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The cgroup v1 memory controller's mount point.
+pub const MEMCG_ROOT: &str = "/sys/fs/cgroup/memory";
+
+/// Why real-kernel tests cannot run here, if they cannot.
+pub fn real_kernel_unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (creates memory cgroups, reads /dev/kmsg)".into());
+    }
+    if !Path::new(MEMCG_ROOT).join("memory.limit_in_bytes").exists() {
+        return Some(format!("needs the cgroup v1 memory controller at {MEMCG_ROOT}"));
+    }
+    if std::fs::File::open("/dev/kmsg").is_err() {
+        return Some("needs a readable /dev/kmsg".into());
+    }
+    None
+}
+
+/// Skips the calling test, saying why, when the real kernel is not usable.
+#[macro_export]
+macro_rules! require_real_kernel {
+    () => {
+        if let Some(reason) = $crate::real_kernel_unavailable() {
+            eprintln!("SKIPPED {}: {reason}", module_path!());
+            return;
+        }
+    };
+}
+
+/// A unique name: kernel records are matched on it, since other processes
+/// may log OOM kills too.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A pod-uid-shaped unique id (with dashes) and a container-id-shaped one.
+pub fn pod_and_container_ids() -> (String, String) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = format!("{:08x}", std::process::id());
+    let k = format!("{:04x}", NEXT.fetch_add(1, Ordering::Relaxed));
+    (
+        format!("{n}-{k}-4000-8000-00000000abcd"),
+        format!("{n}{k}{}", "d".repeat(52)),
+    )
+}
+
+/// A tree of v1 memory cgroups created for one test, removed when dropped
+/// (processes killed, directories removed deepest first).
+#[derive(Debug)]
+pub struct ScratchTree {
+    root: PathBuf,
+}
+
+impl ScratchTree {
+    pub fn new(name: &str) -> Self {
+        let root = Path::new(MEMCG_ROOT).join(name);
+        std::fs::create_dir(&root).unwrap_or_else(|e| panic!("mkdir {}: {e}", root.display()));
+        Self { root }
+    }
+
+    /// The path as the kernel prints it (relative to the controller root).
+    pub fn kernel_path(&self, relative: &str) -> String {
+        let base = self.root.strip_prefix(MEMCG_ROOT).expect("under the root");
+        let joined = Path::new("/").join(base).join(relative.trim_start_matches('/'));
+        joined.to_string_lossy().trim_end_matches('/').to_owned()
+    }
+
+    pub fn create(&self, relative: &str) -> PathBuf {
+        let path = self.path(relative);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        path
+    }
+
+    pub fn limit(&self, relative: &str, bytes: u64) {
+        let file = self.path(relative).join("memory.limit_in_bytes");
+        std::fs::write(&file, bytes.to_string()).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative.trim_start_matches('/'))
+    }
+
+    /// Removes one cgroup of the tree now (and what is below it).
+    pub fn remove(&self, relative: &str) {
+        remove_tree(&self.path(relative));
+    }
+}
+
+impl Drop for ScratchTree {
+    fn drop(&mut self) {
+        remove_tree(&self.root);
+    }
+}
+
+fn remove_tree(root: &Path) {
+    let mut dirs = Vec::new();
+    collect_dirs(root, &mut dirs);
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for dir in &dirs {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    for dir in &dirs {
+        for _ in 0..100 {
+            if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_dirs(&entry.path(), out);
+            }
+        }
+    }
+}
+
+/// Runs `tail /dev/zero` (which buffers without bound) inside `cgroup` and
+/// waits for it to die. Returns its pid and exit status.
+pub fn run_hog(cgroup: &Path) -> (u32, std::process::ExitStatus) {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("echo $$ > \"$1/cgroup.procs\" && exec tail /dev/zero")
+        .arg("sh")
+        .arg(cgroup)
+        .spawn()
+        .expect("spawn sh");
+    let pid = child.id();
+    let status = child.wait().expect("wait");
+    (pid, status)
+}
+
+/// Sets a sysctl for the guard's lifetime and restores the old value.
+#[derive(Debug)]
+pub struct SysctlGuard {
+    path: PathBuf,
+    old: String,
+}
+
+impl SysctlGuard {
+    pub fn set(path: &str, value: &str) -> std::io::Result<Self> {
+        let old = std::fs::read_to_string(path)?.trim().to_owned();
+        // Some sysctls (printk_devkmsg) reject a value without its newline.
+        std::fs::write(path, format!("{value}\n"))?;
+        Ok(Self {
+            path: path.into(),
+            old,
+        })
+    }
+}
+
+impl Drop for SysctlGuard {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.path, format!("{}\n", self.old)) {
+            eprintln!("could not restore {} to {:?}: {e}", self.path.display(), self.old);
+        }
+    }
+}
+
+/// Starts the test memory hog in `cgroup`. Its stdout says `started MS`
+/// and `grown MS` (Unix milliseconds).
+pub fn spawn_memhog(memhog: &str, cgroup: &Path, rate_mib: f64, total_mib: u64, hold_secs: f64) -> Child {
+    Command::new(memhog)
+        .arg("--cgroup")
+        .arg(cgroup)
+        .args(["--rate-mib", &rate_mib.to_string()])
+        .args(["--total-mib", &total_mib.to_string()])
+        .args(["--hold-secs", &hold_secs.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {memhog}: {e}"))
+}

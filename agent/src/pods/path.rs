@@ -72,6 +72,10 @@ pub struct CgroupIdentity {
     pub systemd_unit: Option<String>,
     /// For non-Kubernetes cgroups: a Docker container id.
     pub docker_id: Option<String>,
+    /// The path of the cgroup that *is* this level (`/kubepods/burstable`
+    /// for a QoS level); a deeper path parsed to the same level (a
+    /// container's sub-cgroup) has a longer path than this.
+    pub level_path: String,
 }
 
 impl CgroupIdentity {
@@ -104,6 +108,7 @@ impl CgroupIdentity {
             container_cgroup: None,
             systemd_unit,
             docker_id,
+            level_path: path.to_owned(),
         }
     }
 }
@@ -121,6 +126,7 @@ pub fn parse_cgroup_path(path: &str) -> CgroupIdentity {
         ..CgroupIdentity::other("")
     };
     identity.systemd_unit = None;
+    identity.level_path = join(kubepods);
     let mut next = kubepods + 1;
     let Some(segment) = segments.get(next) else {
         return identity;
@@ -129,6 +135,7 @@ pub fn parse_cgroup_path(path: &str) -> CgroupIdentity {
     if let Some(qos) = qos_segment(segment) {
         identity.level = Level::Qos;
         identity.qos = Some(qos);
+        identity.level_path = join(next);
         pod_qos = qos;
         next += 1;
     } else {
@@ -145,6 +152,7 @@ pub fn parse_cgroup_path(path: &str) -> CgroupIdentity {
     identity.qos = Some(pod_qos);
     identity.pod_uid = Some(uid);
     identity.pod_cgroup = Some(join(next));
+    identity.level_path = join(next);
     next += 1;
     let Some(segment) = segments.get(next) else {
         return identity;
@@ -155,6 +163,7 @@ pub fn parse_cgroup_path(path: &str) -> CgroupIdentity {
         identity.runtime = runtime;
         identity.conmon = conmon;
         identity.container_cgroup = Some(join(next));
+        identity.level_path = join(next);
     }
     identity
 }
@@ -418,7 +427,17 @@ mod tests {
             .conmon
         );
         // Short names are not container ids, and a "pod" substring is not a pod.
-        assert_eq!(parse_cgroup_path("/kubepods/burstable/podfoo").level, Level::Qos);
+        let not_a_pod = parse_cgroup_path("/kubepods/burstable/podfoo");
+        assert_eq!(
+            (not_a_pod.level, not_a_pod.level_path.as_str()),
+            (Level::Qos, "/kubepods/burstable")
+        );
+        let sub = parse_cgroup_path(&format!("/kubepods/pod{UID}/{ID}/init.scope"));
+        assert_eq!(sub.level_path, format!("/kubepods/pod{UID}/{ID}"));
+        assert_eq!(
+            parse_cgroup_path("/system.slice/cron.service").level_path,
+            "/system.slice/cron.service"
+        );
         assert_eq!(
             parse_cgroup_path(&format!("/kubepods/pod{UID}/abc")).level,
             Level::Pod

@@ -6,8 +6,6 @@
 //! prints why it skips. The tests share the kernel log, so they run one at
 //! a time.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use oomlens_agent::event::{NodeContext, event_from_report};
@@ -15,7 +13,7 @@ use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt, read_boot_id};
 use oomlens_agent::live::{self, LiveConfig};
 use oomlens_agent::oom::{InputLine, OomReport, Parser, Stamp};
 use oomlens_proto::v1::{Constraint, OomEvent, QosClass, Scope};
-use support::{ScratchTree, SysctlGuard, pod_and_container_ids, run_hog, unique};
+use oomlens_tests::{ScratchTree, SysctlGuard, pod_and_container_ids, require_real_kernel, run_hog, unique};
 use tokio::sync::{mpsc, oneshot};
 
 /// Held for a whole test: each test has its own runtime and thread, and
@@ -338,6 +336,7 @@ async fn restart_resumes_without_duplicates_and_reports_kills_made_while_stopped
         node: node(),
         start_without_cursor: StartAt::End,
         idle_flush: Duration::from_millis(20),
+        sampler: None,
     };
     let a = tree.create("a");
     tree.limit("a", LIMIT);

@@ -1,0 +1,420 @@
+//! The memory history of one cgroup: the last minute at full rate and the
+//! last 15 minutes in 1-second buckets, kept compact (about 25 KiB per
+//! container at the default schedule) because one agent holds hundreds.
+//!
+//! Times are Unix milliseconds. The working set of a usage-only sample is
+//! computed with the inactive-file size of the latest full sample.
+
+use std::collections::VecDeque;
+
+use oomlens_proto::v1 as pb;
+use prost_types::Timestamp;
+
+use super::reader::FullSample;
+
+/// Window lengths.
+#[derive(Debug, Clone, Copy)]
+pub struct Windows {
+    /// Full-rate samples kept.
+    pub fine_ms: u64,
+    /// 1-second buckets kept.
+    pub coarse_s: u32,
+    /// Growth is the working-set slope over this window before the kill.
+    pub growth_ms: u64,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Self {
+            fine_ms: 60_000,
+            coarse_s: 15 * 60,
+            growth_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fine {
+    t_ms: u64,
+    usage: u64,
+    working_set: u64,
+}
+
+/// Details only a full sample has.
+#[derive(Debug, Clone, Copy)]
+struct Full {
+    t_ms: u64,
+    anon: Option<u64>,
+    file: Option<u64>,
+    shmem: Option<u64>,
+    limit: Option<u64>,
+    pressure_some: Option<f32>,
+    pressure_full: Option<f32>,
+}
+
+/// One second, in KiB to stay small (u32 KiB reaches 4 TiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bucket {
+    t_s: u32,
+    ws_min_kib: u32,
+    ws_max_kib: u32,
+    ws_last_kib: u32,
+    usage_last_kib: u32,
+    /// u32::MAX: unlimited.
+    limit_kib: u32,
+}
+
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes / 1024).unwrap_or(u32::MAX - 1)
+}
+
+/// Summary figures of a history.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Summary {
+    pub peak_working_set: Option<u64>,
+    /// Least-squares slope of the working set over the last minute.
+    pub growth_bytes_per_second: Option<f64>,
+    pub seconds_above_90pct: Option<f64>,
+}
+
+#[derive(Debug)]
+pub struct History {
+    windows: Windows,
+    fine: VecDeque<Fine>,
+    full: VecDeque<Full>,
+    coarse: VecDeque<Bucket>,
+    building: Option<Bucket>,
+    inactive_file: u64,
+    limit: Option<u64>,
+}
+
+impl History {
+    pub fn new(windows: Windows) -> Self {
+        Self {
+            windows,
+            fine: VecDeque::new(),
+            full: VecDeque::new(),
+            coarse: VecDeque::new(),
+            building: None,
+            inactive_file: 0,
+            limit: None,
+        }
+    }
+
+    /// The latest limit seen (None: unlimited or never read).
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+
+    /// Latest (time, working set, usage).
+    pub fn latest(&self) -> Option<(u64, u64, u64)> {
+        self.fine.back().map(|f| (f.t_ms, f.working_set, f.usage))
+    }
+
+    pub fn record_usage(&mut self, t_ms: u64, usage: u64) {
+        let working_set = usage.saturating_sub(self.inactive_file);
+        self.push(Fine {
+            t_ms,
+            usage,
+            working_set,
+        });
+    }
+
+    pub fn record_full(&mut self, t_ms: u64, sample: &FullSample) {
+        self.inactive_file = sample.stat.inactive_file.unwrap_or(0);
+        self.limit = sample.limit;
+        self.full.push_back(Full {
+            t_ms,
+            anon: sample.stat.anon,
+            file: sample.stat.file,
+            shmem: sample.stat.shmem,
+            limit: sample.limit,
+            pressure_some: sample.pressure.map(|p| p.some_avg10 as f32),
+            pressure_full: sample.pressure.map(|p| p.full_avg10 as f32),
+        });
+        self.push(Fine {
+            t_ms,
+            usage: sample.usage,
+            working_set: sample.working_set,
+        });
+    }
+
+    fn push(&mut self, sample: Fine) {
+        if self.fine.back().is_some_and(|last| sample.t_ms < last.t_ms) {
+            return; // never rewind: the clock stepped back
+        }
+        self.fine.push_back(sample);
+        let second = u32::try_from(sample.t_ms / 1000).unwrap_or(u32::MAX);
+        let (ws, usage) = (kib(sample.working_set), kib(sample.usage));
+        let limit_kib = self.limit.map_or(u32::MAX, kib);
+        match self.building.as_mut() {
+            Some(bucket) if bucket.t_s == second => {
+                bucket.ws_min_kib = bucket.ws_min_kib.min(ws);
+                bucket.ws_max_kib = bucket.ws_max_kib.max(ws);
+                bucket.ws_last_kib = ws;
+                bucket.usage_last_kib = usage;
+                bucket.limit_kib = limit_kib;
+            }
+            _ => {
+                if let Some(done) = self.building.take() {
+                    self.coarse.push_back(done);
+                }
+                self.building = Some(Bucket {
+                    t_s: second,
+                    ws_min_kib: ws,
+                    ws_max_kib: ws,
+                    ws_last_kib: ws,
+                    usage_last_kib: usage,
+                    limit_kib,
+                });
+            }
+        }
+        let fine_floor = sample.t_ms.saturating_sub(self.windows.fine_ms);
+        while self.fine.front().is_some_and(|f| f.t_ms < fine_floor) {
+            self.fine.pop_front();
+        }
+        // Keep one full sample from before the window: it describes the
+        // window's oldest fine samples.
+        while self.full.len() > 1 && self.full[1].t_ms < fine_floor {
+            self.full.pop_front();
+        }
+        let coarse_floor = second.saturating_sub(self.windows.coarse_s);
+        while self.coarse.front().is_some_and(|b| b.t_s < coarse_floor) {
+            self.coarse.pop_front();
+        }
+    }
+
+    /// Heap bytes held, for the agent's own memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.fine.capacity() * size_of::<Fine>()
+            + self.full.capacity() * size_of::<Full>()
+            + self.coarse.capacity() * size_of::<Bucket>()
+    }
+
+    /// Summary of the samples up to `until_ms`.
+    pub fn summary(&self, until_ms: u64) -> Summary {
+        let fine: Vec<&Fine> = self.fine.iter().filter(|f| f.t_ms <= until_ms).collect();
+        let first_fine_s = fine.first().map(|f| f.t_ms / 1000);
+        let older = self
+            .coarse
+            .iter()
+            .chain(self.building.iter())
+            .filter(|b| first_fine_s.is_none_or(|first| u64::from(b.t_s) < first));
+        let peak_fine = fine.iter().map(|f| f.working_set).max();
+        let peak_coarse = older.clone().map(|b| u64::from(b.ws_max_kib) * 1024).max();
+        let peak_working_set = peak_fine.max(peak_coarse);
+
+        let minute: Vec<&&Fine> = fine
+            .iter()
+            .filter(|f| f.t_ms + self.windows.growth_ms >= until_ms)
+            .collect();
+        let growth_bytes_per_second = slope(
+            minute
+                .iter()
+                .map(|f| (f.t_ms as f64 / 1000.0, f.working_set as f64)),
+        );
+
+        let seconds_above_90pct = self.limit.map(|limit| {
+            let threshold = limit as f64 * 0.9;
+            let fine_seconds: f64 = fine
+                .windows(2)
+                .filter(|w| w[0].working_set as f64 > threshold)
+                .map(|w| ((w[1].t_ms - w[0].t_ms) as f64 / 1000.0).min(1.0))
+                .sum();
+            let coarse_seconds = older
+                .filter(|b| {
+                    b.limit_kib != u32::MAX && f64::from(b.ws_last_kib) > f64::from(b.limit_kib) * 0.9
+                })
+                .count() as f64;
+            fine_seconds + coarse_seconds
+        });
+        Summary {
+            peak_working_set,
+            growth_bytes_per_second,
+            seconds_above_90pct,
+        }
+    }
+
+    /// The history up to `until_ms` in the contract's form.
+    pub fn export(&self, cgroup: &str, until_ms: u64, interval_ms: u32) -> pb::MemoryHistory {
+        let summary = self.summary(until_ms);
+        let samples: Vec<pb::MemorySample> = self
+            .fine
+            .iter()
+            .filter(|f| f.t_ms <= until_ms)
+            .map(|f| {
+                // The latest full sample at or before this one.
+                let at = self.full.partition_point(|full| full.t_ms <= f.t_ms);
+                let full = at.checked_sub(1).map(|i| self.full[i]);
+                pb::MemorySample {
+                    time: Some(timestamp_ms(f.t_ms)),
+                    working_set_bytes: Some(f.working_set),
+                    usage_bytes: Some(f.usage),
+                    anon_bytes: full.and_then(|x| x.anon),
+                    file_bytes: full.and_then(|x| x.file),
+                    shmem_bytes: full.and_then(|x| x.shmem),
+                    limit_bytes: full.map_or(self.limit, |x| x.limit),
+                    pressure_some_avg10: full.and_then(|x| x.pressure_some).map(f64::from),
+                    pressure_full_avg10: full.and_then(|x| x.pressure_full).map(f64::from),
+                }
+            })
+            .collect();
+        let first_s = samples.first().and_then(|s| s.time.as_ref()).map(|t| t.seconds);
+        let buckets = self
+            .coarse
+            .iter()
+            .chain(self.building.iter())
+            .filter(|b| {
+                first_s.is_none_or(|first| i64::from(b.t_s) < first) && u64::from(b.t_s) * 1000 <= until_ms
+            })
+            .map(|b| pb::MemoryBucket {
+                time: Some(Timestamp {
+                    seconds: i64::from(b.t_s),
+                    nanos: 0,
+                }),
+                working_set_min_bytes: u64::from(b.ws_min_kib) * 1024,
+                working_set_max_bytes: u64::from(b.ws_max_kib) * 1024,
+                working_set_last_bytes: u64::from(b.ws_last_kib) * 1024,
+                usage_last_bytes: Some(u64::from(b.usage_last_kib) * 1024),
+                limit_bytes: (b.limit_kib != u32::MAX).then(|| u64::from(b.limit_kib) * 1024),
+            })
+            .collect();
+        pb::MemoryHistory {
+            cgroup: cgroup.to_owned(),
+            samples,
+            buckets,
+            peak_working_set_bytes: summary.peak_working_set,
+            growth_bytes_per_second: summary.growth_bytes_per_second,
+            seconds_above_90pct: summary.seconds_above_90pct,
+            limit_bytes: self.limit,
+            sample_interval_ms: interval_ms,
+        }
+    }
+
+    /// Working-set slope over the last `window_ms` before the latest sample.
+    pub fn recent_growth(&self, window_ms: u64) -> Option<f64> {
+        let last = self.fine.back()?.t_ms;
+        slope(
+            self.fine
+                .iter()
+                .filter(|f| f.t_ms + window_ms >= last)
+                .map(|f| (f.t_ms as f64 / 1000.0, f.working_set as f64)),
+        )
+    }
+}
+
+pub fn timestamp_ms(t_ms: u64) -> Timestamp {
+    Timestamp {
+        seconds: (t_ms / 1000) as i64,
+        nanos: ((t_ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// Least-squares slope of y over x; None with fewer than two distinct x.
+pub fn slope(points: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
+    let points: Vec<(f64, f64)> = points.collect();
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    // Centre x to keep precision with Unix-time abscissae.
+    let x0 = points[0].0;
+    let mean_x = points.iter().map(|p| p.0 - x0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, y) in &points {
+        let dx = x - x0 - mean_x;
+        sxy += dx * (y - mean_y);
+        sxx += dx * dx;
+    }
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::files::MemoryStat;
+
+    fn full(usage: u64, inactive: u64, limit: Option<u64>) -> FullSample {
+        FullSample {
+            usage,
+            limit,
+            stat: MemoryStat {
+                inactive_file: Some(inactive),
+                anon: Some(usage - inactive),
+                ..MemoryStat::default()
+            },
+            working_set: usage - inactive,
+            ..FullSample::default()
+        }
+    }
+
+    #[test]
+    fn growth_peak_and_time_above_90pct() {
+        let mut history = History::new(Windows::default());
+        let base = 1_700_000_000_000u64;
+        let limit = 100 << 20;
+        history.record_full(base, &full(10 << 20, 1 << 20, Some(limit)));
+        // 1 MiB/s for 95 s at 10 Hz.
+        for i in 1..=950u64 {
+            history.record_usage(base + i * 100, (10 << 20) + i * (1 << 20) / 10);
+        }
+        let end = base + 95_000;
+        let summary = history.summary(end);
+        let growth = summary.growth_bytes_per_second.expect("growth");
+        assert!((growth - f64::from(1 << 20)).abs() < 1.0, "{growth}");
+        // Working set = usage - 1 MiB inactive file.
+        assert_eq!(
+            summary.peak_working_set,
+            Some((10 << 20) + 95 * (1 << 20) - (1 << 20))
+        );
+        // Above 90 MiB (90% of 100) from 81 MiB of growth on: ~14 s.
+        let above = summary.seconds_above_90pct.expect("limit known");
+        assert!((above - 14.0).abs() < 0.3, "{above}");
+
+        let exported = history.export("/kubepods/x", end, 100);
+        // The last minute at full rate, the time before it in buckets.
+        assert_eq!(exported.samples.len(), 601);
+        assert!(
+            exported.buckets.len() >= 34 && exported.buckets.len() <= 36,
+            "{}",
+            exported.buckets.len()
+        );
+        assert_eq!(exported.samples.last().and_then(|s| s.limit_bytes), Some(limit));
+        assert_eq!(exported.samples.last().and_then(|s| s.anon_bytes), Some(9 << 20));
+        // Nothing after the kill time is exported.
+        let cut = history.export("/kubepods/x", base + 50_000, 100);
+        assert!(
+            cut.samples
+                .iter()
+                .all(|s| s.time.as_ref().expect("t").seconds <= ((base + 50_000) / 1000) as i64)
+        );
+    }
+
+    #[test]
+    fn windows_are_bounded() {
+        let mut history = History::new(Windows {
+            fine_ms: 10_000,
+            coarse_s: 30,
+            growth_ms: 10_000,
+        });
+        for i in 0..1000u64 {
+            history.record_usage(i * 100, i);
+        }
+        assert_eq!(history.fine.len(), 101);
+        assert!(history.coarse.len() <= 31, "{}", history.coarse.len());
+        // A clock step backwards is ignored, not recorded out of order.
+        history.record_usage(5, 1);
+        assert_eq!(history.latest().map(|l| l.0), Some(99_900));
+    }
+
+    #[test]
+    fn slope_edge_cases() {
+        assert_eq!(slope([(1.0, 5.0)].into_iter()), None);
+        assert_eq!(slope([(1.0, 5.0), (1.0, 6.0)].into_iter()), None);
+        assert_eq!(
+            slope([(1_700_000_000.0, 0.0), (1_700_000_002.0, 10.0)].into_iter()),
+            Some(5.0)
+        );
+    }
+}

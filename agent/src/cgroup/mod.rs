@@ -1,0 +1,17 @@
+//! Sampling cgroup memory: [`files`] parses the memory files (pure),
+//! [`reader`] reads one cgroup's open files, [`discovery`] finds the
+//! controller and the cgroups to follow, [`history`] keeps the rings,
+//! [`node`] reads the node's view, [`sampler`] is the task that runs it all.
+
+pub mod discovery;
+pub mod files;
+pub mod history;
+pub mod node;
+pub mod reader;
+pub mod sampler;
+
+pub use discovery::{MemoryRoot, Mode, Selection, detect};
+pub use reader::{MemcgReader, Version};
+pub use sampler::{
+    Request, Sampler, SamplerConfig, SamplerHandle, SamplerStats, Schedule, Snapshot, WarningRules,
+};

@@ -1,0 +1,719 @@
+//! The sampler task: follows every selected memory cgroup, samples it on an
+//! adaptive schedule, keeps its history (also for a grace period after the
+//! cgroup is removed), raises pre-OOM warnings, and answers the event
+//! assembler's requests for frozen histories.
+//!
+//! It owns all its state and never waits on the rest of the agent:
+//! warnings leave through `try_send` (drops are counted) and requests are
+//! answered on oneshot channels.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use oomlens_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::discovery::{Found, MemoryRoot, Selection, relative_path, scan};
+use super::history::{History, Windows, timestamp_ms};
+use super::node::NodeReader;
+use super::reader::{MemcgReader, READ_BUFFER, ReadError};
+use crate::pods::{CgroupIdentity, Level, parse_cgroup_path};
+
+/// When each cgroup is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// Usage of every cgroup.
+    pub fast: Duration,
+    /// Every memory file of every cgroup.
+    pub full: Duration,
+    /// Every memory file of a hot cgroup (near its limit or climbing fast).
+    pub hot: Duration,
+    /// Hot above this fraction of the limit...
+    pub hot_ratio: f64,
+    /// ...or when the working set would reach the limit within this many
+    /// seconds at its current growth.
+    pub hot_seconds_to_limit: f64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            fast: Duration::from_millis(100),
+            full: Duration::from_secs(1),
+            hot: Duration::from_millis(50),
+            hot_ratio: 0.8,
+            hot_seconds_to_limit: 60.0,
+        }
+    }
+}
+
+/// When a live container is worth a `MemoryWarning`.
+#[derive(Debug, Clone, Copy)]
+pub struct WarningRules {
+    /// Working set above this fraction of the limit...
+    pub ratio: f64,
+    /// ...and projected to reach it within this many seconds.
+    pub horizon_s: f64,
+    /// At most one warning per container per this interval.
+    pub min_interval: Duration,
+}
+
+impl Default for WarningRules {
+    fn default() -> Self {
+        Self {
+            ratio: 0.9,
+            horizon_s: 300.0,
+            min_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    pub root: MemoryRoot,
+    pub proc_root: PathBuf,
+    pub selection: Selection,
+    pub schedule: Schedule,
+    /// Full rescan of the tree, as a safety net behind inotify.
+    pub rescan: Duration,
+    /// How long a removed cgroup's history is kept.
+    pub grace: Duration,
+    pub windows: Windows,
+    pub warnings: WarningRules,
+    pub node_name: String,
+}
+
+/// Counters of the sampler, for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SamplerStats {
+    /// Cgroups followed now.
+    pub tracked: u64,
+    /// Removed cgroups whose history is still kept.
+    pub in_grace: u64,
+    pub fast_samples: u64,
+    pub full_samples: u64,
+    /// Nanoseconds spent reading cgroup files, in total.
+    pub read_ns: u64,
+    pub vanished: u64,
+    pub read_errors: u64,
+    pub warnings: u64,
+    pub warnings_dropped: u64,
+    pub rescans: u64,
+    pub inotify_events: u64,
+    /// Heap held by histories.
+    pub history_bytes: u64,
+}
+
+/// What the event assembler gets for a kill.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// History of the victim's cgroup.
+    pub victim: Option<pb::MemoryHistory>,
+    /// History of the limited cgroup when it differs (pod, kubepods).
+    pub oom_memcg: Option<pb::MemoryHistory>,
+    pub node: Option<pb::NodeMemory>,
+}
+
+/// A request to the sampler task (made through [`SamplerHandle`]).
+#[derive(Debug)]
+pub enum Request {
+    Snapshot {
+        victim: Option<String>,
+        oom_memcg: Option<String>,
+        until_ms: u64,
+        reply: oneshot::Sender<Snapshot>,
+    },
+    OomSteps {
+        from_ms: u64,
+        to_ms: u64,
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    Stats {
+        reply: oneshot::Sender<SamplerStats>,
+    },
+}
+
+/// The rest of the agent's way to the sampler.
+#[derive(Debug, Clone)]
+pub struct SamplerHandle {
+    requests: mpsc::Sender<Request>,
+}
+
+impl SamplerHandle {
+    /// Frozen histories for a kill and the node view. None if the sampler
+    /// is gone.
+    pub async fn snapshot(
+        &self,
+        victim: Option<String>,
+        oom_memcg: Option<String>,
+        until_ms: u64,
+    ) -> Option<Snapshot> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Snapshot {
+                victim,
+                oom_memcg,
+                until_ms,
+                reply,
+            })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// Cgroups whose OOM-kill counter stepped between the two times: how
+    /// a kill without a cgroup path (rate-limited report) is attributed.
+    pub async fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<String> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .requests
+            .send(Request::OomSteps {
+                from_ms,
+                to_ms,
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    pub async fn stats(&self) -> Option<SamplerStats> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::Stats { reply }).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+#[derive(Debug)]
+struct Tracked {
+    identity: CgroupIdentity,
+    reader: Option<MemcgReader>,
+    history: History,
+    removed_at: Option<Instant>,
+    last_fast: Option<Instant>,
+    last_full: Option<Instant>,
+    hot: bool,
+    oom_kill: Option<u64>,
+    /// Times (Unix ms) the OOM-kill counter was seen to step.
+    oom_steps: Vec<u64>,
+    last_warning: Option<Instant>,
+    /// Tightest limit among the tracked ancestors (a pod's limit bounds its
+    /// unlimited containers), refreshed once a second.
+    ancestor_limit: Option<u64>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Debug)]
+pub struct Sampler {
+    config: SamplerConfig,
+    tracked: HashMap<String, Tracked>,
+    inotify: Option<Inotify>,
+    watches: HashMap<WatchDescriptor, PathBuf>,
+    node: NodeReader,
+    node_view: Option<pb::NodeMemory>,
+    last_node: Option<Instant>,
+    last_rescan: Option<Instant>,
+    warnings: mpsc::Sender<pb::MemoryWarning>,
+    buf: Box<[u8]>,
+    stats: SamplerStats,
+}
+
+impl Sampler {
+    pub fn new(config: SamplerConfig, warnings: mpsc::Sender<pb::MemoryWarning>) -> Self {
+        let inotify = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+            Ok(inotify) => Some(inotify),
+            Err(errno) => {
+                warn!(%errno, "inotify unavailable: new cgroups are found by periodic rescans only");
+                None
+            }
+        };
+        Self {
+            node: NodeReader::new(config.proc_root.clone()),
+            config,
+            tracked: HashMap::new(),
+            inotify,
+            watches: HashMap::new(),
+            node_view: None,
+            last_node: None,
+            last_rescan: None,
+            warnings,
+            buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            stats: SamplerStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> SamplerStats {
+        let mut stats = self.stats;
+        stats.tracked = self.tracked.values().filter(|t| t.removed_at.is_none()).count() as u64;
+        stats.in_grace = self.tracked.len() as u64 - stats.tracked;
+        stats.history_bytes = self.tracked.values().map(|t| t.history.heap_bytes() as u64).sum();
+        stats
+    }
+
+    /// Paths followed now (not removed).
+    pub fn tracked_paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| t.removed_at.is_none())
+            .map(|(p, _)| p.clone())
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    fn add(&mut self, found: Found) {
+        if let Some(existing) = self.tracked.get(&found.relative)
+            && existing.removed_at.is_none()
+        {
+            return;
+        }
+        let dir = self.config.root.path.join(found.relative.trim_start_matches('/'));
+        match MemcgReader::open(&dir, self.config.root.version) {
+            Ok(reader) => {
+                debug!(cgroup = %found.relative, "following cgroup");
+                // A re-created cgroup with the same path starts afresh.
+                self.tracked.insert(
+                    found.relative,
+                    Tracked {
+                        identity: found.identity,
+                        reader: Some(reader),
+                        history: History::new(self.config.windows),
+                        removed_at: None,
+                        last_fast: None,
+                        last_full: None,
+                        hot: false,
+                        oom_kill: None,
+                        oom_steps: Vec::new(),
+                        last_warning: None,
+                        ancestor_limit: None,
+                    },
+                );
+            }
+            Err(ReadError::Vanished(_)) => {}
+            Err(error @ ReadError::NotMemoryCgroup(_)) => debug!(%error, "skipping"),
+            Err(error) => {
+                self.stats.read_errors += 1;
+                warn!(%error, "cannot follow cgroup");
+            }
+        }
+    }
+
+    fn watch(&mut self, dir: &Path) {
+        let Some(inotify) = &self.inotify else { return };
+        // Container cgroups need no watch: what matters appears above them.
+        if let Some(relative) = relative_path(&self.config.root.path, dir)
+            && parse_cgroup_path(&relative).level == Level::Container
+        {
+            return;
+        }
+        let flags = AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_ONLYDIR;
+        match inotify.add_watch(dir, flags) {
+            Ok(wd) => {
+                self.watches.insert(wd, dir.to_path_buf());
+            }
+            Err(errno) => debug!(%errno, dir = %dir.display(), "cannot watch"),
+        }
+    }
+
+    /// Walks `start` and follows what it finds.
+    fn discover(&mut self, start: &Path) {
+        let (found, dirs) = scan(&self.config.root.path, start, self.config.selection);
+        for dir in dirs {
+            self.watch(&dir);
+        }
+        for found in found {
+            self.add(found);
+        }
+    }
+
+    /// Full rescan: new cgroups are followed, missing ones marked removed.
+    pub fn rescan(&mut self, now: Instant) {
+        self.stats.rescans += 1;
+        let (found, dirs) = scan(
+            &self.config.root.path,
+            &self.config.root.path.clone(),
+            self.config.selection,
+        );
+        if self.watches.is_empty() {
+            for dir in &dirs {
+                self.watch(dir);
+            }
+        }
+        let present: std::collections::HashSet<&str> = found.iter().map(|f| f.relative.as_str()).collect();
+        for (path, tracked) in &mut self.tracked {
+            if tracked.removed_at.is_none() && !present.contains(path.as_str()) {
+                tracked.removed_at = Some(now);
+                tracked.reader = None;
+                self.stats.vanished += 1;
+            }
+        }
+        for found in found {
+            self.add(found);
+        }
+        self.last_rescan = Some(now);
+    }
+
+    fn mark_removed(&mut self, dir: &Path, now: Instant) {
+        let Some(relative) = relative_path(&self.config.root.path, dir) else {
+            return;
+        };
+        for (path, tracked) in &mut self.tracked {
+            let below = path == &relative || path.starts_with(&format!("{relative}/"));
+            if below && tracked.removed_at.is_none() {
+                tracked.removed_at = Some(now);
+                tracked.reader = None;
+                self.stats.vanished += 1;
+            }
+        }
+    }
+
+    fn drain_inotify(&mut self, now: Instant) {
+        let Some(inotify) = &self.inotify else { return };
+        let mut events = Vec::new();
+        loop {
+            match inotify.read_events() {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => events.extend(batch),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(errno) => {
+                    warn!(%errno, "inotify read failed; relying on rescans");
+                    break;
+                }
+            }
+        }
+        for event in events {
+            self.stats.inotify_events += 1;
+            if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                self.rescan(now);
+                continue;
+            }
+            if event.mask.contains(AddWatchFlags::IN_IGNORED) {
+                self.watches.remove(&event.wd);
+                continue;
+            }
+            let (Some(dir), Some(name)) = (self.watches.get(&event.wd).cloned(), event.name) else {
+                continue;
+            };
+            let path = dir.join(name);
+            if event
+                .mask
+                .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+            {
+                self.discover(&path);
+            } else if event
+                .mask
+                .intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM)
+            {
+                self.mark_removed(&path, now);
+            }
+        }
+    }
+
+    /// One pass of the schedule: reads whatever is due.
+    pub fn tick(&mut self, now: Instant) {
+        self.drain_inotify(now);
+        if self
+            .last_rescan
+            .is_none_or(|t| now.duration_since(t) >= self.config.rescan)
+        {
+            self.rescan(now);
+        }
+        let schedule = self.config.schedule;
+        let t_ms = now_ms();
+        let mut warnings = Vec::new();
+        for (path, tracked) in &mut self.tracked {
+            let Some(reader) = &tracked.reader else { continue };
+            let full_every = if tracked.hot { schedule.hot } else { schedule.full };
+            let full_due = tracked
+                .last_full
+                .is_none_or(|t| now.duration_since(t) + Duration::from_millis(2) >= full_every);
+            let fast_due = tracked
+                .last_fast
+                .is_none_or(|t| now.duration_since(t) + Duration::from_millis(2) >= schedule.fast);
+            if !full_due && !fast_due {
+                continue;
+            }
+            let started = Instant::now();
+            let result = if full_due {
+                reader.read_full(&mut self.buf).map(Some)
+            } else {
+                reader.read_usage(&mut self.buf).map(|usage| {
+                    tracked.history.record_usage(t_ms, usage);
+                    None
+                })
+            };
+            self.stats.read_ns += started.elapsed().as_nanos() as u64;
+            match result {
+                Ok(Some(sample)) => {
+                    self.stats.full_samples += 1;
+                    tracked.last_full = Some(now);
+                    tracked.last_fast = Some(now);
+                    tracked.history.record_full(t_ms, &sample);
+                    if let Some(count) = sample.counters.oom_kill {
+                        if tracked.oom_kill.is_some_and(|before| count > before) {
+                            tracked.oom_steps.push(t_ms);
+                            if tracked.oom_steps.len() > 64 {
+                                tracked.oom_steps.remove(0);
+                            }
+                        }
+                        tracked.oom_kill = Some(count);
+                    }
+                    let growth = tracked.history.recent_growth(10_000);
+                    let effective_limit = match (sample.limit, tracked.ancestor_limit) {
+                        (Some(own), Some(ancestor)) => Some(own.min(ancestor)),
+                        (own, ancestor) => own.or(ancestor),
+                    };
+                    tracked.hot = is_hot(&schedule, sample.working_set, effective_limit, growth);
+                    if let Some(warning) = warning_due(
+                        &self.config,
+                        path,
+                        tracked,
+                        now,
+                        t_ms,
+                        sample.working_set,
+                        sample.limit,
+                    ) {
+                        tracked.last_warning = Some(now);
+                        warnings.push(warning);
+                    }
+                }
+                Ok(None) => {
+                    self.stats.fast_samples += 1;
+                    tracked.last_fast = Some(now);
+                }
+                Err(ReadError::Vanished(_)) => {
+                    tracked.removed_at = Some(now);
+                    tracked.reader = None;
+                    self.stats.vanished += 1;
+                }
+                Err(error) => {
+                    self.stats.read_errors += 1;
+                    warn!(%error, "cgroup read failed");
+                }
+            }
+        }
+        for warning in warnings {
+            match self.warnings.try_send(warning) {
+                Ok(()) => self.stats.warnings += 1,
+                Err(_) => self.stats.warnings_dropped += 1,
+            }
+        }
+        let grace = self.config.grace;
+        self.tracked
+            .retain(|_, t| t.removed_at.is_none_or(|at| now.duration_since(at) < grace));
+        if self
+            .last_node
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.node_view = Some(self.node.read(t_ms));
+            self.last_node = Some(now);
+            self.refresh_ancestor_limits();
+        }
+    }
+
+    fn refresh_ancestor_limits(&mut self) {
+        let limits: HashMap<&str, u64> = self
+            .tracked
+            .iter()
+            .filter_map(|(p, t)| Some((p.as_str(), t.history.limit()?)))
+            .collect();
+        let updates: Vec<(String, Option<u64>)> = self
+            .tracked
+            .keys()
+            .map(|path| {
+                let tightest = path
+                    .match_indices('/')
+                    .skip(1)
+                    .filter_map(|(at, _)| limits.get(&path[..at]).copied())
+                    .min();
+                (path.clone(), tightest)
+            })
+            .collect();
+        for (path, limit) in updates {
+            if let Some(tracked) = self.tracked.get_mut(&path) {
+                tracked.ancestor_limit = limit;
+            }
+        }
+    }
+
+    fn lookup(&self, path: &str) -> Option<(&str, &Tracked)> {
+        if let Some((key, tracked)) = self.tracked.get_key_value(path) {
+            return Some((key, tracked));
+        }
+        // A sub-cgroup of a container: its container's history.
+        let level_path = parse_cgroup_path(path).level_path;
+        self.tracked
+            .get_key_value(level_path.as_str())
+            .map(|(k, t)| (k.as_str(), t))
+    }
+
+    /// Frozen histories up to `until_ms`.
+    pub fn snapshot(&self, victim: Option<&str>, oom_memcg: Option<&str>, until_ms: u64) -> Snapshot {
+        let interval = self.config.schedule.fast.as_millis() as u32;
+        let export = |path: Option<&str>| {
+            let (key, tracked) = self.lookup(path?)?;
+            Some(tracked.history.export(key, until_ms, interval))
+        };
+        let victim_history = export(victim);
+        let oom_history = match (oom_memcg, victim_history.as_ref()) {
+            (Some(oom), Some(v)) if oom == v.cgroup => None,
+            (oom, _) => export(oom),
+        };
+        Snapshot {
+            victim: victim_history,
+            oom_memcg: oom_history,
+            node: self.node_view,
+        }
+    }
+
+    pub fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| t.oom_steps.iter().any(|&s| s >= from_ms && s <= to_ms))
+            .map(|(p, _)| p.clone())
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    fn answer(&self, request: Request) {
+        match request {
+            Request::Snapshot {
+                victim,
+                oom_memcg,
+                until_ms,
+                reply,
+            } => {
+                let _ = reply.send(self.snapshot(victim.as_deref(), oom_memcg.as_deref(), until_ms));
+            }
+            Request::OomSteps {
+                from_ms,
+                to_ms,
+                reply,
+            } => {
+                let _ = reply.send(self.oom_steps(from_ms, to_ms));
+            }
+            Request::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
+        }
+    }
+
+    /// Runs the schedule until `shutdown`, answering requests in between.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        info!(
+            root = %self.config.root.path.display(),
+            mode = %self.config.root.mode,
+            "sampling cgroup memory"
+        );
+        let step = self.config.schedule.hot.min(self.config.schedule.fast);
+        let mut ticker = tokio::time::interval(step);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.tick(Instant::now()),
+                Some(request) = requests.recv() => self.answer(request),
+                () = &mut shutdown => break,
+            }
+        }
+        info!(stats = ?self.stats(), "sampler stopped");
+    }
+
+    /// A handle and the request queue for [`Sampler::run`].
+    pub fn channel() -> (SamplerHandle, mpsc::Receiver<Request>) {
+        let (requests, receiver) = mpsc::channel(64);
+        (SamplerHandle { requests }, receiver)
+    }
+}
+
+fn is_hot(schedule: &Schedule, working_set: u64, limit: Option<u64>, growth: Option<f64>) -> bool {
+    let Some(limit) = limit else { return false };
+    if working_set as f64 >= limit as f64 * schedule.hot_ratio {
+        return true;
+    }
+    match growth {
+        Some(g) if g > 0.0 => (limit.saturating_sub(working_set) as f64 / g) < schedule.hot_seconds_to_limit,
+        _ => false,
+    }
+}
+
+fn warning_due(
+    config: &SamplerConfig,
+    path: &str,
+    tracked: &Tracked,
+    now: Instant,
+    t_ms: u64,
+    working_set: u64,
+    limit: Option<u64>,
+) -> Option<pb::MemoryWarning> {
+    let rules = config.warnings;
+    let limit = limit?;
+    if tracked.identity.level != Level::Container || (working_set as f64) < limit as f64 * rules.ratio {
+        return None;
+    }
+    if tracked
+        .last_warning
+        .is_some_and(|t| now.duration_since(t) < rules.min_interval)
+    {
+        return None;
+    }
+    let growth = tracked.history.recent_growth(60_000)?;
+    if growth <= 0.0 {
+        return None;
+    }
+    let seconds_to_limit = limit.saturating_sub(working_set) as f64 / growth;
+    if seconds_to_limit > rules.horizon_s {
+        return None;
+    }
+    let identity = &tracked.identity;
+    let container_id = identity.container_id.clone().unwrap_or_default();
+    let minute = t_ms / 60_000;
+    Some(pb::MemoryWarning {
+        id: oomlens_proto::event_id(&config.node_name, &container_id, minute),
+        node: config.node_name.clone(),
+        time: Some(timestamp_ms(t_ms)),
+        pod: identity.pod_uid.clone().map(|uid| pb::Pod {
+            uid,
+            cgroup: identity.pod_cgroup.clone(),
+            ..pb::Pod::default()
+        }),
+        container: identity.container_id.clone().map(|id| pb::Container {
+            id,
+            cgroup: Some(path.to_owned()),
+            memory_limit_bytes: Some(limit),
+            ..pb::Container::default()
+        }),
+        cgroup: path.to_owned(),
+        working_set_bytes: working_set,
+        limit_bytes: limit,
+        growth_bytes_per_second: growth,
+        seconds_to_limit: Some(seconds_to_limit),
+        history: Some(
+            tracked
+                .history
+                .export(path, t_ms, config.schedule.fast.as_millis() as u32),
+        ),
+    })
+}

@@ -1,0 +1,459 @@
+//! The sampler on fixture cgroup trees in temporary directories, one per
+//! layout seen in the field. Runs anywhere (no root): the files are plain
+//! files with the kernel's formats.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oomlens_agent::cgroup::history::Windows;
+use oomlens_agent::cgroup::{
+    Mode, Sampler, SamplerConfig, Schedule, Selection, Version, WarningRules, detect,
+};
+use tokio::sync::mpsc;
+
+const UID: &str = "8a1b7c6d-1111-2222-3333-444455556666";
+const UID_US: &str = "8a1b7c6d_1111_2222_3333_444455556666";
+const UID2: &str = "0330b2c1-a15b-4cdd-b5e5-72d4a90bee82";
+const UID3: &str = "95387fa4-da9c-11e7-9d36-5254b24cbf5e";
+
+fn id(c: char) -> String {
+    std::iter::repeat_n(c, 64).collect()
+}
+
+fn write(path: &Path, name: &str, text: &str) {
+    std::fs::write(path.join(name), text).unwrap_or_else(|e| panic!("{}/{name}: {e}", path.display()));
+}
+
+/// A v1 memory cgroup as the kernel shows it (files trimmed to those read).
+fn v1_cgroup(dir: &Path, usage: u64, limit: Option<u64>, inactive_file: u64) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    write(dir, "memory.usage_in_bytes", &format!("{usage}\n"));
+    write(
+        dir,
+        "memory.limit_in_bytes",
+        &format!("{}\n", limit.unwrap_or(9_223_372_036_854_771_712)),
+    );
+    write(
+        dir,
+        "memory.stat",
+        &format!(
+            "cache {inactive_file}\nrss {}\nshmem 0\ninactive_file {inactive_file}\nactive_file 0\n\
+             total_cache {inactive_file}\ntotal_rss {}\ntotal_shmem 0\ntotal_inactive_file {inactive_file}\ntotal_active_file 0\n",
+            usage - inactive_file,
+            usage - inactive_file
+        ),
+    );
+    write(
+        dir,
+        "memory.oom_control",
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+    );
+    write(dir, "memory.failcnt", "0\n");
+}
+
+/// A v2 memory cgroup (kernel 6.1 file formats).
+fn v2_cgroup(dir: &Path, current: u64, max: Option<u64>, inactive_file: u64, oom_kill: u64) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    write(dir, "memory.current", &format!("{current}\n"));
+    write(
+        dir,
+        "memory.max",
+        &max.map_or("max\n".to_owned(), |m| format!("{m}\n")),
+    );
+    write(dir, "memory.high", "max\n");
+    write(
+        dir,
+        "memory.stat",
+        &format!(
+            "anon {}\nfile {inactive_file}\nkernel 4096\nshmem 0\nactive_file 0\ninactive_file {inactive_file}\n",
+            current - inactive_file
+        ),
+    );
+    write(
+        dir,
+        "memory.events",
+        &format!("low 0\nhigh 0\nmax 3\noom {oom_kill}\noom_kill {oom_kill}\noom_group_kill 0\n"),
+    );
+    write(
+        dir,
+        "memory.pressure",
+        "some avg10=12.50 avg60=3.00 avg300=0.50 total=912\nfull avg10=6.25 avg60=1.00 avg300=0.10 total=400\n",
+    );
+}
+
+/// The kernel gives every cgroup directory its memory files: fill in the
+/// levels the test did not write itself.
+fn fill_v1(root: &Path) {
+    for dir in dirs(root) {
+        if !dir.join("memory.usage_in_bytes").exists() {
+            v1_cgroup(&dir, 1 << 20, None, 0);
+        }
+    }
+}
+
+fn fill_v2(root: &Path) {
+    for dir in dirs(root) {
+        if !dir.join("memory.current").exists() {
+            v2_cgroup(&dir, 1 << 20, None, 0, 0);
+        }
+    }
+}
+
+fn dirs(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(entries) = std::fs::read_dir(&out[i]) {
+            out.extend(entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+        }
+        i += 1;
+    }
+    out
+}
+
+fn config(cgroup_root: &Path, proc_root: &Path, include_other: bool) -> SamplerConfig {
+    SamplerConfig {
+        root: detect(cgroup_root).expect("detect"),
+        proc_root: proc_root.into(),
+        selection: Selection { include_other },
+        schedule: Schedule::default(),
+        rescan: Duration::from_secs(10),
+        grace: Duration::from_secs(120),
+        windows: Windows::default(),
+        warnings: WarningRules::default(),
+        node_name: "node-a".into(),
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    cgroup_root: PathBuf,
+    proc_root: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cgroup_root = dir.path().join("sys/fs/cgroup");
+    let proc_root = dir.path().join("proc");
+    std::fs::create_dir_all(&cgroup_root).expect("mkdir");
+    std::fs::create_dir_all(&proc_root).expect("mkdir");
+    std::fs::write(
+        proc_root.join("meminfo"),
+        "MemTotal: 4000000 kB\nMemAvailable: 1000000 kB\n",
+    )
+    .expect("w");
+    std::fs::write(proc_root.join("vmstat"), "oom_kill 2\n").expect("w");
+    Fixture {
+        _dir: dir,
+        cgroup_root,
+        proc_root,
+    }
+}
+
+/// kubeadm + containerd on Ubuntu 20.04 with cgroup v1 and the cgroupfs
+/// driver: all three QoS classes.
+#[test]
+fn v1_cgroupfs_kubeadm_layout() {
+    let f = fixture();
+    let memory = f.cgroup_root.join("memory");
+    v1_cgroup(&memory, 900 << 20, None, 0);
+    v1_cgroup(&memory.join("kubepods"), 800 << 20, Some(3 << 30), 0);
+    v1_cgroup(&memory.join("kubepods/burstable"), 500 << 20, None, 0);
+    v1_cgroup(
+        &memory.join(format!("kubepods/burstable/pod{UID}")),
+        300 << 20,
+        Some(512 << 20),
+        0,
+    );
+    v1_cgroup(
+        &memory.join(format!("kubepods/burstable/pod{UID}/{}", id('a'))),
+        200 << 20,
+        Some(256 << 20),
+        20 << 20,
+    );
+    v1_cgroup(
+        &memory.join(format!("kubepods/besteffort/pod{UID2}/{}", id('b'))),
+        10 << 20,
+        None,
+        0,
+    );
+    v1_cgroup(
+        &memory.join(format!("kubepods/pod{UID3}/{}", id('c'))),
+        10 << 20,
+        Some(64 << 20),
+        0,
+    );
+    v1_cgroup(&memory.join("system.slice/cron.service"), 5 << 20, None, 0);
+    fill_v1(&memory);
+    std::fs::create_dir_all(f.cgroup_root.join("cpu")).expect("mkdir");
+
+    let cfg = config(&f.cgroup_root, &f.proc_root, false);
+    assert_eq!((cfg.root.mode, cfg.root.version), (Mode::V1, Version::V1));
+    let (warnings, _rx) = mpsc::channel(4);
+    let mut sampler = Sampler::new(cfg, warnings);
+    let start = Instant::now();
+    sampler.tick(start);
+    let container = format!("/kubepods/burstable/pod{UID}/{}", id('a'));
+    assert_eq!(
+        sampler.tracked_paths(),
+        [
+            "/kubepods".to_owned(),
+            "/kubepods/besteffort".to_owned(),
+            format!("/kubepods/besteffort/pod{UID2}"),
+            format!("/kubepods/besteffort/pod{UID2}/{}", id('b')),
+            "/kubepods/burstable".to_owned(),
+            format!("/kubepods/burstable/pod{UID}"),
+            container.clone(),
+            format!("/kubepods/pod{UID3}"),
+            format!("/kubepods/pod{UID3}/{}", id('c')),
+        ]
+    );
+    let snapshot = sampler.snapshot(
+        Some(&container),
+        Some(&format!("/kubepods/burstable/pod{UID}")),
+        u64::MAX,
+    );
+    let history = snapshot.victim.expect("container history");
+    let sample = history.samples.last().expect("sampled");
+    assert_eq!(sample.usage_bytes, Some(200 << 20));
+    assert_eq!(
+        sample.working_set_bytes,
+        Some(180 << 20),
+        "usage minus total_inactive_file"
+    );
+    assert_eq!(sample.anon_bytes, Some(180 << 20));
+    assert_eq!(history.limit_bytes, Some(256 << 20));
+    let pod = snapshot.oom_memcg.expect("pod history");
+    assert_eq!(pod.limit_bytes, Some(512 << 20));
+    let node = snapshot.node.expect("node view");
+    assert_eq!(
+        (node.mem_available_bytes, node.vmstat_oom_kill),
+        (Some(1_024_000_000), Some(2))
+    );
+
+    // Usage is re-read from the open file on the next fast tick.
+    write(
+        &memory.join(container.trim_start_matches('/')),
+        "memory.usage_in_bytes",
+        &format!("{}\n", 230u64 << 20),
+    );
+    sampler.tick(start + Duration::from_millis(100));
+    let history = sampler
+        .snapshot(Some(&container), None, u64::MAX)
+        .victim
+        .expect("history");
+    assert_eq!(
+        history.samples.last().and_then(|s| s.usage_bytes),
+        Some(230 << 20)
+    );
+    assert_eq!(
+        history.samples.last().and_then(|s| s.working_set_bytes),
+        Some(210 << 20)
+    );
+}
+
+/// OpenShift 4 on RHEL 8 (cgroup v1, systemd driver, CRI-O): conmon
+/// cgroups beside the containers are not containers.
+#[test]
+fn v1_systemd_crio_layout() {
+    let f = fixture();
+    let memory = f.cgroup_root.join("memory");
+    v1_cgroup(&memory, 900 << 20, None, 0);
+    let pod = memory.join(format!(
+        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_US}.slice"
+    ));
+    v1_cgroup(&pod, 300 << 20, Some(512 << 20), 0);
+    v1_cgroup(
+        &pod.join(format!("crio-{}.scope", id('a'))),
+        200 << 20,
+        Some(256 << 20),
+        0,
+    );
+    v1_cgroup(
+        &pod.join(format!("crio-conmon-{}.scope", id('a'))),
+        1 << 20,
+        None,
+        0,
+    );
+    v1_cgroup(&memory.join("system.slice/cron.service"), 5 << 20, None, 0);
+    v1_cgroup(&memory.join("system.slice/user.slice"), 5 << 20, None, 0);
+    fill_v1(&memory);
+    let (warnings, _rx) = mpsc::channel(4);
+    let mut sampler = Sampler::new(config(&f.cgroup_root, &f.proc_root, true), warnings);
+    sampler.tick(Instant::now());
+    let paths = sampler.tracked_paths();
+    assert!(paths.contains(&format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_US}.slice/crio-{}.scope",
+        id('a')
+    )));
+    assert!(!paths.iter().any(|p| p.contains("conmon")), "{paths:?}");
+    assert_eq!(
+        paths.len(),
+        5,
+        "kubepods, QoS, pod, container, cron.service: {paths:?}"
+    );
+}
+
+/// kind on a cgroup v2 host: the node is a Docker container and the
+/// kubelet's tree is nested below it, with the systemd driver.
+#[test]
+fn v2_systemd_nested_kind_layout() {
+    let f = fixture();
+    let root = &f.cgroup_root;
+    std::fs::write(
+        root.join("cgroup.controllers"),
+        "cpuset cpu io memory hugetlb pids rdma misc\n",
+    )
+    .expect("w");
+    let node = root.join(format!("system.slice/docker-{}.scope", id('e')));
+    let kubepods = node.join("kubelet.slice/kubelet-kubepods.slice");
+    let pod = kubepods.join(format!(
+        "kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_US}.slice"
+    ));
+    v2_cgroup(&kubepods, 700 << 20, Some(3 << 30), 0, 0);
+    v2_cgroup(
+        &kubepods.join("kubelet-kubepods-besteffort.slice"),
+        400 << 20,
+        None,
+        0,
+        0,
+    );
+    v2_cgroup(&pod, 300 << 20, None, 0, 0);
+    let container = pod.join(format!("cri-containerd-{}.scope", id('f')));
+    v2_cgroup(&container, 100 << 20, Some(128 << 20), 10 << 20, 0);
+    fill_v2(&node);
+    // A slice where the memory controller is not enabled has no memory
+    // files: skipped quietly, not an error.
+    std::fs::create_dir_all(root.join("system.slice/no-memory.service")).expect("mkdir");
+
+    let cfg = config(root, &f.proc_root, false);
+    assert_eq!((cfg.root.mode, cfg.root.version), (Mode::V2, Version::V2));
+    let (warnings, _rx) = mpsc::channel(4);
+    let mut sampler = Sampler::new(cfg, warnings);
+    let start = Instant::now();
+    sampler.tick(start);
+    let container_path = format!("/{}", container.strip_prefix(root).expect("under root").display());
+    assert!(
+        sampler.tracked_paths().contains(&container_path),
+        "{:?}",
+        sampler.tracked_paths()
+    );
+    assert_eq!(sampler.tracked_paths().len(), 4, "kubepods, QoS, pod, container");
+    assert_eq!(sampler.stats().read_errors, 0);
+    let history = sampler
+        .snapshot(Some(&container_path), None, u64::MAX)
+        .victim
+        .expect("history");
+    let sample = history.samples.last().expect("sample");
+    assert_eq!(sample.working_set_bytes, Some(90 << 20));
+    assert_eq!(sample.pressure_some_avg10, Some(12.5));
+    assert_eq!(sample.pressure_full_avg10, Some(6.25));
+    assert_eq!(history.limit_bytes, Some(128 << 20));
+
+    // memory.events' oom_kill stepping attributes a kill without a path.
+    write(
+        &container,
+        "memory.events",
+        "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n",
+    );
+    sampler.tick(start + Duration::from_secs(1));
+    let steps = sampler.oom_steps(0, u64::MAX);
+    assert_eq!(steps, std::slice::from_ref(&container_path));
+
+    // A new container appears (renamed into place, as runc's mkdir+populate
+    // would look after the fact) and is followed on the next tick.
+    let staging = f.cgroup_root.parent().expect("parent").join("staging");
+    v2_cgroup(&staging, 5 << 20, Some(64 << 20), 0, 0);
+    let new_container = pod.join(format!("cri-containerd-{}.scope", id('9')));
+    std::fs::rename(&staging, &new_container).expect("rename");
+    sampler.tick(start + Duration::from_millis(1100));
+    let new_path = format!(
+        "/{}",
+        new_container.strip_prefix(root).expect("under root").display()
+    );
+    assert!(
+        sampler.tracked_paths().contains(&new_path),
+        "inotify did not report {new_path}"
+    );
+
+    // The old container is removed: its history stays for the grace period.
+    std::fs::remove_dir_all(&container).expect("rm");
+    sampler.tick(start + Duration::from_millis(1200));
+    assert!(!sampler.tracked_paths().contains(&container_path));
+    assert_eq!(sampler.stats().in_grace, 1);
+    assert!(
+        sampler
+            .snapshot(Some(&container_path), None, u64::MAX)
+            .victim
+            .is_some(),
+        "history kept in grace"
+    );
+    sampler.tick(start + Duration::from_secs(200));
+    assert!(
+        sampler
+            .snapshot(Some(&container_path), None, u64::MAX)
+            .victim
+            .is_none(),
+        "history dropped after grace"
+    );
+}
+
+/// Ubuntu 20.04's default systemd hybrid mode: v1 controllers, and a v2
+/// hierarchy at unified/ without controllers. Memory is read from v1.
+#[test]
+fn hybrid_layout_uses_v1_memory() {
+    let f = fixture();
+    let memory = f.cgroup_root.join("memory");
+    v1_cgroup(&memory, 900 << 20, None, 0);
+    v1_cgroup(
+        &memory.join(format!("kubepods/burstable/pod{UID}/{}", id('a'))),
+        1 << 20,
+        None,
+        0,
+    );
+    let unified = f.cgroup_root.join("unified");
+    std::fs::create_dir_all(&unified).expect("mkdir");
+    std::fs::write(unified.join("cgroup.controllers"), "").expect("w");
+    let cfg = config(&f.cgroup_root, &f.proc_root, false);
+    assert_eq!((cfg.root.mode, cfg.root.version), (Mode::Hybrid, Version::V1));
+    assert_eq!(cfg.root.path, memory);
+}
+
+#[test]
+fn no_memory_controller_is_a_clear_error() {
+    let f = fixture();
+    std::fs::write(f.cgroup_root.join("cgroup.controllers"), "cpuset cpu io pids\n").expect("w");
+    let err = detect(&f.cgroup_root).expect_err("no memory controller");
+    assert!(err.to_string().contains("no cgroup memory controller"), "{err}");
+}
+
+#[test]
+fn a_container_closing_on_its_limit_gets_one_warning_a_minute() {
+    let f = fixture();
+    let memory = f.cgroup_root.join("memory");
+    v1_cgroup(&memory, 900 << 20, None, 0);
+    let container = memory.join(format!("kubepods/burstable/pod{UID}/{}", id('a')));
+    v1_cgroup(&container, 230 << 20, Some(256 << 20), 0);
+    let (warnings, mut rx) = mpsc::channel(4);
+    let mut sampler = Sampler::new(config(&f.cgroup_root, &f.proc_root, false), warnings);
+    let start = Instant::now();
+    for i in 0..20u64 {
+        // Climbing about 1 MiB per sample, above 90% of the limit.
+        v1_cgroup(&container, (231 << 20) + i * (1 << 20) / 2, Some(256 << 20), 0);
+        sampler.tick(start + Duration::from_millis(50 * i));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let warning = rx.try_recv().expect("a warning");
+    assert_eq!(warning.limit_bytes, 256 << 20);
+    assert!(warning.working_set_bytes >= 231 << 20);
+    assert!(warning.seconds_to_limit.is_some_and(|s| s > 0.0 && s < 300.0));
+    assert_eq!(
+        warning.container.as_ref().map(|c| c.id.as_str()),
+        Some(id('a').as_str())
+    );
+    assert!(
+        rx.try_recv().is_err(),
+        "at most one warning per container per minute"
+    );
+    assert_eq!(sampler.stats().warnings, 1);
+}

@@ -1,0 +1,59 @@
+//! A memory hog for tests: joins a cgroup, then allocates (and touches)
+//! memory at a fixed rate, prints when it starts and stops growing, and
+//! holds its memory until killed or its hold time ends.
+//!
+//! `oomlens-memhog --cgroup DIR --rate-mib 20 --total-mib 100 --hold-secs 2`
+
+use std::io::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+fn main() {
+    let mut cgroup = None;
+    let mut rate_mib = 20.0f64;
+    let mut total_mib = 100u64;
+    let mut hold_secs = 1.0f64;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--cgroup" => cgroup = Some(value),
+            "--rate-mib" => rate_mib = value.parse().expect("--rate-mib"),
+            "--total-mib" => total_mib = value.parse().expect("--total-mib"),
+            "--hold-secs" => hold_secs = value.parse().expect("--hold-secs"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    if let Some(dir) = cgroup {
+        std::fs::write(format!("{dir}/cgroup.procs"), std::process::id().to_string())
+            .unwrap_or_else(|e| panic!("joining {dir}: {e}"));
+    }
+    let mut out = std::io::stdout();
+    writeln!(out, "started {}", now_ms()).expect("stdout");
+    out.flush().expect("stdout");
+
+    // 1 MiB chunks, each page written so it is really resident.
+    const CHUNK: usize = 1 << 20;
+    let start = Instant::now();
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for i in 0..total_mib {
+        let due = Duration::from_secs_f64(i as f64 / rate_mib);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let mut chunk = vec![0u8; CHUNK];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        held.push(chunk);
+    }
+    writeln!(out, "grown {}", now_ms()).expect("stdout");
+    out.flush().expect("stdout");
+    std::thread::sleep(Duration::from_secs_f64(hold_secs));
+    std::hint::black_box(&held);
+}
