@@ -33,23 +33,37 @@ impl Default for Windows {
     }
 }
 
+/// A full-rate sample. The working set is not stored: it is usage minus
+/// the inactive file size of the latest full sample at or before it.
 #[derive(Debug, Clone, Copy)]
 struct Fine {
     t_ms: u64,
     usage: u64,
-    working_set: u64,
+}
+
+/// `u64::MAX` / NaN stand for "not known" below: `Option` would double
+/// these fields' size, and one agent keeps thousands of them.
+const UNKNOWN: u64 = u64::MAX;
+
+fn known(value: u64) -> Option<u64> {
+    (value != UNKNOWN).then_some(value)
+}
+
+fn known_f32(value: f32) -> Option<f64> {
+    (!value.is_nan()).then_some(f64::from(value))
 }
 
 /// Details only a full sample has.
 #[derive(Debug, Clone, Copy)]
 struct Full {
     t_ms: u64,
-    anon: Option<u64>,
-    file: Option<u64>,
-    shmem: Option<u64>,
-    limit: Option<u64>,
-    pressure_some: Option<f32>,
-    pressure_full: Option<f32>,
+    inactive_file: u64,
+    anon: u64,
+    file: u64,
+    shmem: u64,
+    limit: u64,
+    pressure_some: f32,
+    pressure_full: f32,
 }
 
 /// One second, in KiB to stay small (u32 KiB reaches 4 TiB).
@@ -86,10 +100,18 @@ pub struct History {
     building: Option<Bucket>,
     inactive_file: u64,
     limit: Option<u64>,
+    /// Expected full-rate samples in the window, to size the ring once
+    /// instead of letting it double past it.
+    fine_capacity: usize,
 }
 
 impl History {
+    /// `fast_interval_ms` is the usual interval between samples.
     pub fn new(windows: Windows) -> Self {
+        Self::with_interval(windows, 100)
+    }
+
+    pub fn with_interval(windows: Windows, fast_interval_ms: u64) -> Self {
         Self {
             windows,
             fine: VecDeque::new(),
@@ -98,7 +120,16 @@ impl History {
             building: None,
             inactive_file: 0,
             limit: None,
+            fine_capacity: (windows.fine_ms / fast_interval_ms.max(1)) as usize + 8,
         }
+    }
+
+    /// Working set of a fine sample: usage minus the inactive file size of
+    /// the latest full sample at or before it.
+    fn working_set(&self, sample: &Fine) -> u64 {
+        let at = self.full.partition_point(|full| full.t_ms <= sample.t_ms);
+        let inactive = at.checked_sub(1).map_or(0, |i| self.full[i].inactive_file);
+        sample.usage.saturating_sub(inactive)
     }
 
     /// The latest limit seen (None: unlimited or never read).
@@ -108,44 +139,56 @@ impl History {
 
     /// Latest (time, working set, usage).
     pub fn latest(&self) -> Option<(u64, u64, u64)> {
-        self.fine.back().map(|f| (f.t_ms, f.working_set, f.usage))
+        self.fine.back().map(|f| (f.t_ms, self.working_set(f), f.usage))
     }
 
     pub fn record_usage(&mut self, t_ms: u64, usage: u64) {
         let working_set = usage.saturating_sub(self.inactive_file);
-        self.push(Fine {
-            t_ms,
-            usage,
-            working_set,
-        });
+        self.push(Fine { t_ms, usage }, working_set);
     }
 
     pub fn record_full(&mut self, t_ms: u64, sample: &FullSample) {
+        if self.fine.back().is_some_and(|last| t_ms < last.t_ms) {
+            return;
+        }
         self.inactive_file = sample.stat.inactive_file.unwrap_or(0);
         self.limit = sample.limit;
+        if self.full.capacity() == 0 {
+            self.full
+                .reserve_exact((self.windows.fine_ms / 1000) as usize + 4);
+        }
         self.full.push_back(Full {
             t_ms,
-            anon: sample.stat.anon,
-            file: sample.stat.file,
-            shmem: sample.stat.shmem,
-            limit: sample.limit,
-            pressure_some: sample.pressure.map(|p| p.some_avg10 as f32),
-            pressure_full: sample.pressure.map(|p| p.full_avg10 as f32),
+            inactive_file: self.inactive_file,
+            anon: sample.stat.anon.unwrap_or(UNKNOWN),
+            file: sample.stat.file.unwrap_or(UNKNOWN),
+            shmem: sample.stat.shmem.unwrap_or(UNKNOWN),
+            limit: sample.limit.unwrap_or(UNKNOWN),
+            pressure_some: sample.pressure.map_or(f32::NAN, |p| p.some_avg10 as f32),
+            pressure_full: sample.pressure.map_or(f32::NAN, |p| p.full_avg10 as f32),
         });
-        self.push(Fine {
-            t_ms,
-            usage: sample.usage,
-            working_set: sample.working_set,
-        });
+        self.push(
+            Fine {
+                t_ms,
+                usage: sample.usage,
+            },
+            sample.working_set,
+        );
     }
 
-    fn push(&mut self, sample: Fine) {
+    fn push(&mut self, sample: Fine, working_set: u64) {
         if self.fine.back().is_some_and(|last| sample.t_ms < last.t_ms) {
             return; // never rewind: the clock stepped back
         }
+        if self.fine.capacity() == 0 {
+            self.fine.reserve_exact(self.fine_capacity);
+        }
+        if self.coarse.capacity() == 0 {
+            self.coarse.reserve_exact(self.windows.coarse_s as usize + 2);
+        }
         self.fine.push_back(sample);
         let second = u32::try_from(sample.t_ms / 1000).unwrap_or(u32::MAX);
-        let (ws, usage) = (kib(sample.working_set), kib(sample.usage));
+        let (ws, usage) = (kib(working_set), kib(sample.usage));
         let limit_kib = self.limit.map_or(u32::MAX, kib);
         match self.building.as_mut() {
             Some(bucket) if bucket.t_s == second => {
@@ -200,7 +243,7 @@ impl History {
             .iter()
             .chain(self.building.iter())
             .filter(|b| first_fine_s.is_none_or(|first| u64::from(b.t_s) < first));
-        let peak_fine = fine.iter().map(|f| f.working_set).max();
+        let peak_fine = fine.iter().map(|f| self.working_set(f)).max();
         let peak_coarse = older.clone().map(|b| u64::from(b.ws_max_kib) * 1024).max();
         let peak_working_set = peak_fine.max(peak_coarse);
 
@@ -211,14 +254,14 @@ impl History {
         let growth_bytes_per_second = slope(
             minute
                 .iter()
-                .map(|f| (f.t_ms as f64 / 1000.0, f.working_set as f64)),
+                .map(|f| (f.t_ms as f64 / 1000.0, self.working_set(f) as f64)),
         );
 
         let seconds_above_90pct = self.limit.map(|limit| {
             let threshold = limit as f64 * 0.9;
             let fine_seconds: f64 = fine
                 .windows(2)
-                .filter(|w| w[0].working_set as f64 > threshold)
+                .filter(|w| self.working_set(w[0]) as f64 > threshold)
                 .map(|w| ((w[1].t_ms - w[0].t_ms) as f64 / 1000.0).min(1.0))
                 .sum();
             let coarse_seconds = older
@@ -248,14 +291,14 @@ impl History {
                 let full = at.checked_sub(1).map(|i| self.full[i]);
                 pb::MemorySample {
                     time: Some(timestamp_ms(f.t_ms)),
-                    working_set_bytes: Some(f.working_set),
+                    working_set_bytes: Some(self.working_set(f)),
                     usage_bytes: Some(f.usage),
-                    anon_bytes: full.and_then(|x| x.anon),
-                    file_bytes: full.and_then(|x| x.file),
-                    shmem_bytes: full.and_then(|x| x.shmem),
-                    limit_bytes: full.map_or(self.limit, |x| x.limit),
-                    pressure_some_avg10: full.and_then(|x| x.pressure_some).map(f64::from),
-                    pressure_full_avg10: full.and_then(|x| x.pressure_full).map(f64::from),
+                    anon_bytes: full.and_then(|x| known(x.anon)),
+                    file_bytes: full.and_then(|x| known(x.file)),
+                    shmem_bytes: full.and_then(|x| known(x.shmem)),
+                    limit_bytes: full.map_or(self.limit, |x| known(x.limit)),
+                    pressure_some_avg10: full.and_then(|x| known_f32(x.pressure_some)),
+                    pressure_full_avg10: full.and_then(|x| known_f32(x.pressure_full)),
                 }
             })
             .collect();
@@ -298,7 +341,7 @@ impl History {
             self.fine
                 .iter()
                 .filter(|f| f.t_ms + window_ms >= last)
-                .map(|f| (f.t_ms as f64 / 1000.0, f.working_set as f64)),
+                .map(|f| (f.t_ms as f64 / 1000.0, self.working_set(f) as f64)),
         )
     }
 }

@@ -36,6 +36,11 @@ pub struct Schedule {
     /// ...or when the working set would reach the limit within this many
     /// seconds at its current growth.
     pub hot_seconds_to_limit: f64,
+    /// Also read usage at the fast rate for levels above containers (pods,
+    /// QoS, kubepods) that are not hot. Off by default: those levels get a
+    /// full sample every `full` interval, and the hot rate near their limit,
+    /// which is when a pod-level kill can happen.
+    pub fast_above_containers: bool,
 }
 
 impl Default for Schedule {
@@ -46,6 +51,7 @@ impl Default for Schedule {
             hot: Duration::from_millis(50),
             hot_ratio: 0.8,
             hot_seconds_to_limit: 60.0,
+            fast_above_containers: false,
         }
     }
 }
@@ -95,8 +101,8 @@ pub struct SamplerStats {
     pub in_grace: u64,
     pub fast_samples: u64,
     pub full_samples: u64,
-    /// Nanoseconds spent reading cgroup files, in total.
-    pub read_ns: u64,
+    /// Nanoseconds spent in sampling passes (reads, parsing, history).
+    pub sampling_ns: u64,
     pub vanished: u64,
     pub read_errors: u64,
     pub warnings: u64,
@@ -192,7 +198,11 @@ impl SamplerHandle {
 
 #[derive(Debug)]
 struct Tracked {
+    path: String,
     identity: CgroupIdentity,
+    /// Containers are read at the fast rate; other levels only when hot
+    /// (unless `Schedule::fast_above_containers`).
+    container: bool,
     reader: Option<MemcgReader>,
     history: History,
     removed_at: Option<Instant>,
@@ -217,7 +227,11 @@ pub fn now_ms() -> u64 {
 #[derive(Debug)]
 pub struct Sampler {
     config: SamplerConfig,
-    tracked: HashMap<String, Tracked>,
+    /// Followed cgroups, dense: each tick walks them all, and a vector
+    /// keeps that walk cache-friendly.
+    tracked: Vec<Tracked>,
+    /// Path -> position in `tracked`.
+    index: HashMap<String, usize>,
     inotify: Option<Inotify>,
     watches: HashMap<WatchDescriptor, PathBuf>,
     node: NodeReader,
@@ -241,7 +255,8 @@ impl Sampler {
         Self {
             node: NodeReader::new(config.proc_root.clone()),
             config,
-            tracked: HashMap::new(),
+            tracked: Vec::new(),
+            index: HashMap::new(),
             inotify,
             watches: HashMap::new(),
             node_view: None,
@@ -255,57 +270,68 @@ impl Sampler {
 
     pub fn stats(&self) -> SamplerStats {
         let mut stats = self.stats;
-        stats.tracked = self.tracked.values().filter(|t| t.removed_at.is_none()).count() as u64;
+        stats.tracked = self.tracked.iter().filter(|t| t.removed_at.is_none()).count() as u64;
         stats.in_grace = self.tracked.len() as u64 - stats.tracked;
-        stats.history_bytes = self.tracked.values().map(|t| t.history.heap_bytes() as u64).sum();
+        stats.history_bytes = self.tracked.iter().map(|t| t.history.heap_bytes() as u64).sum();
         stats
     }
 
-    /// Paths followed now (not removed).
+    /// Paths followed now (not removed), sorted.
     pub fn tracked_paths(&self) -> Vec<String> {
         let mut paths: Vec<String> = self
             .tracked
             .iter()
-            .filter(|(_, t)| t.removed_at.is_none())
-            .map(|(p, _)| p.clone())
+            .filter(|t| t.removed_at.is_none())
+            .map(|t| t.path.clone())
             .collect();
         paths.sort();
         paths
     }
 
     fn add(&mut self, found: Found) {
-        if let Some(existing) = self.tracked.get(&found.relative)
-            && existing.removed_at.is_none()
-        {
+        let existing = self.index.get(&found.relative).copied();
+        if existing.is_some_and(|i| self.tracked[i].removed_at.is_none()) {
             return;
         }
         let dir = self.config.root.path.join(found.relative.trim_start_matches('/'));
-        match MemcgReader::open(&dir, self.config.root.version) {
-            Ok(reader) => {
-                debug!(cgroup = %found.relative, "following cgroup");
-                // A re-created cgroup with the same path starts afresh.
-                self.tracked.insert(
-                    found.relative,
-                    Tracked {
-                        identity: found.identity,
-                        reader: Some(reader),
-                        history: History::new(self.config.windows),
-                        removed_at: None,
-                        last_fast: None,
-                        last_full: None,
-                        hot: false,
-                        oom_kill: None,
-                        oom_steps: Vec::new(),
-                        last_warning: None,
-                        ancestor_limit: None,
-                    },
-                );
+        let reader = match MemcgReader::open(&dir, self.config.root.version) {
+            Ok(reader) => reader,
+            Err(ReadError::Vanished(_)) => return,
+            Err(error @ ReadError::NotMemoryCgroup(_)) => {
+                debug!(%error, "skipping");
+                return;
             }
-            Err(ReadError::Vanished(_)) => {}
-            Err(error @ ReadError::NotMemoryCgroup(_)) => debug!(%error, "skipping"),
             Err(error) => {
                 self.stats.read_errors += 1;
                 warn!(%error, "cannot follow cgroup");
+                return;
+            }
+        };
+        debug!(cgroup = %found.relative, "following cgroup");
+        let entry = Tracked {
+            path: found.relative.clone(),
+            container: found.identity.level == Level::Container,
+            identity: found.identity,
+            reader: Some(reader),
+            history: History::with_interval(
+                self.config.windows,
+                self.config.schedule.fast.as_millis() as u64,
+            ),
+            removed_at: None,
+            last_fast: None,
+            last_full: None,
+            hot: false,
+            oom_kill: None,
+            oom_steps: Vec::new(),
+            last_warning: None,
+            ancestor_limit: None,
+        };
+        match existing {
+            // A re-created cgroup with the same path starts afresh.
+            Some(i) => self.tracked[i] = entry,
+            None => {
+                self.index.insert(found.relative, self.tracked.len());
+                self.tracked.push(entry);
             }
         }
     }
@@ -342,25 +368,28 @@ impl Sampler {
         }
     }
 
+    fn mark(tracked: &mut Tracked, now: Instant, stats: &mut SamplerStats) {
+        if tracked.removed_at.is_none() {
+            tracked.removed_at = Some(now);
+            tracked.reader = None;
+            stats.vanished += 1;
+        }
+    }
+
     /// Full rescan: new cgroups are followed, missing ones marked removed.
     pub fn rescan(&mut self, now: Instant) {
         self.stats.rescans += 1;
-        let (found, dirs) = scan(
-            &self.config.root.path,
-            &self.config.root.path.clone(),
-            self.config.selection,
-        );
+        let root = self.config.root.path.clone();
+        let (found, dirs) = scan(&root, &root, self.config.selection);
         if self.watches.is_empty() {
             for dir in &dirs {
                 self.watch(dir);
             }
         }
         let present: std::collections::HashSet<&str> = found.iter().map(|f| f.relative.as_str()).collect();
-        for (path, tracked) in &mut self.tracked {
-            if tracked.removed_at.is_none() && !present.contains(path.as_str()) {
-                tracked.removed_at = Some(now);
-                tracked.reader = None;
-                self.stats.vanished += 1;
+        for tracked in &mut self.tracked {
+            if !present.contains(tracked.path.as_str()) {
+                Self::mark(tracked, now, &mut self.stats);
             }
         }
         for found in found {
@@ -373,12 +402,10 @@ impl Sampler {
         let Some(relative) = relative_path(&self.config.root.path, dir) else {
             return;
         };
-        for (path, tracked) in &mut self.tracked {
-            let below = path == &relative || path.starts_with(&format!("{relative}/"));
-            if below && tracked.removed_at.is_none() {
-                tracked.removed_at = Some(now);
-                tracked.reader = None;
-                self.stats.vanished += 1;
+        let below = format!("{relative}/");
+        for tracked in &mut self.tracked {
+            if tracked.path == relative || tracked.path.starts_with(&below) {
+                Self::mark(tracked, now, &mut self.stats);
             }
         }
     }
@@ -435,36 +462,41 @@ impl Sampler {
             self.rescan(now);
         }
         let schedule = self.config.schedule;
+        // Timer jitter must not turn a 100 ms schedule into 150 ms.
+        let slack = Duration::from_millis(2);
         let t_ms = now_ms();
         let mut warnings = Vec::new();
-        for (path, tracked) in &mut self.tracked {
+        let started = Instant::now();
+        for tracked in &mut self.tracked {
             let Some(reader) = &tracked.reader else { continue };
             let full_every = if tracked.hot { schedule.hot } else { schedule.full };
             let full_due = tracked
                 .last_full
-                .is_none_or(|t| now.duration_since(t) + Duration::from_millis(2) >= full_every);
-            let fast_due = tracked
-                .last_fast
-                .is_none_or(|t| now.duration_since(t) + Duration::from_millis(2) >= schedule.fast);
+                .is_none_or(|t| now.duration_since(t) + slack >= full_every);
+            let fast_rate = tracked.container || tracked.hot || schedule.fast_above_containers;
+            let fast_due = fast_rate
+                && tracked
+                    .last_fast
+                    .is_none_or(|t| now.duration_since(t) + slack >= schedule.fast);
             if !full_due && !fast_due {
                 continue;
             }
-            let started = Instant::now();
             let result = if full_due {
-                reader.read_full(&mut self.buf).map(Some)
+                reader.read_full(&mut self.buf).map(|sample| {
+                    tracked.history.record_full(t_ms, &sample);
+                    Some(sample)
+                })
             } else {
                 reader.read_usage(&mut self.buf).map(|usage| {
                     tracked.history.record_usage(t_ms, usage);
                     None
                 })
             };
-            self.stats.read_ns += started.elapsed().as_nanos() as u64;
             match result {
                 Ok(Some(sample)) => {
                     self.stats.full_samples += 1;
                     tracked.last_full = Some(now);
                     tracked.last_fast = Some(now);
-                    tracked.history.record_full(t_ms, &sample);
                     if let Some(count) = sample.counters.oom_kill {
                         if tracked.oom_kill.is_some_and(|before| count > before) {
                             tracked.oom_steps.push(t_ms);
@@ -480,15 +512,9 @@ impl Sampler {
                         (own, ancestor) => own.or(ancestor),
                     };
                     tracked.hot = is_hot(&schedule, sample.working_set, effective_limit, growth);
-                    if let Some(warning) = warning_due(
-                        &self.config,
-                        path,
-                        tracked,
-                        now,
-                        t_ms,
-                        sample.working_set,
-                        sample.limit,
-                    ) {
+                    if let Some(warning) =
+                        warning_due(&self.config, tracked, now, t_ms, sample.working_set, sample.limit)
+                    {
                         tracked.last_warning = Some(now);
                         warnings.push(warning);
                     }
@@ -497,17 +523,14 @@ impl Sampler {
                     self.stats.fast_samples += 1;
                     tracked.last_fast = Some(now);
                 }
-                Err(ReadError::Vanished(_)) => {
-                    tracked.removed_at = Some(now);
-                    tracked.reader = None;
-                    self.stats.vanished += 1;
-                }
+                Err(ReadError::Vanished(_)) => Self::mark(tracked, now, &mut self.stats),
                 Err(error) => {
                     self.stats.read_errors += 1;
                     warn!(%error, "cgroup read failed");
                 }
             }
         }
+        self.stats.sampling_ns += started.elapsed().as_nanos() as u64;
         for warning in warnings {
             match self.warnings.try_send(warning) {
                 Ok(()) => self.stats.warnings += 1,
@@ -515,8 +538,16 @@ impl Sampler {
             }
         }
         let grace = self.config.grace;
-        self.tracked
-            .retain(|_, t| t.removed_at.is_none_or(|at| now.duration_since(at) < grace));
+        let expired = |t: &Tracked| t.removed_at.is_some_and(|at| now.duration_since(at) >= grace);
+        if self.tracked.iter().any(expired) {
+            self.tracked.retain(|t| !expired(t));
+            self.index = self
+                .tracked
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.path.clone(), i))
+                .collect();
+        }
         if self
             .last_node
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
@@ -528,47 +559,38 @@ impl Sampler {
     }
 
     fn refresh_ancestor_limits(&mut self) {
-        let limits: HashMap<&str, u64> = self
+        let limits: Vec<Option<u64>> = self
             .tracked
             .iter()
-            .filter_map(|(p, t)| Some((p.as_str(), t.history.limit()?)))
-            .collect();
-        let updates: Vec<(String, Option<u64>)> = self
-            .tracked
-            .keys()
-            .map(|path| {
-                let tightest = path
+            .map(|t| {
+                t.path
                     .match_indices('/')
                     .skip(1)
-                    .filter_map(|(at, _)| limits.get(&path[..at]).copied())
-                    .min();
-                (path.clone(), tightest)
+                    .filter_map(|(at, _)| self.index.get(&t.path[..at]))
+                    .filter_map(|&i| self.tracked[i].history.limit())
+                    .min()
             })
             .collect();
-        for (path, limit) in updates {
-            if let Some(tracked) = self.tracked.get_mut(&path) {
-                tracked.ancestor_limit = limit;
-            }
+        for (tracked, limit) in self.tracked.iter_mut().zip(limits) {
+            tracked.ancestor_limit = limit;
         }
     }
 
-    fn lookup(&self, path: &str) -> Option<(&str, &Tracked)> {
-        if let Some((key, tracked)) = self.tracked.get_key_value(path) {
-            return Some((key, tracked));
+    fn lookup(&self, path: &str) -> Option<&Tracked> {
+        if let Some(&i) = self.index.get(path) {
+            return Some(&self.tracked[i]);
         }
         // A sub-cgroup of a container: its container's history.
         let level_path = parse_cgroup_path(path).level_path;
-        self.tracked
-            .get_key_value(level_path.as_str())
-            .map(|(k, t)| (k.as_str(), t))
+        self.index.get(level_path.as_str()).map(|&i| &self.tracked[i])
     }
 
     /// Frozen histories up to `until_ms`.
     pub fn snapshot(&self, victim: Option<&str>, oom_memcg: Option<&str>, until_ms: u64) -> Snapshot {
         let interval = self.config.schedule.fast.as_millis() as u32;
         let export = |path: Option<&str>| {
-            let (key, tracked) = self.lookup(path?)?;
-            Some(tracked.history.export(key, until_ms, interval))
+            let tracked = self.lookup(path?)?;
+            Some(tracked.history.export(&tracked.path, until_ms, interval))
         };
         let victim_history = export(victim);
         let oom_history = match (oom_memcg, victim_history.as_ref()) {
@@ -586,8 +608,8 @@ impl Sampler {
         let mut paths: Vec<String> = self
             .tracked
             .iter()
-            .filter(|(_, t)| t.oom_steps.iter().any(|&s| s >= from_ms && s <= to_ms))
-            .map(|(p, _)| p.clone())
+            .filter(|t| t.oom_steps.iter().any(|&s| s >= from_ms && s <= to_ms))
+            .map(|t| t.path.clone())
             .collect();
         paths.sort();
         paths
@@ -622,11 +644,7 @@ impl Sampler {
         mut requests: mpsc::Receiver<Request>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        info!(
-            root = %self.config.root.path.display(),
-            mode = %self.config.root.mode,
-            "sampling cgroup memory"
-        );
+        info!(root = %self.config.root.path.display(), mode = %self.config.root.mode, "sampling cgroup memory");
         let step = self.config.schedule.hot.min(self.config.schedule.fast);
         let mut ticker = tokio::time::interval(step);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -661,7 +679,6 @@ fn is_hot(schedule: &Schedule, working_set: u64, limit: Option<u64>, growth: Opt
 
 fn warning_due(
     config: &SamplerConfig,
-    path: &str,
     tracked: &Tracked,
     now: Instant,
     t_ms: u64,
@@ -669,6 +686,7 @@ fn warning_due(
     limit: Option<u64>,
 ) -> Option<pb::MemoryWarning> {
     let rules = config.warnings;
+    let path = tracked.path.as_str();
     let limit = limit?;
     if tracked.identity.level != Level::Container || (working_set as f64) < limit as f64 * rules.ratio {
         return None;
