@@ -168,6 +168,13 @@ pub fn event_from_report(report: &OomReport, ctx: &NodeContext, ordinal: u64) ->
     event
 }
 
+/// Fills in the victim's cgroup and the identity it encodes, for a kill
+/// whose report lacked it (attributed by the cgroup's OOM counter).
+pub fn attribute_to_cgroup(event: &mut pb::OomEvent, task_memcg: &str) {
+    event.task_memcg = Some(task_memcg.to_owned());
+    apply_identity(event, &parse_cgroup_path(task_memcg));
+}
+
 fn apply_identity(event: &mut pb::OomEvent, identity: &CgroupIdentity) {
     if identity.level == Level::Other {
         event.systemd_unit = identity.systemd_unit.clone();

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::cgroup::SamplerHandle;
-use crate::event::{NodeContext, event_from_report};
+use crate::event::{NodeContext, attribute_to_cgroup, event_from_report};
 use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, ReaderStats, Record, StartAt};
 use crate::oom::{InputLine, Parser, ParserStats, Stamp};
 use crate::reconcile::{Reconciler, read_vmstat_oom_kill};
@@ -37,6 +37,19 @@ pub struct LiveConfig {
 /// How long an event waits for the sampler's snapshot before it goes out
 /// without one.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A kill without a cgroup path (rate-limited report) waits this long, so
+/// the sampler's full samples (every second, every 50 ms near a limit) have
+/// seen the OOM counter that stepped with it.
+const ATTRIBUTION_WAIT: Duration = Duration::from_millis(1300);
+
+/// A kill waiting for attribution.
+#[derive(Debug)]
+struct Deferred {
+    due: tokio::time::Instant,
+    event: OomEvent,
+    seq: Option<u64>,
+}
 
 /// What the pipeline counted, for metrics and the shutdown log.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,6 +107,9 @@ struct Pipeline {
     saved_seq: Option<u64>,
     last_seq: Option<u64>,
     events: u64,
+    deferred: std::collections::VecDeque<Deferred>,
+    /// OOM-counter steps already matched to a kill (each step is one kill).
+    claimed: std::collections::HashSet<(String, u64)>,
 }
 
 impl Pipeline {
@@ -103,9 +119,6 @@ impl Pipeline {
                 reconciler.kill_seen(us);
             }
             let mut event = event_from_report(&report, &self.config.node, self.events);
-            if let Some(sampler) = &self.config.sampler {
-                attach_snapshot(sampler, &mut event).await;
-            }
             info!(
                 id = %event.id,
                 seq = report.kill_stamp.seq,
@@ -115,8 +128,70 @@ impl Pipeline {
                 partial = report.partial,
                 "OOM kill"
             );
-            self.sink.send(event).await.map_err(|_| LiveError::SinkClosed)?;
-            self.events += 1;
+            if event.task_memcg.is_none() {
+                // A bare kill line: the victim is dying right now, and its
+                // /proc entry usually still names its cgroup.
+                if let Some(path) = report
+                    .victim
+                    .pid
+                    .try_into()
+                    .ok()
+                    .and_then(|pid| memory_cgroup_of(&self.config.proc_root, pid))
+                {
+                    info!(id = %event.id, cgroup = %path, "attributed a kill without cgroup path by the victim's /proc entry");
+                    attribute_to_cgroup(&mut event, &path);
+                }
+            }
+            if self.config.sampler.is_some() && event.task_memcg.is_none() {
+                let due = tokio::time::Instant::now() + ATTRIBUTION_WAIT;
+                self.deferred.push_back(Deferred {
+                    due,
+                    event,
+                    seq: report.kill_stamp.seq,
+                });
+                continue;
+            }
+            self.send(event).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, mut event: OomEvent) -> Result<(), LiveError> {
+        if let Some(sampler) = &self.config.sampler {
+            attach_snapshot(sampler, &mut event).await;
+        }
+        self.sink.send(event).await.map_err(|_| LiveError::SinkClosed)?;
+        self.events += 1;
+        Ok(())
+    }
+
+    /// Attributes and sends the deferred kills that are due (all of them
+    /// when `all`, at shutdown).
+    async fn release_deferred(&mut self, all: bool) -> Result<(), LiveError> {
+        let now = tokio::time::Instant::now();
+        while self.deferred.front().is_some_and(|d| all || d.due <= now) {
+            let Some(Deferred { mut event, .. }) = self.deferred.pop_front() else {
+                break;
+            };
+            if let Some(sampler) = &self.config.sampler {
+                let kill_ms = event_time_ms(&event);
+                let steps = sampler
+                    .oom_steps(kill_ms.saturating_sub(STEP_BEFORE_MS), kill_ms + STEP_AFTER_MS)
+                    .await;
+                match match_step(&steps, &self.claimed) {
+                    Some(step) => {
+                        info!(id = %event.id, cgroup = %step.0, "attributed a kill without cgroup path by its OOM counter");
+                        attribute_to_cgroup(&mut event, &step.0);
+                        self.claimed.insert(step);
+                    }
+                    None => {
+                        warn!(id = %event.id, steps = steps.len(), "could not attribute a kill without cgroup path")
+                    }
+                }
+                // Old claims can no longer match anything.
+                self.claimed.retain(|(_, t)| t + 600_000 > kill_ms);
+            }
+            self.send(event).await?;
         }
         Ok(())
     }
@@ -126,10 +201,15 @@ impl Pipeline {
     fn save_cursor(&mut self) {
         let Some(path) = &self.cursor_path else { return };
         let Some(last) = self.last_seq else { return };
-        let safe = match self.parser.oldest_open_seq() {
-            Some(open) => open.saturating_sub(1).min(last),
-            None => last,
-        };
+        // Kills still waiting for attribution hold the cursor back too.
+        let pending = self.deferred.iter().filter_map(|d| d.seq);
+        let safe = self
+            .parser
+            .oldest_open_seq()
+            .into_iter()
+            .chain(pending)
+            .map(|seq| seq.saturating_sub(1))
+            .fold(last, u64::min);
         if self.saved_seq == Some(safe) {
             return;
         }
@@ -162,6 +242,75 @@ impl Pipeline {
         }
         self.save_cursor();
     }
+}
+
+/// Sleeps until the first deferred kill is due; forever when none is.
+async fn sleep_until_due(deferred: &std::collections::VecDeque<Deferred>) {
+    match deferred.front() {
+        Some(first) => tokio::time::sleep_until(first.due).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn event_time_ms(event: &OomEvent) -> u64 {
+    event
+        .time
+        .as_ref()
+        .map_or_else(crate::cgroup::sampler::now_ms, |t| {
+            t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000
+        })
+}
+
+/// A counter step is seen at the first full sample after the kill: within
+/// the hot interval for a cgroup at its limit, a second otherwise. The
+/// window allows for clock skew before and slow samples after.
+const STEP_BEFORE_MS: u64 = 200;
+const STEP_AFTER_MS: u64 = 2_000;
+
+/// The step that belongs to a kill: the only unclaimed leaf-most one in
+/// the window (on cgroup v2 the ancestors' counters step with the victim's
+/// cgroup). A step is seen at the next full sample, up to a second after
+/// its kill, so with several candidates the order tells nothing: then no
+/// attribution, rather than a guess.
+fn match_step(
+    steps: &[(String, u64)],
+    claimed: &std::collections::HashSet<(String, u64)>,
+) -> Option<(String, u64)> {
+    let free: Vec<&(String, u64)> = steps.iter().filter(|s| !claimed.contains(*s)).collect();
+    let mut leaves = free.iter().filter(|(path, t)| {
+        let below = format!("{path}/");
+        !free
+            .iter()
+            .any(|(other, u)| other.starts_with(&below) && u.abs_diff(*t) <= 100)
+    });
+    let only = leaves.next()?;
+    leaves.next().is_none().then(|| (*only).clone())
+}
+
+/// The memory cgroup of a live (or dying) process, from
+/// `/proc/PID/cgroup`: the `memory` line on v1, the unified line on v2.
+/// None for `/`: an exiting process is moved to the root cgroup, so `/`
+/// says nothing about where it was killed.
+pub fn memory_cgroup_of(proc_root: &std::path::Path, pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
+    parse_proc_cgroup(&text).filter(|path| path != "/")
+}
+
+fn parse_proc_cgroup(text: &str) -> Option<String> {
+    let mut unified = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if controllers.split(',').any(|c| c == "memory") {
+            return Some(path.to_owned());
+        }
+        if controllers.is_empty() {
+            unified = Some(path.to_owned());
+        }
+    }
+    unified
 }
 
 /// Attaches the memory history of the victim's cgroup (and of the limited
@@ -212,6 +361,8 @@ pub async fn run(
         saved_seq: None,
         last_seq: None,
         events: 0,
+        deferred: std::collections::VecDeque::new(),
+        claimed: std::collections::HashSet::new(),
         config,
     };
     pipeline.tick();
@@ -237,12 +388,17 @@ pub async fn run(
                 pipeline.emit_ready().await?;
                 pipeline.save_cursor();
             }
+            () = sleep_until_due(&pipeline.deferred) => {
+                pipeline.release_deferred(false).await?;
+                pipeline.save_cursor();
+            }
             _ = ticker.tick() => pipeline.tick(),
             () = &mut shutdown => break,
         }
     }
     pipeline.parser.flush_killed();
     pipeline.emit_ready().await?;
+    pipeline.release_deferred(true).await?;
     pipeline.save_cursor();
     let stats = LiveStats {
         reader: reader.stats(),
@@ -252,4 +408,50 @@ pub async fn run(
     };
     info!(?stats, "stopped reading the kernel log");
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unambiguous_step_is_matched() {
+        let mut claimed = std::collections::HashSet::new();
+        // v2: the pod's counter steps with its container's.
+        let one = vec![
+            ("/kubepods/pod1".to_owned(), 1_050),
+            ("/kubepods/pod1/c1".to_owned(), 1_050),
+        ];
+        assert_eq!(
+            match_step(&one, &claimed),
+            Some(("/kubepods/pod1/c1".to_owned(), 1_050))
+        );
+        // Two containers stepped in the window: no guess.
+        let two = vec![
+            ("/kubepods/pod1/c1".to_owned(), 1_050),
+            ("/kubepods/pod2/c2".to_owned(), 1_100),
+        ];
+        assert_eq!(match_step(&two, &claimed), None);
+        // Once one of them is claimed by its own kill, the other is clear.
+        claimed.insert(("/kubepods/pod1/c1".to_owned(), 1_050));
+        assert_eq!(
+            match_step(&two, &claimed),
+            Some(("/kubepods/pod2/c2".to_owned(), 1_100))
+        );
+    }
+
+    #[test]
+    fn proc_cgroup_lines() {
+        let v1 = "12:pids:/kubepods/x\n7:memory:/kubepods/burstable/pod1/c1\n0::/system.slice/containerd.service\n";
+        assert_eq!(
+            parse_proc_cgroup(v1).as_deref(),
+            Some("/kubepods/burstable/pod1/c1")
+        );
+        let v2 = "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-c1.scope\n";
+        assert_eq!(
+            parse_proc_cgroup(v2).as_deref(),
+            Some("/kubepods.slice/kubepods-pod1.slice/cri-containerd-c1.scope")
+        );
+        assert_eq!(parse_proc_cgroup("garbage"), None);
+    }
 }

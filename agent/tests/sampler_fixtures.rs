@@ -358,7 +358,10 @@ fn v2_systemd_nested_kind_layout() {
     );
     sampler.tick(start + Duration::from_secs(1));
     let steps = sampler.oom_steps(0, u64::MAX);
-    assert_eq!(steps, std::slice::from_ref(&container_path));
+    assert_eq!(
+        steps.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        [container_path.as_str()]
+    );
 
     // A new container appears (renamed into place, as runc's mkdir+populate
     // would look after the fact) and is followed on the next tick.

@@ -135,7 +135,7 @@ pub enum Request {
     OomSteps {
         from_ms: u64,
         to_ms: u64,
-        reply: oneshot::Sender<Vec<String>>,
+        reply: oneshot::Sender<Vec<(String, u64)>>,
     },
     Stats {
         reply: oneshot::Sender<SamplerStats>,
@@ -170,9 +170,10 @@ impl SamplerHandle {
         answer.await.ok()
     }
 
-    /// Cgroups whose OOM-kill counter stepped between the two times: how
-    /// a kill without a cgroup path (rate-limited report) is attributed.
-    pub async fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<String> {
+    /// OOM-kill counter steps (cgroup, Unix ms when seen) between the two
+    /// times: how a kill without a cgroup path (rate-limited report) is
+    /// attributed.
+    pub async fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<(String, u64)> {
         let (reply, answer) = oneshot::channel();
         if self
             .requests
@@ -604,15 +605,21 @@ impl Sampler {
         }
     }
 
-    pub fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<String> {
-        let mut paths: Vec<String> = self
+    /// OOM-kill counter steps (cgroup, Unix ms when seen) in the window,
+    /// oldest first.
+    pub fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<(String, u64)> {
+        let mut steps: Vec<(String, u64)> = self
             .tracked
             .iter()
-            .filter(|t| t.oom_steps.iter().any(|&s| s >= from_ms && s <= to_ms))
-            .map(|t| t.path.clone())
+            .flat_map(|t| {
+                t.oom_steps
+                    .iter()
+                    .filter(|&&s| s >= from_ms && s <= to_ms)
+                    .map(|&s| (t.path.clone(), s))
+            })
             .collect();
-        paths.sort();
-        paths
+        steps.sort_by_key(|(_, t)| *t);
+        steps
     }
 
     fn answer(&self, request: Request) {
