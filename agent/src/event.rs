@@ -168,11 +168,22 @@ pub fn event_from_report(report: &OomReport, ctx: &NodeContext, ordinal: u64) ->
     event
 }
 
-/// Fills in the victim's cgroup and the identity it encodes, for a kill
-/// whose report lacked it (attributed by the cgroup's OOM counter).
-pub fn attribute_to_cgroup(event: &mut pb::OomEvent, task_memcg: &str) {
-    event.task_memcg = Some(task_memcg.to_owned());
-    apply_identity(event, &parse_cgroup_path(task_memcg));
+/// Fills in what a kill's report lacked (the kernel rate-limited it): the
+/// limited cgroup (which decides the scope of a memcg kill) and the
+/// victim's cgroup, with the identity they encode.
+pub fn attribute(event: &mut pb::OomEvent, oom_memcg: Option<&str>, task_memcg: Option<&str>) {
+    if let Some(oom) = oom_memcg {
+        event.oom_memcg = Some(oom.to_owned());
+        if event.constraint == pb::Constraint::Memcg as i32 {
+            event.scope = classify_scope(ReportConstraint::Memcg, Some(oom)) as i32;
+        }
+    }
+    if let Some(task) = task_memcg {
+        event.task_memcg = Some(task.to_owned());
+    }
+    if let Some(path) = task_memcg.or(oom_memcg) {
+        apply_identity(event, &parse_cgroup_path(path));
+    }
 }
 
 fn apply_identity(event: &mut pb::OomEvent, identity: &CgroupIdentity) {

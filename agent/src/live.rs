@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::cgroup::SamplerHandle;
-use crate::event::{NodeContext, attribute_to_cgroup, event_from_report};
+use crate::event::{NodeContext, attribute, event_from_report};
 use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, ReaderStats, Record, StartAt};
 use crate::oom::{InputLine, Parser, ParserStats, Stamp};
 use crate::reconcile::{Reconciler, read_vmstat_oom_kill};
@@ -108,8 +108,10 @@ struct Pipeline {
     last_seq: Option<u64>,
     events: u64,
     deferred: std::collections::VecDeque<Deferred>,
-    /// OOM-counter steps already matched to a kill (each step is one kill).
-    claimed: std::collections::HashSet<(String, u64)>,
+    /// OOM-counter steps (Unix ms) already matched to a kill.
+    claimed_steps: std::collections::HashSet<(String, u64)>,
+    /// Kernel OOM notices (monotonic µs) already matched to a kill.
+    claimed_notices: std::collections::HashSet<(String, u64)>,
 }
 
 impl Pipeline {
@@ -139,7 +141,7 @@ impl Pipeline {
                     .and_then(|pid| memory_cgroup_of(&self.config.proc_root, pid))
                 {
                     info!(id = %event.id, cgroup = %path, "attributed a kill without cgroup path by the victim's /proc entry");
-                    attribute_to_cgroup(&mut event, &path);
+                    attribute(&mut event, None, Some(&path));
                 }
             }
             if self.config.sampler.is_some() && event.task_memcg.is_none() {
@@ -174,26 +176,46 @@ impl Pipeline {
                 break;
             };
             if let Some(sampler) = &self.config.sampler {
-                let kill_ms = event_time_ms(&event);
-                let steps = sampler
-                    .oom_steps(kill_ms.saturating_sub(STEP_BEFORE_MS), kill_ms + STEP_AFTER_MS)
-                    .await;
-                match match_step(&steps, &self.claimed) {
-                    Some(step) => {
-                        info!(id = %event.id, cgroup = %step.0, "attributed a kill without cgroup path by its OOM counter");
-                        attribute_to_cgroup(&mut event, &step.0);
-                        self.claimed.insert(step);
-                    }
-                    None => {
-                        warn!(id = %event.id, steps = steps.len(), "could not attribute a kill without cgroup path")
-                    }
-                }
-                // Old claims can no longer match anything.
-                self.claimed.retain(|(_, t)| t + 600_000 > kill_ms);
+                self.attribute_deferred(sampler.clone(), &mut event).await;
             }
             self.send(event).await?;
         }
         Ok(())
+    }
+
+    /// Places a kill whose report had no cgroup path: by the kernel's OOM
+    /// notification at that moment if there was one, else by an
+    /// unambiguous OOM-counter step, else not at all.
+    async fn attribute_deferred(&mut self, sampler: SamplerHandle, event: &mut OomEvent) {
+        if let Some(kill_us) = event.kernel.as_ref().and_then(|k| k.monotonic_us) {
+            let notices = sampler
+                .oom_notices(kill_us.saturating_sub(2_000_000), kill_us + 50_000)
+                .await;
+            // Claims older than any window can match no kill any more.
+            self.claimed_notices.retain(|(_, t)| t + 10_000_000 > kill_us);
+            if let Some(group) = match_notice(&notices, kill_us, &self.claimed_notices) {
+                let (oom, task) = group.places();
+                info!(id = %event.id, oom_memcg = ?oom, task_memcg = ?task, "placed a kill without cgroup path by the kernel's OOM notification");
+                attribute(event, oom.as_deref(), task.as_deref());
+                self.claimed_notices.extend(group.notices);
+                return;
+            }
+        }
+        let kill_ms = event_time_ms(event);
+        let steps = sampler
+            .oom_steps(kill_ms.saturating_sub(STEP_BEFORE_MS), kill_ms + STEP_AFTER_MS)
+            .await;
+        self.claimed_steps.retain(|(_, t)| t + 10_000 > kill_ms);
+        match match_step(&steps, &self.claimed_steps) {
+            Some(step) => {
+                info!(id = %event.id, cgroup = %step.0, "attributed a kill without cgroup path by its OOM counter");
+                attribute(event, None, Some(&step.0));
+                self.claimed_steps.insert(step);
+            }
+            None => {
+                warn!(id = %event.id, steps = steps.len(), "could not attribute a kill without cgroup path")
+            }
+        }
     }
 
     /// The cursor may advance to the last record read, except past the
@@ -287,6 +309,61 @@ fn match_step(
     leaves.next().is_none().then(|| (*only).clone())
 }
 
+/// The notices of one OOM: the limited cgroup and its descendants, notified
+/// at the same moment.
+#[derive(Debug, PartialEq, Eq)]
+struct NoticeGroup {
+    notices: Vec<(String, u64)>,
+}
+
+impl NoticeGroup {
+    /// (limited cgroup, victim's cgroup): the shallowest notified cgroup if
+    /// it is an ancestor of all the others, and the only leaf if there is
+    /// one (several leaves: the victim could be in any of them).
+    fn places(&self) -> (Option<String>, Option<String>) {
+        let paths: Vec<&str> = self.notices.iter().map(|(p, _)| p.as_str()).collect();
+        let shallowest = paths.iter().min_by_key(|p| p.matches('/').count()).copied();
+        let oom = shallowest.filter(|top| {
+            let below = format!("{top}/");
+            paths.iter().all(|p| p == top || p.starts_with(&below))
+        });
+        let mut leaves = paths.iter().filter(|p| {
+            let below = format!("{p}/");
+            !paths.iter().any(|other| other.starts_with(&below))
+        });
+        let task = match (leaves.next(), leaves.next()) {
+            (Some(only), None) => Some((*only).to_owned()),
+            _ => None,
+        };
+        (oom.map(str::to_owned), task)
+    }
+}
+
+/// Notices of one OOM arrive within this of each other.
+const NOTICE_GROUP_US: u64 = 2_000;
+/// A notice precedes its kill line; this allows for the two clocks.
+const NOTICE_AFTER_KILL_US: u64 = 10_000;
+
+/// The OOM notification of a kill: the latest unclaimed notice at (or just
+/// before) the kill's kernel time, with the notices of the same OOM.
+fn match_notice(
+    notices: &[(String, u64)],
+    kill_us: u64,
+    claimed: &std::collections::HashSet<(String, u64)>,
+) -> Option<NoticeGroup> {
+    let free: Vec<&(String, u64)> = notices
+        .iter()
+        .filter(|n| !claimed.contains(*n) && n.1 <= kill_us + NOTICE_AFTER_KILL_US)
+        .collect();
+    let latest = free.iter().map(|n| n.1).max()?;
+    let notices = free
+        .into_iter()
+        .filter(|n| latest - n.1 <= NOTICE_GROUP_US)
+        .cloned()
+        .collect();
+    Some(NoticeGroup { notices })
+}
+
 /// The memory cgroup of a live (or dying) process, from
 /// `/proc/PID/cgroup`: the `memory` line on v1, the unified line on v2.
 /// None for `/`: an exiting process is moved to the root cgroup, so `/`
@@ -362,7 +439,8 @@ pub async fn run(
         last_seq: None,
         events: 0,
         deferred: std::collections::VecDeque::new(),
-        claimed: std::collections::HashSet::new(),
+        claimed_steps: std::collections::HashSet::new(),
+        claimed_notices: std::collections::HashSet::new(),
         config,
     };
     pipeline.tick();
@@ -437,6 +515,46 @@ mod tests {
         assert_eq!(
             match_step(&two, &claimed),
             Some(("/kubepods/pod2/c2".to_owned(), 1_100))
+        );
+    }
+
+    #[test]
+    fn notices_place_the_limit_and_the_victim() {
+        let claimed = std::collections::HashSet::new();
+        // A container-limit OOM: only the container is notified.
+        let container = vec![("/kubepods/pod1/c1".to_owned(), 5_000_000)];
+        let group = match_notice(&container, 5_000_300, &claimed).expect("a notice");
+        assert_eq!(
+            group.places(),
+            (
+                Some("/kubepods/pod1/c1".to_owned()),
+                Some("/kubepods/pod1/c1".to_owned())
+            )
+        );
+        // A pod-limit OOM of a pod with two containers: the pod is the
+        // limit, the victim could be in either container.
+        let pod = vec![
+            ("/kubepods/pod2".to_owned(), 7_000_000),
+            ("/kubepods/pod2/a".to_owned(), 7_000_010),
+            ("/kubepods/pod2/b".to_owned(), 7_000_020),
+        ];
+        let group = match_notice(&pod, 7_000_500, &claimed).expect("notices");
+        assert_eq!(group.places(), (Some("/kubepods/pod2".to_owned()), None));
+        // In a storm each kill takes the latest notice before it.
+        let storm = vec![
+            ("/k/p/c1".to_owned(), 1_000_000),
+            ("/k/p/c2".to_owned(), 1_020_000),
+        ];
+        let first = match_notice(&storm, 1_000_200, &claimed).expect("c1");
+        assert_eq!(first.places().1.as_deref(), Some("/k/p/c1"));
+        let mut claimed = claimed;
+        claimed.extend(first.notices);
+        let second = match_notice(&storm, 1_020_150, &claimed).expect("c2");
+        assert_eq!(second.places().1.as_deref(), Some("/k/p/c2"));
+        // Nothing before the kill: no match.
+        assert_eq!(
+            match_notice(&storm, 900_000, &std::collections::HashSet::new()),
+            None
         );
     }
 

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::discovery::{Found, MemoryRoot, Selection, relative_path, scan};
 use super::history::{History, Windows, timestamp_ms};
 use super::node::NodeReader;
+use super::notify::OomNotifier;
 use super::reader::{MemcgReader, READ_BUFFER, ReadError};
 use crate::pods::{CgroupIdentity, Level, parse_cgroup_path};
 
@@ -137,6 +138,11 @@ pub enum Request {
         to_ms: u64,
         reply: oneshot::Sender<Vec<(String, u64)>>,
     },
+    OomNotices {
+        from_us: u64,
+        to_us: u64,
+        reply: oneshot::Sender<Vec<(String, u64)>>,
+    },
     Stats {
         reply: oneshot::Sender<SamplerStats>,
     },
@@ -190,6 +196,25 @@ impl SamplerHandle {
         answer.await.unwrap_or_default()
     }
 
+    /// Kernel OOM notifications (cgroup, monotonic µs) between the two
+    /// times: they place a kill without a cgroup path precisely.
+    pub async fn oom_notices(&self, from_us: u64, to_us: u64) -> Vec<(String, u64)> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .requests
+            .send(Request::OomNotices {
+                from_us,
+                to_us,
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
     pub async fn stats(&self) -> Option<SamplerStats> {
         let (reply, answer) = oneshot::channel();
         self.requests.send(Request::Stats { reply }).await.ok()?;
@@ -213,6 +238,8 @@ struct Tracked {
     oom_kill: Option<u64>,
     /// Times (Unix ms) the OOM-kill counter was seen to step.
     oom_steps: Vec<u64>,
+    /// Times (monotonic µs) the kernel notified an OOM here.
+    oom_notices: Vec<u64>,
     last_warning: Option<Instant>,
     /// Tightest limit among the tracked ancestors (a pod's limit bounds its
     /// unlimited containers), refreshed once a second.
@@ -235,6 +262,7 @@ pub struct Sampler {
     index: HashMap<String, usize>,
     inotify: Option<Inotify>,
     watches: HashMap<WatchDescriptor, PathBuf>,
+    notifier: Option<OomNotifier>,
     node: NodeReader,
     node_view: Option<pb::NodeMemory>,
     last_node: Option<Instant>,
@@ -253,7 +281,15 @@ impl Sampler {
                 None
             }
         };
+        let notifier = match OomNotifier::start(config.root.version) {
+            Ok(notifier) => Some(notifier),
+            Err(error) => {
+                warn!(%error, "no kernel OOM notifications: kills without a cgroup path are matched by counters only");
+                None
+            }
+        };
         Self {
+            notifier,
             node: NodeReader::new(config.proc_root.clone()),
             config,
             tracked: Vec::new(),
@@ -324,9 +360,13 @@ impl Sampler {
             hot: false,
             oom_kill: None,
             oom_steps: Vec::new(),
+            oom_notices: Vec::new(),
             last_warning: None,
             ancestor_limit: None,
         };
+        if let Some(notifier) = &self.notifier {
+            notifier.register(&found.relative, &dir);
+        }
         match existing {
             // A re-created cgroup with the same path starts afresh.
             Some(i) => self.tracked[i] = entry,
@@ -456,6 +496,7 @@ impl Sampler {
     /// One pass of the schedule: reads whatever is due.
     pub fn tick(&mut self, now: Instant) {
         self.drain_inotify(now);
+        self.collect_notices();
         if self
             .last_rescan
             .is_none_or(|t| now.duration_since(t) >= self.config.rescan)
@@ -541,6 +582,11 @@ impl Sampler {
         let grace = self.config.grace;
         let expired = |t: &Tracked| t.removed_at.is_some_and(|at| now.duration_since(at) >= grace);
         if self.tracked.iter().any(expired) {
+            if let Some(notifier) = &self.notifier {
+                for tracked in self.tracked.iter().filter(|t| expired(t)) {
+                    notifier.unregister(&tracked.path);
+                }
+            }
             self.tracked.retain(|t| !expired(t));
             self.index = self
                 .tracked
@@ -557,6 +603,37 @@ impl Sampler {
             self.last_node = Some(now);
             self.refresh_ancestor_limits();
         }
+    }
+
+    fn collect_notices(&mut self) {
+        let Some(notifier) = &self.notifier else { return };
+        for notice in notifier.drain() {
+            if let Some(&i) = self.index.get(&notice.path) {
+                let notices = &mut self.tracked[i].oom_notices;
+                notices.push(notice.monotonic_us);
+                if notices.len() > 64 {
+                    notices.remove(0);
+                }
+            }
+        }
+    }
+
+    /// Kernel OOM notifications (cgroup, monotonic µs) in the window,
+    /// oldest first.
+    pub fn oom_notices(&mut self, from_us: u64, to_us: u64) -> Vec<(String, u64)> {
+        self.collect_notices();
+        let mut notices: Vec<(String, u64)> = self
+            .tracked
+            .iter()
+            .flat_map(|t| {
+                t.oom_notices
+                    .iter()
+                    .filter(|&&n| n >= from_us && n <= to_us)
+                    .map(|&n| (t.path.clone(), n))
+            })
+            .collect();
+        notices.sort_by_key(|(_, t)| *t);
+        notices
     }
 
     fn refresh_ancestor_limits(&mut self) {
@@ -622,7 +699,7 @@ impl Sampler {
         steps
     }
 
-    fn answer(&self, request: Request) {
+    fn answer(&mut self, request: Request) {
         match request {
             Request::Snapshot {
                 victim,
@@ -638,6 +715,13 @@ impl Sampler {
                 reply,
             } => {
                 let _ = reply.send(self.oom_steps(from_ms, to_ms));
+            }
+            Request::OomNotices {
+                from_us,
+                to_us,
+                reply,
+            } => {
+                let _ = reply.send(self.oom_notices(from_us, to_us));
             }
             Request::Stats { reply } => {
                 let _ = reply.send(self.stats());

@@ -1,0 +1,309 @@
+//! The kernel's own OOM notifications per cgroup, timed to the microsecond
+//! on the clock the kernel log uses. They place a kill whose report the
+//! kernel rate-limited (no cgroup path) in its cgroup, even in a storm
+//! where kills are milliseconds apart: the counters the sampler reads each
+//! second cannot tell those apart.
+//!
+//! - cgroup v1: an eventfd registered on `memory.oom_control` through
+//!   `cgroup.event_control`. The kernel signals it right before it kills
+//!   for an OOM of that cgroup or of an ancestor (and when the cgroup is
+//!   removed, which is told apart by the cgroup being gone).
+//! - cgroup v2: inotify on `memory.events`, which the kernel marks modified
+//!   when any of its counters moves; a notice is kept when `oom_kill`
+//!   stepped.
+//!
+//! One thread owns the descriptors and blocks in `epoll_wait`, so notices
+//! are stamped when they happen, not at the sampler's next tick.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use nix::time::{ClockId, clock_gettime};
+use tracing::{debug, warn};
+
+use super::files::parse_events_v2;
+use super::reader::Version;
+
+/// An OOM in a cgroup (or, on v1, in one of its ancestors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomNotice {
+    /// Kernel-style path of the notified cgroup.
+    pub path: String,
+    /// CLOCK_MONOTONIC microseconds: comparable with kernel log stamps.
+    pub monotonic_us: u64,
+}
+
+#[derive(Debug)]
+enum Command {
+    Register { path: String, dir: PathBuf },
+    Unregister { path: String },
+}
+
+/// Handle to the notifier thread. Dropping it stops the thread.
+#[derive(Debug)]
+pub struct OomNotifier {
+    commands: mpsc::Sender<Command>,
+    notices: mpsc::Receiver<OomNotice>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn monotonic_us() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+}
+
+/// Token of the inotify descriptor in the epoll set (eventfds use their
+/// own registration numbers, which start at 1).
+const INOTIFY_TOKEN: u64 = 0;
+
+struct V1Registration {
+    path: String,
+    dir: PathBuf,
+    eventfd: EventFd,
+    /// Kept open: the registration refers to it.
+    _oom_control: File,
+}
+
+struct V2Registration {
+    path: String,
+    events_file: PathBuf,
+    oom_kill: Option<u64>,
+}
+
+struct Worker {
+    version: Version,
+    epoll: Epoll,
+    inotify: Option<Inotify>,
+    next_token: u64,
+    v1: HashMap<u64, V1Registration>,
+    v1_by_path: HashMap<String, u64>,
+    v2: HashMap<WatchDescriptor, V2Registration>,
+    v2_by_path: HashMap<String, WatchDescriptor>,
+    notices: mpsc::Sender<OomNotice>,
+}
+
+impl Worker {
+    fn register(&mut self, path: String, dir: &Path) {
+        match self.version {
+            Version::V1 => {
+                if self.v1_by_path.contains_key(&path) {
+                    return;
+                }
+                let result = (|| -> std::io::Result<V1Registration> {
+                    let oom_control = File::open(dir.join("memory.oom_control"))?;
+                    let eventfd =
+                        EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
+                    let line = format!("{} {}", eventfd.as_fd().as_raw_fd(), oom_control.as_raw_fd());
+                    std::fs::write(dir.join("cgroup.event_control"), line)?;
+                    Ok(V1Registration {
+                        path: path.clone(),
+                        dir: dir.to_path_buf(),
+                        eventfd,
+                        _oom_control: oom_control,
+                    })
+                })();
+                match result {
+                    Ok(registration) => {
+                        self.next_token += 1;
+                        let token = self.next_token;
+                        if let Err(errno) = self
+                            .epoll
+                            .add(&registration.eventfd, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                        {
+                            debug!(%errno, %path, "cannot poll the OOM eventfd");
+                            return;
+                        }
+                        self.v1_by_path.insert(path, token);
+                        self.v1.insert(token, registration);
+                    }
+                    Err(error) => debug!(%error, %path, "no OOM notifications for this cgroup"),
+                }
+            }
+            Version::V2 => {
+                let Some(inotify) = &self.inotify else { return };
+                if self.v2_by_path.contains_key(&path) {
+                    return;
+                }
+                let events_file = dir.join("memory.events");
+                let oom_kill = std::fs::read_to_string(&events_file)
+                    .ok()
+                    .and_then(|t| parse_events_v2(&t).ok())
+                    .and_then(|c| c.oom_kill);
+                match inotify.add_watch(&events_file, AddWatchFlags::IN_MODIFY) {
+                    Ok(wd) => {
+                        self.v2_by_path.insert(path.clone(), wd);
+                        self.v2.insert(
+                            wd,
+                            V2Registration {
+                                path,
+                                events_file,
+                                oom_kill,
+                            },
+                        );
+                    }
+                    Err(errno) => debug!(%errno, %path, "no OOM notifications for this cgroup"),
+                }
+            }
+        }
+    }
+
+    fn unregister(&mut self, path: &str) {
+        if let Some(token) = self.v1_by_path.remove(path)
+            && let Some(registration) = self.v1.remove(&token)
+        {
+            let _ = self.epoll.delete(&registration.eventfd);
+        }
+        if let Some(wd) = self.v2_by_path.remove(path) {
+            self.v2.remove(&wd);
+            if let Some(inotify) = &self.inotify {
+                let _ = inotify.rm_watch(wd);
+            }
+        }
+    }
+
+    fn fired(&mut self, token: u64, at: u64) {
+        if token == INOTIFY_TOKEN {
+            self.inotify_fired(at);
+            return;
+        }
+        let Some(registration) = self.v1.get(&token) else {
+            return;
+        };
+        let _ = registration.eventfd.read();
+        if registration.dir.exists() {
+            let _ = self.notices.send(OomNotice {
+                path: registration.path.clone(),
+                monotonic_us: at,
+            });
+        } else {
+            // Signalled because the cgroup was removed.
+            let path = registration.path.clone();
+            self.unregister(&path);
+        }
+    }
+
+    fn inotify_fired(&mut self, at: u64) {
+        let Some(inotify) = &self.inotify else { return };
+        let Ok(events) = inotify.read_events() else { return };
+        for event in events {
+            let Some(registration) = self.v2.get_mut(&event.wd) else {
+                continue;
+            };
+            let now = std::fs::read_to_string(&registration.events_file)
+                .ok()
+                .and_then(|t| parse_events_v2(&t).ok())
+                .and_then(|c| c.oom_kill);
+            if let (Some(now), Some(before)) = (now, registration.oom_kill)
+                && now > before
+            {
+                let _ = self.notices.send(OomNotice {
+                    path: registration.path.clone(),
+                    monotonic_us: at,
+                });
+            }
+            if now.is_some() {
+                registration.oom_kill = now;
+            }
+        }
+    }
+}
+
+impl OomNotifier {
+    /// Starts the notifier thread for cgroups of `version`.
+    pub fn start(version: Version) -> std::io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let inotify = match version {
+            Version::V1 => None,
+            Version::V2 => {
+                let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+                epoll.add(&inotify, EpollEvent::new(EpollFlags::EPOLLIN, INOTIFY_TOKEN))?;
+                Some(inotify)
+            }
+        };
+        let (commands, command_rx) = mpsc::channel();
+        let (notice_tx, notices) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let mut worker = Worker {
+            version,
+            epoll,
+            inotify,
+            next_token: 0,
+            v1: HashMap::new(),
+            v1_by_path: HashMap::new(),
+            v2: HashMap::new(),
+            v2_by_path: HashMap::new(),
+            notices: notice_tx,
+        };
+        let thread = std::thread::Builder::new()
+            .name("oom-notify".into())
+            .spawn(move || {
+                let mut events = [EpollEvent::empty(); 64];
+                while !stopping.load(Ordering::Relaxed) {
+                    while let Ok(command) = command_rx.try_recv() {
+                        match command {
+                            Command::Register { path, dir } => worker.register(path, &dir),
+                            Command::Unregister { path } => worker.unregister(&path),
+                        }
+                    }
+                    // Short waits: registrations arrive on a channel, not the fd set.
+                    match worker.epoll.wait(&mut events, 50u16) {
+                        Ok(count) => {
+                            let at = monotonic_us();
+                            for event in &events[..count] {
+                                worker.fired(event.data(), at);
+                            }
+                        }
+                        Err(nix::errno::Errno::EINTR) => {}
+                        Err(errno) => {
+                            warn!(%errno, "OOM notifications stopped");
+                            break;
+                        }
+                    }
+                }
+            })?;
+        Ok(Self {
+            commands,
+            notices,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn register(&self, path: &str, dir: &Path) {
+        let _ = self.commands.send(Command::Register {
+            path: path.to_owned(),
+            dir: dir.to_path_buf(),
+        });
+    }
+
+    pub fn unregister(&self, path: &str) {
+        let _ = self.commands.send(Command::Unregister {
+            path: path.to_owned(),
+        });
+    }
+
+    /// Notices received since the last call.
+    pub fn drain(&self) -> Vec<OomNotice> {
+        self.notices.try_iter().collect()
+    }
+}
+
+impl Drop for OomNotifier {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
