@@ -13,6 +13,7 @@
 //! - [`live`]: the live pipeline from `/dev/kmsg` to events.
 //! - [`reconcile`]: kills the log missed, from `/proc/vmstat`.
 //! - [`output`]: events as a table for people or JSON lines for scripts.
+//! - [`telemetry`]: the agent's own metrics and health endpoints.
 
 pub mod cgroup;
 pub mod event;
@@ -23,3 +24,4 @@ pub mod oom;
 pub mod output;
 pub mod pods;
 pub mod reconcile;
+pub mod telemetry;

@@ -15,6 +15,7 @@ use crate::event::{NodeContext, attribute, event_from_report};
 use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, ReaderStats, Record, StartAt};
 use crate::oom::{InputLine, Parser, ParserStats, Stamp};
 use crate::reconcile::{Reconciler, read_vmstat_oom_kill};
+use crate::telemetry::{AgentMetrics, KmsgSync};
 
 /// Where the live pipeline reads and keeps its state.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct LiveConfig {
     /// The cgroup sampler, for memory histories and the node view; None:
     /// events carry the kernel's report only.
     pub sampler: Option<SamplerHandle>,
+    /// Where the pipeline's counters go.
+    pub metrics: std::sync::Arc<AgentMetrics>,
 }
 
 /// How long an event waits for the sampler's snapshot before it goes out
@@ -112,6 +115,9 @@ struct Pipeline {
     claimed_steps: std::collections::HashSet<(String, u64)>,
     /// Kernel OOM notices (monotonic µs) already matched to a kill.
     claimed_notices: std::collections::HashSet<(String, u64)>,
+    metrics_sync: KmsgSync,
+    /// The reader's counters as of the last record.
+    reader_stats: ReaderStats,
 }
 
 impl Pipeline {
@@ -162,6 +168,9 @@ impl Pipeline {
         if let Some(sampler) = &self.config.sampler {
             attach_snapshot(sampler, &mut event).await;
         }
+        // Counters agree with the events as they go out.
+        self.config.metrics.kill(&event);
+        self.sync_metrics();
         self.sink.send(event).await.map_err(|_| LiveError::SinkClosed)?;
         self.events += 1;
         Ok(())
@@ -243,6 +252,13 @@ impl Pipeline {
             Ok(()) => self.saved_seq = Some(safe),
             Err(error) => warn!(%error, "kmsg cursor not saved; a restart may report kills twice"),
         }
+    }
+
+    fn sync_metrics(&mut self) {
+        let missed = self.reconciler.as_ref().map_or(0, Reconciler::missed);
+        let metrics = std::sync::Arc::clone(&self.config.metrics);
+        self.metrics_sync
+            .sync(&metrics, self.reader_stats, self.parser.stats(), missed);
     }
 
     fn tick(&mut self) {
@@ -430,6 +446,7 @@ pub async fn run(
     let start = Cursor::start_for(cursor.as_ref(), &config.node.boot_id, config.start_without_cursor);
     info!(path = %config.kmsg_path.display(), ?start, boot_id = %config.node.boot_id, "reading the kernel log");
     let mut reader = KmsgReader::open(&config.kmsg_path, start)?;
+    config.metrics.set_kmsg_ready();
     let mut pipeline = Pipeline {
         reconciler: None,
         parser: Parser::new(),
@@ -441,6 +458,8 @@ pub async fn run(
         deferred: std::collections::VecDeque::new(),
         claimed_steps: std::collections::HashSet::new(),
         claimed_notices: std::collections::HashSet::new(),
+        metrics_sync: KmsgSync::default(),
+        reader_stats: ReaderStats::default(),
         config,
     };
     pipeline.tick();
@@ -454,6 +473,7 @@ pub async fn run(
                 KmsgItem::Record(record) => {
                     pipeline.parser.push(&input(&record));
                     pipeline.last_seq = Some(record.seq);
+                    pipeline.reader_stats = reader.stats();
                     pipeline.emit_ready().await?;
                 }
                 KmsgItem::Gap { lost, after_seq } => {
@@ -470,13 +490,19 @@ pub async fn run(
                 pipeline.release_deferred(false).await?;
                 pipeline.save_cursor();
             }
-            _ = ticker.tick() => pipeline.tick(),
+            _ = ticker.tick() => {
+                pipeline.tick();
+                pipeline.reader_stats = reader.stats();
+                pipeline.sync_metrics();
+            }
             () = &mut shutdown => break,
         }
     }
     pipeline.parser.flush_killed();
     pipeline.emit_ready().await?;
     pipeline.release_deferred(true).await?;
+    pipeline.reader_stats = reader.stats();
+    pipeline.sync_metrics();
     pipeline.save_cursor();
     let stats = LiveStats {
         reader: reader.stats(),

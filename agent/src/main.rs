@@ -13,8 +13,10 @@ use oomlens_agent::kmsg::{StartAt, read_boot_id};
 use oomlens_agent::live::{self, LiveConfig};
 use oomlens_agent::logtext::reports_from_text;
 use oomlens_agent::output::{table_header, table_row};
+use oomlens_agent::telemetry::{self, AgentMetrics};
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::OomEvent;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -94,6 +96,9 @@ struct RunArgs {
     /// How long a removed cgroup's history is kept, seconds.
     #[arg(long, env = "OOMLENS_HISTORY_GRACE_SECS", default_value_t = 120)]
     history_grace_secs: u64,
+    /// Address for /metrics, /healthz and /readyz; empty: none.
+    #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7462")]
+    metrics_listen: String,
     /// Warn about a container above this fraction of its limit...
     #[arg(long, env = "OOMLENS_WARN_RATIO", default_value_t = 0.9)]
     warn_ratio: f64,
@@ -213,7 +218,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         idle_flush: Duration::from_millis(20),
         sampler: None,
+        metrics: Arc::new(AgentMetrics::new()),
     };
+    let metrics_addr: Option<std::net::SocketAddr> =
+        match args.metrics_listen.trim() {
+            "" => None,
+            addr => Some(addr.parse().with_context(|| {
+                format!("--metrics-listen {addr:?} is not an address like 127.0.0.1:7462")
+            })?),
+        };
     let sampler_config = if args.no_sampler {
         None
     } else {
@@ -262,11 +275,21 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             let _ = stop.send(true);
         });
+        if let Some(addr) = metrics_addr {
+            let listener = telemetry::bind(addr).await?;
+            let metrics = Arc::clone(&config.metrics);
+            let stopping = wait_stop();
+            tokio::spawn(async move {
+                if let Err(error) = telemetry::serve(listener, metrics, stopping).await {
+                    warn!(%error, "metrics endpoint stopped");
+                }
+            });
+        }
         let mut sampler_task = None;
         if let Some(sampler_config) = sampler_config {
             let (handle, requests) = Sampler::channel();
             let (warnings, mut warning_rx) = mpsc::channel(256);
-            let sampler = Sampler::new(sampler_config, warnings);
+            let sampler = Sampler::new(sampler_config, warnings).with_metrics(Arc::clone(&config.metrics));
             sampler_task = Some(tokio::spawn(sampler.run(requests, wait_stop())));
             tokio::spawn(async move {
                 while let Some(w) = warning_rx.recv().await {

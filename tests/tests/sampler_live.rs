@@ -333,6 +333,7 @@ async fn the_live_pipeline_attaches_history_to_pod_limit_kills() {
         start_without_cursor: StartAt::End,
         idle_flush: Duration::from_millis(20),
         sampler: Some(sampler.handle.clone()),
+        metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
     };
     let (sender, mut events) = mpsc::channel(16);
     let (stop, mut stopped) = watch::channel(false);

@@ -90,6 +90,7 @@ async fn a_storm_of_kills_is_reported_once_each_and_attributed() {
         start_without_cursor: StartAt::End,
         idle_flush: Duration::from_millis(20),
         sampler: Some(handle.clone()),
+        metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
     };
     let (sender, mut events) = mpsc::channel(256);
     let pipeline = tokio::spawn(live::run(config, sender, wait_stop()));

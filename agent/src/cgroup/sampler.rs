@@ -270,9 +270,21 @@ pub struct Sampler {
     warnings: mpsc::Sender<pb::MemoryWarning>,
     buf: Box<[u8]>,
     stats: SamplerStats,
+    metrics: Option<(
+        std::sync::Arc<crate::telemetry::AgentMetrics>,
+        crate::telemetry::SamplerSync,
+    )>,
 }
 
 impl Sampler {
+    /// Exports the sampler's counters (synced once a second) and pass
+    /// durations.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::telemetry::AgentMetrics>) -> Self {
+        metrics.set_sampler_enabled();
+        self.metrics = Some((metrics, crate::telemetry::SamplerSync::default()));
+        self
+    }
+
     pub fn new(config: SamplerConfig, warnings: mpsc::Sender<pb::MemoryWarning>) -> Self {
         let inotify = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
             Ok(inotify) => Some(inotify),
@@ -302,6 +314,7 @@ impl Sampler {
             warnings,
             buf: vec![0; READ_BUFFER].into_boxed_slice(),
             stats: SamplerStats::default(),
+            metrics: None,
         }
     }
 
@@ -572,7 +585,11 @@ impl Sampler {
                 }
             }
         }
-        self.stats.sampling_ns += started.elapsed().as_nanos() as u64;
+        let pass = started.elapsed();
+        self.stats.sampling_ns += pass.as_nanos() as u64;
+        if let Some((metrics, _)) = &self.metrics {
+            metrics.sample_pass_seconds.observe(pass.as_secs_f64());
+        }
         for warning in warnings {
             match self.warnings.try_send(warning) {
                 Ok(()) => self.stats.warnings += 1,
@@ -602,6 +619,11 @@ impl Sampler {
             self.node_view = Some(self.node.read(t_ms));
             self.last_node = Some(now);
             self.refresh_ancestor_limits();
+            let stats = self.stats();
+            if let Some((metrics, sync)) = &mut self.metrics {
+                sync.sync(metrics, stats);
+                metrics.set_sampler_ready();
+            }
         }
     }
 

@@ -1,0 +1,149 @@
+//! The real `oomlens-agent` binary on a real OOM kill: it reports the kill
+//! as JSON on standard output with its memory history, its /metrics agree,
+//! and SIGTERM stops it cleanly.
+//!
+//! Needs root and cgroup v1 memory; elsewhere it says why it skips.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oomlens_proto::json::event_from_json;
+use oomlens_proto::v1::Scope;
+use oomlens_tests::{
+    ScratchTree, agent_binary, free_port, http_get, pod_and_container_ids, require_real_kernel, spawn_memhog,
+    unique,
+};
+
+const MEMHOG: &str = env!("CARGO_BIN_EXE_oomlens-memhog");
+
+/// Value of a metric line `name{labels} value` (or `name value`).
+fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn the_agent_binary_reports_a_real_kill_with_history_and_metrics() {
+    require_real_kernel!();
+    let state = tempfile::tempdir().expect("state");
+    let port = free_port();
+    let mut agent = Command::new(agent_binary())
+        .args([
+            "run",
+            "--output",
+            "json",
+            "--node-name",
+            "e2e-node",
+            "--log-format",
+            "json",
+        ])
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the agent");
+    let stdout = agent.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while http_get(port, "/readyz").map(|(status, _)| status).unwrap_or(0) != 200 {
+        assert!(Instant::now() < deadline, "the agent did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(port, "/healthz").expect("healthz").0, 200);
+
+    let tree = ScratchTree::new(&unique("oomlens-test"));
+    let (uid, id) = pod_and_container_ids();
+    let container = format!("kubepods/burstable/pod{uid}/{id}");
+    let dir = tree.create(&container);
+    tree.limit(&container, 48 << 20);
+    let path = tree.kernel_path(&container);
+    // Let the sampler pick the new cgroup up, then climb into the limit.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut hog = spawn_memhog(MEMHOG, &dir, 40.0, 400, 10.0);
+    let _ = hog.wait();
+
+    let mut event = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while event.is_none() && Instant::now() < deadline {
+        let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let parsed =
+            event_from_json(&line).unwrap_or_else(|e| panic!("stdout is not event JSON: {e}: {line}"));
+        if parsed.oom_memcg.as_deref() == Some(path.as_str()) {
+            event = Some((parsed, line));
+        }
+    }
+    let (event, line) = event.unwrap_or_else(|| panic!("no event for {path} on the agent's stdout"));
+    let (status, metrics) = http_get(port, "/metrics").expect("metrics");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = agent.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+
+    assert_eq!(event.scope, Scope::ContainerLimit as i32, "{line}");
+    assert_eq!(event.node.as_deref(), Some("e2e-node"), "{line}");
+    assert_eq!(
+        event.pod.as_ref().map(|p| p.uid.as_str()),
+        Some(uid.as_str()),
+        "{line}"
+    );
+    let history = event
+        .history
+        .as_ref()
+        .unwrap_or_else(|| panic!("no history: {line}"));
+    assert!(history.samples.len() >= 10, "{line}");
+    assert!(
+        history.peak_working_set_bytes.is_some_and(|p| p > 40 << 20),
+        "{line}"
+    );
+    assert!(event.node_memory.is_some(), "{line}");
+
+    assert_eq!(status, 200);
+    let kills = metric(
+        &metrics,
+        r#"oomlens_agent_oom_kills_total{scope="container_limit",namespace=""}"#,
+    );
+    assert!(kills.is_some_and(|k| k >= 1.0), "{metrics}");
+    assert!(
+        metric(&metrics, "oomlens_agent_kmsg_records_total").is_some_and(|r| r > 0.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "oomlens_agent_cgroups_tracked").is_some_and(|c| c >= 1.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, r#"oomlens_agent_samples_total{kind="usage"}"#).is_some_and(|s| s > 0.0),
+        "{metrics}"
+    );
+    assert!(
+        state.path().join("kmsg.cursor").exists(),
+        "cursor saved on shutdown"
+    );
+}
