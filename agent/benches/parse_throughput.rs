@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use oomlens_agent::kmsg::parse_record;
-use oomlens_agent::oom::{InputLine, Parser, Stamp};
+use oomlens_agent::oom::Parser;
 
 const CHATTER: &[&str] = &[
     "6,{seq},{ts},-;IPv6: ADDRCONF(NETDEV_CHANGE): veth3f2a1b: link becomes ready",
@@ -38,18 +38,7 @@ fn oom_report() -> Vec<Vec<u8>> {
 
 fn feed(parser: &mut Parser, raw: &[u8]) -> usize {
     let record = parse_record(raw).expect("valid record");
-    parser.push(&InputLine {
-        text: &record.message,
-        from_kernel: record.is_kernel(),
-        caller: record.caller.as_deref(),
-        host: None,
-        stamp: Stamp {
-            seq: Some(record.seq),
-            monotonic_us: Some(record.timestamp_us),
-            wall: None,
-            level: Some(record.level),
-        },
-    });
+    parser.push(&record.input_line());
     let mut reports = 0;
     while parser.next_report().is_some() {
         reports += 1;

@@ -12,8 +12,8 @@ use tracing::{info, warn};
 
 use crate::cgroup::SamplerHandle;
 use crate::event::{NodeContext, attribute, event_from_report};
-use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, ReaderStats, Record, StartAt};
-use crate::oom::{InputLine, Parser, ParserStats, Stamp};
+use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, ReaderStats, StartAt};
+use crate::oom::{Parser, ParserStats};
 use crate::reconcile::{Reconciler, read_vmstat_oom_kill};
 use crate::telemetry::{AgentMetrics, KmsgSync};
 
@@ -84,21 +84,6 @@ pub fn boot_wall_us() -> Option<i64> {
     let real = clock_gettime(ClockId::CLOCK_REALTIME).ok()?;
     let real_us = real.tv_sec() * 1_000_000 + real.tv_nsec() / 1000;
     Some(real_us - monotonic_us() as i64)
-}
-
-fn input(record: &Record) -> InputLine<'_> {
-    InputLine {
-        text: &record.message,
-        from_kernel: record.is_kernel(),
-        caller: record.caller.as_deref(),
-        host: None,
-        stamp: Stamp {
-            seq: Some(record.seq),
-            monotonic_us: Some(record.timestamp_us),
-            wall: None,
-            level: Some(record.level),
-        },
-    }
 }
 
 struct Pipeline {
@@ -471,7 +456,7 @@ pub async fn run(
         tokio::select! {
             item = reader.next() => match item? {
                 KmsgItem::Record(record) => {
-                    pipeline.parser.push(&input(&record));
+                    pipeline.parser.push(&record.input_line());
                     pipeline.last_seq = Some(record.seq);
                     pipeline.reader_stats = reader.stats();
                     pipeline.emit_ready().await?;

@@ -232,8 +232,6 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         match cgroup::detect(&args.cgroup_root) {
             Ok(root) => Some(SamplerConfig {
-                root,
-                proc_root: args.proc_root.clone(),
                 selection: Selection {
                     include_other: args.include_other_cgroups,
                 },
@@ -243,15 +241,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     hot: Duration::from_millis(args.hot_sample_interval_ms),
                     ..Schedule::default()
                 },
-                rescan: Duration::from_secs(10),
                 grace: Duration::from_secs(args.history_grace_secs),
-                windows: cgroup::history::Windows::default(),
                 warnings: WarningRules {
                     ratio: args.warn_ratio,
                     horizon_s: args.warn_horizon_secs,
                     ..WarningRules::default()
                 },
-                node_name: config.node.node.clone(),
+                ..SamplerConfig::new(root, args.proc_root.clone(), config.node.node.clone())
             }),
             Err(error) => {
                 eprintln!("warning: {error}; kills are reported without memory history");

@@ -5,10 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use oomlens_agent::cgroup::history::Windows;
-use oomlens_agent::cgroup::{
-    Mode, Sampler, SamplerConfig, Schedule, Selection, Version, WarningRules, detect,
-};
+use oomlens_agent::cgroup::{Mode, Sampler, SamplerConfig, Selection, Version, detect};
 use tokio::sync::mpsc;
 
 const UID: &str = "8a1b7c6d-1111-2222-3333-444455556666";
@@ -113,15 +110,12 @@ fn dirs(root: &Path) -> Vec<PathBuf> {
 
 fn config(cgroup_root: &Path, proc_root: &Path, include_other: bool) -> SamplerConfig {
     SamplerConfig {
-        root: detect(cgroup_root).expect("detect"),
-        proc_root: proc_root.into(),
         selection: Selection { include_other },
-        schedule: Schedule::default(),
-        rescan: Duration::from_secs(10),
-        grace: Duration::from_secs(120),
-        windows: Windows::default(),
-        warnings: WarningRules::default(),
-        node_name: "node-a".into(),
+        ..SamplerConfig::new(
+            detect(cgroup_root).expect("detect"),
+            proc_root.into(),
+            "node-a".into(),
+        )
     }
 }
 

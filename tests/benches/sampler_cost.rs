@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::time::{ClockId, clock_gettime};
 use oomlens_agent::cgroup::history::{History, Windows};
 use oomlens_agent::cgroup::reader::FullSample;
-use oomlens_agent::cgroup::{Sampler, SamplerConfig, Schedule, Selection, WarningRules, detect};
+use oomlens_agent::cgroup::{Sampler, SamplerConfig};
 use oomlens_tests::{ScratchTree, real_kernel_unavailable, unique};
 
 const PODS: usize = 250;
@@ -75,17 +75,9 @@ fn main() {
         tree.kernel_path("")
     );
 
-    let root = detect(Path::new("/sys/fs/cgroup")).expect("memory controller");
     let config = SamplerConfig {
-        root,
-        proc_root: "/proc".into(),
-        selection: Selection { include_other: false },
-        schedule: Schedule::default(),
-        rescan: Duration::from_secs(10),
-        grace: Duration::from_secs(120),
-        windows: Windows::default(),
-        warnings: WarningRules::default(),
         node_name: "bench".into(),
+        ..oomlens_tests::host_sampler_config()
     };
     let schedule = config.schedule;
     let (warnings, _rx) = tokio::sync::mpsc::channel(1024);

@@ -256,3 +256,9 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// The sampler's default configuration for this host's memory controller.
+pub fn host_sampler_config() -> oomlens_agent::cgroup::SamplerConfig {
+    let root = oomlens_agent::cgroup::detect(Path::new("/sys/fs/cgroup")).expect("memory controller");
+    oomlens_agent::cgroup::SamplerConfig::new(root, "/proc".into(), "test-node".into())
+}

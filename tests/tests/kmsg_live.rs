@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use oomlens_agent::event::{NodeContext, event_from_report};
 use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt, read_boot_id};
 use oomlens_agent::live::{self, LiveConfig};
-use oomlens_agent::oom::{InputLine, OomReport, Parser, Stamp};
+use oomlens_agent::oom::{OomReport, Parser};
 use oomlens_proto::v1::{Constraint, OomEvent, QosClass, Scope};
 use oomlens_tests::{ScratchTree, SysctlGuard, pod_and_container_ids, require_real_kernel, run_hog, unique};
 use tokio::sync::{mpsc, oneshot};
@@ -22,21 +22,6 @@ use tokio::sync::{mpsc, oneshot};
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const LIMIT: u64 = 32 << 20;
-
-fn push_record(parser: &mut Parser, record: &oomlens_agent::kmsg::Record) {
-    parser.push(&InputLine {
-        text: &record.message,
-        from_kernel: record.is_kernel(),
-        caller: record.caller.as_deref(),
-        host: None,
-        stamp: Stamp {
-            seq: Some(record.seq),
-            monotonic_us: Some(record.timestamp_us),
-            wall: None,
-            level: Some(record.level),
-        },
-    });
-}
 
 /// Reads the live log until a report satisfies `done` or `timeout` passes;
 /// returns every report seen.
@@ -50,7 +35,7 @@ async fn reports_until(
     let mut reports = Vec::new();
     while Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(50), reader.next()).await {
-            Ok(Ok(KmsgItem::Record(record))) => push_record(parser, &record),
+            Ok(Ok(KmsgItem::Record(record))) => parser.push(&record.input_line()),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => panic!("reading /dev/kmsg: {e}"),
             Err(_) => parser.flush_killed(),
@@ -221,7 +206,7 @@ async fn forged_kill_lines_yield_no_event() {
                     "a user write arrived with facility 0: {record:?}"
                 );
             }
-            push_record(&mut parser, &record);
+            parser.push(&record.input_line());
         }
     }
     assert_eq!(seen, forged.len(), "the forged lines were not all read back");

@@ -9,13 +9,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oomlens_agent::cgroup::history::Windows;
-use oomlens_agent::cgroup::{
-    Sampler, SamplerConfig, SamplerHandle, Schedule, Selection, WarningRules, detect,
-};
+use oomlens_agent::cgroup::{Sampler, SamplerConfig, SamplerHandle};
 use oomlens_agent::event::{NodeContext, event_from_report};
 use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt, read_boot_id};
 use oomlens_agent::live::{self, LiveConfig};
-use oomlens_agent::oom::{InputLine, Parser, Stamp};
+use oomlens_agent::oom::Parser;
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::{MemoryHistory, OomEvent, Scope};
 use oomlens_tests::{ScratchTree, pod_and_container_ids, require_real_kernel, spawn_memhog, unique};
@@ -33,17 +31,9 @@ struct Running {
 }
 
 fn start_sampler(windows: Windows) -> Running {
-    let root = detect(Path::new("/sys/fs/cgroup")).expect("memory controller");
     let config = SamplerConfig {
-        root,
-        proc_root: "/proc".into(),
-        selection: Selection { include_other: false },
-        schedule: Schedule::default(),
-        rescan: Duration::from_secs(10),
-        grace: Duration::from_secs(120),
         windows,
-        warnings: WarningRules::default(),
-        node_name: "test-node".into(),
+        ..oomlens_tests::host_sampler_config()
     };
     let (handle, requests) = Sampler::channel();
     let (warnings, _warning_rx) = mpsc::channel(16);
@@ -157,21 +147,6 @@ async fn recorded_growth_and_peak_match_the_process() {
     assert_eq!(history.limit_bytes, Some(512 << 20));
 }
 
-fn push(parser: &mut Parser, record: &oomlens_agent::kmsg::Record) {
-    parser.push(&InputLine {
-        text: &record.message,
-        from_kernel: record.is_kernel(),
-        caller: record.caller.as_deref(),
-        host: None,
-        stamp: Stamp {
-            seq: Some(record.seq),
-            monotonic_us: Some(record.timestamp_us),
-            wall: None,
-            level: Some(record.level),
-        },
-    });
-}
-
 fn node() -> NodeContext {
     NodeContext {
         node: "test-node".into(),
@@ -275,7 +250,7 @@ async fn a_real_kill_keeps_its_history_after_the_cgroup_is_removed() {
     let mut report = None;
     while report.is_none() && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(50), reader.next()).await {
-            Ok(Ok(KmsgItem::Record(record))) => push(&mut parser, &record),
+            Ok(Ok(KmsgItem::Record(record))) => parser.push(&record.input_line()),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => panic!("reading /dev/kmsg: {e}"),
             Err(_) => parser.flush_killed(),

@@ -10,8 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oomlens_agent::cgroup::history::Windows;
-use oomlens_agent::cgroup::{Sampler, SamplerConfig, Schedule, Selection, WarningRules, detect};
+use oomlens_agent::cgroup::Sampler;
 use oomlens_agent::event::NodeContext;
 use oomlens_agent::kmsg::{StartAt, read_boot_id};
 use oomlens_agent::live::{self, LiveConfig};
@@ -44,20 +43,7 @@ async fn a_storm_of_kills_is_reported_once_each_and_attributed() {
     };
     let (handle, requests) = Sampler::channel();
     let (warnings, _warning_rx) = mpsc::channel(64);
-    let sampler = Sampler::new(
-        SamplerConfig {
-            root: detect(Path::new("/sys/fs/cgroup")).expect("memory controller"),
-            proc_root: "/proc".into(),
-            selection: Selection { include_other: false },
-            schedule: Schedule::default(),
-            rescan: Duration::from_secs(10),
-            grace: Duration::from_secs(120),
-            windows: Windows::default(),
-            warnings: WarningRules::default(),
-            node_name: "test-node".into(),
-        },
-        warnings,
-    );
+    let sampler = Sampler::new(oomlens_tests::host_sampler_config(), warnings);
     let sampler_task = tokio::spawn(sampler.run(requests, wait_stop()));
     // Every container followed before the storm.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -106,32 +92,28 @@ async fn a_storm_of_kills_is_reported_once_each_and_attributed() {
     }
     let storm = started.elapsed();
 
-    // Ours are the events whose victim cgroup is one of ours.
+    // Ours are the events whose victim cgroup or pid is one of ours.
+    let is_ours = |event: &OomEvent| {
+        event.task_memcg.as_ref().is_some_and(|p| pids.contains_key(p))
+            || event
+                .victim
+                .as_ref()
+                .and_then(|v| v.pid)
+                .is_some_and(|pid| pids.values().any(|&p| p == pid))
+    };
     let mut ours: Vec<OomEvent> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while ours.len() < KILLS {
         let Ok(Some(event)) = tokio::time::timeout_at(deadline.into(), events.recv()).await else {
             break;
         };
-        let mine = event.task_memcg.as_ref().is_some_and(|p| pids.contains_key(p))
-            || event
-                .victim
-                .as_ref()
-                .and_then(|v| v.pid)
-                .is_some_and(|pid| pids.values().any(|&p| p == pid));
-        if mine {
+        if is_ours(&event) {
             ours.push(event);
         }
     }
     // Anything late or duplicated would arrive now.
     while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(1500), events.recv()).await {
-        let mine = event.task_memcg.as_ref().is_some_and(|p| pids.contains_key(p))
-            || event
-                .victim
-                .as_ref()
-                .and_then(|v| v.pid)
-                .is_some_and(|pid| pids.values().any(|&p| p == pid));
-        if mine {
+        if is_ours(&event) {
             ours.push(event);
         }
     }

@@ -93,6 +93,24 @@ pub struct SamplerConfig {
     pub node_name: String,
 }
 
+impl SamplerConfig {
+    /// The default schedule, windows and warning rules for a memory
+    /// controller found by [`super::detect`]; Kubernetes cgroups only.
+    pub fn new(root: MemoryRoot, proc_root: PathBuf, node_name: String) -> Self {
+        Self {
+            root,
+            proc_root,
+            selection: Selection { include_other: false },
+            schedule: Schedule::default(),
+            rescan: Duration::from_secs(10),
+            grace: Duration::from_secs(120),
+            windows: Windows::default(),
+            warnings: WarningRules::default(),
+            node_name,
+        }
+    }
+}
+
 /// Counters of the sampler, for metrics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SamplerStats {

@@ -38,6 +38,22 @@ impl Record {
     pub fn is_kernel(&self) -> bool {
         self.facility == KERNEL_FACILITY
     }
+
+    /// The record as a line for the OOM parser.
+    pub fn input_line(&self) -> crate::oom::InputLine<'_> {
+        crate::oom::InputLine {
+            text: &self.message,
+            from_kernel: self.is_kernel(),
+            caller: self.caller.as_deref(),
+            host: None,
+            stamp: crate::oom::Stamp {
+                seq: Some(self.seq),
+                monotonic_us: Some(self.timestamp_us),
+                wall: None,
+                level: Some(self.level),
+            },
+        }
+    }
 }
 
 /// Why a record could not be parsed. Carries the record text for the log.
