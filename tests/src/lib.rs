@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod vm;
+
 /// The cgroup v1 memory controller's mount point.
 pub const MEMCG_ROOT: &str = "/sys/fs/cgroup/memory";
 
