@@ -225,3 +225,125 @@ fn apply_identity(event: &mut pb::OomEvent, identity: &CgroupIdentity) {
         });
     }
 }
+
+/// Adds what the container runtime knows: names, image, restart count, the
+/// main pid, and from those whether the victim was the main process and
+/// whether the kill was *silent* (the container kept running, so
+/// Kubernetes shows neither OOMKilled nor a restart).
+pub fn apply_runtime(event: &mut pb::OomEvent, resolved: &crate::pods::cri::Resolved) {
+    let info = &resolved.info;
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let pod = event.pod.get_or_insert_with(pb::Pod::default);
+    if pod.uid.is_empty() {
+        pod.uid = info.pod_uid.clone();
+    }
+    pod.name = non_empty(&info.pod_name).or(pod.name.take());
+    pod.namespace = non_empty(&info.namespace).or(pod.namespace.take());
+    let container = event.container.get_or_insert_with(pb::Container::default);
+    if container.id.is_empty() {
+        container.id = info.id.clone();
+    }
+    container.name = non_empty(&info.name).or(container.name.take());
+    container.image = non_empty(&info.image).or(container.image.take());
+    container.restart_count = info.restart_count.or(container.restart_count);
+    container.main_pid = info.main_pid.or(container.main_pid);
+    container.survived = resolved.running_now;
+    let victim_pid = event.victim.as_ref().and_then(|v| v.pid);
+    let main_process = match (victim_pid, container.main_pid) {
+        (Some(victim), Some(main)) => Some(victim == main),
+        _ => None,
+    };
+    if let Some(victim) = event.victim.as_mut() {
+        victim.main_process = main_process;
+    }
+    event.silent = match (main_process, resolved.running_now) {
+        // The main process died: the container restarts, Kubernetes shows it.
+        (Some(true), _) => Some(false),
+        (Some(false), Some(running)) => Some(running),
+        _ => None,
+    };
+    event.identity_source = pb::IdentitySource::Cri as i32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::cri::{ContainerInfo, Resolved};
+
+    fn event(victim_pid: i32) -> pb::OomEvent {
+        pb::OomEvent {
+            victim: Some(pb::Victim {
+                pid: Some(victim_pid),
+                ..pb::Victim::default()
+            }),
+            pod: Some(pb::Pod {
+                uid: "u1".into(),
+                ..pb::Pod::default()
+            }),
+            container: Some(pb::Container {
+                id: "c1".into(),
+                ..pb::Container::default()
+            }),
+            ..pb::OomEvent::default()
+        }
+    }
+
+    fn resolved(main_pid: Option<i32>, running_now: Option<bool>) -> Resolved {
+        Resolved {
+            info: ContainerInfo {
+                id: "c1".into(),
+                name: "app".into(),
+                image: "registry.example/app:1".into(),
+                pod_uid: "u1".into(),
+                pod_name: "app-7d9f".into(),
+                namespace: "shop".into(),
+                restart_count: Some(2),
+                main_pid,
+                running: true,
+                labels: Default::default(),
+            },
+            running_now,
+        }
+    }
+
+    #[test]
+    fn names_come_from_the_runtime() {
+        let mut e = event(10);
+        apply_runtime(&mut e, &resolved(Some(10), Some(false)));
+        let (pod, container) = (
+            e.pod.as_ref().expect("pod"),
+            e.container.as_ref().expect("container"),
+        );
+        assert_eq!(
+            (pod.name.as_deref(), pod.namespace.as_deref()),
+            (Some("app-7d9f"), Some("shop"))
+        );
+        assert_eq!(
+            (container.name.as_deref(), container.restart_count),
+            (Some("app"), Some(2))
+        );
+        assert_eq!(e.identity_source, pb::IdentitySource::Cri as i32);
+    }
+
+    #[test]
+    fn silent_only_when_a_child_died_and_the_container_lives_on() {
+        let mut main = event(10);
+        apply_runtime(&mut main, &resolved(Some(10), Some(true)));
+        assert_eq!(
+            (main.victim.as_ref().and_then(|v| v.main_process), main.silent),
+            (Some(true), Some(false))
+        );
+        let mut child = event(11);
+        apply_runtime(&mut child, &resolved(Some(10), Some(true)));
+        assert_eq!(
+            (child.victim.as_ref().and_then(|v| v.main_process), child.silent),
+            (Some(false), Some(true))
+        );
+        let mut child_but_gone = event(11);
+        apply_runtime(&mut child_but_gone, &resolved(Some(10), Some(false)));
+        assert_eq!(child_but_gone.silent, Some(false));
+        let mut unknown = event(11);
+        apply_runtime(&mut unknown, &resolved(None, Some(true)));
+        assert_eq!(unknown.silent, None, "never guessed");
+    }
+}

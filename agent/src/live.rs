@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::time::{ClockId, clock_gettime};
 use oomlens_proto::v1::OomEvent;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cgroup::SamplerHandle;
 use crate::event::{NodeContext, attribute, event_from_report};
@@ -35,7 +35,13 @@ pub struct LiveConfig {
     pub sampler: Option<SamplerHandle>,
     /// Where the pipeline's counters go.
     pub metrics: std::sync::Arc<AgentMetrics>,
+    /// The container runtime, for names and silent kills; None: identity
+    /// from cgroup paths only.
+    pub cri: Option<crate::pods::cri::CriHandle>,
 }
+
+/// How long an event waits for the container runtime's answer.
+const CRI_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long an event waits for the sampler's snapshot before it goes out
 /// without one.
@@ -152,6 +158,13 @@ impl Pipeline {
     async fn send(&mut self, mut event: OomEvent) -> Result<(), LiveError> {
         if let Some(sampler) = &self.config.sampler {
             attach_snapshot(sampler, &mut event).await;
+        }
+        if let (Some(cri), Some(id)) = (&self.config.cri, event.container.as_ref().map(|c| c.id.clone())) {
+            match tokio::time::timeout(CRI_TIMEOUT, cri.resolve(&id)).await {
+                Ok(Some(resolved)) => crate::event::apply_runtime(&mut event, &resolved),
+                Ok(None) => debug!(id = %event.id, container = %id, "container unknown to the runtime"),
+                Err(_) => warn!(id = %event.id, "the container runtime did not answer in time"),
+            }
         }
         // Counters agree with the events as they go out.
         self.config.metrics.kill(&event);

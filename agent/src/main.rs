@@ -13,6 +13,7 @@ use oomlens_agent::kmsg::{StartAt, read_boot_id};
 use oomlens_agent::live::{self, LiveConfig};
 use oomlens_agent::logtext::reports_from_text;
 use oomlens_agent::output::{table_header, table_row};
+use oomlens_agent::pods::cri;
 use oomlens_agent::telemetry::{self, AgentMetrics};
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::OomEvent;
@@ -96,6 +97,11 @@ struct RunArgs {
     /// How long a removed cgroup's history is kept, seconds.
     #[arg(long, env = "OOMLENS_HISTORY_GRACE_SECS", default_value_t = 120)]
     history_grace_secs: u64,
+    /// The container runtime's CRI socket, for pod and container names and
+    /// silent kills. Default: containerd's or CRI-O's, whichever exists;
+    /// `none`: identity from cgroup paths only.
+    #[arg(long, env = "OOMLENS_CRI_SOCKET")]
+    cri_socket: Option<PathBuf>,
     /// Address for /metrics, /healthz and /readyz; empty: none.
     #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7462")]
     metrics_listen: String,
@@ -219,6 +225,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         idle_flush: Duration::from_millis(20),
         sampler: None,
         metrics: Arc::new(AgentMetrics::new()),
+        cri: None,
+    };
+    let cri_socket = match &args.cri_socket {
+        Some(path) if path.as_os_str() == "none" => None,
+        Some(path) => Some(path.clone()),
+        None => cri::DEFAULT_SOCKETS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists()),
     };
     let metrics_addr: Option<std::net::SocketAddr> =
         match args.metrics_listen.trim() {
@@ -280,6 +295,21 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     warn!(%error, "metrics endpoint stopped");
                 }
             });
+        }
+        match cri_socket {
+            Some(socket) => match cri::CriClient::connect(&socket).await {
+                Ok(client) => {
+                    let (handle, requests) = cri::CriResolver::channel();
+                    let grace = Duration::from_secs(args.history_grace_secs);
+                    let resolver = cri::CriResolver::new(client, grace, Duration::from_secs(5));
+                    tokio::spawn(resolver.run(requests, wait_stop()));
+                    config.cri = Some(handle);
+                }
+                Err(error) => {
+                    warn!(%error, "pod and container names unavailable: identity from cgroup paths only")
+                }
+            },
+            None => info!("no container runtime socket: identity from cgroup paths only"),
         }
         let mut sampler_task = None;
         if let Some(sampler_config) = sampler_config {

@@ -309,6 +309,7 @@ async fn the_live_pipeline_attaches_history_to_pod_limit_kills() {
         idle_flush: Duration::from_millis(20),
         sampler: Some(sampler.handle.clone()),
         metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
+        cri: None,
     };
     let (sender, mut events) = mpsc::channel(16);
     let (stop, mut stopped) = watch::channel(false);

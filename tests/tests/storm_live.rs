@@ -77,6 +77,7 @@ async fn a_storm_of_kills_is_reported_once_each_and_attributed() {
         idle_flush: Duration::from_millis(20),
         sampler: Some(handle.clone()),
         metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
+        cri: None,
     };
     let (sender, mut events) = mpsc::channel(256);
     let pipeline = tokio::spawn(live::run(config, sender, wait_stop()));

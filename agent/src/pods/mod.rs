@@ -1,6 +1,7 @@
 //! Who a cgroup belongs to. [`path`] reads the identity encoded in a cgroup
-//! path (pure); runtime (CRI) and Kubernetes API metadata build on it.
+//! path (pure); [`cri`] adds names from the container runtime.
 
+pub mod cri;
 pub mod path;
 
 pub use path::{CgroupIdentity, Level, Qos, RuntimeKind, parse_cgroup_path};
