@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod containerd;
 pub mod vm;
 
 /// The cgroup v1 memory controller's mount point.
@@ -106,7 +107,7 @@ impl Drop for ScratchTree {
     }
 }
 
-fn remove_tree(root: &Path) {
+pub(crate) fn remove_tree(root: &Path) {
     let mut dirs = Vec::new();
     collect_dirs(root, &mut dirs);
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
