@@ -301,7 +301,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 Ok(client) => {
                     let (handle, requests) = cri::CriResolver::channel();
                     let grace = Duration::from_secs(args.history_grace_secs);
-                    let resolver = cri::CriResolver::new(client, grace, Duration::from_secs(5));
+                    // Relist every second, as the kubelet does: a container that
+                    // dies of memory soon after starting still has its main pid.
+                    let resolver = cri::CriResolver::new(client, grace, Duration::from_secs(1));
                     tokio::spawn(resolver.run(requests, wait_stop()));
                     config.cri = Some(handle);
                 }
