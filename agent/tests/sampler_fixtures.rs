@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use oomlens_agent::cgroup::{Mode, Sampler, SamplerConfig, Selection, Version, detect};
+use oomlens_agent::cgroup::{MemcgReader, Mode, Sampler, SamplerConfig, Selection, Version, detect};
 use tokio::sync::mpsc;
 
 const UID: &str = "8a1b7c6d-1111-2222-3333-444455556666";
@@ -224,6 +224,13 @@ fn v1_cgroupfs_kubeadm_layout() {
         (node.mem_available_bytes, node.vmstat_oom_kill),
         (Some(1_024_000_000), Some(2))
     );
+
+    // failcnt is read on request, not in every full sample.
+    let reader = MemcgReader::open(&memory.join(container.trim_start_matches('/')), Version::V1).expect("open");
+    let mut buf = vec![0; 8192];
+    assert_eq!(reader.read_failcnt(&mut buf).expect("failcnt"), Some(0));
+    write(&memory.join(container.trim_start_matches('/')), "memory.failcnt", "17\n");
+    assert_eq!(reader.read_failcnt(&mut buf).expect("failcnt"), Some(17));
 
     // Usage is re-read from the open file on the next fast tick.
     write(

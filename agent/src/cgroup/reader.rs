@@ -54,8 +54,6 @@ pub struct FullSample {
     pub counters: OomCounters,
     /// v2 `memory.pressure`.
     pub pressure: Option<Pressure>,
-    /// v1 `memory.failcnt`.
-    pub failcnt: Option<u64>,
 }
 
 /// The open files of one memory cgroup.
@@ -186,7 +184,17 @@ impl MemcgReader {
         self.parsed(parse_u64(name, text))
     }
 
-    /// Reads every memory file.
+    /// v1 `memory.failcnt` (times usage hit the limit), None on v2. Not
+    /// part of a full sample: nothing in the history needs it, and it would
+    /// be a fifth of a v1 full sample's reads.
+    pub fn read_failcnt(&self, buf: &mut [u8]) -> Result<Option<u64>, ReadError> {
+        let Some(file) = &self.failcnt else { return Ok(None) };
+        let text = self.read(file, "memory.failcnt", buf)?;
+        Ok(Some(self.parsed(parse_u64("memory.failcnt", text))?))
+    }
+
+    /// Reads the memory files a sample needs: usage, limit, `memory.high`
+    /// (v2), stat, OOM counters, pressure (v2).
     pub fn read_full(&self, buf: &mut [u8]) -> Result<FullSample, ReadError> {
         let usage = self.read_usage(buf)?;
         let mut sample = FullSample {
@@ -228,10 +236,6 @@ impl MemcgReader {
         if let Some(file) = &self.pressure {
             let text = self.read(file, "memory.pressure", buf)?;
             sample.pressure = Some(self.parsed(parse_pressure("memory.pressure", text))?);
-        }
-        if let Some(file) = &self.failcnt {
-            let text = self.read(file, "memory.failcnt", buf)?;
-            sample.failcnt = Some(self.parsed(parse_u64("memory.failcnt", text))?);
         }
         sample.working_set = files::working_set(usage, sample.stat.inactive_file);
         Ok(sample)
