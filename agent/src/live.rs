@@ -38,9 +38,12 @@ pub struct LiveConfig {
     /// The container runtime, for names and silent kills; None: identity
     /// from cgroup paths only.
     pub cri: Option<crate::pods::cri::CriHandle>,
+    /// The Kubernetes API, for owners, requests and limits, and roles.
+    pub kube: Option<std::sync::Arc<crate::pods::kube::KubeEnricher>>,
 }
 
-/// How long an event waits for the container runtime's answer.
+/// How long an event waits for the container runtime's (or the
+/// Kubernetes API's) answer.
 const CRI_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long an event waits for the sampler's snapshot before it goes out
@@ -165,6 +168,13 @@ impl Pipeline {
                 Ok(None) => debug!(id = %event.id, container = %id, "container unknown to the runtime"),
                 Err(_) => warn!(id = %event.id, "the container runtime did not answer in time"),
             }
+        }
+        if let Some(kube) = &self.config.kube
+            && tokio::time::timeout(CRI_TIMEOUT, kube.enrich(&mut event))
+                .await
+                .is_err()
+        {
+            warn!(id = %event.id, "the Kubernetes API did not answer in time");
         }
         // Counters agree with the events as they go out.
         self.config.metrics.kill(&event);

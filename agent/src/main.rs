@@ -102,6 +102,12 @@ struct RunArgs {
     /// `none`: identity from cgroup paths only.
     #[arg(long, env = "OOMLENS_CRI_SOCKET")]
     cri_socket: Option<PathBuf>,
+    /// Also read this node's pods from the Kubernetes API (in-cluster
+    /// service account, or the kubeconfig outside a cluster): owner
+    /// workloads, requests and limits, container roles. Needs get/list/watch
+    /// on pods, get on replicasets and jobs.
+    #[arg(long, env = "OOMLENS_KUBERNETES_API")]
+    kubernetes_api: bool,
     /// Address for /metrics, /healthz and /readyz; empty: none.
     #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7462")]
     metrics_listen: String,
@@ -226,6 +232,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         sampler: None,
         metrics: Arc::new(AgentMetrics::new()),
         cri: None,
+        kube: None,
     };
     let cri_socket = match &args.cri_socket {
         Some(path) if path.as_os_str() == "none" => None,
@@ -306,12 +313,45 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     let resolver = cri::CriResolver::new(client, grace, Duration::from_secs(1));
                     tokio::spawn(resolver.run(requests, wait_stop()));
                     config.cri = Some(handle);
+                    config
+                        .metrics
+                        .identity_sources
+                        .get_or_create(&telemetry::SourceLabels {
+                            source: telemetry::IdentitySource::Cri,
+                        })
+                        .set(1);
                 }
                 Err(error) => {
                     warn!(%error, "pod and container names unavailable: identity from cgroup paths only")
                 }
             },
             None => info!("no container runtime socket: identity from cgroup paths only"),
+        }
+        if args.kubernetes_api {
+            match kube::Client::try_default().await {
+                Ok(client) => {
+                    let (enricher, reflector) =
+                        oomlens_agent::pods::kube::KubeEnricher::start(client, &config.node.node);
+                    let stopping = wait_stop();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            () = reflector => {}
+                            () = stopping => {}
+                        }
+                    });
+                    config.kube = Some(Arc::new(enricher));
+                    config
+                        .metrics
+                        .identity_sources
+                        .get_or_create(&telemetry::SourceLabels {
+                            source: telemetry::IdentitySource::KubernetesApi,
+                        })
+                        .set(1);
+                }
+                Err(error) => {
+                    warn!(%error, "Kubernetes API unavailable: no owners, requests or limits on events")
+                }
+            }
         }
         let mut sampler_task = None;
         if let Some(sampler_config) = sampler_config {

@@ -58,6 +58,26 @@ pub struct SampleLabels {
 }
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum IdentitySource {
+    Cri,
+    KubernetesApi,
+}
+
+impl EncodeLabelValue for IdentitySource {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::Cri => "cri",
+            Self::KubernetesApi => "kubernetes_api",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: IdentitySource,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Outcome {
     Sent,
     Dropped,
@@ -98,6 +118,8 @@ pub struct AgentMetrics {
     pub cgroups_vanished: Counter,
     pub warnings: Family<OutcomeLabels, Counter>,
     pub history_bytes: Gauge,
+    /// 1 for each identity source in use (cgroup paths are always used).
+    pub identity_sources: Family<SourceLabels, Gauge>,
     kmsg_ready: AtomicBool,
     sampler_ready: AtomicBool,
     sampler_enabled: AtomicBool,
@@ -130,6 +152,7 @@ impl AgentMetrics {
             cgroups_vanished: Counter::default(),
             warnings: Family::default(),
             history_bytes: Gauge::default(),
+            identity_sources: Family::default(),
             kmsg_ready: AtomicBool::new(false),
             sampler_ready: AtomicBool::new(false),
             sampler_enabled: AtomicBool::new(false),

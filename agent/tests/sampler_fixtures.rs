@@ -226,10 +226,15 @@ fn v1_cgroupfs_kubeadm_layout() {
     );
 
     // failcnt is read on request, not in every full sample.
-    let reader = MemcgReader::open(&memory.join(container.trim_start_matches('/')), Version::V1).expect("open");
+    let reader =
+        MemcgReader::open(&memory.join(container.trim_start_matches('/')), Version::V1).expect("open");
     let mut buf = vec![0; 8192];
     assert_eq!(reader.read_failcnt(&mut buf).expect("failcnt"), Some(0));
-    write(&memory.join(container.trim_start_matches('/')), "memory.failcnt", "17\n");
+    write(
+        &memory.join(container.trim_start_matches('/')),
+        "memory.failcnt",
+        "17\n",
+    );
     assert_eq!(reader.read_failcnt(&mut buf).expect("failcnt"), Some(17));
 
     // Usage is re-read from the open file on the next fast tick.

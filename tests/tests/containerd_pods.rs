@@ -72,6 +72,7 @@ async fn pods_in_containerd_are_named_classified_and_silent_kills_flagged() {
         sampler: Some(sampler_handle),
         metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
         cri: Some(cri.clone()),
+        kube: None,
     };
     let (sender, mut events) = mpsc::channel(64);
     let pipeline = tokio::spawn(live::run(config, sender, wait_stop()));

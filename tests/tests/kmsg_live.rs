@@ -324,6 +324,7 @@ async fn restart_resumes_without_duplicates_and_reports_kills_made_while_stopped
         sampler: None,
         metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
         cri: None,
+        kube: None,
     };
     let a = tree.create("a");
     tree.limit("a", LIMIT);

@@ -310,6 +310,7 @@ async fn the_live_pipeline_attaches_history_to_pod_limit_kills() {
         sampler: Some(sampler.handle.clone()),
         metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
         cri: None,
+        kube: None,
     };
     let (sender, mut events) = mpsc::channel(16);
     let (stop, mut stopped) = watch::channel(false);

@@ -78,6 +78,7 @@ async fn a_storm_of_kills_is_reported_once_each_and_attributed() {
         sampler: Some(handle.clone()),
         metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
         cri: None,
+        kube: None,
     };
     let (sender, mut events) = mpsc::channel(256);
     let pipeline = tokio::spawn(live::run(config, sender, wait_stop()));

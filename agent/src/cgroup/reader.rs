@@ -188,7 +188,9 @@ impl MemcgReader {
     /// part of a full sample: nothing in the history needs it, and it would
     /// be a fifth of a v1 full sample's reads.
     pub fn read_failcnt(&self, buf: &mut [u8]) -> Result<Option<u64>, ReadError> {
-        let Some(file) = &self.failcnt else { return Ok(None) };
+        let Some(file) = &self.failcnt else {
+            return Ok(None);
+        };
         let text = self.read(file, "memory.failcnt", buf)?;
         Ok(Some(self.parsed(parse_u64("memory.failcnt", text))?))
     }
