@@ -231,3 +231,51 @@ async fn a_failed_owner_lookup_reports_the_controller_itself() {
     );
     assert_eq!(requests.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn the_reflector_lists_this_nodes_pods_by_field_selector() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let selectors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&selectors);
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            seen.lock().expect("lock").push(query.clone());
+            let body = if query.contains("watch=true") {
+                // An empty watch: the watcher reconnects later, the store keeps the list.
+                Vec::new()
+            } else {
+                serde_json::to_vec(&serde_json::json!({
+                    "apiVersion": "v1", "kind": "PodList",
+                    "metadata": {"resourceVersion": "1"},
+                    "items": [serde_json::to_value(deployment_pod()).expect("pod json")]
+                }))
+                .expect("json")
+            };
+            send.send_response(
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(body))
+                    .expect("response"),
+            );
+        }
+    });
+    let (enricher, reflector) = KubeEnricher::start(kube::Client::new(service, "default"), "node-a");
+    let task = tokio::spawn(reflector);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while enricher.pod("8a1b7c6d-1111-2222-3333-444455556666").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reflector never listed the pod"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    task.abort();
+    let queries = selectors.lock().expect("lock").clone();
+    assert!(
+        queries
+            .iter()
+            .all(|q| q.contains("fieldSelector=spec.nodeName%3Dnode-a")),
+        "every request is scoped to the node: {queries:?}"
+    );
+}
