@@ -265,3 +265,31 @@ pub fn host_sampler_config() -> oomlens_agent::cgroup::SamplerConfig {
     let root = oomlens_agent::cgroup::detect(Path::new("/sys/fs/cgroup")).expect("memory controller");
     oomlens_agent::cgroup::SamplerConfig::new(root, "/proc".into(), "test-node".into())
 }
+
+/// This host's node facts for events (node "test-node", this boot).
+pub fn test_node() -> oomlens_agent::event::NodeContext {
+    oomlens_agent::event::NodeContext {
+        node: "test-node".into(),
+        boot_id: oomlens_agent::kmsg::read_boot_id(Path::new("/proc")).expect("boot id"),
+        boot_wall_us: oomlens_agent::live::boot_wall_us(),
+        kernel_release: None,
+    }
+}
+
+/// The live pipeline's configuration for tests: the real `/dev/kmsg`
+/// from its end, state in `state_dir`, no sampler or identity sources
+/// (set them with struct update syntax).
+pub fn test_live_config(state_dir: &Path) -> oomlens_agent::live::LiveConfig {
+    oomlens_agent::live::LiveConfig {
+        kmsg_path: "/dev/kmsg".into(),
+        proc_root: "/proc".into(),
+        state_dir: Some(state_dir.to_path_buf()),
+        node: test_node(),
+        start_without_cursor: oomlens_agent::kmsg::StartAt::End,
+        idle_flush: std::time::Duration::from_millis(20),
+        sampler: None,
+        metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
+        cri: None,
+        kube: None,
+    }
+}

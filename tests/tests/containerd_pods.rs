@@ -10,12 +10,9 @@
 //! it skips.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oomlens_agent::cgroup::Sampler;
-use oomlens_agent::event::NodeContext;
-use oomlens_agent::kmsg::{StartAt, read_boot_id};
 use oomlens_agent::live::{self, LiveConfig};
 use oomlens_agent::pods::cri::{CriClient, CriResolver};
 use oomlens_proto::json::event_to_json_line;
@@ -58,21 +55,9 @@ async fn pods_in_containerd_are_named_classified_and_silent_kills_flagged() {
     let resolver_task = tokio::spawn(resolver.run(cri_requests, wait_stop()));
     let state = tempfile::tempdir().expect("state");
     let config = LiveConfig {
-        kmsg_path: "/dev/kmsg".into(),
-        proc_root: "/proc".into(),
-        state_dir: Some(state.path().into()),
-        node: NodeContext {
-            node: "test-node".into(),
-            boot_id: read_boot_id(Path::new("/proc")).expect("boot id"),
-            boot_wall_us: live::boot_wall_us(),
-            kernel_release: None,
-        },
-        start_without_cursor: StartAt::End,
-        idle_flush: Duration::from_millis(20),
         sampler: Some(sampler_handle),
-        metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
         cri: Some(cri.clone()),
-        kube: None,
+        ..oomlens_tests::test_live_config(state.path())
     };
     let (sender, mut events) = mpsc::channel(64);
     let pipeline = tokio::spawn(live::run(config, sender, wait_stop()));

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use oomlens_agent::event::{NodeContext, event_from_report};
-use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt, read_boot_id};
+use oomlens_agent::event::event_from_report;
+use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt};
 use oomlens_agent::live::{self, LiveConfig};
 use oomlens_agent::oom::{OomReport, Parser};
 use oomlens_proto::v1::{Constraint, OomEvent, QosClass, Scope};
@@ -51,15 +51,6 @@ async fn reports_until(
     reports
 }
 
-fn node() -> NodeContext {
-    NodeContext {
-        node: "test-node".into(),
-        boot_id: read_boot_id(std::path::Path::new("/proc")).expect("boot id"),
-        boot_wall_us: live::boot_wall_us(),
-        kernel_release: None,
-    }
-}
-
 fn assert_killed(status: std::process::ExitStatus) {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
@@ -95,7 +86,7 @@ async fn real_container_limit_kill_is_read_back_live() {
         .iter()
         .find(|r| r.oom_memcg() == Some(kernel_path.as_str()))
         .unwrap_or_else(|| panic!("no report for {kernel_path}; saw {reports:#?}"));
-    let event = event_from_report(report, &node(), 0);
+    let event = event_from_report(report, &oomlens_tests::test_node(), 0);
     let json = oomlens_proto::json::event_to_json_line(&event);
     assert!(!report.partial, "{json}");
     assert_eq!(event.constraint, Constraint::Memcg as i32, "{json}");
@@ -155,7 +146,7 @@ async fn real_pod_limit_kill_is_classified_pod_limit() {
         .iter()
         .find(|r| r.oom_memcg() == Some(pod_path.as_str()))
         .unwrap_or_else(|| panic!("no report for {pod_path}; saw {reports:#?}"));
-    let event = event_from_report(report, &node(), 0);
+    let event = event_from_report(report, &oomlens_tests::test_node(), 0);
     let json = oomlens_proto::json::event_to_json_line(&event);
     assert_eq!(event.scope, Scope::PodLimit as i32, "{json}");
     assert_eq!(
@@ -314,18 +305,7 @@ async fn restart_resumes_without_duplicates_and_reports_kills_made_while_stopped
     let _serial = SERIAL.lock().await;
     let state = tempfile::tempdir().expect("state dir");
     let tree = ScratchTree::new(&unique("oomlens-test"));
-    let config = LiveConfig {
-        kmsg_path: "/dev/kmsg".into(),
-        proc_root: "/proc".into(),
-        state_dir: Some(state.path().to_path_buf()),
-        node: node(),
-        start_without_cursor: StartAt::End,
-        idle_flush: Duration::from_millis(20),
-        sampler: None,
-        metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
-        cri: None,
-        kube: None,
-    };
+    let config = oomlens_tests::test_live_config(state.path());
     let a = tree.create("a");
     tree.limit("a", LIMIT);
     let b = tree.create("b");

@@ -5,13 +5,12 @@
 //! Needs root and cgroup v1 memory; elsewhere each test says why it skips.
 
 use std::io::{BufRead as _, BufReader};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oomlens_agent::cgroup::history::Windows;
 use oomlens_agent::cgroup::{Sampler, SamplerConfig, SamplerHandle};
-use oomlens_agent::event::{NodeContext, event_from_report};
-use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt, read_boot_id};
+use oomlens_agent::event::event_from_report;
+use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt};
 use oomlens_agent::live::{self, LiveConfig};
 use oomlens_agent::oom::Parser;
 use oomlens_proto::json::event_to_json_line;
@@ -147,15 +146,6 @@ async fn recorded_growth_and_peak_match_the_process() {
     assert_eq!(history.limit_bytes, Some(512 << 20));
 }
 
-fn node() -> NodeContext {
-    NodeContext {
-        node: "test-node".into(),
-        boot_id: read_boot_id(Path::new("/proc")).expect("boot id"),
-        boot_wall_us: live::boot_wall_us(),
-        kernel_release: None,
-    }
-}
-
 /// The victim's history shows the climb to `limit` at 10 Hz or more;
 /// `own_limit` is the limit of the victim's own cgroup (None in a pod-limit
 /// kill, where only the pod is limited).
@@ -262,7 +252,7 @@ async fn a_real_kill_keeps_its_history_after_the_cgroup_is_removed() {
         }
     }
     let report = report.unwrap_or_else(|| panic!("no kill report for {path}"));
-    let mut event = event_from_report(&report, &node(), 0);
+    let mut event = event_from_report(&report, &oomlens_tests::test_node(), 0);
     let kill_ms = event.time.as_ref().map(ms_of).expect("kill time");
     let snapshot = sampler
         .handle
@@ -301,16 +291,8 @@ async fn the_live_pipeline_attaches_history_to_pod_limit_kills() {
     wait_tracked(&sampler.handle, &container_path).await;
     let state = tempfile::tempdir().expect("state");
     let config = LiveConfig {
-        kmsg_path: "/dev/kmsg".into(),
-        proc_root: "/proc".into(),
-        state_dir: Some(state.path().into()),
-        node: node(),
-        start_without_cursor: StartAt::End,
-        idle_flush: Duration::from_millis(20),
         sampler: Some(sampler.handle.clone()),
-        metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
-        cri: None,
-        kube: None,
+        ..oomlens_tests::test_live_config(state.path())
     };
     let (sender, mut events) = mpsc::channel(16);
     let (stop, mut stopped) = watch::channel(false);

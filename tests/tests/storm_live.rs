@@ -7,12 +7,9 @@
 //! Needs root and cgroup v1 memory; elsewhere it says why it skips.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oomlens_agent::cgroup::Sampler;
-use oomlens_agent::event::NodeContext;
-use oomlens_agent::kmsg::{StartAt, read_boot_id};
 use oomlens_agent::live::{self, LiveConfig};
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::OomEvent;
@@ -64,21 +61,8 @@ async fn a_storm_of_kills_is_reported_once_each_and_attributed() {
 
     let state = tempfile::tempdir().expect("state");
     let config = LiveConfig {
-        kmsg_path: "/dev/kmsg".into(),
-        proc_root: "/proc".into(),
-        state_dir: Some(state.path().into()),
-        node: NodeContext {
-            node: "test-node".into(),
-            boot_id: read_boot_id(Path::new("/proc")).expect("boot id"),
-            boot_wall_us: live::boot_wall_us(),
-            kernel_release: None,
-        },
-        start_without_cursor: StartAt::End,
-        idle_flush: Duration::from_millis(20),
         sampler: Some(handle.clone()),
-        metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
-        cri: None,
-        kube: None,
+        ..oomlens_tests::test_live_config(state.path())
     };
     let (sender, mut events) = mpsc::channel(256);
     let pipeline = tokio::spawn(live::run(config, sender, wait_stop()));
