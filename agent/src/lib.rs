@@ -24,4 +24,5 @@ pub mod oom;
 pub mod output;
 pub mod pods;
 pub mod reconcile;
+pub mod ship;
 pub mod telemetry;

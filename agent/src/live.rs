@@ -17,6 +17,23 @@ use crate::oom::{Parser, ParserStats};
 use crate::reconcile::{Reconciler, read_vmstat_oom_kill};
 use crate::telemetry::{AgentMetrics, KmsgSync};
 
+/// Where finished events go: the durable spool (written before the kernel
+/// log cursor moves past the kill) and/or a channel (printing, tests).
+#[derive(Debug, Clone, Default)]
+pub struct EventSink {
+    pub spool: Option<crate::ship::SharedSpool>,
+    pub channel: Option<mpsc::Sender<OomEvent>>,
+}
+
+impl From<mpsc::Sender<OomEvent>> for EventSink {
+    fn from(channel: mpsc::Sender<OomEvent>) -> Self {
+        Self {
+            spool: None,
+            channel: Some(channel),
+        }
+    }
+}
+
 /// Where the live pipeline reads and keeps its state.
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
@@ -99,7 +116,7 @@ struct Pipeline {
     config: LiveConfig,
     parser: Parser,
     reconciler: Option<Reconciler>,
-    sink: mpsc::Sender<OomEvent>,
+    sink: EventSink,
     cursor_path: Option<PathBuf>,
     saved_seq: Option<u64>,
     last_seq: Option<u64>,
@@ -179,9 +196,35 @@ impl Pipeline {
         // Counters agree with the events as they go out.
         self.config.metrics.kill(&event);
         self.sync_metrics();
-        self.sink.send(event).await.map_err(|_| LiveError::SinkClosed)?;
+        if let Some(spool) = &self.sink.spool {
+            self.spool_event(spool.clone(), &event).await;
+        }
+        if let Some(channel) = &self.sink.channel {
+            channel.send(event).await.map_err(|_| LiveError::SinkClosed)?;
+        }
         self.events += 1;
         Ok(())
+    }
+
+    /// Writes to the spool, retrying a failing disk a few times: the cursor
+    /// moves past the kill once this returns.
+    async fn spool_event(&self, spool: crate::ship::SharedSpool, event: &OomEvent) {
+        for attempt in 1..=3 {
+            match spool.append(event.clone()).await {
+                Ok(_) => {
+                    self.config.metrics.sync_spool(spool.stats());
+                    return;
+                }
+                Err(error) if attempt < 3 => {
+                    warn!(%error, id = %event.id, attempt, "cannot spool an event; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => {
+                    self.config.metrics.spool_write_errors.inc();
+                    tracing::error!(%error, id = %event.id, "event not spooled: it is printed but will not reach the collector");
+                }
+            }
+        }
     }
 
     /// Attributes and sends the deferred kills that are due (all of them
@@ -439,9 +482,10 @@ async fn attach_snapshot(sampler: &SamplerHandle, event: &mut OomEvent) {
 /// the cursor and returns) or the kernel log cannot be read.
 pub async fn run(
     config: LiveConfig,
-    sink: mpsc::Sender<OomEvent>,
+    sink: impl Into<EventSink>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<LiveStats, LiveError> {
+    let sink = sink.into();
     let cursor_path = config.state_dir.as_ref().map(|dir| dir.join("kmsg.cursor"));
     let cursor = match cursor_path.as_deref().map(Cursor::load) {
         Some(Ok(cursor)) => cursor,

@@ -10,20 +10,23 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use oomlens_agent::cgroup::{self, Sampler, SamplerConfig, Schedule, Selection, WarningRules};
 use oomlens_agent::event::{NodeContext, event_from_report};
 use oomlens_agent::kmsg::{StartAt, read_boot_id};
-use oomlens_agent::live::{self, LiveConfig};
+use oomlens_agent::live::{self, EventSink, LiveConfig};
 use oomlens_agent::logtext::reports_from_text;
 use oomlens_agent::output::{table_header, table_row};
 use oomlens_agent::pods::cri;
+use oomlens_agent::ship::{self, SharedSpool, ShipperConfig, SideItem};
 use oomlens_agent::telemetry::{self, AgentMetrics};
+use oomlens_collector::client::ClientConfig;
+use oomlens_collector::metrics::CollectorMetrics;
+use oomlens_collector::server::{self, ServerConfig};
+use oomlens_collector::service::Collector;
+use oomlens_collector::store::Store;
 use oomlens_proto::json::event_to_json_line;
+use oomlens_proto::v1::AgentHello;
 use oomlens_proto::v1::OomEvent;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
-
-/// Exit status of a command that is not built yet (1: runtime error, 2:
-/// usage error).
-const EXIT_NOT_BUILT: u8 = 3;
 
 /// The oomlens node agent: recognises every kernel OOM kill as it happens
 /// and reports it with the pod, container and memory history behind it.
@@ -41,7 +44,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent: follow the kernel log and report each OOM kill.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Find the OOM kills in a saved kernel log (dmesg, dmesg -T/-x/-r,
     /// journalctl -k, syslog, raw /dev/kmsg), for post-mortems.
     Parse(ParseArgs),
@@ -131,10 +134,41 @@ struct RunArgs {
     /// How events are printed on standard output.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// Run with an embedded collector (SQLite in the state directory) so
-    /// the `oomlens` CLI can query this node. Not built yet.
-    #[arg(long)]
+    /// Run with an embedded collector (SQLite in the state directory,
+    /// serving on --listen) so the `oomlens` CLI can query this host: a
+    /// complete OOM monitor without a cluster.
+    #[arg(long, env = "OOMLENS_STANDALONE")]
     standalone: bool,
+    /// With --standalone: the embedded collector's gRPC address.
+    #[arg(long, env = "OOMLENS_LISTEN", default_value = "127.0.0.1:7460")]
+    listen: String,
+    /// With --standalone: the event database (default: oomlens.db in the
+    /// state directory; a postgres:// URL also works).
+    #[arg(long, env = "OOMLENS_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// Send events to this collector (http://HOST:PORT, or https:// for
+    /// TLS). Events are spooled on disk until it acknowledges them.
+    #[arg(long, env = "OOMLENS_COLLECTOR", conflicts_with = "standalone")]
+    collector: Option<String>,
+    /// CA certificate (PEM) that signed the collector's certificate.
+    #[arg(long, env = "OOMLENS_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "OOMLENS_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, env = "OOMLENS_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// File holding the bearer token (an `ingest` or `admin` token) for
+    /// the collector.
+    #[arg(long, env = "OOMLENS_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Most the on-disk spool of unsent events may hold, MiB (older
+    /// histories are thinned first, then the oldest events dropped,
+    /// counted).
+    #[arg(long, env = "OOMLENS_SPOOL_MAX_MIB", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    spool_max_mib: u64,
     /// Log format on standard error.
     #[arg(long, value_enum, env = "OOMLENS_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -165,7 +199,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Parse(args)) => parse(&args),
-        Some(Command::Run(args)) => run(args),
+        Some(Command::Run(args)) => run(*args),
         None => run(cli.run),
     };
     match result {
@@ -200,13 +234,6 @@ fn read_trimmed(path: &Path) -> Option<String> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    if args.standalone {
-        eprintln!(
-            "error: --standalone (the embedded collector) is not built yet in this version; \
-             run without it to print kills on standard output"
-        );
-        return Ok(ExitCode::from(EXIT_NOT_BUILT));
-    }
     init_logging(args.log_format);
     let boot_id = read_boot_id(&args.proc_root)
         .with_context(|| format!("cannot read the boot id under {}", args.proc_root.display()))?;
@@ -356,36 +383,141 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        // Shipping: the embedded collector (standalone) or a remote one.
+        let mut embedded = None;
+        let endpoint = if args.standalone {
+            let database = args.database.clone().unwrap_or_else(|| {
+                args.state_dir.join("oomlens.db").display().to_string()
+            });
+            let listener = tokio::net::TcpListener::bind(&args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} for the embedded collector", args.listen))?;
+            let address = listener.local_addr()?;
+            let store = Store::open(&database).await?;
+            let collector = Collector::start(store.clone(), Arc::new(CollectorMetrics::new())).await?;
+            let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(server::serve(collector, listener, ServerConfig::default(), async move {
+                let _ = server_stopped.await;
+            }));
+            info!(%address, database = %oomlens_collector::store::redact(&database), "embedded collector serving; try `oomlens events`");
+            embedded = Some((stop_server, server, store));
+            Some(format!("http://{address}"))
+        } else {
+            args.collector.clone()
+        };
+        let token = match &args.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the token file {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let (side_sender, side_receiver) = mpsc::channel::<SideItem>(64);
+        let mut shipping = None;
+        let mut spool = None;
+        if let Some(endpoint) = endpoint {
+            let shared = SharedSpool::open(&args.state_dir.join("spool"), args.spool_max_mib * 1024 * 1024)
+                .with_context(|| format!("cannot open the spool under {}", args.state_dir.display()))?;
+            let stats = shared.stats();
+            if stats.events > 0 || stats.corrupt > 0 {
+                info!(events = stats.events, corrupt = stats.corrupt, "spooled events from the last run will be sent");
+            }
+            config.metrics.sync_spool(stats);
+            let shipper_config = ShipperConfig::new(
+                ClientConfig {
+                    endpoint: endpoint.clone(),
+                    ca_cert: args.ca_cert.clone(),
+                    client_cert: args.client_cert.clone(),
+                    client_key: args.client_key.clone(),
+                    tls_server_name: None,
+                    token,
+                },
+                AgentHello {
+                    node: config.node.node.clone(),
+                    agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                    boot_id: config.node.boot_id.clone(),
+                    kernel_release: config.node.kernel_release.clone().unwrap_or_default(),
+                    cgroup_mode: sampler_config
+                        .as_ref()
+                        .map(|c| c.root.mode.to_string())
+                        .unwrap_or_default(),
+                },
+            );
+            let (pipeline_done, pipeline_finished) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(ship::run_shipper(
+                shared.clone(),
+                shipper_config,
+                side_receiver,
+                Arc::clone(&config.metrics),
+                async move {
+                    let _ = pipeline_finished.await;
+                },
+            ));
+            info!(collector = %endpoint, "sending events to the collector");
+            shipping = Some((pipeline_done, task));
+            spool = Some(shared);
+        } else {
+            drop(side_receiver);
+        }
         let mut sampler_task = None;
         if let Some(sampler_config) = sampler_config {
             let (handle, requests) = Sampler::channel();
             let (warnings, mut warning_rx) = mpsc::channel(256);
             let sampler = Sampler::new(sampler_config, warnings).with_metrics(Arc::clone(&config.metrics));
             sampler_task = Some(tokio::spawn(sampler.run(requests, wait_stop())));
-            tokio::spawn(async move {
-                while let Some(w) = warning_rx.recv().await {
-                    warn!(
-                        cgroup = %w.cgroup,
-                        working_set = w.working_set_bytes,
-                        limit = w.limit_bytes,
-                        seconds_to_limit = w.seconds_to_limit,
-                        "container approaching its memory limit"
-                    );
-                }
-            });
+            if shipping.is_some() {
+                tokio::spawn(ship::status::report(
+                    handle.clone(),
+                    config.cri.clone(),
+                    warning_rx,
+                    side_sender,
+                    Duration::from_secs(5),
+                ));
+            } else {
+                tokio::spawn(async move {
+                    while let Some(w) = warning_rx.recv().await {
+                        warn!(
+                            cgroup = %w.cgroup,
+                            working_set = w.working_set_bytes,
+                            limit = w.limit_bytes,
+                            seconds_to_limit = w.seconds_to_limit,
+                            "container approaching its memory limit"
+                        );
+                    }
+                });
+            }
             config.sampler = Some(handle);
         }
         let (sender, receiver) = mpsc::channel::<OomEvent>(1024);
         let printer = tokio::task::spawn_blocking(move || print_events(receiver, args.output));
-        let stats = live::run(config, sender, wait_stop()).await?;
+        let sink = EventSink {
+            spool,
+            channel: Some(sender),
+        };
+        let metrics = Arc::clone(&config.metrics);
+        let stats = live::run(config, sink, wait_stop()).await?;
         printer.await??;
         if let Some(task) = sampler_task {
             task.await?;
+        }
+        // Then deliver what is spooled (for a few seconds), then stop the
+        // embedded collector.
+        if let Some((pipeline_done, task)) = shipping {
+            let _ = pipeline_done.send(());
+            task.await?;
+        }
+        if let Some((stop_server, server, store)) = embedded {
+            let _ = stop_server.send(());
+            server.await??;
+            store.close().await;
         }
         info!(
             events = stats.events,
             lost_records = stats.reader.lost,
             forged = stats.parser.forged,
+            spooled = metrics.spool_events.get(),
             "agent stopped"
         );
         Ok(ExitCode::SUCCESS)

@@ -97,6 +97,28 @@ pub struct OutcomeLabels {
     pub outcome: Outcome,
 }
 
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ShipResult {
+    Stored,
+    Duplicate,
+    Rejected,
+}
+
+impl EncodeLabelValue for ShipResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::Stored => "stored",
+            Self::Duplicate => "duplicate",
+            Self::Rejected => "rejected",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShipLabels {
+    pub result: ShipResult,
+}
+
 /// Every metric the agent exports.
 #[derive(Debug)]
 pub struct AgentMetrics {
@@ -120,6 +142,19 @@ pub struct AgentMetrics {
     pub history_bytes: Gauge,
     /// 1 for each identity source in use (cgroup paths are always used).
     pub identity_sources: Family<SourceLabels, Gauge>,
+    /// Events acknowledged by the collector, by result.
+    pub shipped_events: Family<ShipLabels, Counter>,
+    /// 1 while an ingest stream to the collector is open.
+    pub collector_connected: Gauge,
+    /// Warnings and status reports not sent (collector away or slow).
+    pub side_dropped: Counter,
+    pub spool_events: Gauge,
+    pub spool_bytes: Gauge,
+    pub spool_dropped: Counter,
+    pub spool_thinned: Counter,
+    pub spool_corrupt: Counter,
+    pub spool_write_errors: Counter,
+    spool_before: std::sync::Mutex<crate::ship::SpoolStats>,
     kmsg_ready: AtomicBool,
     sampler_ready: AtomicBool,
     sampler_enabled: AtomicBool,
@@ -153,6 +188,16 @@ impl AgentMetrics {
             warnings: Family::default(),
             history_bytes: Gauge::default(),
             identity_sources: Family::default(),
+            shipped_events: Family::default(),
+            collector_connected: Gauge::default(),
+            side_dropped: Counter::default(),
+            spool_events: Gauge::default(),
+            spool_bytes: Gauge::default(),
+            spool_dropped: Counter::default(),
+            spool_thinned: Counter::default(),
+            spool_corrupt: Counter::default(),
+            spool_write_errors: Counter::default(),
+            spool_before: std::sync::Mutex::default(),
             kmsg_ready: AtomicBool::new(false),
             sampler_ready: AtomicBool::new(false),
             sampler_enabled: AtomicBool::new(false),
@@ -243,7 +288,70 @@ impl AgentMetrics {
             "Memory held by cgroup histories",
             metrics.history_bytes.clone(),
         );
+        registry.register(
+            "shipped_events",
+            "Events the collector acknowledged, by result",
+            metrics.shipped_events.clone(),
+        );
+        registry.register(
+            "collector_connected",
+            "1 while the ingest stream to the collector is open",
+            metrics.collector_connected.clone(),
+        );
+        registry.register(
+            "side_items_dropped",
+            "Warnings and status reports not sent (collector away or slow)",
+            metrics.side_dropped.clone(),
+        );
+        registry.register(
+            "spool_events",
+            "Events waiting in the spool",
+            metrics.spool_events.clone(),
+        );
+        registry.register(
+            "spool_bytes",
+            "Size of the spooled events",
+            metrics.spool_bytes.clone(),
+        );
+        registry.register(
+            "spool_dropped_events",
+            "Events dropped unsent because the spool was full",
+            metrics.spool_dropped.clone(),
+        );
+        registry.register(
+            "spool_thinned_events",
+            "Spooled events whose history was thinned to make room",
+            metrics.spool_thinned.clone(),
+        );
+        registry.register(
+            "spool_corrupt_files",
+            "Spool files that could not be read back (moved to corrupt/)",
+            metrics.spool_corrupt.clone(),
+        );
+        registry.register(
+            "spool_write_errors",
+            "Events that could not be written to the spool (not delivered)",
+            metrics.spool_write_errors.clone(),
+        );
         Self { registry, ..metrics }
+    }
+
+    pub fn shipped(&self, result: ShipResult) {
+        self.shipped_events.get_or_create(&ShipLabels { result }).inc();
+    }
+
+    /// Syncs the spool's counters, by delta.
+    pub fn sync_spool(&self, stats: crate::ship::SpoolStats) {
+        let mut before = self
+            .spool_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        grow(&self.spool_dropped, stats.dropped, before.dropped);
+        grow(&self.spool_thinned, stats.thinned, before.thinned);
+        grow(&self.spool_corrupt, stats.corrupt, before.corrupt);
+        self.spool_events.set(stats.events as i64);
+        self.spool_bytes.set(stats.bytes as i64);
+        *before = stats;
     }
 
     /// Counts one reported kill.

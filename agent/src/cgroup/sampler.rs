@@ -164,6 +164,9 @@ pub enum Request {
     Stats {
         reply: oneshot::Sender<SamplerStats>,
     },
+    Statuses {
+        reply: oneshot::Sender<Vec<pb::ContainerMemoryStatus>>,
+    },
 }
 
 /// The rest of the agent's way to the sampler.
@@ -228,6 +231,15 @@ impl SamplerHandle {
             .await
             .is_err()
         {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// The live containers' memory now (for the collector's `top`).
+    pub async fn statuses(&self) -> Vec<pb::ContainerMemoryStatus> {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(Request::Statuses { reply }).await.is_err() {
             return Vec::new();
         }
         answer.await.unwrap_or_default()
@@ -722,6 +734,48 @@ impl Sampler {
         }
     }
 
+    /// Each live container's latest working set, limit (its own, or the
+    /// tightest tracked ancestor's) and growth over the last minute.
+    pub fn statuses(&self) -> Vec<pb::ContainerMemoryStatus> {
+        self.tracked
+            .iter()
+            .filter(|t| t.removed_at.is_none() && t.identity.level == Level::Container)
+            .filter_map(|t| {
+                let (t_ms, working_set, _) = t.history.latest()?;
+                let limit = match (t.history.limit(), t.ancestor_limit) {
+                    (Some(own), Some(ancestor)) => Some(own.min(ancestor)),
+                    (own, ancestor) => own.or(ancestor),
+                };
+                let growth = t.history.recent_growth(60_000).unwrap_or(0.0);
+                let seconds_to_limit = match limit {
+                    Some(limit) if growth > 0.0 => Some(limit.saturating_sub(working_set) as f64 / growth),
+                    _ => None,
+                };
+                let identity = &t.identity;
+                Some(pb::ContainerMemoryStatus {
+                    node: self.config.node_name.clone(),
+                    time: Some(timestamp_ms(t_ms)),
+                    pod: identity.pod_uid.clone().map(|uid| pb::Pod {
+                        uid,
+                        cgroup: identity.pod_cgroup.clone(),
+                        ..pb::Pod::default()
+                    }),
+                    container: identity.container_id.clone().map(|id| pb::Container {
+                        id,
+                        cgroup: Some(t.path.clone()),
+                        memory_limit_bytes: limit,
+                        ..pb::Container::default()
+                    }),
+                    cgroup: t.path.clone(),
+                    working_set_bytes: working_set,
+                    limit_bytes: limit,
+                    growth_bytes_per_second: growth,
+                    seconds_to_limit,
+                })
+            })
+            .collect()
+    }
+
     /// OOM-kill counter steps (cgroup, Unix ms when seen) in the window,
     /// oldest first.
     pub fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<(String, u64)> {
@@ -765,6 +819,9 @@ impl Sampler {
             }
             Request::Stats { reply } => {
                 let _ = reply.send(self.stats());
+            }
+            Request::Statuses { reply } => {
+                let _ = reply.send(self.statuses());
             }
         }
     }

@@ -1,9 +1,19 @@
 //! `oomlens-collector`: receives events from agents, stores them, serves
 //! queries and subscriptions.
 
-use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use oomlens_collector::auth::Tokens;
+use oomlens_collector::metrics::CollectorMetrics;
+use oomlens_collector::server::{self, Retention, ServerConfig, TlsFiles};
+use oomlens_collector::service::Collector;
+use oomlens_collector::store::Store;
+use tracing::{info, warn};
 
 /// The oomlens collector: stores OOM events sent by node agents and serves
 /// them to the `oomlens` CLI and to subscribing tools over gRPC.
@@ -17,34 +27,148 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve IngestService (agents) and EventService (queries, subscriptions).
-    Serve {
-        /// gRPC listen address.
-        #[arg(long, env = "OOMLENS_LISTEN", default_value = "127.0.0.1:7460")]
-        listen: String,
-        /// Storage: a SQLite file path (default) or a postgres:// URL.
-        #[arg(long, env = "OOMLENS_DATABASE", default_value = "oomlens.db")]
-        database: String,
-        /// Keep events at most this many days.
-        #[arg(long, env = "OOMLENS_RETENTION_DAYS", default_value_t = 30)]
-        retention_days: u32,
-        /// Server certificate (PEM) for TLS.
-        #[arg(long, env = "OOMLENS_TLS_CERT")]
-        tls_cert: Option<PathBuf>,
-        /// Server private key (PEM) for TLS.
-        #[arg(long, env = "OOMLENS_TLS_KEY")]
-        tls_key: Option<PathBuf>,
-        /// CA bundle (PEM): require agents to present a certificate it signed.
-        #[arg(long, env = "OOMLENS_TLS_CLIENT_CA")]
-        tls_client_ca: Option<PathBuf>,
-        /// Metrics and health endpoint address.
-        #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7461")]
-        metrics_listen: String,
-    },
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// gRPC listen address (0.0.0.0:7460 in a cluster).
+    #[arg(long, env = "OOMLENS_LISTEN", default_value = "127.0.0.1:7460")]
+    listen: String,
+    /// Storage: a SQLite file path (default) or a postgres:// URL (several
+    /// replicas may share one database).
+    #[arg(
+        long,
+        env = "OOMLENS_DATABASE",
+        default_value = "oomlens.db",
+        hide_env_values = true
+    )]
+    database: String,
+    /// Delete events older than this many days (0: keep).
+    #[arg(long, env = "OOMLENS_RETENTION_DAYS", default_value_t = 30)]
+    retention_days: u32,
+    /// Delete the oldest events while the store holds more than this many
+    /// MiB of events (0: no size limit).
+    #[arg(long, env = "OOMLENS_RETENTION_MIB", default_value_t = 4096)]
+    retention_mib: u64,
+    /// Server certificate (PEM) for TLS.
+    #[arg(long, env = "OOMLENS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM) for TLS.
+    #[arg(long, env = "OOMLENS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA bundle (PEM): require clients to present a certificate it signed
+    /// (mutual TLS).
+    #[arg(long, env = "OOMLENS_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Bearer tokens, one `ROLE TOKEN` per line (roles: read, ingest,
+    /// admin). Without it every caller is accepted.
+    #[arg(long, env = "OOMLENS_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Metrics and health endpoint address; empty: none.
+    #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7461")]
+    metrics_listen: String,
+    /// Log format on standard error.
+    #[arg(long, env = "OOMLENS_LOG_FORMAT", default_value = "text")]
+    log_format: String,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve { .. } => oomlens_collector::not_built("`oomlens-collector serve`"),
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OOMLENS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_format);
+    let tokens = match &args.token_file {
+        Some(path) => Tokens::load(path)?,
+        None => Tokens::default(),
+    };
+    let config = ServerConfig {
+        tls: args.tls_cert.clone().map(|cert| TlsFiles {
+            cert,
+            key: args.tls_key.clone().unwrap_or_default(),
+            client_ca: args.tls_client_ca.clone(),
+        }),
+        tokens,
+        retention: Retention {
+            max_age: (args.retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(args.retention_days) * 86_400)),
+            max_bytes: (args.retention_mib > 0).then(|| args.retention_mib * 1024 * 1024),
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let store = Store::open(&args.database).await?;
+        let metrics = Arc::new(CollectorMetrics::new());
+        let collector = Collector::start(store.clone(), Arc::clone(&metrics)).await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait_stop = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        if !args.metrics_listen.trim().is_empty() {
+            let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen.trim())
+                .await
+                .with_context(|| format!("cannot listen on {} for metrics", args.metrics_listen))?;
+            let stopping = wait_stop();
+            tokio::spawn(async move {
+                if let Err(error) =
+                    oomlens_collector::metrics::serve(metrics_listener, metrics, stopping).await
+                {
+                    warn!(%error, "metrics endpoint stopped");
+                }
+            });
+        }
+        server::serve(collector, listener, config, wait_stop()).await?;
+        store.close().await;
+        info!("collector stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: stopping"),
+                _ = int.recv() => info!("SIGINT: stopping"),
+            }
+        }
+        _ => std::future::pending().await,
     }
 }

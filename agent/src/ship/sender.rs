@@ -1,0 +1,282 @@
+//! The gRPC sender: one `Ingest` stream to the collector, kept open and
+//! reopened with backoff; spooled events go out oldest first with a
+//! bounded window in flight, and each acknowledgement removes its event
+//! from the spool. Warnings and status reports ride along best-effort
+//! (they are not spooled: a stale warning is worthless); what cannot be
+//! sent is counted.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use oomlens_collector::client::{ClientConfig, error_chain, status_line};
+use oomlens_proto::v1::{
+    AckStatus, AgentHello, ContainerStatusReport, IngestRequest, MemoryWarning, ingest_request,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info, warn};
+
+use super::SharedSpool;
+use crate::telemetry::{AgentMetrics, ShipResult};
+
+/// What the sender needs besides the spool.
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    pub client: ClientConfig,
+    pub hello: AgentHello,
+    /// Events sent but not yet acknowledged, at most.
+    pub max_in_flight: usize,
+    /// After shutdown, how long to keep sending what is spooled (what is
+    /// left stays in the spool for the next start).
+    pub drain: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl ShipperConfig {
+    pub fn new(client: ClientConfig, hello: AgentHello) -> Self {
+        Self {
+            client,
+            hello,
+            max_in_flight: 256,
+            drain: Duration::from_secs(5),
+            min_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Best-effort items sent beside events.
+#[derive(Debug)]
+pub enum SideItem {
+    Warning(Box<MemoryWarning>),
+    Status(ContainerStatusReport),
+}
+
+impl SideItem {
+    fn into_request(self) -> IngestRequest {
+        IngestRequest {
+            item: Some(match self {
+                Self::Warning(w) => ingest_request::Item::Warning(*w),
+                Self::Status(s) => ingest_request::Item::Status(s),
+            }),
+        }
+    }
+}
+
+enum Outcome {
+    /// The stream broke: reconnect after a pause.
+    Reconnect,
+    /// Shutdown and drained (or the drain time ran out).
+    Done,
+}
+
+/// Sends until `shutdown`, then drains for `config.drain`.
+pub async fn run(
+    spool: SharedSpool,
+    config: ShipperConfig,
+    mut side: mpsc::Receiver<SideItem>,
+    metrics: Arc<AgentMetrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut stopping: Option<tokio::time::Instant> = None;
+    let mut backoff = config.min_backoff;
+    let mut last_error = String::new();
+    loop {
+        if stopping.is_some() && spool.stats().events == 0 {
+            return;
+        }
+        let outcome = match config.client.ingest_client().await {
+            Ok(client) => {
+                session(
+                    client,
+                    &spool,
+                    &config,
+                    &mut side,
+                    &metrics,
+                    &mut shutdown,
+                    &mut stopping,
+                    &mut backoff,
+                    &mut last_error,
+                )
+                .await
+            }
+            Err(error) => {
+                let text = error_chain(&error);
+                if text != last_error {
+                    warn!(error = %text, spooled = spool.stats().events, "collector unreachable; events wait in the spool");
+                    last_error = text;
+                }
+                Outcome::Reconnect
+            }
+        };
+        metrics.collector_connected.set(0);
+        if matches!(outcome, Outcome::Done) {
+            return;
+        }
+        // Wait before reconnecting; side items meanwhile are dropped.
+        let pause = tokio::time::sleep(backoff);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = &mut pause => break,
+                item = side.recv() => if item.is_some() { metrics.side_dropped.inc(); },
+                () = &mut shutdown, if stopping.is_none() => {
+                    stopping = Some(tokio::time::Instant::now() + config.drain);
+                }
+                () = sleep_until_opt(stopping) => return,
+            }
+        }
+        backoff = (backoff * 2).min(config.max_backoff);
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    mut client: oomlens_collector::client::IngestClient,
+    spool: &SharedSpool,
+    config: &ShipperConfig,
+    side: &mut mpsc::Receiver<SideItem>,
+    metrics: &AgentMetrics,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    stopping: &mut Option<tokio::time::Instant>,
+    backoff: &mut Duration,
+    last_error: &mut String,
+) -> Outcome {
+    let (outbound, requests) = mpsc::channel::<IngestRequest>(config.max_in_flight + 64);
+    let hello = IngestRequest {
+        item: Some(ingest_request::Item::Hello(config.hello.clone())),
+    };
+    if outbound.send(hello).await.is_err() {
+        return Outcome::Reconnect;
+    }
+    let mut acks = match client.ingest(ReceiverStream::new(requests)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            let text = status_line(&status);
+            if text != *last_error {
+                warn!(error = %text, "the collector refused the ingest stream");
+                *last_error = text;
+            }
+            return Outcome::Reconnect;
+        }
+    };
+    if !last_error.is_empty() || metrics.collector_connected.get() == 0 {
+        info!(collector = %config.client.endpoint, spooled = spool.stats().events, "connected to the collector");
+    }
+    last_error.clear();
+    metrics.collector_connected.set(1);
+    // Sent, not yet acknowledged: id -> spool keys (a kill spooled twice
+    // across a restart has one id).
+    let mut in_flight: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut sent: HashSet<u64> = HashSet::new();
+    loop {
+        // Top up the window, oldest first.
+        if sent.len() < config.max_in_flight {
+            let room = config.max_in_flight - sent.len();
+            let exclude = sent.clone();
+            let batch = spool
+                .with(move |spool| {
+                    let mut batch = Vec::new();
+                    for (key, _) in spool.pending() {
+                        if batch.len() >= room {
+                            break;
+                        }
+                        if exclude.contains(&key) {
+                            continue;
+                        }
+                        // A corrupt file is quarantined and counted by read.
+                        if let Ok(Some(event)) = spool.read(key) {
+                            batch.push((key, event));
+                        }
+                    }
+                    batch
+                })
+                .await;
+            for (key, event) in batch {
+                sent.insert(key);
+                in_flight.entry(event.id.clone()).or_default().push(key);
+                let request = IngestRequest {
+                    item: Some(ingest_request::Item::Event(event)),
+                };
+                if outbound.send(request).await.is_err() {
+                    return Outcome::Reconnect;
+                }
+            }
+        }
+        if stopping.is_some() && in_flight.is_empty() && spool.stats().events == 0 {
+            return Outcome::Done;
+        }
+        tokio::select! {
+            () = spool.appended() => {}
+            item = side.recv(), if stopping.is_none() => {
+                if let Some(item) = item
+                    && outbound.try_send(item.into_request()).is_err()
+                {
+                    metrics.side_dropped.inc();
+                }
+            }
+            ack = acks.message() => match ack {
+                Ok(Some(ack)) => {
+                    let keys = in_flight.remove(&ack.id).unwrap_or_default();
+                    let status = AckStatus::try_from(ack.status).unwrap_or(AckStatus::Unspecified);
+                    for key in keys {
+                        sent.remove(&key);
+                        match status {
+                            AckStatus::Stored | AckStatus::Duplicate => {
+                                let removed = spool.with(move |s| s.remove(key)).await;
+                                if let Err(error) = removed {
+                                    warn!(%error, "acknowledged event not removed from the spool; it will be resent");
+                                }
+                            }
+                            AckStatus::Rejected => {
+                                warn!(id = %ack.id, why = %ack.message, "the collector rejected an event; kept in spool/rejected");
+                                spool.with(move |s| s.reject(key)).await;
+                            }
+                            AckStatus::Unspecified => {
+                                debug!(id = %ack.id, "ack without a status; resending later");
+                            }
+                        }
+                    }
+                    metrics.sync_spool(spool.stats());
+                    metrics.shipped(match status {
+                        AckStatus::Stored => ShipResult::Stored,
+                        AckStatus::Duplicate => ShipResult::Duplicate,
+                        _ => ShipResult::Rejected,
+                    });
+                    *backoff = config.min_backoff;
+                }
+                Ok(None) => {
+                    warn!(in_flight = in_flight.len(), "the collector closed the ingest stream; reconnecting");
+                    return Outcome::Reconnect;
+                }
+                Err(status) => {
+                    let text = status_line(&status);
+                    warn!(error = %text, in_flight = in_flight.len(), "ingest stream broken; unacknowledged events will be resent");
+                    *last_error = text;
+                    return Outcome::Reconnect;
+                }
+            },
+            () = shutdown.as_mut(), if stopping.is_none() => {
+                *stopping = Some(tokio::time::Instant::now() + config.drain);
+            }
+            () = sleep_until_opt(*stopping) => {
+                let left = spool.stats().events;
+                if left > 0 {
+                    warn!(left, "shutting down with events still spooled; they are sent on the next start");
+                }
+                return Outcome::Done;
+            }
+        }
+    }
+}

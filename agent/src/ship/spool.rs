@@ -1,0 +1,492 @@
+//! The durable spool: every event is on disk before it is sent, and leaves
+//! only when the collector acknowledged storing it.
+//!
+//! One file per event (`NNNNNNNNNNNNNNNNNNNN.event`, numbered in arrival
+//! order): kills are rare enough that a file each is cheap, and a
+//! corrupted file costs one event, never the spool. Each file is
+//! `OOMLSPL1`, the body's length and CRC-32 (little endian u32s), then the
+//! protobuf `OomEvent`. Written to a temporary name, synced, renamed, and
+//! the directory synced: a crash leaves the old state or the new one.
+//!
+//! Bounded: when a new event would exceed the budget, the histories of the
+//! oldest events are thinned first (every other sample dropped, then the
+//! buckets), and only then are the oldest events dropped, each counted.
+//! A file that cannot be read back is moved to `corrupt/`, reported and
+//! counted; the rest of the spool goes on.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use oomlens_proto::v1::{MemoryHistory, OomEvent};
+use prost::Message as _;
+use tracing::warn;
+
+const MAGIC: &[u8; 8] = b"OOMLSPL1";
+const HEADER: usize = 16;
+const SUFFIX: &str = "event";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("spool file {path} is corrupt: {why}")]
+    Corrupt { path: PathBuf, why: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What the spool counted since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    pub events: u64,
+    pub bytes: u64,
+    /// Events dropped because the spool was full.
+    pub dropped: u64,
+    /// Events whose history was thinned to make room.
+    pub thinned: u64,
+    /// Files that could not be read back (moved to `corrupt/`).
+    pub corrupt: u64,
+    /// Events the collector rejected (moved to `rejected/`).
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    id: String,
+    bytes: u64,
+    /// Thinning rounds already applied (histories halve each round).
+    thinned: u8,
+}
+
+/// The spool directory. Not shared: one owner (see [`super::SharedSpool`]).
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    entries: BTreeMap<u64, Entry>,
+    next: u64,
+    stats: SpoolStats,
+}
+
+/// CRC-32 (IEEE), bitwise: spool files are small and written rarely.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in data {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// An event as spool file bytes.
+pub fn encode_file(event: &OomEvent) -> Vec<u8> {
+    let body = event.encode_to_vec();
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Spool file bytes back into an event; the error says what is wrong.
+pub fn decode_file(bytes: &[u8]) -> Result<OomEvent, String> {
+    if bytes.len() < HEADER {
+        return Err(format!("{} bytes, shorter than the header", bytes.len()));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err("not a spool file (bad magic)".to_owned());
+    }
+    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let len = word(8) as usize;
+    let body = &bytes[HEADER..];
+    if body.len() != len {
+        return Err(format!(
+            "body is {} bytes, header says {len} (truncated write?)",
+            body.len()
+        ));
+    }
+    if crc32(body) != word(12) {
+        return Err("checksum mismatch".to_owned());
+    }
+    OomEvent::decode(body).map_err(|e| format!("not an event: {e}"))
+}
+
+/// Halves a history's samples (keeping the newest), then its buckets.
+fn thin_history(history: &mut MemoryHistory) -> bool {
+    if history.samples.len() > 1 {
+        let newest = history.samples.len() - 1;
+        let mut index = 0;
+        history.samples.retain(|_| {
+            let keep = (newest - index).is_multiple_of(2);
+            index += 1;
+            keep
+        });
+        true
+    } else if history.buckets.len() > 1 {
+        let mut index = 0usize;
+        history.buckets.retain(|_| {
+            index += 1;
+            index.is_multiple_of(2)
+        });
+        true
+    } else {
+        false
+    }
+}
+
+/// Thins both histories of `event`; false when nothing was left to thin.
+pub fn thin_event(event: &mut OomEvent) -> bool {
+    let a = event.history.as_mut().is_some_and(thin_history);
+    let b = event.oom_memcg_history.as_mut().is_some_and(thin_history);
+    a || b
+}
+
+impl Spool {
+    /// Opens (creating) the spool in `dir`, reading back what a previous
+    /// run left. Unreadable files are quarantined and counted.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut spool = Self {
+            dir: dir.to_owned(),
+            max_bytes,
+            entries: BTreeMap::new(),
+            next: 1,
+            stats: SpoolStats::default(),
+        };
+        let mut keys = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".tmp-") {
+                // A write that never completed: its event was never acknowledged
+                // to the pipeline, whose cursor still covers it.
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
+            if let Some(key) = name.strip_suffix(".event").and_then(|k| k.parse::<u64>().ok()) {
+                keys.push(key);
+            }
+        }
+        keys.sort_unstable();
+        for key in keys {
+            spool.next = spool.next.max(key + 1);
+            let path = spool.path(key);
+            match fs::read(&path).map_err(io(&path)).and_then(|bytes| {
+                decode_file(&bytes)
+                    .map(|event| (event, bytes.len()))
+                    .map_err(|why| SpoolError::Corrupt {
+                        path: path.clone(),
+                        why,
+                    })
+            }) {
+                Ok((event, bytes)) => {
+                    spool.entries.insert(
+                        key,
+                        Entry {
+                            id: event.id,
+                            bytes: bytes as u64,
+                            thinned: 0,
+                        },
+                    );
+                }
+                Err(error) => {
+                    warn!(%error, "skipping a spool file; moved to corrupt/");
+                    spool.quarantine(key, "corrupt");
+                    spool.stats.corrupt += 1;
+                }
+            }
+        }
+        spool.refresh_stats();
+        Ok(spool)
+    }
+
+    fn path(&self, key: u64) -> PathBuf {
+        self.dir.join(format!("{key:020}.{SUFFIX}"))
+    }
+
+    fn refresh_stats(&mut self) {
+        self.stats.events = self.entries.len() as u64;
+        self.stats.bytes = self.entries.values().map(|e| e.bytes).sum();
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        self.stats
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Moves a file aside (into `corrupt/` or `rejected/`) for inspection.
+    fn quarantine(&mut self, key: u64, into: &str) {
+        let from = self.path(key);
+        let to_dir = self.dir.join(into);
+        let moved = fs::create_dir_all(&to_dir)
+            .and_then(|()| fs::rename(&from, to_dir.join(format!("{key:020}.{SUFFIX}"))));
+        if let Err(error) = moved {
+            warn!(path = %from.display(), %error, "cannot move a spool file aside; deleting it");
+            let _ = fs::remove_file(&from);
+        }
+        self.entries.remove(&key);
+    }
+
+    fn write_file(&self, key: u64, bytes: &[u8]) -> Result<(), SpoolError> {
+        let tmp = self.dir.join(format!(".tmp-{key:020}"));
+        let path = self.path(key);
+        let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
+        file.write_all(bytes).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))
+    }
+
+    /// Writes `event` durably; returns its key. Makes room first if the
+    /// spool is full (thinning, then dropping the oldest).
+    pub fn append(&mut self, event: &OomEvent) -> Result<u64, SpoolError> {
+        let mut event = event.clone();
+        let mut bytes = encode_file(&event);
+        // An event alone above the budget keeps thinning its own history.
+        while bytes.len() as u64 > self.max_bytes && thin_event(&mut event) {
+            bytes = encode_file(&event);
+        }
+        self.make_room(bytes.len() as u64)?;
+        let key = self.next;
+        self.next += 1;
+        self.write_file(key, &bytes)?;
+        self.entries.insert(
+            key,
+            Entry {
+                id: event.id.clone(),
+                bytes: bytes.len() as u64,
+                thinned: 0,
+            },
+        );
+        self.refresh_stats();
+        Ok(key)
+    }
+
+    fn used(&self) -> u64 {
+        self.entries.values().map(|e| e.bytes).sum()
+    }
+
+    fn make_room(&mut self, wanted: u64) -> Result<(), SpoolError> {
+        // Thin oldest first, one round at a time across the spool.
+        for round in 0..16u8 {
+            if self.used() + wanted <= self.max_bytes {
+                return Ok(());
+            }
+            let keys: Vec<u64> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.thinned == round)
+                .map(|(k, _)| *k)
+                .collect();
+            for key in keys {
+                if self.used() + wanted <= self.max_bytes {
+                    return Ok(());
+                }
+                self.thin(key)?;
+            }
+        }
+        while self.used() + wanted > self.max_bytes {
+            let Some((&key, entry)) = self.entries.iter().next() else {
+                break;
+            };
+            warn!(id = %entry.id, "spool full: dropping the oldest unsent event");
+            let path = self.path(key);
+            fs::remove_file(&path).map_err(io(&path))?;
+            self.entries.remove(&key);
+            self.stats.dropped += 1;
+        }
+        Ok(())
+    }
+
+    fn thin(&mut self, key: u64) -> Result<(), SpoolError> {
+        let mut event = match self.read(key) {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
+            Err(_) => return Ok(()), // quarantined by read
+        };
+        let entry_thinned = self.entries.get(&key).map_or(0, |e| e.thinned);
+        let changed = thin_event(&mut event);
+        let bytes = encode_file(&event);
+        if changed {
+            self.write_file(key, &bytes)?;
+            if entry_thinned == 0 {
+                self.stats.thinned += 1;
+            }
+        }
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.bytes = bytes.len() as u64;
+            // Nothing left to thin: never try this one again.
+            entry.thinned = if changed { entry_thinned + 1 } else { u8::MAX };
+        }
+        Ok(())
+    }
+
+    /// Keys and ids waiting to be sent, oldest first.
+    pub fn pending(&self) -> Vec<(u64, String)> {
+        self.entries.iter().map(|(k, e)| (*k, e.id.clone())).collect()
+    }
+
+    /// Reads one event back. A corrupt file is quarantined and counted,
+    /// and the error returned; a missing one is None.
+    pub fn read(&mut self, key: u64) -> Result<Option<OomEvent>, SpoolError> {
+        if !self.entries.contains_key(&key) {
+            return Ok(None);
+        }
+        let path = self.path(key);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                self.entries.remove(&key);
+                self.refresh_stats();
+                return Ok(None);
+            }
+            Err(error) => return Err(io(&path)(error)),
+        };
+        match decode_file(&bytes) {
+            Ok(event) => Ok(Some(event)),
+            Err(why) => {
+                let error = SpoolError::Corrupt { path, why };
+                warn!(%error, "skipping a spool file; moved to corrupt/");
+                self.quarantine(key, "corrupt");
+                self.stats.corrupt += 1;
+                self.refresh_stats();
+                Err(error)
+            }
+        }
+    }
+
+    /// The collector stored it: forget it.
+    pub fn remove(&mut self, key: u64) -> Result<(), SpoolError> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io(&path)(error)),
+        }
+        self.entries.remove(&key);
+        self.refresh_stats();
+        Ok(())
+    }
+
+    /// The collector refused it: keep it aside, never resend.
+    pub fn reject(&mut self, key: u64) {
+        self.quarantine(key, "rejected");
+        self.stats.rejected += 1;
+        self.refresh_stats();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oomlens_proto::v1::MemorySample;
+
+    fn event(id: &str, samples: usize) -> OomEvent {
+        OomEvent {
+            id: id.into(),
+            history: Some(MemoryHistory {
+                cgroup: "/kubepods/pod1/c1".into(),
+                samples: (0..samples)
+                    .map(|i| MemorySample {
+                        working_set_bytes: Some(i as u64 * 4096),
+                        usage_bytes: Some(i as u64 * 4096 + 1),
+                        ..MemorySample::default()
+                    })
+                    .collect(),
+                ..MemoryHistory::default()
+            }),
+            ..OomEvent::default()
+        }
+    }
+
+    #[test]
+    fn the_crc_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn events_survive_a_reopen_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let a = spool.append(&event("a", 10)).unwrap();
+        let b = spool.append(&event("b", 10)).unwrap();
+        spool.remove(a).unwrap();
+        drop(spool);
+        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.pending(), vec![(b, "b".to_owned())]);
+        assert_eq!(spool.read(b).unwrap().unwrap().id, "b");
+        // New keys continue after the old ones.
+        assert!(spool.append(&event("c", 1)).unwrap() > b);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_quarantined_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let a = spool.append(&event("a", 10)).unwrap();
+        let b = spool.append(&event("b", 10)).unwrap();
+        drop(spool);
+        // Flip a byte in the body of the first, truncate nothing else.
+        let path = dir.path().join(format!("{a:020}.event"));
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        fs::write(dir.path().join(".tmp-00000000000000000009"), b"half").unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.pending(), vec![(b, "b".to_owned())]);
+        assert_eq!(spool.stats().corrupt, 1);
+        assert!(dir.path().join("corrupt").join(format!("{a:020}.event")).exists());
+        assert!(!dir.path().join(".tmp-00000000000000000009").exists());
+        let error = decode_file(b"OOMLSPL1\x05\0\0\0\0\0\0\0ab").unwrap_err();
+        assert!(error.contains("truncated"), "{error}");
+    }
+
+    #[test]
+    fn a_full_spool_thins_histories_before_dropping_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = encode_file(&event("x", 400)).len() as u64;
+        // Room for two full events, not three.
+        let mut spool = Spool::open(dir.path(), one * 2 + one / 2).unwrap();
+        let a = spool.append(&event("a", 400)).unwrap();
+        spool.append(&event("b", 400)).unwrap();
+        spool.append(&event("c", 400)).unwrap();
+        let stats = spool.stats();
+        assert_eq!(stats.events, 3, "{stats:?}");
+        assert_eq!(stats.dropped, 0);
+        assert!(stats.thinned >= 1);
+        assert!(stats.bytes <= one * 2 + one / 2);
+        // The oldest kept its newest sample.
+        let thinned = spool.read(a).unwrap().unwrap();
+        let samples = &thinned.history.unwrap().samples;
+        assert!(samples.len() < 400);
+        assert_eq!(samples.last().unwrap().working_set_bytes, Some(399 * 4096));
+        // With no room even for thinned events, the oldest go, counted.
+        let mut tiny = Spool::open(&dir.path().join("tiny"), one).unwrap();
+        for id in ["a", "b", "c"] {
+            tiny.append(&event(id, 400)).unwrap();
+        }
+        assert!(tiny.stats().dropped >= 1);
+        assert_eq!(tiny.pending().last().unwrap().1, "c");
+    }
+}

@@ -1,0 +1,477 @@
+//! Why a kill happened, and what the limit should be: a pure function of
+//! the event (its scope, its memory history and the kernel's numbers).
+//!
+//! The verdicts, in the order they are tried:
+//! - `node_pressure`: the node (or its allocatable cgroup) ran out, not the
+//!   container: raising the container's limit would not have helped.
+//! - `insufficient_data`: too few samples to say more than the kernel did.
+//! - `spike`: the working set climbed from well below the limit to the
+//!   limit within a few seconds.
+//! - `leak_suspected`: steady growth across the whole history (a good
+//!   straight-line fit with a clear upward slope).
+//! - `limit_too_low`: the working set sat near the limit (a plateau) before
+//!   the kill: the workload needs more than it is given.
+//!
+//! For container- and pod-limit kills the recommended limit is the peak
+//! working set plus headroom, rounded up to a clean Mi/Gi value.
+
+use oomlens_proto::v1::{Analysis, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
+
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+
+/// Tunables, with the defaults the collector uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// Headroom over the peak working set for the recommended limit.
+    pub headroom: f64,
+    /// Fewer samples than this: insufficient data.
+    pub min_samples: usize,
+    /// A climb from below `spike_from` of the limit to the limit within
+    /// `spike_window_s` is a spike.
+    pub spike_from: f64,
+    pub spike_window_s: f64,
+    /// Leak: history at least this long, fit at least this good, and a rise
+    /// of at least `leak_min_rise` of the limit over it.
+    pub leak_min_span_s: f64,
+    pub leak_min_r2: f64,
+    pub leak_min_rise: f64,
+    /// Plateau: at least this long above 90 % of the limit.
+    pub plateau_s: f64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            headroom: 0.25,
+            min_samples: 5,
+            spike_from: 0.5,
+            spike_window_s: 5.0,
+            leak_min_span_s: 20.0,
+            leak_min_r2: 0.9,
+            leak_min_rise: 0.3,
+            plateau_s: 3.0,
+        }
+    }
+}
+
+/// A working-set series: (seconds, bytes), oldest first.
+fn series(history: &MemoryHistory) -> Vec<(f64, f64)> {
+    let seconds = |t: &prost_types::Timestamp| t.seconds as f64 + f64::from(t.nanos) / 1e9;
+    let mut points: Vec<(f64, f64)> = history
+        .buckets
+        .iter()
+        .filter_map(|b| Some((seconds(b.time.as_ref()?), b.working_set_last_bytes as f64)))
+        .collect();
+    let first_sample = history
+        .samples
+        .iter()
+        .find_map(|s| s.time.as_ref().map(seconds))
+        .unwrap_or(f64::INFINITY);
+    // Buckets summarise what is older than the samples; never overlap them.
+    points.retain(|(t, _)| *t < first_sample);
+    points.extend(
+        history
+            .samples
+            .iter()
+            .filter_map(|s| Some((seconds(s.time.as_ref()?), s.working_set_bytes? as f64))),
+    );
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    points
+}
+
+/// Least-squares slope (bytes/s) and R² of a series.
+fn linear_fit(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let (mut stt, mut sty, mut syy) = (0.0, 0.0, 0.0);
+    for (t, y) in points {
+        stt += (t - mean_t).powi(2);
+        sty += (t - mean_t) * (y - mean_y);
+        syy += (y - mean_y).powi(2);
+    }
+    if stt == 0.0 || syy == 0.0 {
+        return (0.0, 0.0);
+    }
+    let slope = sty / stt;
+    (slope, (sty * sty) / (stt * syy))
+}
+
+/// `bytes` as a short human value (`512Mi`, `1.5Gi`).
+pub fn human_bytes(bytes: u64) -> String {
+    if bytes >= GIB {
+        let g = bytes as f64 / GIB as f64;
+        if (g - g.round()).abs() < 0.005 {
+            format!("{}Gi", g.round() as u64)
+        } else {
+            format!("{g:.2}Gi")
+        }
+    } else if bytes >= MIB {
+        let m = bytes as f64 / MIB as f64;
+        if (m - m.round()).abs() < 0.05 {
+            format!("{}Mi", m.round() as u64)
+        } else {
+            format!("{m:.1}Mi")
+        }
+    } else if bytes >= 1024 {
+        format!("{}Ki", bytes / 1024)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+/// Rounds up to a value people write in a manifest: multiples of 16Mi up
+/// to 256Mi, 64Mi up to 1Gi, 256Mi up to 4Gi, 512Mi up to 16Gi, then 1Gi.
+pub fn clean_limit(bytes: u64) -> u64 {
+    let step = match bytes {
+        b if b <= 256 * MIB => 16 * MIB,
+        b if b <= GIB => 64 * MIB,
+        b if b <= 4 * GIB => 256 * MIB,
+        b if b <= 16 * GIB => 512 * MIB,
+        _ => GIB,
+    };
+    bytes.div_ceil(step).max(1) * step
+}
+
+/// The verdict and recommendation for `event`.
+pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
+    let scope = Scope::try_from(event.scope).unwrap_or(Scope::Unknown);
+    let constraint = Constraint::try_from(event.constraint).unwrap_or(Constraint::Unspecified);
+    if matches!(scope, Scope::NodeOom | Scope::NodeAllocatable) || constraint == Constraint::Global {
+        return node_pressure(event, scope);
+    }
+    let history = event.history.as_ref();
+    let limit = history
+        .and_then(|h| h.limit_bytes)
+        .or_else(|| event.container.as_ref().and_then(|c| c.memory_limit_bytes))
+        .or_else(|| {
+            event
+                .memcg_usage
+                .as_ref()
+                .and_then(|u| u.limit_kb)
+                .map(|kb| kb * 1024)
+        });
+    let points = history.map(series).unwrap_or_default();
+    let kernel_usage = event
+        .memcg_usage
+        .as_ref()
+        .and_then(|u| u.usage_kb)
+        .map(|kb| kb * 1024);
+    let peak = history
+        .and_then(|h| h.peak_working_set_bytes)
+        .into_iter()
+        .chain(points.iter().map(|p| p.1 as u64))
+        .max();
+    let recommends = matches!(scope, Scope::ContainerLimit | Scope::PodLimit);
+    let (verdict, reasoning) = classify(&points, limit, history, rules);
+    let mut analysis = Analysis {
+        verdict: verdict as i32,
+        reasoning,
+        recommended_limit_bytes: None,
+        recommendation_reasoning: None,
+    };
+    if recommends && let Some(peak) = peak.or(kernel_usage) {
+        let wanted = (peak as f64 * (1.0 + rules.headroom)) as u64;
+        let recommended = clean_limit(wanted.max(limit.unwrap_or(0) + 1));
+        let mut why = format!(
+            "peak working set {} + {:.0}% headroom = {}, rounded up to {}",
+            human_bytes(peak),
+            rules.headroom * 100.0,
+            human_bytes(wanted),
+            human_bytes(recommended)
+        );
+        if let Some(limit) = limit {
+            why.push_str(&format!(" (current limit {})", human_bytes(limit)));
+        }
+        if verdict == Verdict::LeakSuspected {
+            why.push_str("; a leak only dies later with a higher limit: fix the growth first");
+        }
+        analysis.recommended_limit_bytes = Some(recommended);
+        analysis.recommendation_reasoning = Some(why);
+    }
+    analysis
+}
+
+fn node_pressure(event: &OomEvent, scope: Scope) -> Analysis {
+    let mut reasoning = match scope {
+        Scope::NodeAllocatable => "the pods on this node together reached the node's allocatable memory; \
+             the victim was chosen among all of them"
+            .to_owned(),
+        _ => "the whole node ran out of memory; the victim was chosen among all processes".to_owned(),
+    };
+    if let Some(node) = &event.node_memory {
+        if let (Some(available), Some(total)) = (node.mem_available_bytes, node.mem_total_bytes) {
+            reasoning.push_str(&format!(
+                "; MemAvailable {} of {}",
+                human_bytes(available),
+                human_bytes(total)
+            ));
+        }
+        if let Some(full) = node.pressure_full_avg10 {
+            reasoning.push_str(&format!("; memory pressure full avg10 {full:.1}%"));
+        }
+    }
+    reasoning.push_str(
+        "; a higher container limit would not have prevented it: \
+         look at requests (scheduling) and the node's reserved memory",
+    );
+    Analysis {
+        verdict: Verdict::NodePressure as i32,
+        reasoning,
+        recommended_limit_bytes: None,
+        recommendation_reasoning: None,
+    }
+}
+
+fn classify(
+    points: &[(f64, f64)],
+    limit: Option<u64>,
+    history: Option<&MemoryHistory>,
+    rules: &Rules,
+) -> (Verdict, String) {
+    let Some(limit) = limit.filter(|l| *l > 0) else {
+        return (
+            Verdict::InsufficientData,
+            "no memory limit known for the killed cgroup".to_owned(),
+        );
+    };
+    if points.len() < rules.min_samples {
+        return (
+            Verdict::InsufficientData,
+            format!(
+                "{} memory samples before the kill (at least {} needed); the cgroup may have \
+                 started just before it died",
+                points.len(),
+                rules.min_samples
+            ),
+        );
+    }
+    let limit_f = limit as f64;
+    let (last_t, last_y) = points[points.len() - 1];
+    let span = last_t - points[0].0;
+    // Spike: the last sample below `spike_from` of the limit is recent.
+    if let Some(low) = points.iter().rposition(|p| p.1 < limit_f * rules.spike_from) {
+        // Where the climb began: walk back while memory was still lower.
+        let mut start = low;
+        while start > 0 && points[start - 1].1 < points[start].1 {
+            start -= 1;
+        }
+        let (low_t, low_y) = points[start];
+        let climb_s = last_t - low_t;
+        let climb_ok = last_t - points[low].0 <= rules.spike_window_s;
+        if climb_ok && last_y >= limit_f * 0.8 {
+            return (
+                Verdict::Spike,
+                format!(
+                    "working set climbed from {} ({:.0}% of the {} limit) to {} in {:.1} s",
+                    human_bytes(low_y as u64),
+                    low_y / limit_f * 100.0,
+                    human_bytes(limit),
+                    human_bytes(last_y as u64),
+                    climb_s
+                ),
+            );
+        }
+    }
+    let above_90 = history.and_then(|h| h.seconds_above_90pct).unwrap_or(0.0);
+    let (slope, r2) = linear_fit(points);
+    let rise = last_y - points[0].1;
+    if span >= rules.leak_min_span_s
+        && r2 >= rules.leak_min_r2
+        && slope > 0.0
+        && rise >= limit_f * rules.leak_min_rise
+    {
+        return (
+            Verdict::LeakSuspected,
+            format!(
+                "working set grew steadily by {} over {:.0} s ({}/s, straight-line fit R² {:.2}) \
+                 until it reached the {} limit",
+                human_bytes(rise as u64),
+                span,
+                human_bytes(slope as u64),
+                r2,
+                human_bytes(limit)
+            ),
+        );
+    }
+    if above_90 >= rules.plateau_s {
+        return (
+            Verdict::LimitTooLow,
+            format!(
+                "working set stayed above 90% of the {} limit for {:.1} s before the kill: \
+                 the workload needs more memory than it is given",
+                human_bytes(limit),
+                above_90
+            ),
+        );
+    }
+    // No clear shape: the kill came at the end of ordinary growth.
+    (
+        Verdict::LimitTooLow,
+        format!(
+            "working set reached the {} limit after {:.0} s of history without a sudden climb or a \
+             steady leak ({}/s overall)",
+            human_bytes(limit),
+            span,
+            human_bytes(slope.max(0.0) as u64)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oomlens_proto::v1::{MemcgUsage, MemorySample, NodeMemory};
+    use prost_types::Timestamp;
+
+    fn history(points: &[(f64, u64)], limit: u64, above_90: f64) -> MemoryHistory {
+        MemoryHistory {
+            cgroup: "/kubepods/pod1/c1".into(),
+            samples: points
+                .iter()
+                .map(|(t, ws)| MemorySample {
+                    time: Some(Timestamp {
+                        seconds: 1_700_000_000 + t.floor() as i64,
+                        nanos: ((t.fract()) * 1e9) as i32,
+                    }),
+                    working_set_bytes: Some(*ws),
+                    limit_bytes: Some(limit),
+                    ..MemorySample::default()
+                })
+                .collect(),
+            peak_working_set_bytes: points.iter().map(|p| p.1).max(),
+            seconds_above_90pct: Some(above_90),
+            limit_bytes: Some(limit),
+            sample_interval_ms: 100,
+            ..MemoryHistory::default()
+        }
+    }
+
+    fn container_kill(history: MemoryHistory) -> OomEvent {
+        OomEvent {
+            scope: Scope::ContainerLimit as i32,
+            constraint: Constraint::Memcg as i32,
+            history: Some(history),
+            ..OomEvent::default()
+        }
+    }
+
+    #[test]
+    fn clean_limits_round_up_to_values_people_write() {
+        assert_eq!(clean_limit(100 * MIB), 112 * MIB);
+        assert_eq!(clean_limit(125 * MIB), 128 * MIB);
+        assert_eq!(clean_limit(300 * MIB), 320 * MIB);
+        assert_eq!(clean_limit(1100 * MIB), 1280 * MIB);
+        assert_eq!(clean_limit(5 * GIB + 1), 5 * GIB + 512 * MIB);
+        assert_eq!(clean_limit(20 * GIB + 1), 21 * GIB);
+        assert_eq!(human_bytes(1280 * MIB), "1.25Gi");
+        assert_eq!(human_bytes(128 * MIB), "128Mi");
+    }
+
+    #[test]
+    fn a_sudden_climb_is_a_spike() {
+        let limit = 100 * MIB;
+        let mut points: Vec<(f64, u64)> = (0..50).map(|i| (f64::from(i) * 0.1, 20 * MIB)).collect();
+        points.extend((0..10).map(|i| (5.0 + f64::from(i) * 0.1, 20 * MIB + (i as u64 + 1) * 8 * MIB)));
+        let analysis = analyse(&container_kill(history(&points, limit, 0.2)), &Rules::default());
+        assert_eq!(analysis.verdict, Verdict::Spike as i32, "{}", analysis.reasoning);
+        assert!(
+            analysis.reasoning.contains("climbed from 20Mi"),
+            "{}",
+            analysis.reasoning
+        );
+        // Peak 100Mi + 25% = 125Mi -> 128Mi.
+        assert_eq!(analysis.recommended_limit_bytes, Some(128 * MIB));
+    }
+
+    #[test]
+    fn steady_growth_is_a_suspected_leak() {
+        let limit = 200 * MIB;
+        let points: Vec<(f64, u64)> = (0..600)
+            .map(|i| (f64::from(i) * 0.1, 60 * MIB + i as u64 * (140 * MIB / 600)))
+            .collect();
+        let analysis = analyse(&container_kill(history(&points, limit, 4.0)), &Rules::default());
+        assert_eq!(
+            analysis.verdict,
+            Verdict::LeakSuspected as i32,
+            "{}",
+            analysis.reasoning
+        );
+        assert!(
+            analysis
+                .recommendation_reasoning
+                .as_deref()
+                .unwrap()
+                .contains("fix the growth first")
+        );
+    }
+
+    #[test]
+    fn a_plateau_near_the_limit_means_the_limit_is_too_low() {
+        let limit = 100 * MIB;
+        let mut points: Vec<(f64, u64)> = (0..10).map(|i| (f64::from(i) * 0.1, 60 * MIB)).collect();
+        points.extend((0..80).map(|i| (1.0 + f64::from(i) * 0.1, 95 * MIB + (i % 3) as u64 * MIB)));
+        let analysis = analyse(&container_kill(history(&points, limit, 8.0)), &Rules::default());
+        assert_eq!(
+            analysis.verdict,
+            Verdict::LimitTooLow as i32,
+            "{}",
+            analysis.reasoning
+        );
+        assert!(analysis.reasoning.contains("8.0 s"), "{}", analysis.reasoning);
+        assert_eq!(analysis.recommended_limit_bytes, Some(128 * MIB));
+        let why = analysis.recommendation_reasoning.unwrap();
+        assert!(
+            why.contains("peak working set 97Mi") && why.contains("current limit 100Mi"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn node_kills_blame_the_node_and_recommend_no_limit() {
+        let event = OomEvent {
+            scope: Scope::NodeOom as i32,
+            constraint: Constraint::Global as i32,
+            node_memory: Some(NodeMemory {
+                mem_total_bytes: Some(4 * GIB),
+                mem_available_bytes: Some(30 * MIB),
+                ..NodeMemory::default()
+            }),
+            ..OomEvent::default()
+        };
+        let analysis = analyse(&event, &Rules::default());
+        assert_eq!(analysis.verdict, Verdict::NodePressure as i32);
+        assert!(analysis.reasoning.contains("MemAvailable 30Mi of 4Gi"));
+        assert_eq!(analysis.recommended_limit_bytes, None);
+    }
+
+    #[test]
+    fn without_history_the_kernel_numbers_still_give_a_recommendation() {
+        let event = OomEvent {
+            scope: Scope::ContainerLimit as i32,
+            constraint: Constraint::Memcg as i32,
+            memcg_usage: Some(MemcgUsage {
+                usage_kb: Some(51_200),
+                limit_kb: Some(51_200),
+                ..MemcgUsage::default()
+            }),
+            ..OomEvent::default()
+        };
+        let analysis = analyse(&event, &Rules::default());
+        assert_eq!(analysis.verdict, Verdict::InsufficientData as i32);
+        // 50Mi + 25% = 62.5Mi -> 64Mi.
+        assert_eq!(analysis.recommended_limit_bytes, Some(64 * MIB));
+    }
+
+    #[test]
+    fn other_cgroups_get_a_verdict_but_no_kubernetes_limit() {
+        let limit = 100 * MIB;
+        let points: Vec<(f64, u64)> = (0..20).map(|i| (f64::from(i) * 0.1, 99 * MIB)).collect();
+        let mut event = container_kill(history(&points, limit, 2.0));
+        event.scope = Scope::OtherCgroup as i32;
+        let analysis = analyse(&event, &Rules::default());
+        assert_eq!(analysis.verdict, Verdict::LimitTooLow as i32);
+        assert_eq!(analysis.recommended_limit_bytes, None);
+    }
+}

@@ -1,0 +1,250 @@
+//! Event filters: the proto `EventFilter` checked against an event in
+//! memory (live subscriptions) and turned into SQL (queries, backfill).
+//! Both readings must agree; a test checks them against each other.
+
+use oomlens_proto::v1::{EventFilter, OomEvent};
+
+/// A value bound to a SQL placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Text(String),
+    Int(i64),
+}
+
+/// SQL text with its bound values; placeholders are written by `mark`
+/// (`?` for SQLite, `$n` for PostgreSQL).
+#[derive(Debug)]
+pub struct SqlWhere {
+    pub clauses: Vec<String>,
+    pub values: Vec<SqlValue>,
+}
+
+/// Placeholder style of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholders {
+    Question,
+    Dollar,
+}
+
+impl SqlWhere {
+    pub fn new() -> Self {
+        Self {
+            clauses: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Adds a value and returns its placeholder.
+    pub fn bind(&mut self, style: Placeholders, value: SqlValue) -> String {
+        self.values.push(value);
+        match style {
+            Placeholders::Question => "?".to_owned(),
+            Placeholders::Dollar => format!("${}", self.values.len()),
+        }
+    }
+
+    fn any_of(&mut self, style: Placeholders, column: &str, values: impl IntoIterator<Item = SqlValue>) {
+        let marks: Vec<String> = values.into_iter().map(|v| self.bind(style, v)).collect();
+        if !marks.is_empty() {
+            self.clauses.push(format!("{column} IN ({})", marks.join(", ")));
+        }
+    }
+
+    /// ` WHERE a AND b`, or nothing.
+    pub fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+impl Default for SqlWhere {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Kill time as Unix microseconds (0 when the event has none).
+pub fn event_time_us(event: &OomEvent) -> i64 {
+    event
+        .time
+        .as_ref()
+        .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
+}
+
+fn timestamp_us(t: &prost_types::Timestamp) -> i64 {
+    t.seconds * 1_000_000 + i64::from(t.nanos) / 1000
+}
+
+/// The indexed columns of an event, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventColumns {
+    pub time_us: i64,
+    pub node: String,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub container: Option<String>,
+    /// `Kind/name` of the owner workload.
+    pub workload: Option<String>,
+    pub scope: i64,
+    pub constraint: i64,
+    pub silent: i64,
+}
+
+impl EventColumns {
+    pub fn of(event: &OomEvent) -> Self {
+        let pod = event.pod.as_ref();
+        Self {
+            time_us: event_time_us(event),
+            node: event.node.clone().unwrap_or_default(),
+            namespace: pod.and_then(|p| p.namespace.clone()),
+            pod: pod.and_then(|p| p.name.clone()),
+            container: event.container.as_ref().and_then(|c| c.name.clone()),
+            workload: pod
+                .and_then(|p| p.owner.as_ref())
+                .filter(|o| !o.name.is_empty())
+                .map(|o| format!("{}/{}", o.kind, o.name)),
+            scope: i64::from(event.scope),
+            constraint: i64::from(event.constraint),
+            silent: i64::from(event.silent == Some(true)),
+        }
+    }
+}
+
+/// Whether `event` passes `filter` (None passes everything).
+pub fn matches(filter: Option<&EventFilter>, event: &OomEvent) -> bool {
+    let Some(f) = filter else { return true };
+    let c = EventColumns::of(event);
+    let within = |list: &[String], value: &Option<String>| {
+        list.is_empty() || value.as_ref().is_some_and(|v| list.iter().any(|l| l == v))
+    };
+    f.since.as_ref().is_none_or(|s| c.time_us >= timestamp_us(s))
+        && f.until.as_ref().is_none_or(|u| c.time_us < timestamp_us(u))
+        && (f.nodes.is_empty() || f.nodes.contains(&c.node))
+        && within(&f.namespaces, &c.namespace)
+        && within(&f.pods, &c.pod)
+        && within(&f.containers, &c.container)
+        && within(&f.workloads, &c.workload)
+        && (f.scopes.is_empty() || f.scopes.iter().any(|s| i64::from(*s) == c.scope))
+        && (f.constraints.is_empty() || f.constraints.iter().any(|s| i64::from(*s) == c.constraint))
+        && (!f.silent_only || c.silent == 1)
+}
+
+/// `filter` as SQL conditions on the `events` table.
+pub fn to_sql(filter: Option<&EventFilter>, style: Placeholders) -> SqlWhere {
+    let mut w = SqlWhere::new();
+    let Some(f) = filter else { return w };
+    if let Some(since) = &f.since {
+        let mark = w.bind(style, SqlValue::Int(timestamp_us(since)));
+        w.clauses.push(format!("time_us >= {mark}"));
+    }
+    if let Some(until) = &f.until {
+        let mark = w.bind(style, SqlValue::Int(timestamp_us(until)));
+        w.clauses.push(format!("time_us < {mark}"));
+    }
+    let text = |list: &[String]| list.iter().cloned().map(SqlValue::Text).collect::<Vec<_>>();
+    w.any_of(style, "node", text(&f.nodes));
+    w.any_of(style, "namespace", text(&f.namespaces));
+    w.any_of(style, "pod", text(&f.pods));
+    w.any_of(style, "container", text(&f.containers));
+    w.any_of(style, "workload", text(&f.workloads));
+    w.any_of(
+        style,
+        "scope",
+        f.scopes
+            .iter()
+            .map(|s| SqlValue::Int(i64::from(*s)))
+            .collect::<Vec<_>>(),
+    );
+    w.any_of(
+        style,
+        "constraint_kind",
+        f.constraints
+            .iter()
+            .map(|s| SqlValue::Int(i64::from(*s)))
+            .collect::<Vec<_>>(),
+    );
+    if f.silent_only {
+        w.clauses.push("silent = 1".to_owned());
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oomlens_proto::v1::{Container, Pod, Scope, Workload};
+
+    fn event(ns: &str, pod: &str, scope: Scope, secs: i64) -> OomEvent {
+        OomEvent {
+            id: format!("{ns}-{pod}-{secs}"),
+            node: Some("node-a".into()),
+            time: Some(prost_types::Timestamp {
+                seconds: secs,
+                nanos: 0,
+            }),
+            scope: scope as i32,
+            pod: Some(Pod {
+                uid: "u".into(),
+                name: Some(pod.into()),
+                namespace: Some(ns.into()),
+                owner: Some(Workload {
+                    kind: "Deployment".into(),
+                    name: "api".into(),
+                }),
+                ..Pod::default()
+            }),
+            container: Some(Container {
+                id: "c".into(),
+                name: Some("app".into()),
+                ..Container::default()
+            }),
+            ..OomEvent::default()
+        }
+    }
+
+    #[test]
+    fn in_memory_matching_follows_every_field() {
+        let e = event("shop", "api-1", Scope::ContainerLimit, 100);
+        let mut f = EventFilter::default();
+        assert!(matches(Some(&f), &e));
+        f.namespaces = vec!["shop".into()];
+        f.workloads = vec!["Deployment/api".into()];
+        f.scopes = vec![Scope::ContainerLimit as i32];
+        assert!(matches(Some(&f), &e));
+        f.since = Some(prost_types::Timestamp {
+            seconds: 101,
+            nanos: 0,
+        });
+        assert!(!matches(Some(&f), &e));
+        f.since = None;
+        f.pods = vec!["api-2".into()];
+        assert!(!matches(Some(&f), &e));
+        f.pods.clear();
+        f.silent_only = true;
+        assert!(!matches(Some(&f), &e));
+    }
+
+    #[test]
+    fn sql_binds_every_value_in_order() {
+        let f = EventFilter {
+            namespaces: vec!["a".into(), "b".into()],
+            scopes: vec![1],
+            since: Some(prost_types::Timestamp { seconds: 2, nanos: 0 }),
+            ..EventFilter::default()
+        };
+        let w = to_sql(Some(&f), Placeholders::Dollar);
+        assert_eq!(
+            w.sql(),
+            " WHERE time_us >= $1 AND namespace IN ($2, $3) AND scope IN ($4)"
+        );
+        assert_eq!(w.values[0], SqlValue::Int(2_000_000));
+        let w = to_sql(Some(&f), Placeholders::Question);
+        assert_eq!(
+            w.sql(),
+            " WHERE time_us >= ? AND namespace IN (?, ?) AND scope IN (?)"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! The collector's own metrics (`/metrics`, Prometheus text) and health
+//! endpoints. Label values are enums. Documented in docs/metrics.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum IngestResult {
+    Stored,
+    Duplicate,
+    Rejected,
+}
+
+impl EncodeLabelValue for IngestResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::Stored => "stored",
+            Self::Duplicate => "duplicate",
+            Self::Rejected => "rejected",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: IngestResult,
+}
+
+#[derive(Debug)]
+pub struct CollectorMetrics {
+    registry: Registry,
+    events: Family<ResultLabels, Counter>,
+    warnings: Counter,
+    batch_size: Histogram,
+    store_errors: Counter,
+    agents: Gauge,
+    subscribers: Gauge,
+    subscriber_lagged: Counter,
+    query_seconds: Histogram,
+    retention_deleted: Counter,
+    stored_events: Gauge,
+    stored_bytes: Gauge,
+}
+
+impl Default for CollectorMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CollectorMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("oomlens_collector");
+        let events = Family::<ResultLabels, Counter>::default();
+        registry.register("events", "Events received from agents, by result", events.clone());
+        let warnings = Counter::default();
+        registry.register(
+            "warnings",
+            "Memory warnings received from agents",
+            warnings.clone(),
+        );
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "store_batch_size",
+            "Events per store transaction",
+            batch_size.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "Store transactions that failed (events resent by agents)",
+            store_errors.clone(),
+        );
+        let agents = Gauge::default();
+        registry.register(
+            "agents_connected",
+            "Agents with an open ingest stream",
+            agents.clone(),
+        );
+        let subscribers = Gauge::default();
+        registry.register("subscribers", "Open subscription streams", subscribers.clone());
+        let subscriber_lagged = Counter::default();
+        registry.register(
+            "subscriber_lagged",
+            "Times a subscriber fell behind and was caught up from the store",
+            subscriber_lagged.clone(),
+        );
+        let query_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "query_duration_seconds",
+            "Query latency in the store",
+            query_seconds.clone(),
+        );
+        let retention_deleted = Counter::default();
+        registry.register(
+            "retention_deleted",
+            "Events deleted by retention",
+            retention_deleted.clone(),
+        );
+        let stored_events = Gauge::default();
+        registry.register("stored_events", "Events in the store", stored_events.clone());
+        let stored_bytes = Gauge::default();
+        registry.register(
+            "stored_bytes",
+            "Encoded size of the stored events",
+            stored_bytes.clone(),
+        );
+        Self {
+            registry,
+            events,
+            warnings,
+            batch_size,
+            store_errors,
+            agents,
+            subscribers,
+            subscriber_lagged,
+            query_seconds,
+            retention_deleted,
+            stored_events,
+            stored_bytes,
+        }
+    }
+
+    pub fn ingested(&self, result: IngestResult) {
+        self.events.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn ingested_count(&self, result: IngestResult) -> u64 {
+        self.events.get_or_create(&ResultLabels { result }).get()
+    }
+
+    pub fn warning(&self) {
+        self.warnings.inc();
+    }
+
+    pub fn batch(&self, size: usize) {
+        self.batch_size.observe(size as f64);
+    }
+
+    pub fn store_error(&self) {
+        self.store_errors.inc();
+    }
+
+    pub fn agent_connected(&self, delta: i64) {
+        self.agents.inc_by(delta);
+    }
+
+    pub fn subscribers(&self, delta: i64) {
+        self.subscribers.inc_by(delta);
+    }
+
+    pub fn subscriber_lagged(&self) {
+        self.subscriber_lagged.inc();
+    }
+
+    pub fn query_done(&self, took: Duration) {
+        self.query_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn retention(&self, deleted: u64, stored: i64, bytes: i64) {
+        self.retention_deleted.inc_by(deleted);
+        self.stored_events.set(stored);
+        self.stored_bytes.set(bytes);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            let _ = writeln!(text, "# metrics encoding failed");
+        }
+        text
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` (ready once the store is
+/// open, which is before this is called) until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<CollectorMetrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::header;
+    use axum::routing::get;
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = Arc::clone(&metrics);
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_labelled_words() {
+        let metrics = CollectorMetrics::new();
+        metrics.ingested(IngestResult::Stored);
+        metrics.ingested(IngestResult::Duplicate);
+        let text = metrics.encode();
+        assert!(
+            text.contains("oomlens_collector_events_total{result=\"stored\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oomlens_collector_events_total{result=\"duplicate\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The gRPC server: both services behind TLS (optional, mutual optional)
+//! and bearer tokens (optional), plus the retention loop.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oomlens_proto::v1::event_service_server::EventServiceServer;
+use oomlens_proto::v1::ingest_service_server::IngestServiceServer;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tracing::{info, warn};
+
+use crate::auth::{Role, Tokens};
+use crate::service::{Collector, Events, Ingest};
+
+/// Largest message accepted: an event with 15 minutes of history is a few
+/// hundred KiB; leave room.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Require clients to present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    pub tls: Option<TlsFiles>,
+    pub tokens: Tokens,
+    pub retention: Retention,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("TLS configuration rejected: {0}")]
+    Tls(tonic::transport::Error),
+    #[error("gRPC server failed: {0}")]
+    Serve(tonic::transport::Error),
+}
+
+pub(crate) fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(path).map_err(|source| ServeError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Serves until `shutdown` completes; open streams are then closed.
+pub async fn serve(
+    collector: Collector,
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let mut builder = Server::builder()
+        // Detect agents that vanished without closing their stream.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(tls) = &config.tls {
+        let identity = Identity::from_pem(
+            read_pem("the server certificate", &tls.cert)?,
+            read_pem("the server key", &tls.key)?,
+        );
+        let mut tls_config = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &tls.client_ca {
+            tls_config = tls_config.client_ca_root(Certificate::from_pem(read_pem("the client CA", ca)?));
+        }
+        builder = builder.tls_config(tls_config).map_err(ServeError::Tls)?;
+    }
+    let ingest =
+        IngestServiceServer::new(Ingest::new(collector.clone())).max_decoding_message_size(MAX_MESSAGE);
+    let events =
+        EventServiceServer::new(Events::new(collector.clone())).max_encoding_message_size(MAX_MESSAGE);
+    let router = builder
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ingest,
+            config.tokens.interceptor(Role::Ingest),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            events,
+            config.tokens.interceptor(Role::Read),
+        ));
+    if let Ok(addr) = listener.local_addr() {
+        info!(
+            %addr,
+            tls = config.tls.is_some(),
+            mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            tokens = config.tokens.is_enabled(),
+            "serving IngestService and EventService"
+        );
+    }
+    let retention = tokio::spawn(enforce_retention(collector, config.retention));
+    let served = router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(ServeError::Serve);
+    retention.abort();
+    served
+}
+
+async fn enforce_retention(collector: Collector, retention: Retention) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let store = collector.store();
+        match store
+            .enforce_retention(retention.max_age, retention.max_bytes)
+            .await
+        {
+            Ok(deleted) => {
+                if deleted > 0 {
+                    info!(deleted, "retention: old events deleted");
+                }
+                match store.totals().await {
+                    Ok((count, bytes)) => collector.metrics().retention(deleted, count, bytes),
+                    Err(error) => warn!(%error, "cannot count stored events"),
+                }
+            }
+            Err(error) => warn!(%error, "retention failed; retrying in a minute"),
+        }
+    }
+}

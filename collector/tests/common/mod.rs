@@ -1,0 +1,139 @@
+//! Shared by the collector's integration tests: synthetic events shaped
+//! like the agent's, and the PostgreSQL test database.
+
+#![allow(dead_code, unreachable_pub)]
+
+use oomlens_proto::v1::{
+    Constraint, Container, MemcgUsage, MemoryHistory, MemorySample, OomEvent, Pod, QosClass, Scope, Victim,
+    Workload,
+};
+use prost_types::Timestamp;
+
+pub const BASE_SECS: i64 = 1_795_000_000;
+
+/// A container-limit kill with `samples` of 10 Hz history.
+pub fn event(n: u64, namespace: &str, samples: usize) -> OomEvent {
+    let time = BASE_SECS + n as i64;
+    let limit = 256 * 1024 * 1024u64;
+    OomEvent {
+        id: oomlens_proto::event_id("node-a", "boot-1", n),
+        node: Some(if n.is_multiple_of(3) { "node-b" } else { "node-a" }.to_owned()),
+        time: Some(Timestamp {
+            seconds: time,
+            nanos: 0,
+        }),
+        constraint: Constraint::Memcg as i32,
+        scope: if n.is_multiple_of(5) {
+            Scope::PodLimit
+        } else {
+            Scope::ContainerLimit
+        } as i32,
+        oom_memcg: Some(format!("/kubepods/burstable/pod{n}/c{n}")),
+        task_memcg: Some(format!("/kubepods/burstable/pod{n}/c{n}")),
+        victim: Some(Victim {
+            pid: Some(1000 + n as i32),
+            comm: Some("java".into()),
+            anon_rss_kb: Some(limit / 1024),
+            ..Victim::default()
+        }),
+        memcg_usage: Some(MemcgUsage {
+            usage_kb: Some(limit / 1024),
+            limit_kb: Some(limit / 1024),
+            failcnt: Some(3),
+            ..MemcgUsage::default()
+        }),
+        pod: Some(Pod {
+            uid: format!("uid-{n}"),
+            name: Some(format!("api-{}", n % 7)),
+            namespace: Some(namespace.to_owned()),
+            qos: QosClass::Burstable as i32,
+            owner: Some(Workload {
+                kind: "Deployment".into(),
+                name: "api".into(),
+            }),
+            ..Pod::default()
+        }),
+        container: Some(Container {
+            id: format!("{n:064x}"),
+            name: Some("app".into()),
+            memory_limit_bytes: Some(limit),
+            ..Container::default()
+        }),
+        silent: Some(n.is_multiple_of(4)),
+        history: Some(MemoryHistory {
+            cgroup: format!("/kubepods/burstable/pod{n}/c{n}"),
+            samples: (0..samples)
+                .map(|i| {
+                    let t_ms = time * 1000 - (samples - i) as i64 * 100;
+                    MemorySample {
+                        time: Some(Timestamp {
+                            seconds: t_ms.div_euclid(1000),
+                            nanos: (t_ms.rem_euclid(1000) * 1_000_000) as i32,
+                        }),
+                        working_set_bytes: Some(limit / 2 + (i as u64 * (limit / 2)) / samples.max(1) as u64),
+                        usage_bytes: Some(
+                            limit / 2 + (i as u64 * (limit / 2)) / samples.max(1) as u64 + 4096,
+                        ),
+                        anon_bytes: Some(limit / 3),
+                        file_bytes: Some(4096),
+                        limit_bytes: Some(limit),
+                        ..MemorySample::default()
+                    }
+                })
+                .collect(),
+            limit_bytes: Some(limit),
+            sample_interval_ms: 100,
+            ..MemoryHistory::default()
+        }),
+        ..OomEvent::default()
+    }
+}
+
+/// The PostgreSQL database for tests: `OOMLENS_TEST_POSTGRES`, or the one
+/// `.ci/run` creates. None (with the reason printed) when unreachable,
+/// unless `OOMLENS_REQUIRE_POSTGRES=1` (CI), which makes that a failure.
+pub async fn postgres_url(test: &str) -> Option<String> {
+    let url = std::env::var("OOMLENS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://oomlens:oomlens@127.0.0.1:5432/oomlens_test".to_owned());
+    use sqlx::Connection as _;
+    let attempt = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        sqlx::postgres::PgConnection::connect(&url),
+    )
+    .await
+    .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+    match attempt {
+        Ok(connection) => {
+            let _ = connection.close().await;
+            Some(url)
+        }
+        Err(error) => {
+            assert!(
+                std::env::var("OOMLENS_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "{test}: PostgreSQL required but unreachable at {url}: {error}"
+            );
+            eprintln!("SKIPPED {test}: no PostgreSQL at {url} ({error}); .ci/run starts one");
+            None
+        }
+    }
+}
+
+/// A database of its own for one test (tests run in parallel): dropped
+/// and created afresh on the server at `url`; returns its URL.
+pub async fn fresh_database(url: &str, name: &str) -> String {
+    let pool = sqlx::PgPool::connect(url).await.expect("connect to PostgreSQL");
+    let db = format!("oomlens_t_{name}");
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&pool)
+        .await
+        .expect("drop the test database");
+    sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
+        .execute(&pool)
+        .await
+        .expect("create the test database (the role needs CREATEDB)");
+    pool.close().await;
+    match url.rfind('/') {
+        Some(slash) => format!("{}/{db}", &url[..slash]),
+        None => panic!("database URL without a database: {url}"),
+    }
+}
