@@ -17,6 +17,9 @@ use crate::service::{Collector, Events, Ingest};
 /// hundred KiB; leave room.
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
+/// How long a shutdown waits for connections to close.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
@@ -104,11 +107,26 @@ pub async fn serve(
             "serving IngestService and EventService"
         );
     }
-    let retention = tokio::spawn(enforce_retention(collector, config.retention));
-    let served = router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(ServeError::Serve);
+    let retention = tokio::spawn(enforce_retention(collector.clone(), config.retention));
+    let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+    let stopping = async move {
+        shutdown.await;
+        // End open streams, or the graceful shutdown would wait for them.
+        collector.close();
+        let _ = draining.send(());
+    };
+    let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping);
+    tokio::pin!(serving);
+    let served = tokio::select! {
+        result = &mut serving => result.map_err(ServeError::Serve),
+        () = async {
+            let _ = drain_started.await;
+            tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+        } => {
+            warn!("connections still open after the shutdown deadline; stopping anyway");
+            Ok(())
+        }
+    };
     retention.abort();
     served
 }

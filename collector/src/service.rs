@@ -58,6 +58,8 @@ pub struct Collector {
     statuses: Arc<Mutex<StatusBoard>>,
     metrics: Arc<CollectorMetrics>,
     rules: Rules,
+    /// Set when the server shuts down: open streams end so it can.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -96,7 +98,22 @@ impl Collector {
             statuses: Arc::default(),
             metrics,
             rules: Rules::default(),
+            closing: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Ends every open ingest and subscription stream (server shutdown):
+    /// agents resend what was not acknowledged, subscribers resume from
+    /// their cursor elsewhere.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            let _ = closing.wait_for(|c| *c).await;
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -105,21 +122,6 @@ impl Collector {
 
     pub fn metrics(&self) -> &Arc<CollectorMetrics> {
         &self.metrics
-    }
-
-    /// Stores one event (with its analysis) and waits until it is durable.
-    pub async fn ingest_event(&self, mut event: OomEvent) -> Result<Inserted, String> {
-        if event.analysis.is_none() {
-            event.analysis = Some(analyse(&event, &self.rules));
-        }
-        let (reply, answer) = oneshot::channel();
-        self.writes
-            .send(WriteRequest { event, reply })
-            .await
-            .map_err(|_| "the collector is shutting down".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the collector is shutting down".to_owned())?
     }
 
     fn record_status(&self, status: ContainerMemoryStatus) {
@@ -190,6 +192,15 @@ impl Ingest {
     }
 }
 
+/// An event on its way to an ack.
+enum Pending {
+    Write(oneshot::Receiver<Result<Inserted, String>>),
+    Rejected(String),
+}
+
+/// Marks a rejection among the error texts on the ack path.
+const REJECTED: &str = "rejected: ";
+
 fn ack(id: String, status: AckStatus, message: impl Into<String>) -> IngestAck {
     IngestAck {
         id,
@@ -214,26 +225,25 @@ impl IngestService for Ingest {
         let (acks, ack_stream) = mpsc::channel::<Result<IngestAck, Status>>(WRITE_QUEUE);
         // Acks go out in the order events came in, while later events are
         // already queued for the next batch.
-        let (pending, mut pending_rx) =
-            mpsc::channel::<(String, oneshot::Receiver<Result<Inserted, String>>)>(WRITE_QUEUE);
-        let ack_sender = acks.clone();
+        let (pending, mut pending_rx) = mpsc::channel::<(String, Pending)>(WRITE_QUEUE);
         tokio::spawn(async move {
-            while let Some((id, answer)) = pending_rx.recv().await {
-                let reply = match answer.await {
-                    Ok(Ok(Inserted::Stored(_))) => ack(id, AckStatus::Stored, ""),
-                    Ok(Ok(Inserted::Duplicate)) => ack(id, AckStatus::Duplicate, "already stored"),
-                    // Not an ack: the agent keeps the event and resends it.
-                    Ok(Err(error)) => {
-                        let _ = ack_sender
-                            .send(Err(Status::unavailable(format!(
-                                "event {id} not stored: {error}"
-                            ))))
-                            .await;
-                        return;
+            while let Some((id, waiting)) = pending_rx.recv().await {
+                let answer = match waiting {
+                    Pending::Write(answer) => answer.await,
+                    Pending::Rejected(why) => Ok(Err(why)),
+                };
+                let reply = match answer {
+                    Ok(Ok(Inserted::Stored(_))) => Ok(ack(id, AckStatus::Stored, "")),
+                    Ok(Ok(Inserted::Duplicate)) => Ok(ack(id, AckStatus::Duplicate, "already stored")),
+                    Ok(Err(why)) if why.starts_with(REJECTED) => {
+                        Ok(ack(id, AckStatus::Rejected, why.trim_start_matches(REJECTED)))
                     }
+                    // Not an ack: the agent keeps the event and resends it.
+                    Ok(Err(error)) => Err(Status::unavailable(format!("event {id} not stored: {error}"))),
                     Err(_) => return,
                 };
-                if ack_sender.send(Ok(reply)).await.is_err() {
+                let failed = reply.is_err();
+                if acks.send(reply).await.is_err() || failed {
                     return;
                 }
             }
@@ -242,8 +252,14 @@ impl IngestService for Ingest {
             let metrics = Arc::clone(collector.metrics());
             metrics.agent_connected(1);
             let mut node = String::new();
+            let closed = collector.closed();
+            tokio::pin!(closed);
             loop {
-                let item = match incoming.message().await {
+                let message = tokio::select! {
+                    message = incoming.message() => message,
+                    () = &mut closed => break,
+                };
+                let item = match message {
                     Ok(Some(request)) => request.item,
                     Ok(None) => break,
                     Err(status) => {
@@ -260,11 +276,9 @@ impl IngestService for Ingest {
                         if let Err(why) = validate(&event) {
                             metrics.ingested(IngestResult::Rejected);
                             warn!(%peer, %node, id = %event.id, why, "event rejected");
-                            if acks
-                                .send(Ok(ack(event.id, AckStatus::Rejected, why)))
-                                .await
-                                .is_err()
-                            {
+                            // In line with the other acks: they go out in order.
+                            let rejected = Pending::Rejected(format!("{REJECTED}{why}"));
+                            if pending.send((event.id, rejected)).await.is_err() {
                                 break;
                             }
                             continue;
@@ -280,7 +294,7 @@ impl IngestService for Ingest {
                             .send(WriteRequest { event, reply })
                             .await
                             .is_err()
-                            || pending.send((id, answer)).await.is_err()
+                            || pending.send((id, Pending::Write(answer))).await.is_err()
                         {
                             break;
                         }
@@ -433,7 +447,13 @@ impl EventService for Events {
             sender,
             metrics: Arc::clone(&self.collector.metrics),
         };
-        tokio::spawn(subscription.run(live));
+        let closed = self.collector.closed();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = subscription.run(live) => {}
+                () = closed => {}
+            }
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
