@@ -203,30 +203,41 @@ pub fn spawn_memhog(memhog: &str, cgroup: &Path, rate_mib: f64, total_mib: u64, 
 /// oomlens-tests` alone does not rebuild other packages' binaries, and a
 /// stale one would test old code.
 pub fn agent_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // target/<profile>/deps/<test> -> target/<profile>/oomlens-agent
-            let exe = std::env::current_exe().expect("current exe");
-            let dir = exe.parent().and_then(Path::parent).expect("target dir");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.args([
-                "build",
-                "--quiet",
-                "-p",
-                "oomlens-agent",
-                "--bin",
-                "oomlens-agent",
-            ]);
-            if dir.file_name().is_some_and(|n| n == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo build");
-            assert!(status.success(), "building oomlens-agent failed");
-            dir.join("oomlens-agent")
-        })
-        .clone()
+    workspace_binary("oomlens-agent", "oomlens-agent")
+}
+
+/// The `oomlens-collector` binary, built as for [`agent_binary`].
+pub fn collector_binary() -> PathBuf {
+    workspace_binary("oomlens-collector", "oomlens-collector")
+}
+
+/// The `oomlens` CLI binary, built as for [`agent_binary`].
+pub fn cli_binary() -> PathBuf {
+    workspace_binary("oomlens-collector", "oomlens")
+}
+
+/// Builds `bin` of `package` once per test process, in this test's
+/// profile: cargo does not build other packages' binaries for a test.
+fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, path)) = built.iter().find(|(name, _)| name == bin) {
+        return path.clone();
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/<bin>
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", package, "--bin", bin]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo build");
+    assert!(status.success(), "building {bin} failed");
+    let path = dir.join(bin);
+    built.push((bin.to_owned(), path.clone()));
+    path
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

@@ -1,0 +1,345 @@
+//! At-least-once delivery, exactly-once storage: the agent's spool and
+//! sender against the real collector binary, with the collector killed
+//! (SIGKILL) and the agent restarted mid-stream; then the real agent
+//! binary shipping real kernel OOM kills across restarts of both, read
+//! back with the `oomlens` CLI.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
+use oomlens_agent::telemetry::AgentMetrics;
+use oomlens_collector::client::ClientConfig;
+use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent, QueryRequest};
+use oomlens_tests::{ScratchTree, cli_binary, collector_binary, free_port, require_real_kernel, run_hog, unique};
+
+/// The collector binary on a fixed port and database, restartable.
+struct CollectorProcess {
+    port: u16,
+    database: PathBuf,
+    child: Option<Child>,
+}
+
+impl CollectorProcess {
+    fn start(database: &Path) -> Self {
+        let mut process = Self {
+            port: free_port(),
+            database: database.to_owned(),
+            child: None,
+        };
+        process.restart();
+        process
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new(collector_binary())
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--database", &self.database.display().to_string()])
+            .args(["--metrics-listen", ""])
+            .env("OOMLENS_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start oomlens-collector");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the collector did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, whatever was in flight is cut off.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for CollectorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn synthetic(n: u64) -> OomEvent {
+    let t = 1_795_000_000 + n as i64;
+    OomEvent {
+        id: oomlens_proto::event_id("delivery-node", "boot", n),
+        node: Some("delivery-node".into()),
+        time: Some(prost_types::Timestamp { seconds: t, nanos: 0 }),
+        scope: 1,
+        constraint: 1,
+        history: Some(MemoryHistory {
+            cgroup: format!("/kubepods/pod{n}/c"),
+            // 60 s at 10 Hz, as a real kill carries.
+            samples: (0..600)
+                .map(|i| MemorySample {
+                    time: Some(prost_types::Timestamp {
+                        seconds: t - 60 + i / 10,
+                        nanos: ((i % 10) * 100_000_000) as i32,
+                    }),
+                    working_set_bytes: Some(1_000_000 + i as u64 * 1000),
+                    usage_bytes: Some(1_100_000 + i as u64 * 1000),
+                    ..MemorySample::default()
+                })
+                .collect(),
+            limit_bytes: Some(2_000_000),
+            sample_interval_ms: 100,
+            ..MemoryHistory::default()
+        }),
+        ..OomEvent::default()
+    }
+}
+
+async fn stored_ids(endpoint: &str) -> Vec<String> {
+    let config = ClientConfig {
+        endpoint: endpoint.to_owned(),
+        ..ClientConfig::default()
+    };
+    let mut client = config.event_client().await.unwrap();
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .query(QueryRequest {
+                filter: None,
+                page_size: 1000,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(page.events.into_iter().map(|e| e.id));
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        token = page.next_page_token;
+    }
+}
+
+fn start_shipper(
+    spool: &SharedSpool,
+    endpoint: &str,
+    metrics: &Arc<AgentMetrics>,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let mut config = ShipperConfig::new(
+        ClientConfig {
+            endpoint: endpoint.to_owned(),
+            ..ClientConfig::default()
+        },
+        AgentHello {
+            node: "delivery-node".into(),
+            ..AgentHello::default()
+        },
+    );
+    config.min_backoff = Duration::from_millis(50);
+    config.max_backoff = Duration::from_millis(500);
+    // A small window: the kill lands with many events in flight, and
+    // more still to send.
+    config.max_in_flight = 32;
+    let (_side, side_rx) = tokio::sync::mpsc::channel(1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(ship::run_shipper(
+        spool.clone(),
+        config,
+        side_rx,
+        Arc::clone(metrics),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (stop, task)
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut collector = CollectorProcess::start(&dir.path().join("events.db"));
+    let spool_dir = dir.path().join("spool");
+    let metrics = Arc::new(AgentMetrics::new());
+    let spool = SharedSpool::open(&spool_dir, 256 << 20).unwrap();
+    let total = 600u64;
+    for n in 0..300 {
+        spool.append(synthetic(n)).await.unwrap();
+    }
+    let (stop, shipper) = start_shipper(&spool, &collector.endpoint(), &metrics);
+    // Mid-stream: kill the collector while events are in flight.
+    let spooled = || spool.stats().events;
+    wait_for("the first acks", Duration::from_secs(30), || spooled() < 250).await;
+    collector.kill();
+    // Events keep coming while it is down: they wait in the spool.
+    for n in 300..450 {
+        spool.append(synthetic(n)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    collector.restart();
+    // Mid-stream again: the agent dies (its task is dropped, acks in
+    // flight are lost) and a new one opens the same spool.
+    let before = spooled();
+    wait_for("progress after the restart", Duration::from_secs(30), || spooled() + 20 < before).await;
+    shipper.abort();
+    let _ = shipper.await;
+    drop(stop);
+    let spool = SharedSpool::open(&spool_dir, 256 << 20).unwrap();
+    for n in 450..total {
+        spool.append(synthetic(n)).await.unwrap();
+    }
+    let (stop, shipper) = start_shipper(&spool, &collector.endpoint(), &metrics);
+    wait_for("an empty spool", Duration::from_secs(60), || spool.stats().events == 0).await;
+    let _ = stop.send(());
+    shipper.await.unwrap();
+
+    let ids = stored_ids(&collector.endpoint()).await;
+    let unique_ids: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique_ids.len(), ids.len(), "no event stored twice");
+    let expected: HashSet<String> = (0..total).map(|n| synthetic(n).id).collect();
+    assert_eq!(ids.len(), total as usize, "every event stored");
+    assert!(ids.iter().all(|id| expected.contains(id)));
+    let text = metrics.encode();
+    eprintln!(
+        "{}",
+        text.lines().filter(|l| l.starts_with("oomlens_agent_shipped")).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Polls the collector until `count` events from our cgroups are stored.
+async fn wait_stored(endpoint: &str, names: &[String], count: usize) -> Vec<OomEvent> {
+    let config = ClientConfig {
+        endpoint: endpoint.to_owned(),
+        ..ClientConfig::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut client) = config.event_client().await {
+            let page = client
+                .query(QueryRequest {
+                    page_size: 1000,
+                    ..QueryRequest::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let ours: Vec<OomEvent> = page
+                .events
+                .into_iter()
+                .filter(|e| {
+                    e.oom_memcg
+                        .as_deref()
+                        .is_some_and(|m| names.iter().any(|name| m.contains(name.as_str())))
+                })
+                .collect();
+            if ours.len() >= count {
+                return ours;
+            }
+        }
+        assert!(Instant::now() < deadline, "{count} of our kills not stored within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn start_agent(collector: &str, state: &Path) -> Child {
+    Command::new(oomlens_tests::agent_binary())
+        .args(["run", "--collector", collector])
+        .args(["--state-dir", &state.display().to_string()])
+        .args(["--metrics-listen", "", "--cri-socket", "none", "--no-sampler", "--output", "json"])
+        .env("OOMLENS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start oomlens-agent")
+}
+
+fn stop(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the agent exits cleanly on SIGTERM: {status}");
+}
+
+fn oom_kill_in(tree: &ScratchTree, name: &str) {
+    let cgroup = tree.create(name);
+    tree.limit(name, 32 << 20);
+    let (_, status) = run_hog(&cgroup);
+    assert!(!status.success(), "the hog was killed");
+    tree.remove(name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_binary_ships_real_kills_across_restarts() {
+    require_real_kernel!();
+    let dir = tempfile::tempdir().unwrap();
+    let mut collector = CollectorProcess::start(&dir.path().join("events.db"));
+    let state = dir.path().join("agent");
+    let tree = ScratchTree::new(&unique("oomlens-delivery"));
+    let names: Vec<String> = (0..3).map(|i| format!("kill{i}")).collect();
+    let full = |i: usize| tree.kernel_path(&names[i]);
+    let ours: Vec<String> = (0..3).map(full).collect();
+
+    let mut agent = start_agent(&collector.endpoint(), &state);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    oom_kill_in(&tree, &names[0]);
+    wait_stored(&collector.endpoint(), &ours, 1).await;
+
+    // The collector dies; a kill happens meanwhile; the agent restarts.
+    collector.kill();
+    oom_kill_in(&tree, &names[1]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop(&mut agent);
+    assert!(
+        std::fs::read_dir(state.join("spool")).unwrap().flatten().any(|e| e.file_name().to_string_lossy().ends_with(".event")),
+        "the undelivered kill waits in the spool"
+    );
+    collector.restart();
+    let mut agent = start_agent(&collector.endpoint(), &state);
+    wait_stored(&collector.endpoint(), &ours, 2).await;
+    oom_kill_in(&tree, &names[2]);
+    let events = wait_stored(&collector.endpoint(), &ours, 3).await;
+    stop(&mut agent);
+    // Each kill exactly once, matched on our own cgroups.
+    for path in &ours {
+        let count = events.iter().filter(|e| e.oom_memcg.as_deref() == Some(path.as_str())).count();
+        assert_eq!(count, 1, "{path} stored once");
+    }
+
+    // The CLI reads them back.
+    let out = Command::new(cli_binary())
+        .args(["--collector", &collector.endpoint(), "events", "--output", "json", "--limit", "1000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for path in &ours {
+        assert_eq!(text.matches(&format!("\"oom_memcg\":\"{path}\"")).count(), 1, "{text}");
+    }
+    let first = events.iter().find(|e| e.oom_memcg.as_deref() == Some(ours[0].as_str())).unwrap();
+    let out = Command::new(cli_binary())
+        .args(["--collector", &collector.endpoint(), "show", &first.id[..10]])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(shown.contains(&format!("OOM kill {}", first.id)), "{shown}");
+    // A plain cgroup, not a pod: a verdict, but no Kubernetes limit to recommend.
+    assert!(shown.contains("scope      other_cgroup (memcg)"), "{shown}");
+    assert!(shown.contains("Verdict: "), "{shown}");
+    assert!(shown.contains("memcg      usage 32Mi of limit 32Mi"), "{shown}");
+}
