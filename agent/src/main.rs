@@ -45,6 +45,20 @@ struct Cli {
 enum Command {
     /// Run the agent: follow the kernel log and report each OOM kill.
     Run(Box<RunArgs>),
+    /// Watch oomlens capture a real OOM kill: creates a scratch memory
+    /// cgroup, runs a memory hog in it, shows the kill with its memory
+    /// history and verdict, and cleans up. Needs root.
+    Demo(DemoArgs),
+    /// The demo's memory hog (internal).
+    #[command(hide = true)]
+    DemoHog {
+        #[arg(long)]
+        cgroup: PathBuf,
+        #[arg(long, default_value_t = 24)]
+        rate_mib: u64,
+        #[arg(long, default_value_t = 256)]
+        total_mib: u64,
+    },
     /// Find the OOM kills in a saved kernel log (dmesg, dmesg -T/-x/-r,
     /// journalctl -k, syslog, raw /dev/kmsg), for post-mortems.
     Parse(ParseArgs),
@@ -181,6 +195,16 @@ enum LogFormat {
 }
 
 #[derive(Debug, Args)]
+struct DemoArgs {
+    /// Root of the proc filesystem.
+    #[arg(long, default_value = "/proc")]
+    proc_root: PathBuf,
+    /// Where cgroups are mounted.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
+}
+
+#[derive(Debug, Args)]
 struct ParseArgs {
     /// The saved log; `-` or nothing reads standard input.
     file: Option<PathBuf>,
@@ -200,6 +224,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Parse(args)) => parse(&args),
         Some(Command::Run(args)) => run(*args),
+        Some(Command::Demo(args)) => demo(&args),
+        Some(Command::DemoHog {
+            cgroup,
+            rate_mib,
+            total_mib,
+        }) => oomlens_agent::demo::hog(&cgroup, rate_mib, total_mib).map(|()| ExitCode::SUCCESS),
         None => run(cli.run),
     };
     match result {
@@ -522,6 +552,18 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    if std::env::var_os("OOMLENS_LOG").is_some() {
+        init_logging(LogFormat::Text);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(oomlens_agent::demo::run(&args.cgroup_root, &args.proc_root))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn shutdown_signal() {

@@ -147,3 +147,110 @@ fn the_agent_binary_reports_a_real_kill_with_history_and_metrics() {
         "cursor saved on shutdown"
     );
 }
+
+/// The README's run command: `--standalone` is a complete monitor, and
+/// the `oomlens` CLI queries it on its listen address.
+#[test]
+fn standalone_mode_answers_the_cli_about_a_real_kill() {
+    require_real_kernel!();
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut agent = std::process::Command::new(agent_binary())
+        .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--state-dir", &state.path().display().to_string()])
+        .args(["--metrics-listen", "", "--cri-socket", "none", "--output", "json"])
+        .env("OOMLENS_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the embedded collector did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tree = ScratchTree::new(&oomlens_tests::unique("oomlens-standalone"));
+    let cgroup = tree.create("victim");
+    tree.limit("victim", 32 << 20);
+    let (_, status) = oomlens_tests::run_hog(&cgroup);
+    assert!(!status.success());
+    let ours = tree.kernel_path("victim");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(oomlens_tests::cli_binary())
+            .args(["--collector", &format!("http://127.0.0.1:{port}")])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let json = cli(&["events", "--output", "json", "--limit", "1000"]);
+        if let Some(line) = json
+            .lines()
+            .find(|l| l.contains(&format!("\"oom_memcg\":\"{ours}\"")))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kill did not reach the embedded collector"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["scope"], "other_cgroup");
+    assert!(event["analysis"]["verdict"].is_string(), "{line}");
+    let table = cli(&["events", "--limit", "1000"]);
+    let id = event["id"].as_str().unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id[..8]) && l.contains("other_cgroup")),
+        "{table}"
+    );
+    let summary = cli(&["summary", "--by", "scope"]);
+    assert!(
+        summary.lines().any(|l| l.starts_with("other_cgroup")),
+        "{summary}"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(agent.wait().unwrap().success());
+    // The store outlives the process.
+    assert!(state.path().join("oomlens.db").exists());
+}
+
+/// `oomlens-agent demo` captures a real kill and leaves nothing behind.
+#[test]
+fn the_demo_shows_a_real_kill_and_cleans_up() {
+    require_real_kernel!();
+    let out = std::process::Command::new(agent_binary())
+        .arg("demo")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("this is what oomlens recorded"), "{text}");
+    assert!(text.contains("scope      other_cgroup (memcg)"), "{text}");
+    assert!(text.contains("Working set before the kill"), "{text}");
+    assert!(text.contains("Verdict: "), "{text}");
+    let name = text
+        .split_whitespace()
+        .find(|w| w.starts_with("/oomlens-demo-"))
+        .unwrap()
+        .trim_start_matches('/');
+    assert!(
+        !std::path::Path::new("/sys/fs/cgroup/memory").join(name).exists(),
+        "the cgroup is removed"
+    );
+}

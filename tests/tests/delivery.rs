@@ -15,7 +15,9 @@ use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
 use oomlens_agent::telemetry::AgentMetrics;
 use oomlens_collector::client::ClientConfig;
 use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent, QueryRequest};
-use oomlens_tests::{ScratchTree, cli_binary, collector_binary, free_port, require_real_kernel, run_hog, unique};
+use oomlens_tests::{
+    ScratchTree, cli_binary, collector_binary, free_port, require_real_kernel, run_hog, unique,
+};
 
 /// The collector binary on a fixed port and database, restartable.
 struct CollectorProcess {
@@ -194,7 +196,10 @@ async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice()
     // Mid-stream again: the agent dies (its task is dropped, acks in
     // flight are lost) and a new one opens the same spool.
     let before = spooled();
-    wait_for("progress after the restart", Duration::from_secs(30), || spooled() + 20 < before).await;
+    wait_for("progress after the restart", Duration::from_secs(30), || {
+        spooled() + 20 < before
+    })
+    .await;
     shipper.abort();
     let _ = shipper.await;
     drop(stop);
@@ -203,7 +208,10 @@ async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice()
         spool.append(synthetic(n)).await.unwrap();
     }
     let (stop, shipper) = start_shipper(&spool, &collector.endpoint(), &metrics);
-    wait_for("an empty spool", Duration::from_secs(60), || spool.stats().events == 0).await;
+    wait_for("an empty spool", Duration::from_secs(60), || {
+        spool.stats().events == 0
+    })
+    .await;
     let _ = stop.send(());
     shipper.await.unwrap();
 
@@ -216,7 +224,10 @@ async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice()
     let text = metrics.encode();
     eprintln!(
         "{}",
-        text.lines().filter(|l| l.starts_with("oomlens_agent_shipped")).collect::<Vec<_>>().join("\n")
+        text.lines()
+            .filter(|l| l.starts_with("oomlens_agent_shipped"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -250,7 +261,10 @@ async fn wait_stored(endpoint: &str, names: &[String], count: usize) -> Vec<OomE
                 return ours;
             }
         }
-        assert!(Instant::now() < deadline, "{count} of our kills not stored within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "{count} of our kills not stored within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -259,7 +273,15 @@ fn start_agent(collector: &str, state: &Path) -> Child {
     Command::new(oomlens_tests::agent_binary())
         .args(["run", "--collector", collector])
         .args(["--state-dir", &state.display().to_string()])
-        .args(["--metrics-listen", "", "--cri-socket", "none", "--no-sampler", "--output", "json"])
+        .args([
+            "--metrics-listen",
+            "",
+            "--cri-socket",
+            "none",
+            "--no-sampler",
+            "--output",
+            "json",
+        ])
         .env("OOMLENS_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -305,7 +327,10 @@ async fn the_agent_binary_ships_real_kills_across_restarts() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop(&mut agent);
     assert!(
-        std::fs::read_dir(state.join("spool")).unwrap().flatten().any(|e| e.file_name().to_string_lossy().ends_with(".event")),
+        std::fs::read_dir(state.join("spool"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".event")),
         "the undelivered kill waits in the spool"
     );
     collector.restart();
@@ -316,21 +341,39 @@ async fn the_agent_binary_ships_real_kills_across_restarts() {
     stop(&mut agent);
     // Each kill exactly once, matched on our own cgroups.
     for path in &ours {
-        let count = events.iter().filter(|e| e.oom_memcg.as_deref() == Some(path.as_str())).count();
+        let count = events
+            .iter()
+            .filter(|e| e.oom_memcg.as_deref() == Some(path.as_str()))
+            .count();
         assert_eq!(count, 1, "{path} stored once");
     }
 
     // The CLI reads them back.
     let out = Command::new(cli_binary())
-        .args(["--collector", &collector.endpoint(), "events", "--output", "json", "--limit", "1000"])
+        .args([
+            "--collector",
+            &collector.endpoint(),
+            "events",
+            "--output",
+            "json",
+            "--limit",
+            "1000",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     for path in &ours {
-        assert_eq!(text.matches(&format!("\"oom_memcg\":\"{path}\"")).count(), 1, "{text}");
+        assert_eq!(
+            text.matches(&format!("\"oom_memcg\":\"{path}\"")).count(),
+            1,
+            "{text}"
+        );
     }
-    let first = events.iter().find(|e| e.oom_memcg.as_deref() == Some(ours[0].as_str())).unwrap();
+    let first = events
+        .iter()
+        .find(|e| e.oom_memcg.as_deref() == Some(ours[0].as_str()))
+        .unwrap();
     let out = Command::new(cli_binary())
         .args(["--collector", &collector.endpoint(), "show", &first.id[..10]])
         .output()
