@@ -17,6 +17,8 @@
 
 use oomlens_proto::v1::{Analysis, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
 
+use crate::cli::{human_bytes, quantity};
+
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
 
@@ -98,29 +100,6 @@ fn linear_fit(points: &[(f64, f64)]) -> (f64, f64) {
     (slope, (sty * sty) / (stt * syy))
 }
 
-/// `bytes` as a short human value (`512Mi`, `1.5Gi`).
-pub fn human_bytes(bytes: u64) -> String {
-    if bytes >= GIB {
-        let g = bytes as f64 / GIB as f64;
-        if (g - g.round()).abs() < 0.005 {
-            format!("{}Gi", g.round() as u64)
-        } else {
-            format!("{g:.2}Gi")
-        }
-    } else if bytes >= MIB {
-        let m = bytes as f64 / MIB as f64;
-        if (m - m.round()).abs() < 0.05 {
-            format!("{}Mi", m.round() as u64)
-        } else {
-            format!("{m:.1}Mi")
-        }
-    } else if bytes >= 1024 {
-        format!("{}Ki", bytes / 1024)
-    } else {
-        format!("{bytes}B")
-    }
-}
-
 /// Rounds up to a value people write in a manifest: multiples of 16Mi up
 /// to 256Mi, 64Mi up to 1Gi, 256Mi up to 4Gi, 512Mi up to 16Gi, then 1Gi.
 pub fn clean_limit(bytes: u64) -> u64 {
@@ -179,10 +158,10 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
             human_bytes(peak),
             rules.headroom * 100.0,
             human_bytes(wanted),
-            human_bytes(recommended)
+            quantity(recommended)
         );
         if let Some(limit) = limit {
-            why.push_str(&format!(" (current limit {})", human_bytes(limit)));
+            why.push_str(&format!("; the current limit is {}", quantity(limit)));
         }
         if verdict == Verdict::LeakSuspected {
             why.push_str("; a leak only dies later with a higher limit: fix the growth first");
@@ -365,8 +344,7 @@ mod tests {
         assert_eq!(clean_limit(1100 * MIB), 1280 * MIB);
         assert_eq!(clean_limit(5 * GIB + 1), 5 * GIB + 512 * MIB);
         assert_eq!(clean_limit(20 * GIB + 1), 21 * GIB);
-        assert_eq!(human_bytes(1280 * MIB), "1.25Gi");
-        assert_eq!(human_bytes(128 * MIB), "128Mi");
+        assert_eq!(quantity(clean_limit(1100 * MIB)), "1280Mi");
     }
 
     #[test]
@@ -423,7 +401,7 @@ mod tests {
         assert_eq!(analysis.recommended_limit_bytes, Some(128 * MIB));
         let why = analysis.recommendation_reasoning.unwrap();
         assert!(
-            why.contains("peak working set 97Mi") && why.contains("current limit 100Mi"),
+            why.contains("peak working set 97Mi") && why.contains("the current limit is 100Mi"),
             "{why}"
         );
     }

@@ -495,7 +495,7 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
         if let Some(limit) = analysis.recommended_limit_bytes {
             let _ = writeln!(
                 out,
-                "{} {} ({})",
+                "{} {}: {}",
                 style.bold("Recommended limit:"),
                 style.paint(&quantity(limit), "32"),
                 analysis.recommendation_reasoning.as_deref().unwrap_or("")
