@@ -9,6 +9,9 @@ use oomlens_proto::v1::{EventFilter, OomEvent};
 pub enum SqlValue {
     Text(String),
     Int(i64),
+    Bytes(Vec<u8>),
+    /// A NULL of a text column.
+    Null,
 }
 
 /// SQL text with its bound values; placeholders are written by `mark`
@@ -45,8 +48,11 @@ impl SqlWhere {
 
     fn any_of(&mut self, style: Placeholders, column: &str, values: impl IntoIterator<Item = SqlValue>) {
         let marks: Vec<String> = values.into_iter().map(|v| self.bind(style, v)).collect();
-        if !marks.is_empty() {
-            self.clauses.push(format!("{column} IN ({})", marks.join(", ")));
+        match marks.len() {
+            0 => {}
+            // Equality: planners match it to an index prefix for sure.
+            1 => self.clauses.push(format!("{column} = {}", marks[0])),
+            _ => self.clauses.push(format!("{column} IN ({})", marks.join(", "))),
         }
     }
 
@@ -238,13 +244,13 @@ mod tests {
         let w = to_sql(Some(&f), Placeholders::Dollar);
         assert_eq!(
             w.sql(),
-            " WHERE time_us >= $1 AND namespace IN ($2, $3) AND scope IN ($4)"
+            " WHERE time_us >= $1 AND namespace IN ($2, $3) AND scope = $4"
         );
         assert_eq!(w.values[0], SqlValue::Int(2_000_000));
         let w = to_sql(Some(&f), Placeholders::Question);
         assert_eq!(
             w.sql(),
-            " WHERE time_us >= ? AND namespace IN (?, ?) AND scope IN (?)"
+            " WHERE time_us >= ? AND namespace IN (?, ?) AND scope = ?"
         );
     }
 }

@@ -156,15 +156,21 @@ async fn write_batches(
         metrics.batch(events.len());
         match store.insert_batch(&events).await {
             Ok(results) => {
+                let mut fresh = Vec::new();
                 for ((event, reply), result) in events.into_iter().zip(replies).zip(results) {
                     metrics.ingested(match result {
                         Inserted::Stored(_) => IngestResult::Stored,
                         Inserted::Duplicate => IngestResult::Duplicate,
                     });
                     if let (true, Inserted::Stored(seq)) = (publish, result) {
-                        hub.publish(Published::Event(Arc::new(StoredEvent { seq, event })));
+                        fresh.push(StoredEvent { seq, event });
                     }
                     let _ = reply.send(Ok(result));
+                }
+                // Subscribers rely on increasing seq.
+                fresh.sort_by_key(|stored| stored.seq);
+                for stored in fresh {
+                    hub.publish(Published::Event(Arc::new(stored)));
                 }
             }
             Err(error) => {

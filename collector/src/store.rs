@@ -26,6 +26,10 @@ use crate::filter::{EventColumns, Placeholders, SqlValue, SqlWhere, to_sql};
 /// The channel PostgreSQL replicas hear new events on.
 pub const NOTIFY_CHANNEL: &str = "oomlens_events";
 
+/// Events per INSERT statement (13 parameters each, far below both
+/// backends' parameter limits).
+const INSERT_CHUNK: usize = 64;
+
 /// Advisory lock key serialising inserts (ASCII "oomlens").
 const INSERT_LOCK: i64 = 0x006f_6f6d_6c65_6e73;
 
@@ -179,6 +183,22 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[(
     CREATE INDEX events_pod_time ON events (pod, time_us, seq);",
 )];
 
+/// Binds owned `values` to a query, in order (no copy of event bodies).
+macro_rules! bind_owned {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                SqlValue::Text(text) => query.bind(text),
+                SqlValue::Int(int) => query.bind(int),
+                SqlValue::Bytes(bytes) => query.bind(bytes),
+                SqlValue::Null => query.bind(None::<String>),
+            };
+        }
+        query
+    }};
+}
+
 /// Binds `values` to a query, in order.
 macro_rules! bind_all {
     ($query:expr, $values:expr) => {{
@@ -187,6 +207,8 @@ macro_rules! bind_all {
             query = match value {
                 SqlValue::Text(text) => query.bind(text.clone()),
                 SqlValue::Int(int) => query.bind(*int),
+                SqlValue::Bytes(bytes) => query.bind(bytes.clone()),
+                SqlValue::Null => query.bind(None::<String>),
             };
         }
         query
@@ -231,6 +253,9 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 // FULL: a commit is on disk before the agent is told it is stored.
                 .synchronous(SqliteSynchronous::Full)
+                // Events are ~25 KiB with a full history: bigger pages, fewer
+                // overflow pages per event (only applies to a new file).
+                .page_size(16384)
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
@@ -241,6 +266,7 @@ impl Store {
         };
         let store = Self { backend };
         store.migrate().await?;
+        store.optimize(true).await;
         info!(database = %redact(target), backend = store.backend_name(), "event store open");
         Ok(store)
     }
@@ -349,43 +375,55 @@ impl Store {
     /// Stores `events` in one transaction (one disk sync for the batch).
     pub async fn insert_batch(&self, events: &[OomEvent]) -> Result<Vec<Inserted>, StoreError> {
         let received = now_us();
-        let mut results = Vec::with_capacity(events.len());
-        macro_rules! insert_all {
-            ($tx:expr, $sql:expr) => {
-                for event in events {
-                    let c = EventColumns::of(event);
-                    let body = event.encode_to_vec();
-                    let seq: Option<i64> = sqlx::query_scalar($sql)
-                        .bind(&event.id)
-                        .bind(c.time_us)
-                        .bind(received)
-                        .bind(c.node)
-                        .bind(c.namespace)
-                        .bind(c.pod)
-                        .bind(c.container)
-                        .bind(c.workload)
-                        .bind(c.scope)
-                        .bind(c.constraint)
-                        .bind(c.silent)
-                        .bind(body.len() as i64)
-                        .bind(body)
-                        .fetch_optional(&mut *$tx)
-                        .await
-                        .map_err(sql("inserting an event"))?;
-                    results.push(seq.map_or(Inserted::Duplicate, Inserted::Stored));
-                }
-            };
+        let style = self.style();
+        // Multi-row statements: one round trip per chunk, not per event.
+        let mut statements = Vec::new();
+        for chunk in events.chunks(INSERT_CHUNK) {
+            let mut w = SqlWhere::new();
+            let mut rows = Vec::with_capacity(chunk.len());
+            for event in chunk {
+                let c = EventColumns::of(event);
+                let body = event.encode_to_vec();
+                let text = |v: Option<String>| v.map_or(SqlValue::Null, SqlValue::Text);
+                let marks: Vec<String> = [
+                    SqlValue::Text(event.id.clone()),
+                    SqlValue::Int(c.time_us),
+                    SqlValue::Int(received),
+                    SqlValue::Text(c.node),
+                    text(c.namespace),
+                    text(c.pod),
+                    text(c.container),
+                    text(c.workload),
+                    SqlValue::Int(c.scope),
+                    SqlValue::Int(c.constraint),
+                    SqlValue::Int(c.silent),
+                    SqlValue::Int(body.len() as i64),
+                    SqlValue::Bytes(body),
+                ]
+                .into_iter()
+                .map(|v| w.bind(style, v))
+                .collect();
+                rows.push(format!("({})", marks.join(", ")));
+            }
+            let query = format!(
+                "INSERT INTO events (id, time_us, received_us, node, namespace, pod, container, \
+                 workload, scope, constraint_kind, silent, bytes, body) VALUES {} \
+                 ON CONFLICT (id) DO NOTHING RETURNING id, seq",
+                rows.join(", ")
+            );
+            statements.push((query, w.values));
         }
+        let mut stored: Vec<(String, i64)> = Vec::with_capacity(events.len());
         match &self.backend {
             Backend::Sqlite(pool) => {
                 let mut tx = pool.begin().await.map_err(sql("starting an insert"))?;
-                insert_all!(
-                    tx,
-                    "INSERT INTO events (id, time_us, received_us, node, namespace, pod, container, \
-                     workload, scope, constraint_kind, silent, bytes, body) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                     ON CONFLICT (id) DO NOTHING RETURNING seq"
-                );
+                for (query, values) in statements {
+                    let rows: Vec<(String, i64)> = bind_owned!(sqlx::query_as(&query), values)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(sql("inserting events"))?;
+                    stored.extend(rows);
+                }
                 tx.commit().await.map_err(sql("committing an insert"))?;
             }
             Backend::Postgres(pool) => {
@@ -395,21 +433,14 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(sql("taking the insert lock"))?;
-                insert_all!(
-                    tx,
-                    "INSERT INTO events (id, time_us, received_us, node, namespace, pod, container, \
-                     workload, scope, constraint_kind, silent, bytes, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                     ON CONFLICT (id) DO NOTHING RETURNING seq"
-                );
-                if let Some(max) = results
-                    .iter()
-                    .filter_map(|r| match r {
-                        Inserted::Stored(seq) => Some(*seq),
-                        Inserted::Duplicate => None,
-                    })
-                    .max()
-                {
+                for (query, values) in statements {
+                    let rows: Vec<(String, i64)> = bind_owned!(sqlx::query_as(&query), values)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(sql("inserting events"))?;
+                    stored.extend(rows);
+                }
+                if let Some(max) = stored.iter().map(|(_, seq)| *seq).max() {
                     sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(NOTIFY_CHANNEL)
                         .bind(max.to_string())
@@ -420,7 +451,17 @@ impl Store {
                 tx.commit().await.map_err(sql("committing an insert"))?;
             }
         }
-        Ok(results)
+        // Returned rows are in no promised order: match them by id. An id
+        // twice in one batch is stored once; the later copy is a duplicate.
+        let mut by_id: std::collections::HashMap<String, i64> = stored.into_iter().collect();
+        Ok(events
+            .iter()
+            .map(|event| {
+                by_id
+                    .remove(&event.id)
+                    .map_or(Inserted::Duplicate, Inserted::Stored)
+            })
+            .collect())
     }
 
     async fn fetch_events(&self, query: &str, values: &[SqlValue]) -> Result<Vec<StoredEvent>, StoreError> {
@@ -627,6 +668,23 @@ impl Store {
                 .map(|r| r.rows_affected()),
         };
         done.map_err(sql("deleting old events"))
+    }
+
+    /// Refreshes the planner's statistics (SQLite: `PRAGMA optimize`,
+    /// which analyses only what changed; PostgreSQL's autovacuum does this
+    /// itself). Without them SQLite may scan a day of all namespaces
+    /// instead of one namespace's index range.
+    pub async fn optimize(&self, at_open: bool) {
+        if let Backend::Sqlite(pool) = &self.backend {
+            let pragma = if at_open {
+                "PRAGMA optimize=0x10002"
+            } else {
+                "PRAGMA optimize"
+            };
+            if let Err(error) = sqlx::query(pragma).execute(pool).await {
+                warn!(%error, "PRAGMA optimize failed; queries may be slower");
+            }
+        }
     }
 
     pub async fn close(&self) {

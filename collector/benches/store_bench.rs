@@ -1,0 +1,259 @@
+//! Collector benchmarks (run: `cargo bench -p oomlens-collector --bench
+//! store_bench`; set `OOMLENS_TEST_POSTGRES` for the PostgreSQL figures,
+//! `QUERY_EVENTS` to change the 1,000,000-event query set).
+//!
+//! 1. Ingest: events carrying 60 s of 10 Hz history (600 samples) sent by
+//!    4 concurrent agents over gRPC into the real server, each acked only
+//!    once durable: events/s into SQLite and into PostgreSQL.
+//! 2. Query: 1,000,000 stored events (30 days, 50 namespaces, 20 nodes;
+//!    short histories to keep the set on disk small: a query reads the
+//!    index and one page of bodies), then `Query` by namespace and a
+//!    one-day time range, page size 100, through gRPC: p50/p99.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oomlens_collector::client::ClientConfig;
+use oomlens_collector::metrics::CollectorMetrics;
+use oomlens_collector::server::{self, ServerConfig};
+use oomlens_collector::service::Collector;
+use oomlens_collector::store::Store;
+use oomlens_proto::v1::{
+    EventFilter, IngestRequest, MemoryHistory, MemorySample, OomEvent, Pod, QueryRequest, ingest_request,
+};
+use prost_types::Timestamp;
+use tokio_stream::wrappers::ReceiverStream;
+
+const START: i64 = 1_795_000_000;
+
+fn event(n: u64, samples: usize) -> OomEvent {
+    let t = START + (n as i64 * 2_592_000) / 1_000_000; // 30 days over 1M events
+    OomEvent {
+        id: oomlens_proto::event_id(&format!("node-{}", n % 20), "bench", n),
+        node: Some(format!("node-{}", n % 20)),
+        time: Some(Timestamp { seconds: t, nanos: 0 }),
+        scope: 1 + (n % 3) as i32,
+        constraint: 1,
+        pod: Some(Pod {
+            uid: format!("uid-{n}"),
+            name: Some(format!("pod-{}", n % 997)),
+            namespace: Some(format!("ns-{}", n % 50)),
+            ..Pod::default()
+        }),
+        history: Some(MemoryHistory {
+            cgroup: format!("/kubepods/pod{n}/c"),
+            samples: (0..samples)
+                .map(|i| MemorySample {
+                    time: Some(Timestamp {
+                        seconds: t - 60 + i as i64 / 10,
+                        nanos: ((i % 10) * 100_000_000) as i32,
+                    }),
+                    working_set_bytes: Some(100_000_000 + i as u64 * 91_111),
+                    usage_bytes: Some(110_000_000 + i as u64 * 91_111),
+                    anon_bytes: Some(90_000_000 + i as u64 * 81_111),
+                    file_bytes: Some(10_000_000),
+                    shmem_bytes: Some(0),
+                    limit_bytes: Some(268_435_456),
+                    ..MemorySample::default()
+                })
+                .collect(),
+            limit_bytes: Some(268_435_456),
+            sample_interval_ms: 100,
+            ..MemoryHistory::default()
+        }),
+        ..OomEvent::default()
+    }
+}
+
+async fn serve(database: &str) -> (String, tokio::sync::oneshot::Sender<()>, Store) {
+    let store = Store::open(database).await.expect("open store");
+    let collector = Collector::start(store.clone(), Arc::new(CollectorMetrics::new()))
+        .await
+        .expect("start");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server::serve(
+        collector,
+        listener,
+        ServerConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (address, stop, store)
+}
+
+async fn ingest_bench(label: &str, database: &str) {
+    let (address, stop, store) = serve(database).await;
+    let agents = 4u64;
+    let per_agent = 5_000u64;
+    // Encode-ready events first: the agents' cost is not measured.
+    let batches: Vec<Vec<OomEvent>> = (0..agents)
+        .map(|a| (0..per_agent).map(|i| event(a * per_agent + i, 600)).collect())
+        .collect();
+    let size = prost::Message::encoded_len(&batches[0][0]);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for events in batches {
+        let address = address.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = ClientConfig {
+                endpoint: address,
+                ..ClientConfig::default()
+            }
+            .ingest_client()
+            .await
+            .expect("connect");
+            let (sender, receiver) = tokio::sync::mpsc::channel(512);
+            let count = events.len();
+            tokio::spawn(async move {
+                for event in events {
+                    let item = Some(ingest_request::Item::Event(event));
+                    if sender.send(IngestRequest { item }).await.is_err() {
+                        return;
+                    }
+                }
+                // Keep the stream open until the acks are in.
+                std::future::pending::<()>().await;
+            });
+            let mut acks = client
+                .ingest(ReceiverStream::new(receiver))
+                .await
+                .expect("ingest")
+                .into_inner();
+            for _ in 0..count {
+                acks.message().await.expect("ack").expect("stream open");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("agent task");
+    }
+    let elapsed = started.elapsed();
+    let total = agents * per_agent;
+    println!(
+        "ingest {label}: {total} events of {:.1} KiB (600 samples) from {agents} agents in {:.2} s = {:.0} events/s ({:.1} MiB/s)",
+        size as f64 / 1024.0,
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        (total as f64 * size as f64) / elapsed.as_secs_f64() / (1024.0 * 1024.0),
+    );
+    let _ = stop.send(());
+    store.close().await;
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn query_bench(label: &str, database: &str, count: u64) {
+    let store = Store::open(database).await.expect("open store");
+    let (have, _) = store.totals().await.expect("totals");
+    if (have as u64) < count {
+        let started = Instant::now();
+        let mut n = have as u64;
+        while n < count {
+            let batch: Vec<OomEvent> = (n..(n + 2000).min(count)).map(|i| event(i, 10)).collect();
+            store.insert_batch(&batch).await.expect("insert");
+            n += batch.len() as u64;
+        }
+        println!(
+            "query {label}: loaded {count} events in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    store.close().await;
+    let (address, stop, store) = serve(database).await;
+    let mut client = ClientConfig {
+        endpoint: address,
+        ..ClientConfig::default()
+    }
+    .event_client()
+    .await
+    .expect("connect");
+    let mut latencies = Vec::new();
+    let mut returned = 0usize;
+    for q in 0..1000u64 {
+        // A pseudo-random namespace and day.
+        let mix = q.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20;
+        let day = (mix % 29) as i64;
+        let filter = EventFilter {
+            namespaces: vec![format!("ns-{}", mix % 50)],
+            since: Some(Timestamp {
+                seconds: START + day * 86_400,
+                nanos: 0,
+            }),
+            until: Some(Timestamp {
+                seconds: START + (day + 1) * 86_400,
+                nanos: 0,
+            }),
+            ..EventFilter::default()
+        };
+        let started = Instant::now();
+        let page = client
+            .query(QueryRequest {
+                filter: Some(filter),
+                page_size: 100,
+                page_token: String::new(),
+            })
+            .await
+            .expect("query")
+            .into_inner();
+        latencies.push(started.elapsed());
+        returned += page.events.len();
+    }
+    latencies.sort();
+    println!(
+        "query {label}: {count} stored, namespace + one day, page 100 ({:.0} events/page): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        returned as f64 / 1000.0,
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    let _ = stop.send(());
+    store.close().await;
+}
+
+async fn postgres_database(name: &str) -> Option<String> {
+    let url = std::env::var("OOMLENS_TEST_POSTGRES").ok()?;
+    let pool = sqlx::PgPool::connect(&url).await.ok()?;
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&pool)
+        .await
+        .ok()?;
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .ok()?;
+    pool.close().await;
+    let slash = url.rfind('/')?;
+    Some(format!("{}/{name}", &url[..slash]))
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = dir.path().join("ingest.db").display().to_string();
+        ingest_bench("sqlite", &sqlite).await;
+        let postgres = postgres_database("oomlens_bench_ingest").await;
+        match &postgres {
+            Some(url) => ingest_bench("postgres", url).await,
+            None => println!("ingest postgres: skipped (set OOMLENS_TEST_POSTGRES to a server the role can CREATE DATABASE on)"),
+        }
+        let count = std::env::var("QUERY_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let sqlite = dir.path().join("query.db").display().to_string();
+        query_bench("sqlite", &sqlite, count).await;
+        if let Some(url) = postgres_database("oomlens_bench_query").await {
+            query_bench("postgres", &url, count).await;
+        }
+    });
+}

@@ -1,0 +1,106 @@
+//! Kill-to-subscriber latency on real kernel OOM kills: from the kill
+//! record's kernel timestamp (as wall-clock time, the event's `time`) to
+//! receipt by a subscriber of the collector's stream (what `oomlens watch`
+//! does), through the real agent binary in `--standalone` mode (kernel log,
+//! sampler, spool with fsync, gRPC, store with fsync, subscription).
+//!
+//! Run as root on cgroup v1: `cargo bench -p oomlens-tests --bench
+//! kill_latency` (KILLS=N to change the 40 kills).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use oomlens_collector::client::ClientConfig;
+use oomlens_proto::v1::{SubscribeRequest, subscribe_response};
+use oomlens_tests::{ScratchTree, agent_binary, free_port, real_kernel_unavailable, run_hog, unique};
+
+fn main() {
+    if let Some(reason) = real_kernel_unavailable() {
+        println!("kill_latency: skipped: {reason}");
+        return;
+    }
+    let kills: usize = std::env::var("KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let state = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut agent = Command::new(agent_binary())
+        .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--state-dir", &state.path().display().to_string()])
+        .args(["--metrics-listen", "", "--cri-socket", "none", "--output", "json"])
+        .env("OOMLENS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the agent");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the embedded collector did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tree = ScratchTree::new(&unique("oomlens-latency"));
+    let prefix = tree.kernel_path("");
+    let latencies = runtime.block_on(async {
+        let mut client = ClientConfig {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            ..ClientConfig::default()
+        }
+        .event_client()
+        .await
+        .expect("connect");
+        let mut stream = client
+            .subscribe(SubscribeRequest::default())
+            .await
+            .expect("subscribe")
+            .into_inner();
+        let receiver = tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while latencies.len() < kills {
+                let Ok(Ok(Some(message))) =
+                    tokio::time::timeout(Duration::from_secs(30), stream.message()).await
+                else {
+                    break;
+                };
+                let received = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
+                if let Some(subscribe_response::Item::Event(event)) = message.item
+                    && event.oom_memcg.as_deref().is_some_and(|m| m.starts_with(&prefix))
+                    && let Some(t) = event.time
+                {
+                    let killed = Duration::new(t.seconds as u64, t.nanos as u32);
+                    latencies.push(received.saturating_sub(killed));
+                }
+            }
+            latencies
+        });
+        for i in 0..kills {
+            let name = format!("k{i}");
+            let cgroup = tree.create(&name);
+            tree.limit(&name, 16 << 20);
+            tokio::task::block_in_place(|| run_hog(&cgroup));
+            tree.remove(&name);
+            // Spaced out: one kill at a time, as latency is per kill.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        receiver.await.expect("receiver")
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = agent.wait();
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let pct = |p: f64| sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
+    assert!(!sorted.is_empty(), "no kill reached the subscriber");
+    println!(
+        "kill -> subscriber: {} of {kills} kills received: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        sorted.len(),
+        pct(0.5),
+        pct(0.99),
+        sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
+}
