@@ -14,6 +14,25 @@ use oomlens_collector::client::ClientConfig;
 use oomlens_proto::v1::{SubscribeRequest, subscribe_response};
 use oomlens_tests::{ScratchTree, agent_binary, free_port, real_kernel_unavailable, run_hog, unique};
 
+/// The agent, stopped however the benchmark ends.
+struct StopOnDrop(std::process::Child);
+
+impl StopOnDrop {
+    fn stop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn main() {
     if let Some(reason) = real_kernel_unavailable() {
         println!("kill_latency: skipped: {reason}");
@@ -25,7 +44,7 @@ fn main() {
         .unwrap_or(40);
     let state = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut agent = Command::new(agent_binary())
+    let agent = Command::new(agent_binary())
         .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--state-dir", &state.path().display().to_string()])
         .args(["--metrics-listen", "", "--cri-socket", "none", "--output", "json"])
@@ -33,12 +52,14 @@ fn main() {
         .stdout(Stdio::null())
         .spawn()
         .expect("start the agent");
+    let mut agent = StopOnDrop(agent);
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the embedded collector did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
@@ -82,16 +103,14 @@ fn main() {
             tree.limit(&name, 16 << 20);
             tokio::task::block_in_place(|| run_hog(&cgroup));
             tree.remove(&name);
-            // Spaced out: one kill at a time, as latency is per kill.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Spaced out: one kill at a time, as latency is per kill, and
+            // below the kernel's report rate limit (10 per 5 s), so every
+            // report names its cgroup.
+            tokio::time::sleep(Duration::from_millis(600)).await;
         }
         receiver.await.expect("receiver")
     });
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = agent.wait();
+    agent.stop();
     let mut sorted = latencies.clone();
     sorted.sort();
     let pct = |p: f64| sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
