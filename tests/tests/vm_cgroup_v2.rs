@@ -2,8 +2,10 @@
 //! software emulation (the host has memory on cgroup v1 only, and a
 //! node-wide OOM on the host is off limits).
 //!
-//! One boot runs every scenario with the agent (`oomlens-agent run`, JSON
-//! events on stdout) and prints its events on the serial console:
+//! One boot runs every scenario with the agent in standalone mode
+//! (`oomlens-agent run --standalone`: an embedded collector with its SQLite
+//! store; JSON events also on stdout) and prints on the serial console both
+//! the agent's events and what the store answers to `oomlens events`:
 //! 1. a container at its own `memory.max` (systemd-driver kubepods path),
 //! 2. a pod-level limit, 3. `memory.oom.group` with three processes,
 //! 4. `memory.high` throttling before the kill (pressure in the history),
@@ -16,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use oomlens_proto::json::{event_from_json, event_to_json_line};
-use oomlens_proto::v1::{OomEvent, Scope};
+use oomlens_proto::v1::{OomEvent, Scope, Verdict};
 use oomlens_tests::vm;
 
 const MEMHOG: &str = env!("CARGO_BIN_EXE_oomlens-memhog");
@@ -67,8 +69,9 @@ echo 32M > $P2/memory.max
 echo 32M > $C3/memory.max; echo 1 > $C3/memory.oom.group
 echo 32M > $C5/memory.max
 
-/oomlens-agent run --output json --state-dir /tmp/state --metrics-listen "" --node-name oomlens-vm \
-  --log-format json > /tmp/events.jsonl 2> /tmp/agent.log &
+ip link set lo up
+/oomlens-agent run --standalone --listen 127.0.0.1:7460 --output json --state-dir /tmp/state \
+  --metrics-listen "" --node-name oomlens-vm --log-format json > /tmp/events.jsonl 2> /tmp/agent.log &
 AGENT=$!
 sleep 3
 say "agent started"
@@ -95,7 +98,12 @@ sleep 1
 say "scenario6 before: $(grep MemAvailable /proc/meminfo | tr -s ' ')"
 hog $R/system.slice/hog.service 100 4000; say "scenario6 exit=$?"
 sleep 4
+/oomlens --collector http://127.0.0.1:7460 events --output json --limit 1000 > /tmp/stored.jsonl 2>&1
+say "cli exit=$?"
 kill -TERM $AGENT; wait $AGENT; say "agent exit=$?"
+echo OOMLENS-STORED-BEGIN
+cat /tmp/stored.jsonl
+echo OOMLENS-STORED-END
 echo OOMLENS-EVENTS-BEGIN
 cat /tmp/events.jsonl
 echo OOMLENS-EVENTS-END
@@ -151,10 +159,11 @@ fn cgroup_v2_and_whole_node_ooms_in_a_vm() {
         Err(error) => panic!("cannot get the guest kernel: {error}"),
     };
     let agent = oomlens_tests::agent_binary();
+    let cli = oomlens_tests::cli_binary();
     let initramfs = cache.join("initramfs.gz");
     vm::initramfs(
         &initramfs,
-        &[&agent, std::path::Path::new(MEMHOG)],
+        &[&agent, &cli, std::path::Path::new(MEMHOG)],
         &init_script(),
     )
     .expect("initramfs");
@@ -169,7 +178,38 @@ fn cgroup_v2_and_whole_node_ooms_in_a_vm() {
         .filter(|l| l.starts_with('{'))
         .map(|l| event_from_json(l).unwrap_or_else(|e| panic!("bad event line {l}: {e}")))
         .collect();
+    let stored: Vec<OomEvent> = vm::section(&console, "STORED")
+        .into_iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| event_from_json(l).unwrap_or_else(|e| panic!("bad stored line {l}: {e}")))
+        .collect();
     let run = Run { events, console };
+    // Standalone: every event the agent printed is in its embedded store,
+    // analysed, and the CLI reads it back.
+    assert!(
+        run.line("OOMLENS cli exit=").starts_with("OOMLENS cli exit=0 "),
+        "oomlens events failed in the guest:\n{}",
+        vm::section(&run.console, "STORED").join("\n")
+    );
+    let mut printed: Vec<&str> = run.events.iter().map(|e| e.id.as_str()).collect();
+    let mut in_store: Vec<&str> = stored.iter().map(|e| e.id.as_str()).collect();
+    printed.sort_unstable();
+    in_store.sort_unstable();
+    assert_eq!(printed, in_store, "the store holds exactly the printed events");
+    assert!(
+        stored.iter().all(|e| e.analysis.is_some()),
+        "every stored event is analysed"
+    );
+    assert!(
+        stored
+            .iter()
+            .filter(|e| e.scope == Scope::NodeOom as i32)
+            .all(|e| e
+                .analysis
+                .as_ref()
+                .is_some_and(|a| a.verdict == Verdict::NodePressure as i32)),
+        "node OOMs are judged node pressure"
+    );
     assert!(
         run.line("OOMLENS agent exit=")
             .starts_with("OOMLENS agent exit=0 "),
