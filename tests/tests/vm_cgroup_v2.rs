@@ -168,7 +168,7 @@ fn cgroup_v2_and_whole_node_ooms_in_a_vm() {
     )
     .expect("initramfs");
     let started = Instant::now();
-    let console = vm::boot(&kernel, &initramfs, 192, Duration::from_secs(280)).expect("the VM ran");
+    let console = vm::boot(&kernel, &initramfs, 320, Duration::from_secs(280)).expect("the VM ran");
     eprintln!("VM run took {:?}", started.elapsed());
     for line in console.lines().filter(|l| l.starts_with("OOMLENS ")) {
         eprintln!("{line}");
@@ -188,8 +188,9 @@ fn cgroup_v2_and_whole_node_ooms_in_a_vm() {
     // analysed, and the CLI reads it back.
     assert!(
         run.line("OOMLENS cli exit=").starts_with("OOMLENS cli exit=0 "),
-        "oomlens events failed in the guest:\n{}",
-        vm::section(&run.console, "STORED").join("\n")
+        "oomlens events failed in the guest:\n{}\nconsole:\n{}",
+        vm::section(&run.console, "STORED").join("\n"),
+        run.console
     );
     let mut printed: Vec<&str> = run.events.iter().map(|e| e.id.as_str()).collect();
     let mut in_store: Vec<&str> = stored.iter().map(|e| e.id.as_str()).collect();
