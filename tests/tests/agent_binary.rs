@@ -254,3 +254,70 @@ fn the_demo_shows_a_real_kill_and_cleans_up() {
         "the cgroup is removed"
     );
 }
+
+/// `oomlens top` ranks live containers by how close they are to their
+/// limit, from the status reports the agent sends every 5 s.
+#[test]
+fn top_shows_a_live_container_close_to_its_limit() {
+    require_real_kernel!();
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut agent = Command::new(agent_binary())
+        .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--state-dir", &state.path().display().to_string()])
+        .args([
+            "--metrics-listen",
+            "",
+            "--cri-socket",
+            "none",
+            "--node-name",
+            "top-node",
+        ])
+        .env("OOMLENS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tree = ScratchTree::new(&unique("oomlens-top"));
+    let (uid, id) = pod_and_container_ids();
+    let container = format!("kubepods/burstable/pod{uid}/{id}");
+    let dir = tree.create(&container);
+    tree.limit(&container, 64 << 20);
+    std::thread::sleep(Duration::from_millis(500));
+    // 48 MiB of 64 MiB, held while we look.
+    let mut hog = spawn_memhog(MEMHOG, &dir, 48.0, 48, 30.0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let row = loop {
+        let out = Command::new(oomlens_tests::cli_binary())
+            .args(["--collector", &format!("http://127.0.0.1:{port}"), "top"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(row) = text
+            .lines()
+            .find(|l| l.starts_with("top-node") && l.contains(&id[..12]))
+        {
+            break row.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container never showed in `oomlens top`:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = hog.kill();
+    let _ = hog.wait();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(agent.wait().unwrap().success());
+    // `top-node pod <uid> <id>  WORKSET  LIMIT  USE ...`
+    assert!(row.contains(&format!("pod {}", &uid[..8])), "{row}");
+    assert!(row.contains(" 64Mi "), "the container's limit: {row}");
+    let used: f64 = row
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix('%'))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no USE column: {row}"));
+    assert!((60.0..=100.0).contains(&used), "48 of 64 MiB is about 75%: {row}");
+}
