@@ -3,11 +3,12 @@
 
 use std::fmt::Write as _;
 
+use oomlens_collector::cli::{human_bytes, location, truncate};
 use oomlens_proto::json::JsonEnum;
 use oomlens_proto::v1::{OomEvent, Scope};
 
 /// Width the table is kept within.
-pub const TABLE_WIDTH: usize = 100;
+pub const TABLE_WIDTH: usize = oomlens_collector::cli::WIDTH;
 
 /// The table's header line.
 pub fn table_header() -> String {
@@ -62,75 +63,13 @@ pub fn table_row(event: &OomEvent) -> String {
             let _ = write!(row, " [{flag}]");
         }
     }
-    truncate(&row, TABLE_WIDTH).into_owned()
-}
-
-/// Where the kill happened, most specific first.
-fn location(event: &OomEvent) -> String {
-    if let Some(pod) = &event.pod {
-        let pod_text = match (&pod.namespace, &pod.name) {
-            (Some(ns), Some(name)) => format!("{ns}/{name}"),
-            _ => format!("pod {}", &pod.uid[..pod.uid.len().min(8)]),
-        };
-        return match &event.container {
-            Some(c) => format!(
-                "{pod_text} {}",
-                c.name
-                    .clone()
-                    .unwrap_or_else(|| c.id[..c.id.len().min(12)].to_owned())
-            ),
-            None => pod_text,
-        };
-    }
-    if let Some(unit) = &event.systemd_unit {
-        return unit.clone();
-    }
-    if let Some(id) = &event.docker_id {
-        return format!("docker {}", &id[..id.len().min(12)]);
-    }
-    event
-        .task_memcg
-        .clone()
-        .or_else(|| event.oom_memcg.clone())
-        .unwrap_or_else(|| "-".to_owned())
-}
-
-fn truncate(text: &str, width: usize) -> std::borrow::Cow<'_, str> {
-    if text.chars().count() <= width {
-        return text.into();
-    }
-    let mut out: String = text.chars().take(width - 1).collect();
-    out.push('…');
-    out.into()
-}
-
-/// `33554432` -> `32Mi`; one decimal below 10 units.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "Ki", "Mi", "Gi", "Ti"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 || value >= 10.0 || value.fract() == 0.0 {
-        format!("{value:.0}{}", UNITS[unit])
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
-    }
+    truncate(&row, TABLE_WIDTH)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use oomlens_proto::v1::{MemcgUsage, Pod, Victim};
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(512), "512B");
-        assert_eq!(human_bytes(33_554_432), "32Mi");
-        assert_eq!(human_bytes(1_610_612_736), "1.5Gi");
-    }
 
     #[test]
     fn rows_fit_and_show_unknowns_as_dashes() {
