@@ -592,10 +592,7 @@ impl Sampler {
                         tracked.oom_kill = Some(count);
                     }
                     let growth = tracked.history.recent_growth(10_000);
-                    let effective_limit = match (sample.limit, tracked.ancestor_limit) {
-                        (Some(own), Some(ancestor)) => Some(own.min(ancestor)),
-                        (own, ancestor) => own.or(ancestor),
-                    };
+                    let effective_limit = effective_limit(sample.limit, tracked.ancestor_limit);
                     tracked.hot = is_hot(&schedule, sample.working_set, effective_limit, growth);
                     if let Some(warning) =
                         warning_due(&self.config, tracked, now, t_ms, sample.working_set, sample.limit)
@@ -742,10 +739,7 @@ impl Sampler {
             .filter(|t| t.removed_at.is_none() && t.identity.level == Level::Container)
             .filter_map(|t| {
                 let (t_ms, working_set, _) = t.history.latest()?;
-                let limit = match (t.history.limit(), t.ancestor_limit) {
-                    (Some(own), Some(ancestor)) => Some(own.min(ancestor)),
-                    (own, ancestor) => own.or(ancestor),
-                };
+                let limit = effective_limit(t.history.limit(), t.ancestor_limit);
                 let growth = t.history.recent_growth(60_000).unwrap_or(0.0);
                 let seconds_to_limit = match limit {
                     Some(limit) if growth > 0.0 => Some(limit.saturating_sub(working_set) as f64 / growth),
@@ -851,6 +845,15 @@ impl Sampler {
     pub fn channel() -> (SamplerHandle, mpsc::Receiver<Request>) {
         let (requests, receiver) = mpsc::channel(64);
         (SamplerHandle { requests }, receiver)
+    }
+}
+
+/// The limit that binds a cgroup: its own or its tightest tracked
+/// ancestor's, whichever is lower.
+fn effective_limit(own: Option<u64>, ancestor: Option<u64>) -> Option<u64> {
+    match (own, ancestor) {
+        (Some(own), Some(ancestor)) => Some(own.min(ancestor)),
+        (own, ancestor) => own.or(ancestor),
     }
 }
 
