@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use oomlens_collector::metrics::{IngestResult, ResultLabels};
 use oomlens_proto::json::JsonEnum;
 use oomlens_proto::v1::{OomEvent, Scope};
 use std::fmt::Write as _;
@@ -97,28 +98,6 @@ pub struct OutcomeLabels {
     pub outcome: Outcome,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum ShipResult {
-    Stored,
-    Duplicate,
-    Rejected,
-}
-
-impl EncodeLabelValue for ShipResult {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        encoder.write_str(match self {
-            Self::Stored => "stored",
-            Self::Duplicate => "duplicate",
-            Self::Rejected => "rejected",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ShipLabels {
-    pub result: ShipResult,
-}
-
 /// Every metric the agent exports.
 #[derive(Debug)]
 pub struct AgentMetrics {
@@ -142,8 +121,8 @@ pub struct AgentMetrics {
     pub history_bytes: Gauge,
     /// 1 for each identity source in use (cgroup paths are always used).
     pub identity_sources: Family<SourceLabels, Gauge>,
-    /// Events acknowledged by the collector, by result.
-    pub shipped_events: Family<ShipLabels, Counter>,
+    /// Events acknowledged by the collector, by result (the collector's own labels).
+    pub shipped_events: Family<ResultLabels, Counter>,
     /// 1 while an ingest stream to the collector is open.
     pub collector_connected: Gauge,
     /// Warnings and status reports not sent (collector away or slow).
@@ -336,8 +315,8 @@ impl AgentMetrics {
         Self { registry, ..metrics }
     }
 
-    pub fn shipped(&self, result: ShipResult) {
-        self.shipped_events.get_or_create(&ShipLabels { result }).inc();
+    pub fn shipped(&self, result: IngestResult) {
+        self.shipped_events.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// Syncs the spool's counters, by delta.

@@ -19,7 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
 use super::SharedSpool;
-use crate::telemetry::{AgentMetrics, ShipResult};
+use crate::telemetry::AgentMetrics;
+use oomlens_collector::metrics::IngestResult;
 
 /// What the sender needs besides the spool.
 #[derive(Debug, Clone)]
@@ -250,9 +251,9 @@ async fn session(
                     }
                     metrics.sync_spool(spool.stats());
                     metrics.shipped(match status {
-                        AckStatus::Stored => ShipResult::Stored,
-                        AckStatus::Duplicate => ShipResult::Duplicate,
-                        _ => ShipResult::Rejected,
+                        AckStatus::Stored => IngestResult::Stored,
+                        AckStatus::Duplicate => IngestResult::Duplicate,
+                        _ => IngestResult::Rejected,
                     });
                     *backoff = config.min_backoff;
                 }
