@@ -226,25 +226,31 @@ fn apply_identity(event: &mut pb::OomEvent, identity: &CgroupIdentity) {
     }
 }
 
+/// Names from the runtime (pod name and namespace, container name and
+/// image), keeping what is already known where the runtime says nothing.
+pub fn apply_names(pod: &mut pb::Pod, container: &mut pb::Container, info: &crate::pods::cri::ContainerInfo) {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    if pod.uid.is_empty() {
+        pod.uid = info.pod_uid.clone();
+    }
+    pod.name = non_empty(&info.pod_name).or(pod.name.take());
+    pod.namespace = non_empty(&info.namespace).or(pod.namespace.take());
+    if container.id.is_empty() {
+        container.id = info.id.clone();
+    }
+    container.name = non_empty(&info.name).or(container.name.take());
+    container.image = non_empty(&info.image).or(container.image.take());
+}
+
 /// Adds what the container runtime knows: names, image, restart count, the
 /// main pid, and from those whether the victim was the main process and
 /// whether the kill was *silent* (the container kept running, so
 /// Kubernetes shows neither OOMKilled nor a restart).
 pub fn apply_runtime(event: &mut pb::OomEvent, resolved: &crate::pods::cri::Resolved) {
     let info = &resolved.info;
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     let pod = event.pod.get_or_insert_with(pb::Pod::default);
-    if pod.uid.is_empty() {
-        pod.uid = info.pod_uid.clone();
-    }
-    pod.name = non_empty(&info.pod_name).or(pod.name.take());
-    pod.namespace = non_empty(&info.namespace).or(pod.namespace.take());
     let container = event.container.get_or_insert_with(pb::Container::default);
-    if container.id.is_empty() {
-        container.id = info.id.clone();
-    }
-    container.name = non_empty(&info.name).or(container.name.take());
-    container.image = non_empty(&info.image).or(container.image.take());
+    apply_names(pod, container, info);
     container.restart_count = info.restart_count.or(container.restart_count);
     container.main_pid = info.main_pid.or(container.main_pid);
     container.survived = resolved.running_now;

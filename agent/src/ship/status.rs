@@ -21,16 +21,7 @@ pub async fn name(cri: Option<&CriHandle>, pod: &mut Option<Pod>, container: &mu
     let Ok(Some(resolved)) = tokio::time::timeout(NAME_TIMEOUT, cri.resolve(&c.id)).await else {
         return;
     };
-    let info = &resolved.info;
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    c.name = non_empty(&info.name).or(c.name.take());
-    c.image = non_empty(&info.image).or(c.image.take());
-    let pod = pod.get_or_insert_with(Pod::default);
-    if pod.uid.is_empty() {
-        pod.uid = info.pod_uid.clone();
-    }
-    pod.name = non_empty(&info.pod_name).or(pod.name.take());
-    pod.namespace = non_empty(&info.namespace).or(pod.namespace.take());
+    crate::event::apply_names(pod.get_or_insert_with(Pod::default), c, &resolved.info);
 }
 
 async fn named(cri: Option<&CriHandle>, mut status: ContainerMemoryStatus) -> ContainerMemoryStatus {
