@@ -182,28 +182,13 @@ async fn session(
     let mut in_flight: HashMap<String, Vec<u64>> = HashMap::new();
     let mut sent: HashSet<u64> = HashSet::new();
     loop {
-        // Top up the window, oldest first.
-        if sent.len() < config.max_in_flight {
+        // Top up the window, oldest first; nothing to read when every
+        // spooled event is already in flight.
+        let unsent = spool.stats().events as usize > sent.len();
+        if unsent && sent.len() < config.max_in_flight {
             let room = config.max_in_flight - sent.len();
             let exclude = sent.clone();
-            let batch = spool
-                .with(move |spool| {
-                    let mut batch = Vec::new();
-                    for (key, _) in spool.pending() {
-                        if batch.len() >= room {
-                            break;
-                        }
-                        if exclude.contains(&key) {
-                            continue;
-                        }
-                        // A corrupt file is quarantined and counted by read.
-                        if let Ok(Some(event)) = spool.read(key) {
-                            batch.push((key, event));
-                        }
-                    }
-                    batch
-                })
-                .await;
+            let batch = spool.with(move |spool| spool.unsent(&exclude, room)).await;
             for (key, event) in batch {
                 sent.insert(key);
                 in_flight.entry(event.id.clone()).or_default().push(key);

@@ -346,6 +346,22 @@ impl Spool {
         self.entries.iter().map(|(k, e)| (*k, e.id.clone())).collect()
     }
 
+    /// Up to `limit` events not in `exclude`, oldest first, read back (a
+    /// corrupt file is quarantined and counted by [`Spool::read`], and
+    /// skipped).
+    pub fn unsent(&mut self, exclude: &std::collections::HashSet<u64>, limit: usize) -> Vec<(u64, OomEvent)> {
+        let keys: Vec<u64> = self
+            .entries
+            .keys()
+            .filter(|key| !exclude.contains(key))
+            .take(limit)
+            .copied()
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| Some((key, self.read(key).ok()??)))
+            .collect()
+    }
+
     /// Reads one event back. A corrupt file is quarantined and counted,
     /// and the error returned; a missing one is None.
     pub fn read(&mut self, key: u64) -> Result<Option<OomEvent>, SpoolError> {
