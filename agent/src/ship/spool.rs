@@ -287,9 +287,12 @@ impl Spool {
     }
 
     fn make_room(&mut self, wanted: u64) -> Result<(), SpoolError> {
+        // Summed once, then kept current as events are thinned or dropped.
+        let mut used = self.used();
+        let bytes_of = |spool: &Self, key: u64| spool.entries.get(&key).map_or(0, |e| e.bytes);
         // Thin oldest first, one round at a time across the spool.
         for round in 0..16u8 {
-            if self.used() + wanted <= self.max_bytes {
+            if used + wanted <= self.max_bytes {
                 return Ok(());
             }
             let keys: Vec<u64> = self
@@ -299,17 +302,20 @@ impl Spool {
                 .map(|(k, _)| *k)
                 .collect();
             for key in keys {
-                if self.used() + wanted <= self.max_bytes {
+                if used + wanted <= self.max_bytes {
                     return Ok(());
                 }
+                let before = bytes_of(self, key);
                 self.thin(key)?;
+                used = used - before + bytes_of(self, key);
             }
         }
-        while self.used() + wanted > self.max_bytes {
+        while used + wanted > self.max_bytes {
             let Some((&key, entry)) = self.entries.iter().next() else {
                 break;
             };
             warn!(id = %entry.id, "spool full: dropping the oldest unsent event");
+            used -= entry.bytes;
             let path = self.path(key);
             fs::remove_file(&path).map_err(io(&path))?;
             self.entries.remove(&key);
