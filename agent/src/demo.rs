@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use oomlens_collector::cli::{Style, show_event};
 use oomlens_collector::client::ClientConfig;
-use oomlens_collector::metrics::CollectorMetrics;
-use oomlens_collector::server::{self, ServerConfig};
-use oomlens_collector::service::Collector;
-use oomlens_collector::store::Store;
+use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_proto::v1::{AgentHello, OomEvent, SubscribeRequest, subscribe_response};
 
 use crate::cgroup::{self, Sampler, SamplerConfig, Selection, Version};
@@ -103,10 +100,10 @@ pub async fn run(cgroup_root: &Path, proc_root: &Path) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
     };
     // The embedded collector.
-    let store = Store::open(&state.join("oomlens.db").display().to_string()).await?;
-    let collector = Collector::start(store.clone(), Arc::new(CollectorMetrics::new())).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
+    let database = state.join("oomlens.db").display().to_string();
+    let collector = Embedded::start(&database, listener, ServerConfig::default()).await?;
+    let endpoint = collector.endpoint();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait_stop = move || {
         let mut stopped = stopped.clone();
@@ -114,12 +111,6 @@ pub async fn run(cgroup_root: &Path, proc_root: &Path) -> anyhow::Result<()> {
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
-    let server = tokio::spawn(server::serve(
-        collector,
-        listener,
-        ServerConfig::default(),
-        wait_stop(),
-    ));
     // The agent pipeline, shipping to it.
     let node_name = std::fs::read_to_string(proc_root.join("sys/kernel/hostname"))
         .map(|s| s.trim().to_owned())
@@ -221,8 +212,7 @@ pub async fn run(cgroup_root: &Path, proc_root: &Path) -> anyhow::Result<()> {
     let _ = pipeline.await;
     let _ = shipper.await;
     let _ = sampler_task.await;
-    let _ = server.await;
-    store.close().await;
+    let _ = collector.stop().await;
     let _ = std::fs::remove_dir_all(&state);
     outcome
 }

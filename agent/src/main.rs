@@ -17,10 +17,7 @@ use oomlens_agent::pods::cri;
 use oomlens_agent::ship::{self, SharedSpool, ShipperConfig, SideItem};
 use oomlens_agent::telemetry::{self, AgentMetrics};
 use oomlens_collector::client::ClientConfig;
-use oomlens_collector::metrics::CollectorMetrics;
-use oomlens_collector::server::{self, ServerConfig};
-use oomlens_collector::service::Collector;
-use oomlens_collector::store::Store;
+use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::AgentHello;
 use oomlens_proto::v1::OomEvent;
@@ -242,18 +239,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OOMLENS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only on a terminal: logs collected from a pod or a file stay plain.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    oomlens_collector::process::init_logging(format == LogFormat::Json);
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
@@ -350,7 +336,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         };
         tokio::spawn(async move {
-            shutdown_signal().await;
+            oomlens_collector::process::shutdown_signal().await;
             let _ = stop.send(true);
         });
         if let Some(addr) = metrics_addr {
@@ -422,16 +408,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {} for the embedded collector", args.listen))?;
-            let address = listener.local_addr()?;
-            let store = Store::open(&database).await?;
-            let collector = Collector::start(store.clone(), Arc::new(CollectorMetrics::new())).await?;
-            let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(server::serve(collector, listener, ServerConfig::default(), async move {
-                let _ = server_stopped.await;
-            }));
-            info!(%address, database = %oomlens_collector::store::redact(&database), "embedded collector serving; try `oomlens events`");
-            embedded = Some((stop_server, server, store));
-            Some(format!("http://{address}"))
+            let collector = Embedded::start(&database, listener, ServerConfig::default()).await?;
+            let endpoint = collector.endpoint();
+            info!(address = %collector.address(), database = %oomlens_collector::store::redact(&database), "embedded collector serving; try `oomlens events`");
+            embedded = Some(collector);
+            Some(endpoint)
         } else {
             args.collector.clone()
         };
@@ -538,10 +519,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let _ = pipeline_done.send(());
             task.await?;
         }
-        if let Some((stop_server, server, store)) = embedded {
-            let _ = stop_server.send(());
-            server.await??;
-            store.close().await;
+        if let Some(collector) = embedded {
+            collector.stop().await?;
         }
         info!(
             events = stats.events,
@@ -564,19 +543,6 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(oomlens_agent::demo::run(&args.cgroup_root, &args.proc_root))?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM: stopping"),
-                _ = int.recv() => info!("SIGINT: stopping"),
-            }
-        }
-        _ => std::future::pending().await,
-    }
 }
 
 fn print_events(mut receiver: mpsc::Receiver<OomEvent>, output: Output) -> anyhow::Result<()> {

@@ -12,13 +12,10 @@
 //!    index and one page of bodies), then `Query` by namespace and a
 //!    one-day time range, page size 100, through gRPC: p50/p99.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oomlens_collector::client::ClientConfig;
-use oomlens_collector::metrics::CollectorMetrics;
-use oomlens_collector::server::{self, ServerConfig};
-use oomlens_collector::service::Collector;
+use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_collector::store::Store;
 use oomlens_proto::v1::{
     EventFilter, IngestAck, IngestRequest, MemoryHistory, MemorySample, OomEvent, Pod, QueryRequest,
@@ -96,27 +93,16 @@ fn event(n: u64, samples: usize) -> OomEvent {
     }
 }
 
-async fn serve(database: &str) -> (String, tokio::sync::oneshot::Sender<()>, Store) {
-    let store = Store::open(database).await.expect("open store");
-    let collector = Collector::start(store.clone(), Arc::new(CollectorMetrics::new()))
-        .await
-        .expect("start");
+async fn serve(database: &str) -> Embedded {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server::serve(
-        collector,
-        listener,
-        ServerConfig::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    (address, stop, store)
+    Embedded::start(database, listener, ServerConfig::default())
+        .await
+        .expect("start the collector")
 }
 
 async fn ingest_bench(label: &str, database: &str) {
-    let (address, stop, store) = serve(database).await;
+    let collector = serve(database).await;
+    let address = collector.endpoint();
     let agents = 4u64;
     let per_agent = 5_000u64;
     // Encoded before the clock starts: the agents' cost is not measured.
@@ -180,8 +166,7 @@ async fn ingest_bench(label: &str, database: &str) {
         total as f64 / elapsed.as_secs_f64(),
         (total as f64 * size as f64) / elapsed.as_secs_f64() / (1024.0 * 1024.0),
     );
-    let _ = stop.send(());
-    store.close().await;
+    collector.stop().await.expect("stop");
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -205,9 +190,9 @@ async fn query_bench(label: &str, database: &str, count: u64) {
         );
     }
     store.close().await;
-    let (address, stop, store) = serve(database).await;
+    let collector = serve(database).await;
     let mut client = ClientConfig {
-        endpoint: address,
+        endpoint: collector.endpoint(),
         ..ClientConfig::default()
     }
     .event_client()
@@ -252,8 +237,7 @@ async fn query_bench(label: &str, database: &str, count: u64) {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
-    let _ = stop.send(());
-    store.close().await;
+    collector.stop().await.expect("stop");
 }
 
 async fn postgres_database(name: &str) -> Option<String> {

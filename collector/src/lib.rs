@@ -6,7 +6,8 @@
 //! - [`server`]: TLS, mutual TLS and bearer tokens ([`auth`]), retention;
 //! - [`analysis`]: the verdict and recommended limit stored with each kill;
 //! - [`client`]: connecting to a collector (agent and CLI);
-//! - [`cli`]: rendering for the `oomlens` command.
+//! - [`cli`]: rendering for the `oomlens` command;
+//! - [`process`]: logging and stop signals for the binaries.
 
 pub mod analysis;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod client;
 pub mod filter;
 pub mod hub;
 pub mod metrics;
+pub mod process;
 mod replicas;
 pub mod server;
 pub mod service;

@@ -156,3 +156,67 @@ async fn enforce_retention(collector: Collector, retention: Retention) {
         }
     }
 }
+
+/// A collector in this process on `listener` (the agent's standalone mode,
+/// the demo, tests): store, services and server, stopped by [`Embedded::stop`].
+#[derive(Debug)]
+pub struct Embedded {
+    address: std::net::SocketAddr,
+    store: crate::store::Store,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot read the listening address: {0}")]
+    Address(std::io::Error),
+}
+
+impl Embedded {
+    /// Opens `database` (SQLite path or `postgres://` URL) and serves on
+    /// `listener`.
+    pub async fn start(
+        database: &str,
+        listener: tokio::net::TcpListener,
+        config: ServerConfig,
+    ) -> Result<Self, EmbeddedError> {
+        let address = listener.local_addr().map_err(EmbeddedError::Address)?;
+        let store = crate::store::Store::open(database).await?;
+        let metrics = std::sync::Arc::new(crate::metrics::CollectorMetrics::new());
+        let collector = Collector::start(store.clone(), metrics).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(collector, listener, config, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            address,
+            store,
+            stop,
+            task,
+        })
+    }
+
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
+    /// `http://ADDRESS`, for clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Stops serving (open streams end) and closes the store.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(());
+        let served = match self.task.await {
+            Ok(result) => result,
+            // The server task panicked: surface it here.
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        };
+        self.store.close().await;
+        served
+    }
+}

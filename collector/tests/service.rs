@@ -5,36 +5,28 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{event, fresh_database, postgres_url};
 use oomlens_collector::auth::{Role, Tokens};
 use oomlens_collector::client::{ClientConfig, EventClient, status_line};
-use oomlens_collector::metrics::CollectorMetrics;
-use oomlens_collector::server::{self, ServerConfig, TlsFiles};
-use oomlens_collector::service::Collector;
-use oomlens_collector::store::Store;
+use oomlens_collector::server::{Embedded, ServerConfig, TlsFiles};
 use oomlens_proto::v1::{
     AckStatus, IngestAck, IngestRequest, OomEvent, QueryRequest, SubscribeRequest, SubscribeResponse,
     ingest_request, subscribe_response,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 struct Running {
     address: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), server::ServeError>>,
+    collector: Embedded,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Running {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.collector.stop().await.unwrap();
     }
 }
 
@@ -47,20 +39,11 @@ async fn start(database: Option<String>, config: ServerConfig) -> Running {
             (Some(dir), path)
         }
     };
-    let store = Store::open(&database).await.unwrap();
-    let collector = Collector::start(store, Arc::new(CollectorMetrics::new()))
-        .await
-        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve(collector, listener, config, async move {
-        let _ = stopped.await;
-    }));
+    let collector = Embedded::start(&database, listener, config).await.unwrap();
     Running {
-        address,
-        stop: Some(stop),
-        task,
+        address: collector.address().to_string(),
+        collector,
         _dir: dir,
     }
 }

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use oomlens_collector::auth::Tokens;
 use oomlens_collector::metrics::CollectorMetrics;
+use oomlens_collector::process::{init_logging, shutdown_signal};
 use oomlens_collector::server::{self, Retention, ServerConfig, TlsFiles};
 use oomlens_collector::service::Collector;
 use oomlens_collector::store::Store;
@@ -87,23 +88,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OOMLENS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(&args.log_format);
+    init_logging(args.log_format == "json");
     let tokens = match &args.token_file {
         Some(path) => Tokens::load(path)?,
         None => Tokens::default(),
@@ -158,17 +144,4 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         info!("collector stopped");
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM: stopping"),
-                _ = int.recv() => info!("SIGINT: stopping"),
-            }
-        }
-        _ => std::future::pending().await,
-    }
 }
