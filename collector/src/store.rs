@@ -297,38 +297,53 @@ impl Store {
         const LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
                               (version BIGINT PRIMARY KEY, applied_us BIGINT NOT NULL)";
         let now = now_us();
-        match &self.backend {
-            Backend::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(sql("starting the migration"))?;
+        let mut w = SqlWhere::new();
+        let (version, applied) = (
+            w.bind(self.style(), SqlValue::Int(0)),
+            w.bind(self.style(), SqlValue::Int(0)),
+        );
+        let is_done = format!("SELECT version FROM schema_migrations WHERE version = {version}");
+        let record =
+            format!("INSERT INTO schema_migrations (version, applied_us) VALUES ({version}, {applied})");
+        // The same steps on either backend's transaction.
+        macro_rules! apply {
+            ($tx:expr, $migrations:expr) => {
                 sqlx::query(LEDGER)
-                    .execute(&mut *tx)
+                    .execute(&mut *$tx)
                     .await
                     .map_err(sql("creating schema_migrations"))?;
-                for (version, script) in SQLITE_MIGRATIONS {
-                    let done: Option<i64> =
-                        sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                            .bind(version)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(sql("reading schema_migrations"))?;
+                for (version, script) in $migrations {
+                    let done: Option<i64> = sqlx::query_scalar(&is_done)
+                        .bind(version)
+                        .fetch_optional(&mut *$tx)
+                        .await
+                        .map_err(sql("reading schema_migrations"))?;
                     if done.is_some() {
                         continue;
                     }
                     sqlx::raw_sql(script)
-                        .execute(&mut *tx)
+                        .execute(&mut *$tx)
                         .await
                         .map_err(|source| StoreError::Migrate {
                             version: *version,
                             source,
                         })?;
-                    sqlx::query("INSERT INTO schema_migrations (version, applied_us) VALUES (?, ?)")
+                    sqlx::query(&record)
                         .bind(version)
                         .bind(now)
-                        .execute(&mut *tx)
+                        .execute(&mut *$tx)
                         .await
                         .map_err(sql("recording a migration"))?;
                 }
-                tx.commit().await.map_err(sql("committing the migration"))?;
+                $tx.commit()
+                    .await
+                    .map_err(sql("committing the migration"))?;
+            };
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(sql("starting the migration"))?;
+                apply!(tx, SQLITE_MIGRATIONS);
             }
             Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await.map_err(sql("starting the migration"))?;
@@ -338,35 +353,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(sql("locking for the migration"))?;
-                sqlx::query(LEDGER)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql("creating schema_migrations"))?;
-                for (version, script) in POSTGRES_MIGRATIONS {
-                    let done: Option<i64> =
-                        sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                            .bind(version)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(sql("reading schema_migrations"))?;
-                    if done.is_some() {
-                        continue;
-                    }
-                    sqlx::raw_sql(script)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|source| StoreError::Migrate {
-                            version: *version,
-                            source,
-                        })?;
-                    sqlx::query("INSERT INTO schema_migrations (version, applied_us) VALUES ($1, $2)")
-                        .bind(version)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(sql("recording a migration"))?;
-                }
-                tx.commit().await.map_err(sql("committing the migration"))?;
+                apply!(tx, POSTGRES_MIGRATIONS);
             }
         }
         Ok(())
@@ -414,16 +401,22 @@ impl Store {
             statements.push((query, w.values));
         }
         let mut stored: Vec<(String, i64)> = Vec::with_capacity(events.len());
-        match &self.backend {
-            Backend::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(sql("starting an insert"))?;
+        // The statements, on either backend's transaction.
+        macro_rules! insert_all {
+            ($tx:expr) => {
                 for (query, values) in statements {
                     let rows: Vec<(String, i64)> = bind_owned!(sqlx::query_as(&query), values)
-                        .fetch_all(&mut *tx)
+                        .fetch_all(&mut *$tx)
                         .await
                         .map_err(sql("inserting events"))?;
                     stored.extend(rows);
                 }
+            };
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(sql("starting an insert"))?;
+                insert_all!(tx);
                 tx.commit().await.map_err(sql("committing an insert"))?;
             }
             Backend::Postgres(pool) => {
@@ -433,13 +426,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(sql("taking the insert lock"))?;
-                for (query, values) in statements {
-                    let rows: Vec<(String, i64)> = bind_owned!(sqlx::query_as(&query), values)
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(sql("inserting events"))?;
-                    stored.extend(rows);
-                }
+                insert_all!(tx);
                 if let Some(max) = stored.iter().map(|(_, seq)| *seq).max() {
                     sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(NOTIFY_CHANNEL)
