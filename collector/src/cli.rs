@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use oomlens_proto::json::JsonEnum;
 use oomlens_proto::v1::{
-    Constraint, ContainerMemoryStatus, ContainerRole, MemoryHistory, OomEvent, QosClass, Runtime, Scope,
-    SummaryGroup, Verdict,
+    Constraint, Container, ContainerMemoryStatus, ContainerRole, MemoryHistory, OomEvent, Pod, QosClass,
+    Runtime, Scope, SummaryGroup, Verdict,
 };
 
 /// Width every table is kept within.
@@ -135,22 +135,27 @@ fn utc(t: Option<&prost_types::Timestamp>, millis: bool) -> String {
     }
 }
 
+/// `namespace/pod container`, or short ids where the names are unknown.
+fn pod_place(pod: &Pod, container: Option<&Container>) -> String {
+    let pod_text = match (&pod.namespace, &pod.name) {
+        (Some(ns), Some(name)) => format!("{ns}/{name}"),
+        _ => format!("pod {}", &pod.uid[..pod.uid.len().min(8)]),
+    };
+    match container {
+        Some(c) => format!(
+            "{pod_text} {}",
+            c.name
+                .clone()
+                .unwrap_or_else(|| c.id[..c.id.len().min(12)].to_owned())
+        ),
+        None => pod_text,
+    }
+}
+
 /// Where the kill happened, most specific first.
 pub fn location(event: &OomEvent) -> String {
     if let Some(pod) = &event.pod {
-        let pod_text = match (&pod.namespace, &pod.name) {
-            (Some(ns), Some(name)) => format!("{ns}/{name}"),
-            _ => format!("pod {}", &pod.uid[..pod.uid.len().min(8)]),
-        };
-        return match &event.container {
-            Some(c) => format!(
-                "{pod_text} {}",
-                c.name
-                    .clone()
-                    .unwrap_or_else(|| c.id[..c.id.len().min(12)].to_owned())
-            ),
-            None => pod_text,
-        };
+        return pod_place(pod, event.container.as_ref());
     }
     if let Some(unit) = &event.systemd_unit {
         return unit.clone();
@@ -554,22 +559,9 @@ pub fn top_header() -> String {
 }
 
 pub fn top_row(status: &ContainerMemoryStatus, style: Style) -> String {
-    let place = match (&status.pod, &status.container) {
-        (Some(pod), container) => {
-            let pod_text = match (&pod.namespace, &pod.name) {
-                (Some(ns), Some(name)) => format!("{ns}/{name}"),
-                _ => format!("pod {}", &pod.uid[..pod.uid.len().min(8)]),
-            };
-            match container.as_ref().and_then(|c| {
-                c.name
-                    .clone()
-                    .or_else(|| Some(c.id[..c.id.len().min(12)].to_owned()))
-            }) {
-                Some(c) => format!("{pod_text} {c}"),
-                None => pod_text,
-            }
-        }
-        _ => status.cgroup.clone(),
+    let place = match &status.pod {
+        Some(pod) => pod_place(pod, status.container.as_ref()),
+        None => status.cgroup.clone(),
     };
     let place = format!("{} {}", status.node, place);
     let limit = status.limit_bytes.unwrap_or(0);
