@@ -749,17 +749,8 @@ impl Sampler {
                 Some(pb::ContainerMemoryStatus {
                     node: self.config.node_name.clone(),
                     time: Some(timestamp_ms(t_ms)),
-                    pod: identity.pod_uid.clone().map(|uid| pb::Pod {
-                        uid,
-                        cgroup: identity.pod_cgroup.clone(),
-                        ..pb::Pod::default()
-                    }),
-                    container: identity.container_id.clone().map(|id| pb::Container {
-                        id,
-                        cgroup: Some(t.path.clone()),
-                        memory_limit_bytes: limit,
-                        ..pb::Container::default()
-                    }),
+                    pod: identity_pod(identity),
+                    container: identity_container(identity, &t.path, limit),
                     cgroup: t.path.clone(),
                     working_set_bytes: working_set,
                     limit_bytes: limit,
@@ -848,6 +839,25 @@ impl Sampler {
     }
 }
 
+/// The pod a followed cgroup belongs to, as far as its path tells.
+fn identity_pod(identity: &CgroupIdentity) -> Option<pb::Pod> {
+    identity.pod_uid.clone().map(|uid| pb::Pod {
+        uid,
+        cgroup: identity.pod_cgroup.clone(),
+        ..pb::Pod::default()
+    })
+}
+
+/// The container a followed cgroup is, with the limit that binds it.
+fn identity_container(identity: &CgroupIdentity, path: &str, limit: Option<u64>) -> Option<pb::Container> {
+    identity.container_id.clone().map(|id| pb::Container {
+        id,
+        cgroup: Some(path.to_owned()),
+        memory_limit_bytes: limit,
+        ..pb::Container::default()
+    })
+}
+
 /// The limit that binds a cgroup: its own or its tightest tracked
 /// ancestor's, whichever is lower.
 fn effective_limit(own: Option<u64>, ancestor: Option<u64>) -> Option<u64> {
@@ -903,17 +913,8 @@ fn warning_due(
         id: oomlens_proto::event_id(&config.node_name, &container_id, minute),
         node: config.node_name.clone(),
         time: Some(timestamp_ms(t_ms)),
-        pod: identity.pod_uid.clone().map(|uid| pb::Pod {
-            uid,
-            cgroup: identity.pod_cgroup.clone(),
-            ..pb::Pod::default()
-        }),
-        container: identity.container_id.clone().map(|id| pb::Container {
-            id,
-            cgroup: Some(path.to_owned()),
-            memory_limit_bytes: Some(limit),
-            ..pb::Container::default()
-        }),
+        pod: identity_pod(identity),
+        container: identity_container(identity, path, Some(limit)),
         cgroup: path.to_owned(),
         working_set_bytes: working_set,
         limit_bytes: limit,
