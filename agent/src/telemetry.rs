@@ -98,6 +98,32 @@ pub struct OutcomeLabels {
     pub outcome: Outcome,
 }
 
+/// Why a send to the collector failed.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum SendError {
+    /// No connection (refused, unreachable, TLS handshake).
+    Connect,
+    /// Connected, but the ingest stream was refused (auth, unavailable).
+    Refused,
+    /// An open ingest stream broke or was closed by the collector.
+    Stream,
+}
+
+impl EncodeLabelValue for SendError {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::Connect => "connect",
+            Self::Refused => "refused",
+            Self::Stream => "stream",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SendErrorLabels {
+    pub reason: SendError,
+}
+
 /// Every metric the agent exports.
 #[derive(Debug)]
 pub struct AgentMetrics {
@@ -125,6 +151,7 @@ pub struct AgentMetrics {
     pub shipped_events: Family<ResultLabels, Counter>,
     /// 1 while an ingest stream to the collector is open.
     pub collector_connected: Gauge,
+    pub send_errors: Family<SendErrorLabels, Counter>,
     /// Warnings and status reports not sent (collector away or slow).
     pub side_dropped: Counter,
     pub spool_events: Gauge,
@@ -169,6 +196,7 @@ impl AgentMetrics {
             identity_sources: Family::default(),
             shipped_events: Family::default(),
             collector_connected: Gauge::default(),
+            send_errors: Family::default(),
             side_dropped: Counter::default(),
             spool_events: Gauge::default(),
             spool_bytes: Gauge::default(),
@@ -278,6 +306,11 @@ impl AgentMetrics {
             metrics.collector_connected.clone(),
         );
         registry.register(
+            "send_errors",
+            "Failed attempts to reach or stream to the collector, by reason",
+            metrics.send_errors.clone(),
+        );
+        registry.register(
             "side_items_dropped",
             "Warnings and status reports not sent (collector away or slow)",
             metrics.side_dropped.clone(),
@@ -313,6 +346,10 @@ impl AgentMetrics {
             metrics.spool_write_errors.clone(),
         );
         Self { registry, ..metrics }
+    }
+
+    pub fn send_error(&self, reason: SendError) {
+        self.send_errors.get_or_create(&SendErrorLabels { reason }).inc();
     }
 
     pub fn shipped(&self, result: IngestResult) {

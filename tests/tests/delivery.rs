@@ -225,10 +225,21 @@ async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice()
     eprintln!(
         "{}",
         text.lines()
-            .filter(|l| l.starts_with("oomlens_agent_shipped"))
+            .filter(|l| l.starts_with("oomlens_agent_shipped") || l.starts_with("oomlens_agent_send"))
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // The SIGKILL broke the open stream, and reconnecting failed while the
+    // collector was down: both are counted.
+    for reason in ["stream", "connect"] {
+        let line = format!("oomlens_agent_send_errors_total{{reason=\"{reason}\"}} ");
+        let count: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(count >= 1, "{reason} errors counted:\n{text}");
+    }
 }
 
 /// Polls the collector until `count` events from our cgroups are stored.

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
 use super::SharedSpool;
-use crate::telemetry::AgentMetrics;
+use crate::telemetry::{AgentMetrics, SendError};
 use oomlens_collector::metrics::IngestResult;
 
 /// What the sender needs besides the spool.
@@ -106,6 +106,7 @@ pub async fn run(
                 .await
             }
             Err(error) => {
+                metrics.send_error(SendError::Connect);
                 let text = error_chain(&error);
                 if text != last_error {
                     warn!(error = %text, spooled = spool.stats().events, "collector unreachable; events wait in the spool");
@@ -164,6 +165,7 @@ async fn session(
     let mut acks = match client.ingest(ReceiverStream::new(requests)).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
+            metrics.send_error(SendError::Refused);
             let text = status_line(&status);
             if text != *last_error {
                 warn!(error = %text, "the collector refused the ingest stream");
@@ -196,6 +198,8 @@ async fn session(
                     item: Some(ingest_request::Item::Event(event)),
                 };
                 if outbound.send(request).await.is_err() {
+                    // The transport dropped the request stream: it broke.
+                    metrics.send_error(SendError::Stream);
                     return Outcome::Reconnect;
                 }
             }
@@ -243,10 +247,12 @@ async fn session(
                     *backoff = config.min_backoff;
                 }
                 Ok(None) => {
+                    metrics.send_error(SendError::Stream);
                     warn!(in_flight = in_flight.len(), "the collector closed the ingest stream; reconnecting");
                     return Outcome::Reconnect;
                 }
                 Err(status) => {
+                    metrics.send_error(SendError::Stream);
                     let text = status_line(&status);
                     warn!(error = %text, in_flight = in_flight.len(), "ingest stream broken; unacknowledged events will be resent");
                     *last_error = text;
