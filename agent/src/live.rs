@@ -126,6 +126,9 @@ struct Pipeline {
     claimed_steps: std::collections::HashSet<(String, u64)>,
     /// Kernel OOM notices (monotonic µs) already matched to a kill.
     claimed_notices: std::collections::HashSet<(String, u64)>,
+    /// Kills placed by their report, /proc or the sampler's process list:
+    /// (victim's cgroup, kernel monotonic µs, Unix ms).
+    placed: std::collections::VecDeque<(String, u64, u64)>,
     metrics_sync: KmsgSync,
     /// The reader's counters as of the last record.
     reader_stats: ReaderStats,
@@ -159,6 +162,29 @@ impl Pipeline {
                 {
                     info!(id = %event.id, cgroup = %path, "attributed a kill without cgroup path by the victim's /proc entry");
                     attribute(&mut event, None, Some(&path));
+                }
+            }
+            if event.task_memcg.is_none()
+                && let (Some(sampler), Ok(pid)) = (&self.config.sampler, u32::try_from(report.victim.pid))
+            {
+                // Gone from /proc: the sampler lists the processes of
+                // cgroups near their limit, where memcg kills happen.
+                let since = event_time_ms(&event).saturating_sub(PID_LOOKBACK_MS);
+                if let Some(path) = sampler.cgroup_of_pid(pid, since).await {
+                    info!(id = %event.id, cgroup = %path, "attributed a kill without cgroup path by the sampler's process list");
+                    attribute(&mut event, None, Some(&path));
+                }
+            }
+            self.find_limit(&mut event).await;
+            // The OOM notices and counter steps of a placed kill are its
+            // own: a kill placed later by them must not take them.
+            if let (Some(path), Some(us)) = (
+                event.task_memcg.clone(),
+                event.kernel.as_ref().and_then(|k| k.monotonic_us),
+            ) {
+                self.placed.push_back((path, us, event_time_ms(&event)));
+                while self.placed.len() > 256 {
+                    self.placed.pop_front();
                 }
             }
             if self.config.sampler.is_some() && event.task_memcg.is_none() {
@@ -253,6 +279,12 @@ impl Pipeline {
                 .await;
             // Claims older than any window can match no kill any more.
             self.claimed_notices.retain(|(_, t)| t + 10_000_000 > kill_us);
+            let notices: Vec<(String, u64)> = notices
+                .into_iter()
+                .filter(|(path, t)| {
+                    !self.owned_by_placed_kill(path, |(_, us, _)| t.abs_diff(*us) <= PLACED_NOTICE_US)
+                })
+                .collect();
             if let Some(group) = match_notice(&notices, kill_us, &self.claimed_notices) {
                 let (oom, task) = group.places();
                 info!(id = %event.id, oom_memcg = ?oom, task_memcg = ?task, "placed a kill without cgroup path by the kernel's OOM notification");
@@ -266,16 +298,53 @@ impl Pipeline {
             .oom_steps(kill_ms.saturating_sub(STEP_BEFORE_MS), kill_ms + STEP_AFTER_MS)
             .await;
         self.claimed_steps.retain(|(_, t)| t + 10_000 > kill_ms);
+        let steps: Vec<(String, u64)> = steps
+            .into_iter()
+            .filter(|(path, t)| {
+                !self.owned_by_placed_kill(path, |(_, _, ms)| {
+                    (ms.saturating_sub(STEP_BEFORE_MS)..=ms + STEP_AFTER_MS).contains(t)
+                })
+            })
+            .collect();
         match match_step(&steps, &self.claimed_steps) {
             Some(step) => {
                 info!(id = %event.id, cgroup = %step.0, "attributed a kill without cgroup path by its OOM counter");
                 attribute(event, None, Some(&step.0));
                 self.claimed_steps.insert(step);
+                self.find_limit(event).await;
             }
             None => {
                 warn!(id = %event.id, steps = steps.len(), "could not attribute a kill without cgroup path")
             }
         }
+    }
+
+    /// A memcg kill placed by its victim's cgroup alone: which limit was
+    /// hit (the container's or the pod's decides the scope), from the
+    /// sampled usage just before the kill.
+    async fn find_limit(&self, event: &mut OomEvent) {
+        let (Some(sampler), Some(task)) = (&self.config.sampler, event.task_memcg.clone()) else {
+            return;
+        };
+        if event.oom_memcg.is_some() || event.constraint != oomlens_proto::v1::Constraint::Memcg as i32 {
+            return;
+        }
+        if let Some(limited) = sampler.limited_cgroup(task, event_time_ms(event)).await {
+            attribute(event, Some(&limited), None);
+        }
+    }
+
+    /// Whether a notice or step at `path` belongs to a kill already placed
+    /// there (or below, for an ancestor's notice) that `near` matches.
+    fn owned_by_placed_kill(&self, path: &str, near: impl Fn(&(String, u64, u64)) -> bool) -> bool {
+        self.placed.iter().any(|placed| {
+            let inside = placed.0 == path
+                || placed
+                    .0
+                    .strip_prefix(path)
+                    .is_some_and(|rest| rest.starts_with('/'));
+            inside && near(placed)
+        })
     }
 
     /// The cursor may advance to the last record read, except past the
@@ -350,6 +419,14 @@ fn event_time_ms(event: &OomEvent) -> u64 {
         })
 }
 
+/// A rate-limited kill's pid is looked up among processes seen in hot
+/// cgroups this long before the kill.
+const PID_LOOKBACK_MS: u64 = 5_000;
+
+/// An OOM's notices come this close to its kill line: the ones of a placed
+/// kill are its own.
+const PLACED_NOTICE_US: u64 = 20_000;
+
 /// A counter step is seen at the first full sample after the kill: within
 /// the hot interval for a cgroup at its limit, a second otherwise. The
 /// window allows for clock skew before and slow samples after.
@@ -388,7 +465,9 @@ impl NoticeGroup {
     /// it is an ancestor of all the others, and the only leaf if there is
     /// one (several leaves: the victim could be in any of them).
     fn places(&self) -> (Option<String>, Option<String>) {
-        let paths: Vec<&str> = self.notices.iter().map(|(p, _)| p.as_str()).collect();
+        let mut paths: Vec<&str> = self.notices.iter().map(|(p, _)| p.as_str()).collect();
+        paths.sort_unstable();
+        paths.dedup();
         let shallowest = paths.iter().min_by_key(|p| p.matches('/').count()).copied();
         let oom = shallowest.filter(|top| {
             let below = format!("{top}/");
@@ -408,6 +487,11 @@ impl NoticeGroup {
 
 /// Notices of one OOM arrive within this of each other.
 const NOTICE_GROUP_US: u64 = 2_000;
+/// A kernel OOM notification: (cgroup, monotonic µs).
+type Notice = (String, u64);
+
+/// Two unrelated OOMs this close make a kill's notice ambiguous.
+const NOTICE_AMBIGUITY_US: u64 = 20_000;
 /// A notice precedes its kill line; this allows for the two clocks.
 const NOTICE_AFTER_KILL_US: u64 = 10_000;
 
@@ -423,12 +507,28 @@ fn match_notice(
         .filter(|n| !claimed.contains(*n) && n.1 <= kill_us + NOTICE_AFTER_KILL_US)
         .collect();
     let latest = free.iter().map(|n| n.1).max()?;
-    let notices = free
+    let (notices, others): (Vec<&Notice>, Vec<&Notice>) =
+        free.into_iter().partition(|n| latest - n.1 <= NOTICE_GROUP_US);
+    // Another cgroup's OOM this close (a storm): which one this kill
+    // belongs to is a guess, and no answer is better than a wrong one.
+    let related = |path: &str| {
+        notices.iter().any(|(p, _)| {
+            p == path
+                || p.strip_prefix(path).is_some_and(|r| r.starts_with('/'))
+                || path.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/'))
+        })
+    };
+    let (same_oom, rivals): (Vec<&Notice>, Vec<&Notice>) = others
         .into_iter()
-        .filter(|n| latest - n.1 <= NOTICE_GROUP_US)
-        .cloned()
-        .collect();
-    Some(NoticeGroup { notices })
+        .filter(|(_, t)| latest - t <= NOTICE_AMBIGUITY_US)
+        .partition(|(path, _)| related(path));
+    if !rivals.is_empty() {
+        return None;
+    }
+    // The kernel's retries of the same OOM belong to this kill too.
+    Some(NoticeGroup {
+        notices: notices.into_iter().chain(same_oom).cloned().collect(),
+    })
 }
 
 /// The memory cgroup of a live (or dying) process, from
@@ -510,6 +610,7 @@ pub async fn run(
         deferred: std::collections::VecDeque::new(),
         claimed_steps: std::collections::HashSet::new(),
         claimed_notices: std::collections::HashSet::new(),
+        placed: std::collections::VecDeque::new(),
         metrics_sync: KmsgSync::default(),
         reader_stats: ReaderStats::default(),
         config,
@@ -634,6 +735,24 @@ mod tests {
             match_notice(&storm, 900_000, &std::collections::HashSet::new()),
             None
         );
+        // Two containers' OOMs 5 ms apart: either could be this kill's.
+        let tight = vec![
+            ("/k/p/c1".to_owned(), 1_000_000),
+            ("/k/p/c2".to_owned(), 1_005_000),
+        ];
+        assert_eq!(
+            match_notice(&tight, 1_005_200, &std::collections::HashSet::new()),
+            None
+        );
+        // Repeated notices of one OOM (the kernel retries while the victim
+        // exits) are no rival.
+        let repeated = vec![
+            ("/k/p/c1".to_owned(), 1_000_000),
+            ("/k/p/c1".to_owned(), 1_004_000),
+        ];
+        let group = match_notice(&repeated, 1_004_100, &std::collections::HashSet::new()).expect("c1");
+        assert_eq!(group.places().1.as_deref(), Some("/k/p/c1"));
+        assert_eq!(group.notices.len(), 2, "both claimed with the kill");
     }
 
     #[test]

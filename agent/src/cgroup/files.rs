@@ -35,6 +35,14 @@ pub fn parse_u64(file: &'static str, text: &str) -> Result<u64, ParseError> {
     text.trim().parse().map_err(|_| error(file, text))
 }
 
+/// `cgroup.procs`: one pid per line (v1 and v2 alike).
+pub fn parse_pids(text: &str) -> Result<Vec<u32>, ParseError> {
+    text.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| line.trim().parse().map_err(|_| error("cgroup.procs", text)))
+        .collect()
+}
+
 /// A limit: `max` (v2) or a huge value (v1) mean unlimited (None).
 pub fn parse_limit(file: &'static str, text: &str) -> Result<Option<u64>, ParseError> {
     match text.trim() {
@@ -324,5 +332,12 @@ mod tests {
             let _ = parse_meminfo(&text);
             let _ = parse_limit("memory.max", &text);
         }
+    }
+
+    #[test]
+    fn pids_of_a_cgroup() {
+        assert_eq!(parse_pids("1203\n1215\n"), Ok(vec![1203, 1215]));
+        assert_eq!(parse_pids(""), Ok(vec![]));
+        assert!(parse_pids("12\nx\n").is_err());
     }
 }

@@ -137,6 +137,15 @@ impl History {
         self.limit
     }
 
+    /// Highest usage sampled between the two times (Unix ms).
+    pub fn peak_usage(&self, from_ms: u64, to_ms: u64) -> Option<u64> {
+        self.fine
+            .iter()
+            .filter(|f| (from_ms..=to_ms).contains(&f.t_ms))
+            .map(|f| f.usage)
+            .max()
+    }
+
     /// Latest (time, working set, usage).
     pub fn latest(&self) -> Option<(u64, u64, u64)> {
         self.fine.back().map(|f| (f.t_ms, self.working_set(f), f.usage))

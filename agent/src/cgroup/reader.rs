@@ -184,6 +184,22 @@ impl MemcgReader {
         self.parsed(parse_u64(name, text))
     }
 
+    /// The processes directly in this cgroup (`cgroup.procs`). Read whole
+    /// (a busy cgroup's list outgrows the sample buffer), and only for
+    /// cgroups near their limit: it names the cgroup of a kill whose
+    /// report the kernel rate-limited.
+    pub fn read_procs(&self) -> Result<Vec<u32>, ReadError> {
+        let path = self.dir.join("cgroup.procs");
+        let text = std::fs::read_to_string(&path).map_err(|source| {
+            if is_gone(&source) {
+                ReadError::Vanished(self.dir.clone())
+            } else {
+                ReadError::Io { path, source }
+            }
+        })?;
+        self.parsed(files::parse_pids(&text))
+    }
+
     /// v1 `memory.failcnt` (times usage hit the limit), None on v2. Not
     /// part of a full sample: nothing in the history needs it, and it would
     /// be a fifth of a v1 full sample's reads.

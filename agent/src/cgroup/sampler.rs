@@ -161,6 +161,16 @@ pub enum Request {
         to_us: u64,
         reply: oneshot::Sender<Vec<(String, u64)>>,
     },
+    LimitedCgroup {
+        victim: String,
+        until_ms: u64,
+        reply: oneshot::Sender<Option<String>>,
+    },
+    CgroupOfPid {
+        pid: u32,
+        since_ms: u64,
+        reply: oneshot::Sender<Option<String>>,
+    },
     Stats {
         reply: oneshot::Sender<SamplerStats>,
     },
@@ -236,6 +246,34 @@ impl SamplerHandle {
         answer.await.unwrap_or_default()
     }
 
+    /// The cgroup a process was last seen in, if that was at or after
+    /// `since_ms` (Unix ms) in a cgroup near its limit: names the cgroup
+    /// of a kill whose report the kernel rate-limited, exactly.
+    pub async fn cgroup_of_pid(&self, pid: u32, since_ms: u64) -> Option<String> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::CgroupOfPid { pid, since_ms, reply })
+            .await
+            .ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// For a memcg kill whose report did not say which limit was hit: the
+    /// victim's cgroup or the nearest tracked ancestor whose usage was at
+    /// its limit just before `until_ms`.
+    pub async fn limited_cgroup(&self, victim: String, until_ms: u64) -> Option<String> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::LimitedCgroup {
+                victim,
+                until_ms,
+                reply,
+            })
+            .await
+            .ok()?;
+        answer.await.ok().flatten()
+    }
+
     /// The live containers' memory now (for the collector's `top`).
     pub async fn statuses(&self) -> Vec<pb::ContainerMemoryStatus> {
         let (reply, answer) = oneshot::channel();
@@ -276,6 +314,15 @@ struct Tracked {
     ancestor_limit: Option<u64>,
 }
 
+/// Usage this close to the limit (as a fraction) counts as at the limit:
+/// the last sample before a kill is up to one hot interval early.
+const AT_LIMIT: f64 = 0.9;
+
+/// How long a process seen in a hot cgroup is remembered: longer than a
+/// kill record takes to be read, short enough that pid reuse cannot
+/// mislead.
+const PID_MEMORY: Duration = Duration::from_secs(10);
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -298,6 +345,9 @@ pub struct Sampler {
     last_node: Option<Instant>,
     last_rescan: Option<Instant>,
     warnings: mpsc::Sender<pb::MemoryWarning>,
+    /// Processes seen in hot cgroups: pid -> (cgroup, Unix ms last seen).
+    /// Pruned after [`PID_MEMORY`].
+    pid_places: HashMap<u32, (String, u64)>,
     buf: Box<[u8]>,
     stats: SamplerStats,
     metrics: Option<(
@@ -342,6 +392,7 @@ impl Sampler {
             last_node: None,
             last_rescan: None,
             warnings,
+            pid_places: HashMap::new(),
             buf: vec![0; READ_BUFFER].into_boxed_slice(),
             stats: SamplerStats::default(),
             metrics: None,
@@ -594,6 +645,19 @@ impl Sampler {
                     let growth = tracked.history.recent_growth(10_000);
                     let effective_limit = effective_limit(sample.limit, tracked.ancestor_limit);
                     tracked.hot = is_hot(&schedule, sample.working_set, effective_limit, growth);
+                    // The processes of a cgroup near its limit: a kill there
+                    // may come without a cgroup path (rate-limited report).
+                    if tracked.hot {
+                        match reader.read_procs() {
+                            Ok(pids) => {
+                                for pid in pids {
+                                    self.pid_places.insert(pid, (tracked.path.clone(), t_ms));
+                                }
+                            }
+                            Err(ReadError::Vanished(_)) => {}
+                            Err(error) => debug!(%error, "cgroup.procs not read"),
+                        }
+                    }
                     if let Some(warning) =
                         warning_due(&self.config, tracked, now, t_ms, sample.working_set, sample.limit)
                     {
@@ -604,6 +668,16 @@ impl Sampler {
                 Ok(None) => {
                     self.stats.fast_samples += 1;
                     tracked.last_fast = Some(now);
+                    // A container can climb from rest to its limit between
+                    // two full samples: turning hot on a usage sample gets
+                    // it full samples (and its process list) in time.
+                    if !tracked.hot
+                        && let Some((_, working_set, _)) = tracked.history.latest()
+                    {
+                        let limit = effective_limit(tracked.history.limit(), tracked.ancestor_limit);
+                        let growth = tracked.history.recent_growth(10_000);
+                        tracked.hot = is_hot(&schedule, working_set, limit, growth);
+                    }
                 }
                 Err(ReadError::Vanished(_)) => Self::mark(tracked, now, &mut self.stats),
                 Err(error) => {
@@ -645,6 +719,8 @@ impl Sampler {
         {
             self.node_view = Some(self.node.read(t_ms));
             self.last_node = Some(now);
+            let horizon = t_ms.saturating_sub(PID_MEMORY.as_millis() as u64);
+            self.pid_places.retain(|_, (_, seen)| *seen >= horizon);
             self.refresh_ancestor_limits();
             let stats = self.stats();
             if let Some((metrics, sync)) = &mut self.metrics {
@@ -710,6 +786,29 @@ impl Sampler {
         // A sub-cgroup of a container: its container's history.
         let level_path = parse_cgroup_path(path).level_path;
         self.index.get(level_path.as_str()).map(|&i| &self.tracked[i])
+    }
+
+    /// The victim's cgroup or its nearest tracked ancestor whose usage in
+    /// the last second before `until_ms` came within [`AT_LIMIT`] of its
+    /// limit: the kernel charges upward and fails at the first such level.
+    pub fn limited_cgroup(&self, victim: &str, until_ms: u64) -> Option<String> {
+        let from_ms = until_ms.saturating_sub(1000);
+        let levels = std::iter::once(victim).chain(
+            victim
+                .rmatch_indices('/')
+                .map(|(at, _)| &victim[..at])
+                .filter(|p| !p.is_empty()),
+        );
+        for path in levels {
+            let Some(&i) = self.index.get(path) else { continue };
+            let history = &self.tracked[i].history;
+            if let (Some(limit), Some(peak)) = (history.limit(), history.peak_usage(from_ms, until_ms + 100))
+                && peak as f64 >= limit as f64 * AT_LIMIT
+            {
+                return Some(path.to_owned());
+            }
+        }
+        None
     }
 
     /// Frozen histories up to `until_ms`.
@@ -801,6 +900,21 @@ impl Sampler {
                 reply,
             } => {
                 let _ = reply.send(self.oom_notices(from_us, to_us));
+            }
+            Request::LimitedCgroup {
+                victim,
+                until_ms,
+                reply,
+            } => {
+                let _ = reply.send(self.limited_cgroup(&victim, until_ms));
+            }
+            Request::CgroupOfPid { pid, since_ms, reply } => {
+                let place = self
+                    .pid_places
+                    .get(&pid)
+                    .filter(|(_, seen)| *seen >= since_ms)
+                    .map(|(path, _)| path.clone());
+                let _ = reply.send(place);
             }
             Request::Stats { reply } => {
                 let _ = reply.send(self.stats());
