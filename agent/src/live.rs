@@ -534,10 +534,12 @@ fn match_notice(
 /// The memory cgroup of a live (or dying) process, from
 /// `/proc/PID/cgroup`: the `memory` line on v1, the unified line on v2.
 /// None for `/`: an exiting process is moved to the root cgroup, so `/`
-/// says nothing about where it was killed.
+/// says nothing about where it was killed. None for a path outside the
+/// agent's own cgroup namespace (`/..`, an agent in a container with a
+/// private cgroup namespace): the kernel log's paths are absolute.
 pub fn memory_cgroup_of(proc_root: &std::path::Path, pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
-    parse_proc_cgroup(&text).filter(|path| path != "/")
+    parse_proc_cgroup(&text).filter(|path| path != "/" && !path.starts_with("/.."))
 }
 
 fn parse_proc_cgroup(text: &str) -> Option<String> {
