@@ -344,6 +344,22 @@ impl History {
     }
 
     /// Working-set slope over the last `window_ms` before the latest sample.
+    /// Growth between the oldest and newest sample of the last
+    /// `window_ms`, bytes per second: cheap enough for every usage sample
+    /// (it walks back only over the window, no regression).
+    pub fn short_growth(&self, window_ms: u64) -> Option<f64> {
+        let last = self.fine.back()?;
+        let first = self
+            .fine
+            .iter()
+            .rev()
+            .take_while(|f| f.t_ms + window_ms >= last.t_ms)
+            .last()?;
+        let dt_ms = last.t_ms.checked_sub(first.t_ms).filter(|&d| d > 0)?;
+        let grown = self.working_set(last) as f64 - self.working_set(first) as f64;
+        Some(grown * 1000.0 / dt_ms as f64)
+    }
+
     pub fn recent_growth(&self, window_ms: u64) -> Option<f64> {
         let last = self.fine.back()?.t_ms;
         slope(
@@ -423,6 +439,15 @@ mod tests {
         // Above 90 MiB (90% of 100) from 81 MiB of growth on: ~14 s.
         let above = summary.seconds_above_90pct.expect("limit known");
         assert!((above - 14.0).abs() < 0.3, "{above}");
+        // The last second's growth, from its two end samples, and the
+        // peak usage of a window.
+        let short = history.short_growth(1_000).expect("short growth");
+        assert!((short - f64::from(1 << 20)).abs() < 1.0, "{short}");
+        assert_eq!(
+            history.peak_usage(end - 1_000, end),
+            Some((10 << 20) + 95 * (1 << 20))
+        );
+        assert_eq!(history.peak_usage(end + 1, end + 10), None);
 
         let exported = history.export("/kubepods/x", end, 100);
         // The last minute at full rate, the time before it in buckets.

@@ -675,7 +675,7 @@ impl Sampler {
                         && let Some((_, working_set, _)) = tracked.history.latest()
                     {
                         let limit = effective_limit(tracked.history.limit(), tracked.ancestor_limit);
-                        let growth = tracked.history.recent_growth(10_000);
+                        let growth = tracked.history.short_growth(1_000);
                         tracked.hot = is_hot(&schedule, working_set, limit, growth);
                     }
                 }
