@@ -466,3 +466,48 @@ fn a_container_closing_on_its_limit_gets_one_warning_a_minute() {
     );
     assert_eq!(sampler.stats().warnings, 1);
 }
+
+/// A kill whose report the kernel rate-limited names only a pid: the
+/// sampler lists the processes of cgroups near their limit, and tells
+/// which level's limit was hit from the sampled usage.
+#[test]
+fn processes_near_a_limit_place_a_rate_limited_kill() {
+    let f = fixture();
+    let memory = f.cgroup_root.join("memory");
+    v1_cgroup(&memory, 900 << 20, None, 0);
+    // A pod limited at 64 MiB with an unlimited container close to it, and
+    // a container far below its own 32 MiB limit.
+    let pod = memory.join(format!("kubepods/burstable/pod{UID}"));
+    v1_cgroup(&pod, 62 << 20, Some(64 << 20), 0);
+    let near = pod.join(id('a'));
+    v1_cgroup(&near, 60 << 20, None, 0);
+    write(&near, "cgroup.procs", "101\n102\n");
+    let far = pod.join(id('b'));
+    v1_cgroup(&far, 2 << 20, Some(32 << 20), 0);
+    write(&far, "cgroup.procs", "201\n");
+    fill_v1(&memory);
+    let (warnings, _rx) = mpsc::channel(4);
+    let mut sampler = Sampler::new(config(&f.cgroup_root, &f.proc_root, false), warnings);
+    let start = Instant::now();
+    for i in 0..6u64 {
+        sampler.tick(start + Duration::from_millis(100 * i));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let path = |dir: &Path| format!("/{}", dir.strip_prefix(&memory).expect("under root").display());
+    let since = oomlens_agent::cgroup::sampler::now_ms() - 5_000;
+    assert_eq!(sampler.cgroup_of_pid(102, since), Some(path(&near)));
+    assert_eq!(
+        sampler.cgroup_of_pid(201, since),
+        None,
+        "a cold cgroup's processes are not listed"
+    );
+    assert_eq!(sampler.cgroup_of_pid(102, since + 60_000), None, "too old");
+    let now = oomlens_agent::cgroup::sampler::now_ms();
+    // The container has no limit of its own: the pod's was hit.
+    assert_eq!(sampler.limited_cgroup(&path(&near), now), Some(path(&pod)));
+    // Its sibling is far below its own limit, but the pod was at its
+    // limit: a kill there hit the pod's too.
+    assert_eq!(sampler.limited_cgroup(&path(&far), now), Some(path(&pod)));
+    // No samples in the second before the kill: no answer, not a guess.
+    assert_eq!(sampler.limited_cgroup(&path(&near), now - 60_000), None);
+}

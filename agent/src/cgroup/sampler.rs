@@ -788,6 +788,15 @@ impl Sampler {
         self.index.get(level_path.as_str()).map(|&i| &self.tracked[i])
     }
 
+    /// The cgroup near its limit that `pid` was last seen in, at or after
+    /// `since_ms` (Unix ms).
+    pub fn cgroup_of_pid(&self, pid: u32, since_ms: u64) -> Option<String> {
+        self.pid_places
+            .get(&pid)
+            .filter(|(_, seen)| *seen >= since_ms)
+            .map(|(path, _)| path.clone())
+    }
+
     /// The victim's cgroup or its nearest tracked ancestor whose usage in
     /// the last second before `until_ms` came within [`AT_LIMIT`] of its
     /// limit: the kernel charges upward and fails at the first such level.
@@ -909,12 +918,7 @@ impl Sampler {
                 let _ = reply.send(self.limited_cgroup(&victim, until_ms));
             }
             Request::CgroupOfPid { pid, since_ms, reply } => {
-                let place = self
-                    .pid_places
-                    .get(&pid)
-                    .filter(|(_, seen)| *seen >= since_ms)
-                    .map(|(path, _)| path.clone());
-                let _ = reply.send(place);
+                let _ = reply.send(self.cgroup_of_pid(pid, since_ms));
             }
             Request::Stats { reply } => {
                 let _ = reply.send(self.stats());
