@@ -241,7 +241,7 @@ fn check_promises(name: &str, objects: &[Value], known: &BTreeSet<String>) {
         .iter()
         .filter_map(|v| v["hostPath"]["path"].as_str())
         .collect();
-    for path in ["/dev/kmsg", "/sys/fs/cgroup", "/var/lib/oomlens"] {
+    for path in ["/proc", "/dev/kmsg", "/sys/fs/cgroup", "/var/lib/oomlens"] {
         assert!(
             host_paths.contains(&path),
             "{name}: hostPath {path}: {host_paths:?}"
