@@ -508,6 +508,19 @@ fn processes_near_a_limit_place_a_rate_limited_kill() {
     // Its sibling is far below its own limit, but the pod was at its
     // limit: a kill there hit the pod's too.
     assert_eq!(sampler.limited_cgroup(&path(&far), now), Some(path(&pod)));
+    // A container closer to its own limit than the pod is to the pod's:
+    // the container's was hit.
+    let own = pod.join(id('c'));
+    v1_cgroup(&own, 28 << 20, Some(32 << 20), 0);
+    v1_cgroup(&pod, 40 << 20, Some(64 << 20), 0);
+    // Histories are stamped with the wall clock: let the pod's old samples
+    // age out of the last second.
+    for i in 6..30u64 {
+        sampler.tick(start + Duration::from_millis(100 * i));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let now = oomlens_agent::cgroup::sampler::now_ms();
+    assert_eq!(sampler.limited_cgroup(&path(&own), now), Some(path(&own)));
     // No samples in the second before the kill: no answer, not a guess.
     assert_eq!(sampler.limited_cgroup(&path(&near), now - 60_000), None);
 }

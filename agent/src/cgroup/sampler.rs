@@ -314,9 +314,9 @@ struct Tracked {
     ancestor_limit: Option<u64>,
 }
 
-/// Usage this close to the limit (as a fraction) counts as at the limit:
-/// the last sample before a kill is up to one hot interval early.
-const AT_LIMIT: f64 = 0.9;
+/// A level whose usage stayed below this share of its limit in the second
+/// before a kill did not hit it.
+const NEAR_LIMIT: f64 = 0.5;
 
 /// How long a process seen in a hot cgroup is remembered: longer than a
 /// kill record takes to be read, short enough that pid reuse cannot
@@ -797,9 +797,12 @@ impl Sampler {
             .map(|(path, _)| path.clone())
     }
 
-    /// The victim's cgroup or its nearest tracked ancestor whose usage in
-    /// the last second before `until_ms` came within [`AT_LIMIT`] of its
-    /// limit: the kernel charges upward and fails at the first such level.
+    /// Which limit a memcg kill hit, for a kill placed only by its
+    /// victim's cgroup: among that cgroup and its tracked ancestors with a
+    /// limit, the one whose usage in the last second before `until_ms` came
+    /// closest to it (the nearer level on a tie), if within [`NEAR_LIMIT`].
+    /// The last sample before a fast climb can be a whole hot interval
+    /// early, so "at the limit" cannot be asked for.
     pub fn limited_cgroup(&self, victim: &str, until_ms: u64) -> Option<String> {
         let from_ms = until_ms.saturating_sub(1000);
         let levels = std::iter::once(victim).chain(
@@ -808,16 +811,20 @@ impl Sampler {
                 .map(|(at, _)| &victim[..at])
                 .filter(|p| !p.is_empty()),
         );
+        let mut closest: Option<(&str, f64)> = None;
         for path in levels {
             let Some(&i) = self.index.get(path) else { continue };
             let history = &self.tracked[i].history;
-            if let (Some(limit), Some(peak)) = (history.limit(), history.peak_usage(from_ms, until_ms + 100))
-                && peak as f64 >= limit as f64 * AT_LIMIT
-            {
-                return Some(path.to_owned());
+            let (Some(limit), Some(peak)) = (history.limit(), history.peak_usage(from_ms, until_ms + 100))
+            else {
+                continue;
+            };
+            let ratio = peak as f64 / limit as f64;
+            if ratio >= NEAR_LIMIT && closest.is_none_or(|(_, best)| ratio > best) {
+                closest = Some((path, ratio));
             }
         }
-        None
+        closest.map(|(path, _)| path.to_owned())
     }
 
     /// Frozen histories up to `until_ms`.
