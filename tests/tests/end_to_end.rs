@@ -35,9 +35,18 @@ use oomlens_tests::{
 /// a 32 MiB limit takes about 1.6 s, several samples at 10 Hz.
 const FEED: &str = "while head -c 1048576 /dev/zero; do usleep 50000; done";
 
-/// The storm's feed: 40 MiB/s, so that 20 hogs sharing two cores still
-/// reach their 16 MiB limits well within 2 s of the start.
-const STORM_FEED: &str = "while head -c 2097152 /dev/zero; do usleep 50000; done";
+/// The storm's hog: `tail` (the main process) holds 2 MiB of its 8 MiB
+/// while the feeder waits for the start gun; then 3.5 MiB, a 100 ms pause
+/// (sampled: the history shows the climb through two thirds of the
+/// limit), and 3.5 MiB more, which the limit stops. Few steps and no
+/// process per step after the gun: the kills bunch up.
+fn storm_hog(gun_port: u16) -> String {
+    format!(
+        "mkfifo /feed; ( head -c 2097152 /dev/zero; \
+         until wget -q -O /dev/null http://127.0.0.1:{gun_port}/; do usleep 100000; done; \
+         head -c 3670016 /dev/zero; usleep 100000; head -c 8388608 /dev/zero ) > /feed & exec tail /feed"
+    )
+}
 
 /// `tail` buffers an endless line: it is the hog, and the main process
 /// (exec) reading the feed through a FIFO.
@@ -51,7 +60,7 @@ fn child_hog(wait: &str) -> String {
 }
 
 const LIMIT: u64 = 32 << 20;
-const STORM_LIMIT: u64 = 16 << 20;
+const STORM_LIMIT: u64 = 8 << 20;
 const STORM_PODS: usize = 4;
 const STORM_CONTAINERS_PER_POD: usize = 5;
 const STORM: usize = STORM_PODS * STORM_CONTAINERS_PER_POD;
@@ -454,10 +463,6 @@ async fn kills_in_containerd_reach_a_watch_subscriber_once_each_with_their_histo
 
     // The storm: 20 containers in 4 pods, each waiting for the start gun.
     let gun = StartGun::new();
-    let storm_wait = format!(
-        "until wget -q -O /dev/null http://127.0.0.1:{}/; do usleep 100000; done",
-        gun.port
-    );
     let mut storm_ids = Vec::new();
     for p in 0..STORM_PODS {
         let (uid, _) = pod_and_container_ids();
@@ -479,7 +484,7 @@ async fn kills_in_containerd_reach_a_watch_subscriber_once_each_with_their_histo
                     &mut cri,
                     &pod,
                     &container,
-                    &main_process_hog(&storm_wait, STORM_FEED),
+                    &storm_hog(gun.port),
                     Some(STORM_LIMIT as i64),
                 )
                 .await
@@ -622,6 +627,10 @@ async fn kills_in_containerd_reach_a_watch_subscriber_once_each_with_their_histo
         })
         .collect();
     let spread = storm_times.iter().max().unwrap() - storm_times.iter().min().unwrap();
+    let first = *storm_times.iter().min().unwrap();
+    let mut offsets: Vec<i64> = storm_times.iter().map(|t| t - first).collect();
+    offsets.sort_unstable();
+    eprintln!("storm kill times after the first, ms: {offsets:?}");
     let partial = storm_ids
         .iter()
         .flat_map(|id| &ours[id])
