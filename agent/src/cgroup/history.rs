@@ -343,7 +343,6 @@ impl History {
         }
     }
 
-    /// Working-set slope over the last `window_ms` before the latest sample.
     /// Growth between the oldest and newest sample of the last
     /// `window_ms`, bytes per second: cheap enough for every usage sample
     /// (it walks back only over the window, no regression).
@@ -360,6 +359,7 @@ impl History {
         Some(grown * 1000.0 / dt_ms as f64)
     }
 
+    /// Working-set slope over the last `window_ms` before the latest sample.
     pub fn recent_growth(&self, window_ms: u64) -> Option<f64> {
         let last = self.fine.back()?.t_ms;
         slope(
