@@ -14,6 +14,7 @@ use crate::cgroup::SamplerHandle;
 use crate::event::{NodeContext, attribute, event_from_report};
 use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, ReaderStats, StartAt};
 use crate::oom::{Parser, ParserStats};
+use crate::pods::path::is_below;
 use crate::reconcile::{Reconciler, read_vmstat_oom_kill};
 use crate::telemetry::{AgentMetrics, KmsgSync};
 
@@ -337,14 +338,9 @@ impl Pipeline {
     /// Whether a notice or step at `path` belongs to a kill already placed
     /// there (or below, for an ancestor's notice) that `near` matches.
     fn owned_by_placed_kill(&self, path: &str, near: impl Fn(&(String, u64, u64)) -> bool) -> bool {
-        self.placed.iter().any(|placed| {
-            let inside = placed.0 == path
-                || placed
-                    .0
-                    .strip_prefix(path)
-                    .is_some_and(|rest| rest.starts_with('/'));
-            inside && near(placed)
-        })
+        self.placed
+            .iter()
+            .any(|placed| (placed.0 == path || is_below(&placed.0, path)) && near(placed))
     }
 
     /// The cursor may advance to the last record read, except past the
@@ -444,10 +440,9 @@ fn match_step(
 ) -> Option<(String, u64)> {
     let free: Vec<&(String, u64)> = steps.iter().filter(|s| !claimed.contains(*s)).collect();
     let mut leaves = free.iter().filter(|(path, t)| {
-        let below = format!("{path}/");
         !free
             .iter()
-            .any(|(other, u)| other.starts_with(&below) && u.abs_diff(*t) <= 100)
+            .any(|(other, u)| is_below(other, path) && u.abs_diff(*t) <= 100)
     });
     let only = leaves.next()?;
     leaves.next().is_none().then(|| (*only).clone())
@@ -469,14 +464,10 @@ impl NoticeGroup {
         paths.sort_unstable();
         paths.dedup();
         let shallowest = paths.iter().min_by_key(|p| p.matches('/').count()).copied();
-        let oom = shallowest.filter(|top| {
-            let below = format!("{top}/");
-            paths.iter().all(|p| p == top || p.starts_with(&below))
-        });
-        let mut leaves = paths.iter().filter(|p| {
-            let below = format!("{p}/");
-            !paths.iter().any(|other| other.starts_with(&below))
-        });
+        let oom = shallowest.filter(|top| paths.iter().all(|p| p == top || is_below(p, top)));
+        let mut leaves = paths
+            .iter()
+            .filter(|p| !paths.iter().any(|other| is_below(other, p)));
         let task = match (leaves.next(), leaves.next()) {
             (Some(only), None) => Some((*only).to_owned()),
             _ => None,
@@ -512,11 +503,9 @@ fn match_notice(
     // Another cgroup's OOM this close (a storm): which one this kill
     // belongs to is a guess, and no answer is better than a wrong one.
     let related = |path: &str| {
-        notices.iter().any(|(p, _)| {
-            p == path
-                || p.strip_prefix(path).is_some_and(|r| r.starts_with('/'))
-                || path.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/'))
-        })
+        notices
+            .iter()
+            .any(|(p, _)| p == path || is_below(p, path) || is_below(path, p))
     };
     let (same_oom, rivals): (Vec<&Notice>, Vec<&Notice>) = others
         .into_iter()

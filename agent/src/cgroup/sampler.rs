@@ -21,6 +21,7 @@ use super::history::{History, Windows, timestamp_ms};
 use super::node::NodeReader;
 use super::notify::OomNotifier;
 use super::reader::{MemcgReader, READ_BUFFER, ReadError};
+use crate::pods::path::{ancestors, is_below};
 use crate::pods::{CgroupIdentity, Level, parse_cgroup_path};
 
 /// When each cgroup is read.
@@ -537,9 +538,8 @@ impl Sampler {
         let Some(relative) = relative_path(&self.config.root.path, dir) else {
             return;
         };
-        let below = format!("{relative}/");
         for tracked in &mut self.tracked {
-            if tracked.path == relative || tracked.path.starts_with(&below) {
+            if tracked.path == relative || is_below(&tracked.path, &relative) {
                 Self::mark(tracked, now, &mut self.stats);
             }
         }
@@ -766,10 +766,8 @@ impl Sampler {
             .tracked
             .iter()
             .map(|t| {
-                t.path
-                    .match_indices('/')
-                    .skip(1)
-                    .filter_map(|(at, _)| self.index.get(&t.path[..at]))
+                ancestors(&t.path)
+                    .filter_map(|path| self.index.get(path))
                     .filter_map(|&i| self.tracked[i].history.limit())
                     .min()
             })
@@ -805,12 +803,7 @@ impl Sampler {
     /// early, so "at the limit" cannot be asked for.
     pub fn limited_cgroup(&self, victim: &str, until_ms: u64) -> Option<String> {
         let from_ms = until_ms.saturating_sub(1000);
-        let levels = std::iter::once(victim).chain(
-            victim
-                .rmatch_indices('/')
-                .map(|(at, _)| &victim[..at])
-                .filter(|p| !p.is_empty()),
-        );
+        let levels = std::iter::once(victim).chain(ancestors(victim));
         let mut closest: Option<(&str, f64)> = None;
         for path in levels {
             let Some(&i) = self.index.get(path) else { continue };
