@@ -187,6 +187,14 @@ pub struct SamplerHandle {
 }
 
 impl SamplerHandle {
+    /// Sends one request and waits for its answer; None if the sampler is
+    /// gone.
+    async fn ask<T>(&self, request: impl FnOnce(oneshot::Sender<T>) -> Request) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(request(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
     /// Frozen histories for a kill and the node view. None if the sampler
     /// is gone.
     pub async fn snapshot(
@@ -195,99 +203,70 @@ impl SamplerHandle {
         oom_memcg: Option<String>,
         until_ms: u64,
     ) -> Option<Snapshot> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Snapshot {
-                victim,
-                oom_memcg,
-                until_ms,
-                reply,
-            })
-            .await
-            .ok()?;
-        answer.await.ok()
+        self.ask(|reply| Request::Snapshot {
+            victim,
+            oom_memcg,
+            until_ms,
+            reply,
+        })
+        .await
     }
 
     /// OOM-kill counter steps (cgroup, Unix ms when seen) between the two
     /// times: how a kill without a cgroup path (rate-limited report) is
     /// attributed.
     pub async fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<(String, u64)> {
-        let (reply, answer) = oneshot::channel();
-        if self
-            .requests
-            .send(Request::OomSteps {
-                from_ms,
-                to_ms,
-                reply,
-            })
-            .await
-            .is_err()
-        {
-            return Vec::new();
-        }
-        answer.await.unwrap_or_default()
+        self.ask(|reply| Request::OomSteps {
+            from_ms,
+            to_ms,
+            reply,
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Kernel OOM notifications (cgroup, monotonic µs) between the two
     /// times: they place a kill without a cgroup path precisely.
     pub async fn oom_notices(&self, from_us: u64, to_us: u64) -> Vec<(String, u64)> {
-        let (reply, answer) = oneshot::channel();
-        if self
-            .requests
-            .send(Request::OomNotices {
-                from_us,
-                to_us,
-                reply,
-            })
-            .await
-            .is_err()
-        {
-            return Vec::new();
-        }
-        answer.await.unwrap_or_default()
+        self.ask(|reply| Request::OomNotices {
+            from_us,
+            to_us,
+            reply,
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// The cgroup a process was last seen in, if that was at or after
     /// `since_ms` (Unix ms) in a cgroup near its limit: names the cgroup
     /// of a kill whose report the kernel rate-limited, exactly.
     pub async fn cgroup_of_pid(&self, pid: u32, since_ms: u64) -> Option<String> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::CgroupOfPid { pid, since_ms, reply })
+        self.ask(|reply| Request::CgroupOfPid { pid, since_ms, reply })
             .await
-            .ok()?;
-        answer.await.ok().flatten()
+            .flatten()
     }
 
-    /// For a memcg kill whose report did not say which limit was hit: the
-    /// victim's cgroup or the nearest tracked ancestor whose usage was at
-    /// its limit just before `until_ms`.
+    /// For a memcg kill whose report did not say which limit was hit: see
+    /// [`Sampler::limited_cgroup`].
     pub async fn limited_cgroup(&self, victim: String, until_ms: u64) -> Option<String> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::LimitedCgroup {
-                victim,
-                until_ms,
-                reply,
-            })
-            .await
-            .ok()?;
-        answer.await.ok().flatten()
+        self.ask(|reply| Request::LimitedCgroup {
+            victim,
+            until_ms,
+            reply,
+        })
+        .await
+        .flatten()
     }
 
     /// The live containers' memory now (for the collector's `top`).
     pub async fn statuses(&self) -> Vec<pb::ContainerMemoryStatus> {
-        let (reply, answer) = oneshot::channel();
-        if self.requests.send(Request::Statuses { reply }).await.is_err() {
-            return Vec::new();
-        }
-        answer.await.unwrap_or_default()
+        self.ask(|reply| Request::Statuses { reply })
+            .await
+            .unwrap_or_default()
     }
 
     pub async fn stats(&self) -> Option<SamplerStats> {
-        let (reply, answer) = oneshot::channel();
-        self.requests.send(Request::Stats { reply }).await.ok()?;
-        answer.await.ok()
+        self.ask(|reply| Request::Stats { reply }).await
     }
 }
 
