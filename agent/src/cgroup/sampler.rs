@@ -629,8 +629,15 @@ impl Sampler {
                     if tracked.hot {
                         match reader.read_procs() {
                             Ok(pids) => {
+                                // 20 times a second per hot cgroup: refresh the
+                                // time, copy the path only for a new place.
                                 for pid in pids {
-                                    self.pid_places.insert(pid, (tracked.path.clone(), t_ms));
+                                    match self.pid_places.get_mut(&pid) {
+                                        Some((path, seen)) if *path == tracked.path => *seen = t_ms,
+                                        _ => {
+                                            self.pid_places.insert(pid, (tracked.path.clone(), t_ms));
+                                        }
+                                    }
                                 }
                             }
                             Err(ReadError::Vanished(_)) => {}
