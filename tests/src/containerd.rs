@@ -42,11 +42,7 @@ pub fn containerd_unavailable() -> Option<String> {
         ("ctr", "containerd"),
         ("runc", "runc"),
     ] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output();
-        if !found.is_ok_and(|o| o.status.success()) {
+        if crate::find_program(tool).is_none() {
             return Some(format!(
                 "needs {tool} (Debian package {package}; .ci/run installs it)"
             ));

@@ -248,6 +248,40 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The value of one series (`name{labels}` exactly) in a Prometheus text
+/// page; 0 when absent, as for a counter never incremented.
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A program on PATH, by name.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .ok()?;
+    found
+        .status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&found.stdout).trim()))
+}
+
+/// The environment variables a `--help` text names (`[env: NAME=...]`).
+pub fn help_variables(help: &str) -> Vec<String> {
+    help.split("[env: ")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
 /// A plain HTTP/1.1 GET on 127.0.0.1; (status, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read as _, Write as _};

@@ -16,7 +16,7 @@ use oomlens_agent::telemetry::AgentMetrics;
 use oomlens_collector::client::ClientConfig;
 use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent, QueryRequest};
 use oomlens_tests::{
-    ScratchTree, cli_binary, collector_binary, free_port, require_real_kernel, run_hog, unique,
+    ScratchTree, cli_binary, collector_binary, free_port, metric, require_real_kernel, run_hog, unique,
 };
 
 /// The collector binary on a fixed port and database, restartable.
@@ -232,13 +232,8 @@ async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice()
     // The SIGKILL broke the open stream, and reconnecting failed while the
     // collector was down: both are counted.
     for reason in ["stream", "connect"] {
-        let line = format!("oomlens_agent_send_errors_total{{reason=\"{reason}\"}} ");
-        let count: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix(line.as_str()))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        assert!(count >= 1, "{reason} errors counted:\n{text}");
+        let series = format!("oomlens_agent_send_errors_total{{reason=\"{reason}\"}}");
+        assert!(metric(&text, &series) >= 1.0, "{reason} errors counted:\n{text}");
     }
 }
 

@@ -31,18 +31,10 @@ fn repo() -> PathBuf {
 }
 
 fn tool(env: &str, name: &str) -> Option<PathBuf> {
-    if let Ok(path) = std::env::var(env) {
-        return Some(PathBuf::from(path));
-    }
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .ok()?;
-    found
-        .status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&found.stdout).trim()))
+    std::env::var(env)
+        .ok()
+        .map(PathBuf::from)
+        .or_else(|| oomlens_tests::find_program(name))
 }
 
 struct Tools {
@@ -121,13 +113,7 @@ fn known_variables() -> BTreeSet<String> {
         (oomlens_tests::collector_binary(), "serve"),
     ] {
         let help = run(Command::new(binary).args([command, "--help"]));
-        for part in help.split("[env: ").skip(1) {
-            let name: String = part
-                .chars()
-                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
-                .collect();
-            known.insert(name);
-        }
+        known.extend(oomlens_tests::help_variables(&help));
     }
     // Read by the shared logging setup, not a flag.
     known.insert("OOMLENS_LOG".into());

@@ -34,15 +34,7 @@ fn flags_and_variables(help: &str) -> (BTreeSet<String>, BTreeSet<String>) {
             }
         }
     }
-    let variables = help
-        .split("[env: ")
-        .skip(1)
-        .map(|rest| {
-            rest.chars()
-                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
-                .collect()
-        })
-        .collect();
+    let variables = oomlens_tests::help_variables(help).into_iter().collect();
     (flags, variables)
 }
 

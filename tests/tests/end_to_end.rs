@@ -28,7 +28,7 @@ use oomlens_proto::json::{event_from_json, event_to_json_line};
 use oomlens_proto::v1::{OomEvent, QosClass, Scope};
 use oomlens_tests::containerd::{Containerd, containerd_unavailable};
 use oomlens_tests::{
-    ScratchTree, cli_binary, collector_binary, free_port, http_get, pod_and_container_ids, unique,
+    ScratchTree, cli_binary, collector_binary, free_port, http_get, metric, pod_and_container_ids, unique,
 };
 
 /// Feeds 1 MiB every 50 ms (20 MiB/s) until the reader dies: the climb to
@@ -112,14 +112,6 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The value of one sample line of a Prometheus text page, 0 if absent.
-fn metric(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Sum over every series of a metric.
