@@ -99,10 +99,22 @@ struct RunArgs {
     #[arg(long, env = "OOMLENS_SAMPLE_INTERVAL_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(10..=10_000))]
     sample_interval_ms: u64,
-    /// Interval between full samples (every memory file), milliseconds.
+    /// Interval between full samples (every memory file) of each container,
+    /// and between usage samples of pods and the levels above them,
+    /// milliseconds.
     #[arg(long, env = "OOMLENS_FULL_SAMPLE_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     full_sample_interval_ms: u64,
+    /// Interval between full samples of pods and the levels above them
+    /// (QoS, kubepods) while not near a limit, milliseconds.
+    #[arg(long, env = "OOMLENS_POD_FULL_SAMPLE_INTERVAL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pod_full_sample_interval_ms: u64,
+    /// Interval between reads of a cgroup's limits while it is not near
+    /// one (a resized limit is seen within this time), milliseconds.
+    #[arg(long, env = "OOMLENS_LIMIT_INTERVAL_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    limit_interval_ms: u64,
     /// Interval between full samples of a cgroup near its limit or climbing
     /// fast, milliseconds.
     #[arg(long, env = "OOMLENS_HOT_SAMPLE_INTERVAL_MS", default_value_t = 50,
@@ -307,6 +319,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     fast: Duration::from_millis(args.sample_interval_ms),
                     full: Duration::from_millis(args.full_sample_interval_ms),
                     hot: Duration::from_millis(args.hot_sample_interval_ms),
+                    pod_full: Duration::from_millis(args.pod_full_sample_interval_ms),
+                    limits: Duration::from_millis(args.limit_interval_ms),
                     ..Schedule::default()
                 },
                 grace: Duration::from_secs(args.history_grace_secs),

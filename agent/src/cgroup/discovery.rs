@@ -149,16 +149,20 @@ pub fn scan(root: &Path, start: &Path, selection: Selection) -> (Vec<Found>, Vec
         let Some(relative) = relative_path(root, &dir) else {
             continue;
         };
+        let mut container = false;
         if relative != "/"
             && let Some(identity) = select(&relative, selection)
         {
+            container = identity.level == Level::Container;
             found.push(Found {
                 relative: relative.clone(),
                 identity,
             });
         }
         dirs.push(dir.clone());
-        if depth >= MAX_DEPTH {
+        // Nothing below a container is followed, and containers are most of
+        // the tree: not reading them keeps the periodic rescan cheap.
+        if depth >= MAX_DEPTH || container {
             continue;
         }
         let Ok(entries) = std::fs::read_dir(&dir) else {

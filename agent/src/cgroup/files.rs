@@ -73,7 +73,8 @@ pub struct MemoryStat {
 pub fn parse_stat_v2(text: &str) -> Result<MemoryStat, ParseError> {
     let mut stat = MemoryStat::default();
     let mut kernel_parts = (None::<u64>, None::<u64>);
-    for (key, value) in key_values("memory.stat", text)? {
+    for item in key_values("memory.stat", text) {
+        let (key, value) = item?;
         match key {
             "anon" => stat.anon = Some(value),
             "file" => stat.file = Some(value),
@@ -98,7 +99,8 @@ pub fn parse_stat_v2(text: &str) -> Result<MemoryStat, ParseError> {
 pub fn parse_stat_v1(text: &str) -> Result<MemoryStat, ParseError> {
     let mut local = MemoryStat::default();
     let mut total = MemoryStat::default();
-    for (key, value) in key_values("memory.stat", text)? {
+    for item in key_values("memory.stat", text) {
+        let (key, value) = item?;
         let (stat, key) = match key.strip_prefix("total_") {
             Some(key) => (&mut total, key),
             None => (&mut local, key),
@@ -141,7 +143,8 @@ pub struct OomCounters {
 
 pub fn parse_events_v2(text: &str) -> Result<OomCounters, ParseError> {
     let mut counters = OomCounters::default();
-    for (key, value) in key_values("memory.events", text)? {
+    for item in key_values("memory.events", text) {
+        let (key, value) = item?;
         match key {
             "oom_kill" => counters.oom_kill = Some(value),
             "oom" => counters.oom = Some(value),
@@ -156,7 +159,8 @@ pub fn parse_events_v2(text: &str) -> Result<OomCounters, ParseError> {
 
 pub fn parse_oom_control_v1(text: &str) -> Result<OomCounters, ParseError> {
     let mut counters = OomCounters::default();
-    for (key, value) in key_values("memory.oom_control", text)? {
+    for item in key_values("memory.oom_control", text) {
+        let (key, value) = item?;
         match key {
             "oom_kill" => counters.oom_kill = Some(value),
             "under_oom" => counters.under_oom = Some(value != 0),
@@ -236,15 +240,17 @@ pub fn working_set(usage: u64, inactive_file: Option<u64>) -> u64 {
     usage.saturating_sub(inactive_file.unwrap_or(0))
 }
 
-fn key_values<'a>(file: &'static str, text: &'a str) -> Result<Vec<(&'a str, u64)>, ParseError> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let (key, value) = line.split_once(' ').ok_or_else(|| error(file, text))?;
-            let value = value.trim().parse().map_err(|_| error(file, text))?;
-            Ok((key, value))
-        })
-        .collect()
+/// `key value` lines, checked as they are read (no list is built: v1
+/// `memory.stat` has 40 lines and is parsed with every full sample).
+fn key_values<'a>(
+    file: &'static str,
+    text: &'a str,
+) -> impl Iterator<Item = Result<(&'a str, u64), ParseError>> + 'a {
+    text.lines().filter(|l| !l.trim().is_empty()).map(move |line| {
+        let (key, value) = line.split_once(' ').ok_or_else(|| error(file, text))?;
+        let value = value.trim().parse().map_err(|_| error(file, text))?;
+        Ok((key, value))
+    })
 }
 
 #[cfg(test)]

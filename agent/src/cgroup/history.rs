@@ -98,7 +98,12 @@ pub struct History {
     full: VecDeque<Full>,
     coarse: VecDeque<Bucket>,
     building: Option<Bucket>,
+    /// Inactive file size of the latest full sample, its time, and that of
+    /// the full sample before it: what usage samples since then need,
+    /// without touching the ring of full samples.
     inactive_file: u64,
+    last_full_ms: u64,
+    previous_inactive_file: u64,
     limit: Option<u64>,
     /// Expected full-rate samples in the window, to size the ring once
     /// instead of letting it double past it.
@@ -119,8 +124,11 @@ impl History {
             coarse: VecDeque::new(),
             building: None,
             inactive_file: 0,
+            last_full_ms: 0,
+            previous_inactive_file: 0,
             limit: None,
-            fine_capacity: (windows.fine_ms / fast_interval_ms.max(1)) as usize + 8,
+            // The window, plus the second held until the next prune.
+            fine_capacity: ((windows.fine_ms + 1000) / fast_interval_ms.max(1)) as usize + 8,
         }
     }
 
@@ -148,7 +156,10 @@ impl History {
 
     /// Latest (time, working set, usage).
     pub fn latest(&self) -> Option<(u64, u64, u64)> {
-        self.fine.back().map(|f| (f.t_ms, self.working_set(f), f.usage))
+        // The newest full sample describes the newest sample: no search.
+        self.fine
+            .back()
+            .map(|f| (f.t_ms, f.usage.saturating_sub(self.inactive_file), f.usage))
     }
 
     pub fn record_usage(&mut self, t_ms: u64, usage: u64) {
@@ -160,7 +171,9 @@ impl History {
         if self.fine.back().is_some_and(|last| t_ms < last.t_ms) {
             return;
         }
+        self.previous_inactive_file = self.inactive_file;
         self.inactive_file = sample.stat.inactive_file.unwrap_or(0);
+        self.last_full_ms = t_ms;
         self.limit = sample.limit;
         if self.full.capacity() == 0 {
             self.full
@@ -219,9 +232,16 @@ impl History {
                     usage_last_kib: usage,
                     limit_kib,
                 });
+                // Old samples go once a second, not with every sample: the
+                // oldest ones sit in other cache lines than the newest, and
+                // readers skip what is older than the window anyway.
+                self.prune(sample.t_ms, second);
             }
         }
-        let fine_floor = sample.t_ms.saturating_sub(self.windows.fine_ms);
+    }
+
+    fn prune(&mut self, t_ms: u64, second: u32) {
+        let fine_floor = t_ms.saturating_sub(self.windows.fine_ms);
         while self.fine.front().is_some_and(|f| f.t_ms < fine_floor) {
             self.fine.pop_front();
         }
@@ -236,6 +256,17 @@ impl History {
         }
     }
 
+    /// The fine samples of the window before the newest one (up to a
+    /// second more is held until the next prune).
+    fn window(&self) -> impl DoubleEndedIterator<Item = &Fine> + Clone {
+        let floor = self
+            .fine
+            .back()
+            .map_or(0, |last| last.t_ms.saturating_sub(self.windows.fine_ms));
+        let skip = self.fine.partition_point(|f| f.t_ms < floor);
+        self.fine.range(skip..)
+    }
+
     /// Heap bytes held, for the agent's own memory accounting.
     pub fn heap_bytes(&self) -> usize {
         self.fine.capacity() * size_of::<Fine>()
@@ -245,7 +276,7 @@ impl History {
 
     /// Summary of the samples up to `until_ms`.
     pub fn summary(&self, until_ms: u64) -> Summary {
-        let fine: Vec<&Fine> = self.fine.iter().filter(|f| f.t_ms <= until_ms).collect();
+        let fine: Vec<&Fine> = self.window().filter(|f| f.t_ms <= until_ms).collect();
         let first_fine_s = fine.first().map(|f| f.t_ms / 1000);
         let older = self
             .coarse
@@ -291,8 +322,7 @@ impl History {
     pub fn export(&self, cgroup: &str, until_ms: u64, interval_ms: u32) -> pb::MemoryHistory {
         let summary = self.summary(until_ms);
         let samples: Vec<pb::MemorySample> = self
-            .fine
-            .iter()
+            .window()
             .filter(|f| f.t_ms <= until_ms)
             .map(|f| {
                 // The latest full sample at or before this one.
@@ -345,7 +375,10 @@ impl History {
 
     /// Growth between the oldest and newest sample of the last
     /// `window_ms`, bytes per second: cheap enough for every usage sample
-    /// (it walks back only over the window, no regression).
+    /// (it walks back only over the window, no regression). Exact when full
+    /// samples are at least `window_ms` apart, as they are for a cgroup
+    /// that is not hot; closer ones only shift which page-cache size the
+    /// window's oldest sample is taken with.
     pub fn short_growth(&self, window_ms: u64) -> Option<f64> {
         let last = self.fine.back()?;
         let first = self
@@ -355,18 +388,38 @@ impl History {
             .take_while(|f| f.t_ms + window_ms >= last.t_ms)
             .last()?;
         let dt_ms = last.t_ms.checked_sub(first.t_ms).filter(|&d| d > 0)?;
-        let grown = self.working_set(last) as f64 - self.working_set(first) as f64;
+        // The two latest full samples' page-cache sizes are kept at hand:
+        // the ring of full samples is another allocation, and so another
+        // page to touch, with every usage sample.
+        let inactive_at = |t_ms: u64| {
+            if t_ms >= self.last_full_ms {
+                self.inactive_file
+            } else {
+                self.previous_inactive_file
+            }
+        };
+        let working_set = |f: &Fine| f.usage.saturating_sub(inactive_at(f.t_ms));
+        let grown = working_set(last) as f64 - working_set(first) as f64;
         Some(grown * 1000.0 / dt_ms as f64)
     }
 
     /// Working-set slope over the last `window_ms` before the latest sample.
     pub fn recent_growth(&self, window_ms: u64) -> Option<f64> {
         let last = self.fine.back()?.t_ms;
+        // Newest first, stepping back through the full samples alongside
+        // for each sample's inactive file size: called with every full
+        // sample of every cgroup, so no search per point.
+        let mut full = self.full.iter().rev().peekable();
         slope(
             self.fine
                 .iter()
-                .filter(|f| f.t_ms + window_ms >= last)
-                .map(|f| (f.t_ms as f64 / 1000.0, self.working_set(f) as f64)),
+                .rev()
+                .take_while(|f| f.t_ms + window_ms >= last)
+                .map(|f| {
+                    while full.next_if(|x| x.t_ms > f.t_ms).is_some() {}
+                    let inactive = full.peek().map_or(0, |x| x.inactive_file);
+                    (f.t_ms as f64 / 1000.0, f.usage.saturating_sub(inactive) as f64)
+                }),
         )
     }
 }
@@ -380,22 +433,22 @@ pub fn timestamp_ms(t_ms: u64) -> Timestamp {
 
 /// Least-squares slope of y over x; None with fewer than two distinct x.
 pub fn slope(points: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
-    let points: Vec<(f64, f64)> = points.collect();
-    if points.len() < 2 {
-        return None;
-    }
-    let n = points.len() as f64;
-    // Centre x to keep precision with Unix-time abscissae.
-    let x0 = points[0].0;
-    let mean_x = points.iter().map(|p| p.0 - x0).sum::<f64>() / n;
-    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let (mut sxy, mut sxx) = (0.0, 0.0);
-    for (x, y) in &points {
-        let dx = x - x0 - mean_x;
-        sxy += dx * (y - mean_y);
+    // One pass, no allocation (it runs with every full sample). Both axes
+    // are shifted by the first point: Unix-time abscissae and byte counts
+    // in the gigabytes would otherwise lose the slope to rounding.
+    let mut points = points.peekable();
+    let &(x0, y0) = points.peek()?;
+    let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (x, y) in points {
+        let (dx, dy) = (x - x0, y - y0);
+        n += 1.0;
+        sx += dx;
+        sy += dy;
         sxx += dx * dx;
+        sxy += dx * dy;
     }
-    (sxx > 0.0).then(|| sxy / sxx)
+    let denominator = n * sxx - sx * sx;
+    (n >= 2.0 && denominator > 0.0).then(|| (n * sxy - sx * sy) / denominator)
 }
 
 #[cfg(test)]
@@ -469,6 +522,40 @@ mod tests {
     }
 
     #[test]
+    fn recent_growth_uses_each_samples_own_inactive_file() {
+        // Usage climbs 2 MiB/s while the page cache shrinks 1 MiB/s: the
+        // working set climbs 3 MiB/s. Each usage sample's working set must
+        // use the full sample at or before it, not the latest.
+        let mut history = History::new(Windows::default());
+        let base = 1_700_000_000_000u64;
+        let mib = 1u64 << 20;
+        for i in 0..=300u64 {
+            let t = base + i * 100;
+            let usage = 100 * mib + i * 2 * mib / 10;
+            if i % 10 == 0 {
+                let inactive = 50 * mib - i * mib / 10;
+                history.record_full(t, &full(usage, inactive, None));
+            } else {
+                history.record_usage(t, usage);
+            }
+        }
+        // Within a second the inactive size is the last full sample's, so
+        // the slope over whole seconds is the working set's.
+        let growth = history.recent_growth(10_000).expect("growth");
+        assert!((growth - 3.0 * mib as f64).abs() < 0.05 * mib as f64, "{growth}");
+        // The same points, computed point by point.
+        let brute = slope(
+            history
+                .fine
+                .iter()
+                .filter(|f| f.t_ms + 10_000 >= base + 30_000)
+                .map(|f| (f.t_ms as f64 / 1000.0, history.working_set(f) as f64)),
+        )
+        .expect("slope");
+        assert!((growth - brute).abs() < 1e-6 * brute, "{growth} vs {brute}");
+    }
+
+    #[test]
     fn windows_are_bounded() {
         let mut history = History::new(Windows {
             fine_ms: 10_000,
@@ -478,7 +565,15 @@ mod tests {
         for i in 0..1000u64 {
             history.record_usage(i * 100, i);
         }
-        assert_eq!(history.fine.len(), 101);
+        // The window's 101 samples are what readers see; the ring holds at
+        // most a second more until its next prune.
+        assert_eq!(history.window().count(), 101);
+        assert_eq!(history.export("/x", u64::MAX, 100).samples.len(), 101);
+        assert!(history.fine.len() <= 111, "{}", history.fine.len());
+        assert!(
+            history.fine.capacity() <= history.fine_capacity,
+            "the ring never grew"
+        );
         assert!(history.coarse.len() <= 31, "{}", history.coarse.len());
         // A clock step backwards is ignored, not recorded out of order.
         history.record_usage(5, 1);
@@ -493,5 +588,15 @@ mod tests {
             slope([(1_700_000_000.0, 0.0), (1_700_000_002.0, 10.0)].into_iter()),
             Some(5.0)
         );
+        // A 1 KiB/s climb at 64 GiB, over Unix-time seconds: the shifts keep
+        // it from being lost to rounding.
+        let climb = (0..600).map(|i| {
+            (
+                1_700_000_000.0 + f64::from(i) / 10.0,
+                68_719_476_736.0 + f64::from(i) * 102.4,
+            )
+        });
+        let growth = slope(climb).expect("slope");
+        assert!((growth - 1024.0).abs() < 1e-3, "{growth}");
     }
 }

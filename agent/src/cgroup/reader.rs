@@ -1,7 +1,7 @@
 //! Reads one memory cgroup's files. Each file is opened once and re-read
 //! with `pread` at offset 0, which makes the kernel regenerate it: measured
-//! here, about 1 µs for a usage file and 6 µs for v1 `memory.stat`, several
-//! times less than reopening.
+//! here (Linux 6.18), about 1 µs for a usage file and 10 µs for v1
+//! `memory.stat`, several times less than reopening.
 //!
 //! A cgroup that disappears (its container died) is an ordinary outcome:
 //! reads of its open files then fail with ENODEV, reported as
@@ -54,6 +54,14 @@ pub struct FullSample {
     pub counters: OomCounters,
     /// v2 `memory.pressure`.
     pub pressure: Option<Pressure>,
+}
+
+/// A cgroup's limits; None is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub limit: Option<u64>,
+    /// v2 `memory.high`.
+    pub high: Option<u64>,
 }
 
 /// The open files of one memory cgroup.
@@ -211,14 +219,11 @@ impl MemcgReader {
         Ok(Some(self.parsed(parse_u64("memory.failcnt", text))?))
     }
 
-    /// Reads the memory files a sample needs: usage, limit, `memory.high`
-    /// (v2), stat, OOM counters, pressure (v2).
-    pub fn read_full(&self, buf: &mut [u8]) -> Result<FullSample, ReadError> {
-        let usage = self.read_usage(buf)?;
-        let mut sample = FullSample {
-            usage,
-            ..FullSample::default()
-        };
+    /// Reads the limits (`memory.limit_in_bytes`, or v2 `memory.max` and
+    /// `memory.high`). Settings, not measurements: the sampler re-reads
+    /// them less often than the rest of a full sample.
+    pub fn read_limits(&self, buf: &mut [u8]) -> Result<Limits, ReadError> {
+        let mut limits = Limits::default();
         if let Some(file) = &self.limit {
             let name = if self.version == Version::V1 {
                 "memory.limit_in_bytes"
@@ -226,12 +231,26 @@ impl MemcgReader {
                 "memory.max"
             };
             let text = self.read(file, name, buf)?;
-            sample.limit = self.parsed(parse_limit(name, text))?;
+            limits.limit = self.parsed(parse_limit(name, text))?;
         }
         if let Some(file) = &self.high {
             let text = self.read(file, "memory.high", buf)?;
-            sample.high = self.parsed(parse_limit("memory.high", text))?;
+            limits.high = self.parsed(parse_limit("memory.high", text))?;
         }
+        Ok(limits)
+    }
+
+    /// Reads the memory files a sample measures: usage, stat, OOM counters,
+    /// pressure (v2). The limits come from [`Self::read_limits`], read now
+    /// or earlier.
+    pub fn read_full(&self, buf: &mut [u8], limits: Limits) -> Result<FullSample, ReadError> {
+        let usage = self.read_usage(buf)?;
+        let mut sample = FullSample {
+            usage,
+            limit: limits.limit,
+            high: limits.high,
+            ..FullSample::default()
+        };
         if let Some(file) = &self.stat {
             let text = self.read(file, "memory.stat", buf)?;
             sample.stat = self.parsed(match self.version {

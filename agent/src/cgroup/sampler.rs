@@ -20,29 +20,36 @@ use super::discovery::{Found, MemoryRoot, Selection, relative_path, scan};
 use super::history::{History, Windows, timestamp_ms};
 use super::node::NodeReader;
 use super::notify::OomNotifier;
-use super::reader::{MemcgReader, READ_BUFFER, ReadError};
+use super::reader::{Limits, MemcgReader, READ_BUFFER, ReadError};
 use crate::pods::path::{ancestors, is_below};
 use crate::pods::{CgroupIdentity, Level, parse_cgroup_path};
 
-/// When each cgroup is read.
+/// When each cgroup is read. Usage is cheap (one number); a full sample
+/// adds `memory.stat` (about ten times a usage read on v1), the OOM
+/// counters and pressure; limits are settings and are re-read least often.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
-    /// Usage of every cgroup.
+    /// Usage of every container.
     pub fast: Duration,
-    /// Every memory file of every cgroup.
+    /// Every memory file of every container (and of other followed
+    /// cgroups); usage of pods and the levels above them.
     pub full: Duration,
-    /// Every memory file of a hot cgroup (near its limit or climbing fast).
+    /// Every memory file of a hot cgroup (near its limit or climbing fast),
+    /// limits included.
     pub hot: Duration,
+    /// Every memory file of pods and the levels above them (QoS, kubepods)
+    /// while they are not hot. Their usage every `full` interval turns them
+    /// hot as fast as a full sample would, and a pod-level kill comes only
+    /// after the pod has been hot.
+    pub pod_full: Duration,
+    /// Limits (`memory.limit_in_bytes`, `memory.max`, `memory.high`) of a
+    /// cgroup that is not hot: a resized limit is seen within this time.
+    pub limits: Duration,
     /// Hot above this fraction of the limit...
     pub hot_ratio: f64,
     /// ...or when the working set would reach the limit within this many
     /// seconds at its current growth.
     pub hot_seconds_to_limit: f64,
-    /// Also read usage at the fast rate for levels above containers (pods,
-    /// QoS, kubepods) that are not hot. Off by default: those levels get a
-    /// full sample every `full` interval, and the hot rate near their limit,
-    /// which is when a pod-level kill can happen.
-    pub fast_above_containers: bool,
 }
 
 impl Default for Schedule {
@@ -51,9 +58,43 @@ impl Default for Schedule {
             fast: Duration::from_millis(100),
             full: Duration::from_secs(1),
             hot: Duration::from_millis(50),
+            pod_full: Duration::from_secs(5),
+            limits: Duration::from_secs(10),
             hot_ratio: 0.8,
             hot_seconds_to_limit: 60.0,
-            fast_above_containers: false,
+        }
+    }
+}
+
+impl Schedule {
+    /// How often a cgroup of this kind gets a full sample and, in between,
+    /// a usage sample (None: full samples only).
+    fn intervals(&self, kind: Kind, hot: bool) -> (Duration, Option<Duration>) {
+        match (hot, kind) {
+            (true, _) => (self.hot, None),
+            (false, Kind::Container) => (self.full, Some(self.fast)),
+            (false, Kind::AboveContainers) => (self.pod_full, Some(self.full)),
+            (false, Kind::Other) => (self.full, None),
+        }
+    }
+}
+
+/// What a followed cgroup is, for its schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Container,
+    /// Pod, QoS class, kubepods.
+    AboveContainers,
+    /// A systemd service or plain Docker container (`--include-other-cgroups`).
+    Other,
+}
+
+impl Kind {
+    fn of(level: Level) -> Self {
+        match level {
+            Level::Container => Self::Container,
+            Level::Pod | Level::Qos | Level::Kubepods => Self::AboveContainers,
+            Level::Other => Self::Other,
         }
     }
 }
@@ -121,6 +162,8 @@ pub struct SamplerStats {
     pub in_grace: u64,
     pub fast_samples: u64,
     pub full_samples: u64,
+    /// Reads of a cgroup's limits (with a full sample, when due).
+    pub limit_reads: u64,
     /// Nanoseconds spent in sampling passes (reads, parsing, history).
     pub sampling_ns: u64,
     pub vanished: u64,
@@ -270,28 +313,46 @@ impl SamplerHandle {
     }
 }
 
+/// A followed cgroup. `repr(C)` keeps the declared order: what every
+/// sample touches comes first and shares a few cache lines; what only
+/// kills and requests read comes after it.
 #[derive(Debug)]
+#[repr(C)]
 struct Tracked {
-    path: String,
-    identity: CgroupIdentity,
-    /// Containers are read at the fast rate; other levels only when hot
-    /// (unless `Schedule::fast_above_containers`).
-    container: bool,
-    reader: Option<MemcgReader>,
-    history: History,
-    removed_at: Option<Instant>,
+    kind: Kind,
+    hot: bool,
     last_fast: Option<Instant>,
     last_full: Option<Instant>,
-    hot: bool,
+    reader: Option<MemcgReader>,
+    history: History,
+    /// Limits as last read, and when.
+    limits: Limits,
+    last_limits: Option<Instant>,
+    followed_since: Instant,
+    /// Tightest limit among the tracked ancestors (a pod's limit bounds its
+    /// unlimited containers), refreshed once a second.
+    ancestor_limit: Option<u64>,
     oom_kill: Option<u64>,
+    last_warning: Option<Instant>,
+    removed_at: Option<Instant>,
+    path: String,
+    identity: CgroupIdentity,
     /// Times (Unix ms) the OOM-kill counter was seen to step.
     oom_steps: Vec<u64>,
     /// Times (monotonic µs) the kernel notified an OOM here.
     oom_notices: Vec<u64>,
-    last_warning: Option<Instant>,
-    /// Tightest limit among the tracked ancestors (a pod's limit bounds its
-    /// unlimited containers), refreshed once a second.
-    ancestor_limit: Option<u64>,
+}
+
+impl Tracked {
+    /// When this cgroup's next sample is due (None: removed).
+    fn next_due(&self, schedule: &Schedule, slack: Duration, now: Instant) -> Option<Instant> {
+        self.reader.as_ref()?;
+        let (full_every, usage_every) = schedule.intervals(self.kind, self.hot);
+        let at =
+            |last: Option<Instant>, every: Duration| last.map_or(now, |t| t + every.saturating_sub(slack));
+        let full = at(self.last_full, full_every);
+        Some(usage_every.map_or(full, |every| full.min(at(self.last_fast, every))))
+    }
 }
 
 /// A level whose usage stayed below this share of its limit in the second
@@ -315,6 +376,10 @@ pub struct Sampler {
     /// Followed cgroups, dense: each tick walks them all, and a vector
     /// keeps that walk cache-friendly.
     tracked: Vec<Tracked>,
+    /// When each of `tracked` is next due (None: removed). Apart from the
+    /// large `Tracked` entries so that a tick skipping most cgroups reads
+    /// a few cache lines, not one or more per cgroup.
+    next_due: Vec<Option<Instant>>,
     /// Path -> position in `tracked`.
     index: HashMap<String, usize>,
     inotify: Option<Inotify>,
@@ -365,6 +430,7 @@ impl Sampler {
             node: NodeReader::new(config.proc_root.clone()),
             config,
             tracked: Vec::new(),
+            next_due: Vec::new(),
             index: HashMap::new(),
             inotify,
             watches: HashMap::new(),
@@ -387,6 +453,13 @@ impl Sampler {
         stats
     }
 
+    /// The histories of every followed cgroup, to fill for memory
+    /// measurements (the sampler benchmark's 15 minutes of history).
+    #[doc(hidden)]
+    pub fn histories_mut(&mut self) -> impl Iterator<Item = &mut History> {
+        self.tracked.iter_mut().map(|t| &mut t.history)
+    }
+
     /// Paths followed now (not removed), sorted.
     pub fn tracked_paths(&self) -> Vec<String> {
         let mut paths: Vec<String> = self
@@ -399,7 +472,8 @@ impl Sampler {
         paths
     }
 
-    fn add(&mut self, found: Found) {
+    /// Follows a cgroup, due at once (`now` is the current tick's time).
+    fn add(&mut self, found: Found, now: Instant) {
         let existing = self.index.get(&found.relative).copied();
         if existing.is_some_and(|i| self.tracked[i].removed_at.is_none()) {
             return;
@@ -421,9 +495,12 @@ impl Sampler {
         debug!(cgroup = %found.relative, "following cgroup");
         let entry = Tracked {
             path: found.relative.clone(),
-            container: found.identity.level == Level::Container,
+            kind: Kind::of(found.identity.level),
             identity: found.identity,
             reader: Some(reader),
+            limits: Limits::default(),
+            last_limits: None,
+            followed_since: now,
             history: History::with_interval(
                 self.config.windows,
                 self.config.schedule.fast.as_millis() as u64,
@@ -443,10 +520,14 @@ impl Sampler {
         }
         match existing {
             // A re-created cgroup with the same path starts afresh.
-            Some(i) => self.tracked[i] = entry,
+            Some(i) => {
+                self.tracked[i] = entry;
+                self.next_due[i] = Some(now);
+            }
             None => {
                 self.index.insert(found.relative, self.tracked.len());
                 self.tracked.push(entry);
+                self.next_due.push(Some(now));
             }
         }
     }
@@ -473,13 +554,13 @@ impl Sampler {
     }
 
     /// Walks `start` and follows what it finds.
-    fn discover(&mut self, start: &Path) {
+    fn discover(&mut self, start: &Path, now: Instant) {
         let (found, dirs) = scan(&self.config.root.path, start, self.config.selection);
         for dir in dirs {
             self.watch(&dir);
         }
         for found in found {
-            self.add(found);
+            self.add(found, now);
         }
     }
 
@@ -508,7 +589,7 @@ impl Sampler {
             }
         }
         for found in found {
-            self.add(found);
+            self.add(found, now);
         }
         self.last_rescan = Some(now);
     }
@@ -556,7 +637,7 @@ impl Sampler {
                 .mask
                 .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
             {
-                self.discover(&path);
+                self.discover(&path, now);
             } else if event
                 .mask
                 .intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM)
@@ -582,25 +663,45 @@ impl Sampler {
         let t_ms = now_ms();
         let mut warnings = Vec::new();
         let started = Instant::now();
-        for tracked in &mut self.tracked {
-            let Some(reader) = &tracked.reader else { continue };
-            let full_every = if tracked.hot { schedule.hot } else { schedule.full };
-            let full_due = tracked
-                .last_full
-                .is_none_or(|t| now.duration_since(t) + slack >= full_every);
-            let fast_rate = tracked.container || tracked.hot || schedule.fast_above_containers;
-            let fast_due = fast_rate
-                && tracked
-                    .last_fast
-                    .is_none_or(|t| now.duration_since(t) + slack >= schedule.fast);
-            if !full_due && !fast_due {
+        for (tracked, next_due) in self.tracked.iter_mut().zip(&mut self.next_due) {
+            if next_due.is_none_or(|at| at > now) {
+                continue;
+            }
+            let Some(reader) = &tracked.reader else {
+                *next_due = None;
+                continue;
+            };
+            let (full_every, usage_every) = schedule.intervals(tracked.kind, tracked.hot);
+            let due = |last: Option<Instant>, every: Duration| {
+                last.is_none_or(|t| now.duration_since(t) + slack >= every)
+            };
+            let full_due = due(tracked.last_full, full_every);
+            let usage_due = usage_every.is_some_and(|every| due(tracked.last_fast, every));
+            if !full_due && !usage_due {
+                *next_due = tracked.next_due(&schedule, slack, now);
                 continue;
             }
             let result = if full_due {
-                reader.read_full(&mut self.buf).map(|sample| {
-                    tracked.history.record_full(t_ms, &sample);
-                    Some(sample)
-                })
+                // A runtime writes a new container's limit just after
+                // creating its cgroup, which the sampler may have read
+                // first: limits are read with every full sample during the
+                // first limits interval.
+                let young = now.duration_since(tracked.followed_since) < schedule.limits;
+                let limits = if tracked.hot || young || due(tracked.last_limits, schedule.limits) {
+                    reader.read_limits(&mut self.buf).inspect(|&limits| {
+                        self.stats.limit_reads += 1;
+                        tracked.limits = limits;
+                        tracked.last_limits = Some(now);
+                    })
+                } else {
+                    Ok(tracked.limits)
+                };
+                limits
+                    .and_then(|limits| reader.read_full(&mut self.buf, limits))
+                    .map(|sample| {
+                        tracked.history.record_full(t_ms, &sample);
+                        Some(sample)
+                    })
             } else {
                 reader.read_usage(&mut self.buf).map(|usage| {
                     tracked.history.record_usage(t_ms, usage);
@@ -669,8 +770,14 @@ impl Sampler {
                 Err(error) => {
                     self.stats.read_errors += 1;
                     warn!(%error, "cgroup read failed");
+                    // Tried again on schedule, not on every tick.
+                    if full_due {
+                        tracked.last_full = Some(now);
+                    }
+                    tracked.last_fast = Some(now);
                 }
             }
+            *next_due = tracked.next_due(&schedule, slack, now);
         }
         let pass = started.elapsed();
         self.stats.sampling_ns += pass.as_nanos() as u64;
@@ -691,7 +798,11 @@ impl Sampler {
                     notifier.unregister(&tracked.path);
                 }
             }
-            self.tracked.retain(|t| !expired(t));
+            (self.tracked, self.next_due) = std::mem::take(&mut self.tracked)
+                .into_iter()
+                .zip(std::mem::take(&mut self.next_due))
+                .filter(|(t, _)| !expired(t))
+                .unzip();
             self.index = self
                 .tracked
                 .iter()
