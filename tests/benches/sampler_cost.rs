@@ -3,14 +3,17 @@
 //!
 //! `cargo bench -p oomlens-tests --bench sampler_cost`
 //!
-//! Prints:
+//! Prints, for three rounds (this VM's timings drift by a quarter between
+//! runs, so each round measures both sides back to back) and their median:
 //! 1. the sampler's CPU time per second at the default schedule (thread
-//!    CPU time over a 10 s run), as a share of one core;
-//! 2. its cost per usage sample and per full sample (read + parse +
-//!    record), next to a plain loop of `pread` calls over the same files in
-//!    the same run, and the ratio of the two;
-//! 3. resident memory for 15 minutes of history of every followed cgroup
-//!    (histories filled with 15 minutes of samples at the default schedule).
+//!    CPU time over 10 s, after its first pass and 2 s of warm-up), as a
+//!    share of one core;
+//! 2. its cost per sample (read + parse + record), next to a plain loop of
+//!    `pread` calls over the same files on the same schedule, and the ratio
+//!    of the two.
+//!
+//! Then resident memory with 15 minutes of history in every followed
+//! cgroup's own history, and what a full rescan costs.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -18,9 +21,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::time::{ClockId, clock_gettime};
-use oomlens_agent::cgroup::history::{History, Windows};
 use oomlens_agent::cgroup::reader::FullSample;
-use oomlens_agent::cgroup::{Sampler, SamplerConfig};
+use oomlens_agent::cgroup::{Sampler, SamplerConfig, Schedule};
+use oomlens_agent::pods::Level;
 use oomlens_tests::{ScratchTree, real_kernel_unavailable, unique};
 
 const PODS: usize = 250;
@@ -29,6 +32,54 @@ const CONTAINERS_PER_POD: usize = 2;
 fn thread_cpu_ns() -> u64 {
     let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).expect("thread clock");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+fn process_cpu_ns() -> u64 {
+    let t = clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).expect("process clock");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// CPU time of one measured phase.
+struct Phase {
+    /// This thread (the sampling loop).
+    thread_ns: u64,
+    /// The whole process: also the sampler's OOM-notification thread.
+    process_ns: u64,
+    wall_s: f64,
+}
+
+impl Phase {
+    fn share(ns: u64, wall_s: f64) -> String {
+        format!(
+            "{:.2} ms per second = {:.2}% of one core",
+            ns as f64 / 1e6 / wall_s,
+            ns as f64 / 1e9 / wall_s * 100.0
+        )
+    }
+}
+
+/// Runs `pass(k)` for each k of `ticks` at `start + k * step`, as the
+/// sampler's task does, and measures it.
+fn run_ticks(
+    start: Instant,
+    step: Duration,
+    ticks: std::ops::RangeInclusive<u64>,
+    mut pass: impl FnMut(u64),
+) -> Phase {
+    let (thread, process) = (thread_cpu_ns(), process_cpu_ns());
+    let wall = Instant::now();
+    for k in ticks {
+        let at = start + step * k as u32;
+        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        pass(k);
+    }
+    Phase {
+        thread_ns: thread_cpu_ns() - thread,
+        process_ns: process_cpu_ns() - process,
+        wall_s: wall.elapsed().as_secs_f64(),
+    }
 }
 
 fn rss_kib() -> u64 {
@@ -40,178 +91,95 @@ fn rss_kib() -> u64 {
         .expect("VmRSS")
 }
 
-/// ns per pread of each file, over `rounds` passes of all files.
-fn raw_pread_ns(files: &[File], rounds: usize) -> f64 {
-    let mut buf = vec![0u8; 8192];
-    let start = Instant::now();
-    for _ in 0..rounds {
-        for file in files {
-            std::hint::black_box(file.read_at(&mut buf, 0).expect("pread"));
-        }
-    }
-    start.elapsed().as_nanos() as f64 / (rounds * files.len()) as f64
-}
-
 fn main() {
     if let Some(reason) = real_kernel_unavailable() {
         println!("SKIPPED sampler_cost: {reason}");
         return;
     }
     let tree = ScratchTree::new(&unique("oomlens-bench"));
-    let mut containers = Vec::new();
     for p in 0..PODS {
         let uid = format!("{:08x}-{:04x}-4000-8000-00000000beef", std::process::id(), p);
         for c in 0..CONTAINERS_PER_POD {
-            let id = format!("{:060x}{:04x}", p, c);
-            let relative = format!("kubepods/burstable/pod{uid}/{id}");
-            let dir = tree.create(&relative);
+            let relative = format!("kubepods/burstable/pod{uid}/{:060x}{c:04x}", p);
+            tree.create(&relative);
             tree.limit(&relative, 256 << 20);
-            containers.push(dir);
         }
     }
     println!(
         "{} containers in {PODS} pods under {}",
-        containers.len(),
+        PODS * CONTAINERS_PER_POD,
         tree.kernel_path("")
     );
-
     let config = SamplerConfig {
         node_name: "bench".into(),
         ..oomlens_tests::host_sampler_config()
     };
     let schedule = config.schedule;
-    let (warnings, _rx) = tokio::sync::mpsc::channel(1024);
-    let rss_before = rss_kib();
-    let mut sampler = Sampler::new(config, warnings);
-
-    // 1 + 2: the default schedule for 10 s on this thread.
     let step = schedule.hot.min(schedule.fast);
-    let run_for = Duration::from_secs(10);
-    let cpu_start = thread_cpu_ns();
-    let wall_start = Instant::now();
-    let mut next = wall_start;
-    while wall_start.elapsed() < run_for {
-        sampler.tick(Instant::now());
-        next += step;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+    let ticks = MEASURED.as_millis() as u64 / step.as_millis() as u64;
+    let rss_before = rss_kib();
+
+    let mut rounds = Vec::new();
+    for round in 1..=ROUNDS {
+        let (mut sampler, measured) = sampler_round(&config, step, ticks);
+        let raw = raw_round(&sampler, schedule, step, ticks);
+        let ratio = measured.per_sample_ns() / raw.per_sample_ns();
+        println!(
+            "round {round}: sampler {} | raw preads {} | per sample {:.0} ns vs {:.0} ns, ratio {ratio:.2}",
+            Phase::share(measured.phase.thread_ns, measured.phase.wall_s),
+            Phase::share(raw.phase.thread_ns, raw.phase.wall_s),
+            measured.per_sample_ns(),
+            raw.per_sample_ns(),
+        );
+        println!(
+            "         {} usage, {} full, {} limit reads by the sampler; {} usage, {} full, {} limit reads raw; \
+             whole process {}; first pass {:.1} ms",
+            measured.usage,
+            measured.full,
+            measured.limits,
+            raw.usage,
+            raw.full,
+            raw.limits,
+            Phase::share(measured.phase.process_ns, measured.phase.wall_s),
+            measured.first_pass_ns as f64 / 1e6,
+        );
+        rounds.push((measured.share(), raw.share(), ratio));
+        if round == 1 {
+            // Measured in the first round, when no other sampler has lived
+            // in this process (the allocator keeps what a dropped one used).
+            rescan_and_memory(&mut sampler, &config, rss_before);
         }
     }
-    let cpu_ns = thread_cpu_ns() - cpu_start;
-    let wall = wall_start.elapsed().as_secs_f64();
-    let stats = sampler.stats();
-    let rss_tracking = rss_kib();
+    let median = |pick: fn(&(f64, f64, f64)) -> f64| {
+        let mut values: Vec<f64> = rounds.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
     println!(
-        "followed cgroups: {} (containers, pods, QoS, kubepods, others on the host)",
-        stats.tracked
+        "median of {ROUNDS}: sampler {:.2}% of one core for {} containers, raw preads {:.2}%, ratio {:.2}",
+        median(|r| r.0),
+        PODS * CONTAINERS_PER_POD,
+        median(|r| r.1),
+        median(|r| r.2)
     );
-    println!(
-        "samples in {wall:.1} s: {} usage, {} full ({:.1} usage/s and {:.2} full/s per cgroup)",
-        stats.fast_samples,
-        stats.full_samples,
-        (stats.fast_samples + stats.full_samples) as f64 / wall / stats.tracked as f64,
-        stats.full_samples as f64 / wall / stats.tracked as f64
-    );
-    println!(
-        "sampler CPU: {:.2} ms per second = {:.2}% of one core",
-        cpu_ns as f64 / 1e6 / wall,
-        cpu_ns as f64 / 1e9 / wall * 100.0
-    );
+}
 
-    if std::env::args().any(|a| a == "--sampler-only") {
-        return; // for profiling the sampling phase alone
+/// What a full rescan costs, and resident memory with 15 minutes of
+/// history in every followed cgroup's own history.
+fn rescan_and_memory(sampler: &mut Sampler, config: &SamplerConfig, rss_before: u64) {
+    let rescans = 10;
+    let rescan_cpu = thread_cpu_ns();
+    for _ in 0..rescans {
+        sampler.rescan(Instant::now());
     }
-
-    // The same reads without the sampler: every followed cgroup's files,
-    // opened once, read with plain preads on the same schedule (usage every
-    // 100 ms, the full set every second instead), over the same time.
-    let memory_root = Path::new("/sys/fs/cgroup/memory");
-    let paths = sampler.tracked_paths();
-    let dirs: Vec<_> = paths
-        .iter()
-        .map(|p| memory_root.join(p.trim_start_matches('/')))
-        .collect();
-    // Containers get usage at the fast rate; other levels full samples only
-    // (none is near a limit here, so none is hot).
-    let is_container: Vec<bool> = paths
-        .iter()
-        .map(|p| oomlens_agent::pods::parse_cgroup_path(p).level == oomlens_agent::pods::Level::Container)
-        .collect();
-    let full_names = [
-        "memory.usage_in_bytes",
-        "memory.limit_in_bytes",
-        "memory.stat",
-        "memory.oom_control",
-        "memory.failcnt",
-    ];
-    let files: Vec<Vec<File>> = dirs
-        .iter()
-        .map(|d| {
-            full_names
-                .iter()
-                .map(|n| File::open(d.join(n)).expect("open"))
-                .collect()
-        })
-        .collect();
-    let mut buf = vec![0u8; 8192];
-    let (mut raw_fast, mut raw_full) = (0u64, 0u64);
-    let cpu_start = thread_cpu_ns();
-    let wall_start = Instant::now();
-    let mut next = wall_start;
-    let mut tick = 0u64;
-    while wall_start.elapsed() < run_for {
-        for (i, set) in files.iter().enumerate() {
-            // Staggered like the sampler's cgroups, which start at different ticks.
-            let phase = tick + i as u64;
-            if phase.is_multiple_of(20) {
-                for file in set {
-                    std::hint::black_box(file.read_at(&mut buf, 0).expect("pread"));
-                }
-                raw_full += 1;
-            } else if phase.is_multiple_of(2) && is_container[i] {
-                std::hint::black_box(set[0].read_at(&mut buf, 0).expect("pread"));
-                raw_fast += 1;
-            }
-        }
-        tick += 1;
-        next += step;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    }
-    let raw_cpu_ns = thread_cpu_ns() - cpu_start;
-    let raw_wall = wall_start.elapsed().as_secs_f64();
     println!(
-        "raw preads, same files and schedule: {raw_fast} usage + {raw_full} full in {raw_wall:.1} s: {:.2} ms per second = {:.2}% of one core",
-        raw_cpu_ns as f64 / 1e6 / raw_wall,
-        raw_cpu_ns as f64 / 1e9 / raw_wall * 100.0
+        "         a full rescan (the safety net behind inotify, every {} s): {:.2} ms",
+        config.rescan.as_secs(),
+        (thread_cpu_ns() - rescan_cpu) as f64 / 1e6 / f64::from(rescans)
     );
-    let sampler_per_sample = cpu_ns as f64 / (stats.fast_samples as f64 + 10.0 * stats.full_samples as f64);
-    let raw_per_sample = raw_cpu_ns as f64 / (raw_fast as f64 + 10.0 * raw_full as f64);
-    println!(
-        "cost per sample (a full sample weighted as 10 usage samples): sampler {:.0} ns, raw {:.0} ns, ratio {:.2}",
-        sampler_per_sample,
-        raw_per_sample,
-        sampler_per_sample / raw_per_sample
-    );
-    let hot_usage = raw_pread_ns(
-        &files
-            .iter()
-            .map(|f| f[0].try_clone().expect("dup"))
-            .collect::<Vec<_>>(),
-        100,
-    );
-    println!(
-        "for reference: sampling passes took {:.0} ns per sample (wall); a back-to-back pread loop with hot \
-         caches reads usage in {hot_usage:.0} ns",
-        stats.sampling_ns as f64 / (stats.fast_samples + stats.full_samples) as f64
-    );
-
-    // 3: 15 minutes of history for every followed cgroup.
-    let mut histories: Vec<History> = (0..stats.tracked)
-        .map(|_| History::new(Windows::default()))
-        .collect();
-    let base = 1_700_000_000_000u64;
+    // 15 minutes of history in every followed cgroup's own history,
+    // recorded after the samples already there.
+    let base = oomlens_agent::cgroup::sampler::now_ms() + 1_000;
     let full_sample = FullSample {
         usage: 100 << 20,
         limit: Some(256 << 20),
@@ -220,7 +188,7 @@ fn main() {
     };
     for tick in 0..(15 * 60 * 10u64) {
         let t = base + tick * 100;
-        for (i, history) in histories.iter_mut().enumerate() {
+        for (i, history) in sampler.histories_mut().enumerate() {
             if tick % 10 == 0 {
                 history.record_full(t, &full_sample);
             } else {
@@ -228,17 +196,129 @@ fn main() {
             }
         }
     }
-    let heap: usize = histories.iter().map(History::heap_bytes).sum();
-    let rss_full = rss_kib();
+    let filled = sampler.stats();
     println!(
-        "memory: {:.1} MiB of history heap for {} cgroups x 15 min ({:.1} KiB each); process RSS {:.1} MiB \
-         (was {:.1} MiB before the sampler, {:.1} MiB while following without history)",
-        heap as f64 / 1048576.0,
-        histories.len(),
-        heap as f64 / 1024.0 / histories.len() as f64,
-        rss_full as f64 / 1024.0,
+        "         memory: {:.1} MiB of history heap for {} cgroups x 15 min ({:.1} KiB each); process RSS {:.1} MiB \
+         (was {:.1} MiB before the sampler)",
+        filled.history_bytes as f64 / 1048576.0,
+        filled.tracked,
+        filled.history_bytes as f64 / 1024.0 / filled.tracked as f64,
+        rss_kib() as f64 / 1024.0,
         rss_before as f64 / 1024.0,
-        rss_tracking as f64 / 1024.0
     );
-    drop(sampler);
+}
+
+const ROUNDS: usize = 3;
+const MEASURED: Duration = Duration::from_secs(10);
+
+/// One side of a round: its CPU time and what it read.
+struct Measured {
+    phase: Phase,
+    usage: u64,
+    full: u64,
+    limits: u64,
+    first_pass_ns: u64,
+}
+
+impl Measured {
+    fn per_sample_ns(&self) -> f64 {
+        self.phase.thread_ns as f64 / (self.usage + self.full) as f64
+    }
+
+    fn share(&self) -> f64 {
+        self.phase.thread_ns as f64 / 1e9 / self.phase.wall_s * 100.0
+    }
+}
+
+/// A fresh sampler: its first pass, 2 s of warm-up (the OOM-notification
+/// thread registers every cgroup once), then `ticks` measured ticks. Whole
+/// seconds of warm-up keep the measured ticks in the raw loop's phase.
+fn sampler_round(config: &SamplerConfig, step: Duration, ticks: u64) -> (Sampler, Measured) {
+    let (warnings, _rx) = tokio::sync::mpsc::channel(1024);
+    let mut sampler = Sampler::new(config.clone(), warnings);
+    let first_pass = thread_cpu_ns();
+    let start = Instant::now();
+    sampler.tick(start);
+    let first_pass_ns = thread_cpu_ns() - first_pass;
+    let warm_up = 2_000 / step.as_millis() as u64;
+    run_ticks(start, step, 1..=warm_up, |_| sampler.tick(Instant::now()));
+    let before = sampler.stats();
+    let phase = run_ticks(start, step, warm_up + 1..=warm_up + ticks, |_| {
+        sampler.tick(Instant::now())
+    });
+    let after = sampler.stats();
+    let measured = Measured {
+        phase,
+        usage: after.fast_samples - before.fast_samples,
+        full: after.full_samples - before.full_samples,
+        limits: after.limit_reads - before.limit_reads,
+        first_pass_ns,
+    };
+    (sampler, measured)
+}
+
+/// The same reads without the sampler: every cgroup it follows, its files
+/// opened once and read with plain preads on the sampler's schedule, in
+/// the same phase, for as long. None is near a limit here, so none is hot.
+fn raw_round(sampler: &Sampler, schedule: Schedule, step: Duration, ticks: u64) -> Measured {
+    let memory_root = Path::new("/sys/fs/cgroup/memory");
+    let paths = sampler.tracked_paths();
+    let ticks_of = |every: Duration| (every.as_millis() / step.as_millis()).max(1) as u64;
+    // (ticks between full samples, ticks between usage samples) per cgroup.
+    let cadence: Vec<(u64, Option<u64>)> = paths
+        .iter()
+        .map(|p| match oomlens_agent::pods::parse_cgroup_path(p).level {
+            Level::Container => (ticks_of(schedule.full), Some(ticks_of(schedule.fast))),
+            Level::Pod | Level::Qos | Level::Kubepods => {
+                (ticks_of(schedule.pod_full), Some(ticks_of(schedule.full)))
+            }
+            Level::Other => (ticks_of(schedule.full), None),
+        })
+        .collect();
+    let limit_ticks = ticks_of(schedule.limits);
+    // What a full sample reads (usage first), then what a limit read adds.
+    let full_names = ["memory.usage_in_bytes", "memory.stat", "memory.oom_control"];
+    let limit_names = ["memory.limit_in_bytes"];
+    let open = |dir: &Path, names: &[&str]| -> Vec<File> {
+        names
+            .iter()
+            .map(|n| File::open(dir.join(n)).expect("open"))
+            .collect()
+    };
+    let files: Vec<(Vec<File>, Vec<File>)> = paths
+        .iter()
+        .map(|p| {
+            let dir = memory_root.join(p.trim_start_matches('/'));
+            (open(&dir, &full_names), open(&dir, &limit_names))
+        })
+        .collect();
+    let mut buf = vec![0u8; 8192];
+    let (mut usage, mut full, mut limits) = (0u64, 0u64, 0u64);
+    let phase = run_ticks(Instant::now(), step, 1..=ticks, |tick| {
+        for ((full_set, limit_set), &(full_every, usage_every)) in files.iter().zip(&cadence) {
+            if tick.is_multiple_of(full_every) {
+                // Limits go with the first full sample of each limits interval.
+                if tick % limit_ticks < full_every {
+                    for file in limit_set {
+                        std::hint::black_box(file.read_at(&mut buf, 0).expect("pread"));
+                    }
+                    limits += 1;
+                }
+                for file in full_set {
+                    std::hint::black_box(file.read_at(&mut buf, 0).expect("pread"));
+                }
+                full += 1;
+            } else if usage_every.is_some_and(|every| tick.is_multiple_of(every)) {
+                std::hint::black_box(full_set[0].read_at(&mut buf, 0).expect("pread"));
+                usage += 1;
+            }
+        }
+    });
+    Measured {
+        phase,
+        usage,
+        full,
+        limits,
+        first_pass_ns: 0,
+    }
 }
