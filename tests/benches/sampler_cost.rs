@@ -6,7 +6,7 @@
 //! Prints, for three rounds (this VM's timings drift by a quarter between
 //! runs, so each round measures both sides back to back) and their median:
 //! 1. the sampler's CPU time per second at the default schedule (thread
-//!    CPU time over 10 s, after its first pass and 2 s of warm-up), as a
+//!    CPU time over 10 s, after its first pass and 12 s of warm-up), as a
 //!    share of one core;
 //! 2. its cost per sample (read + parse + record), next to a plain loop of
 //!    `pread` calls over the same files on the same schedule, and the ratio
@@ -230,9 +230,11 @@ impl Measured {
     }
 }
 
-/// A fresh sampler: its first pass, 2 s of warm-up (the OOM-notification
-/// thread registers every cgroup once), then `ticks` measured ticks. Whole
-/// seconds of warm-up keep the measured ticks in the raw loop's phase.
+/// A fresh sampler: its first pass, then a warm-up past the first limits
+/// interval (in which a new cgroup's limits are read with every full
+/// sample, and the OOM-notification thread registers every cgroup once),
+/// then `ticks` measured ticks. Whole seconds of warm-up keep the measured
+/// ticks in the raw loop's phase.
 fn sampler_round(config: &SamplerConfig, step: Duration, ticks: u64) -> (Sampler, Measured) {
     let (warnings, _rx) = tokio::sync::mpsc::channel(1024);
     let mut sampler = Sampler::new(config.clone(), warnings);
@@ -240,7 +242,7 @@ fn sampler_round(config: &SamplerConfig, step: Duration, ticks: u64) -> (Sampler
     let start = Instant::now();
     sampler.tick(start);
     let first_pass_ns = thread_cpu_ns() - first_pass;
-    let warm_up = 2_000 / step.as_millis() as u64;
+    let warm_up = (config.schedule.limits.as_secs() + 2) * 1000 / step.as_millis() as u64;
     run_ticks(start, step, 1..=warm_up, |_| sampler.tick(Instant::now()));
     let before = sampler.stats();
     let phase = run_ticks(start, step, warm_up + 1..=warm_up + ticks, |_| {
