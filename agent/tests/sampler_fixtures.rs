@@ -634,3 +634,50 @@ fn a_limit_written_after_the_cgroup_appeared_is_known_within_a_second() {
         .expect("history");
     assert_eq!(history.limit_bytes, Some(8 << 20));
 }
+
+/// A pod is sampled once a second while cold, so whether it climbs fast is
+/// judged over its last two usage samples: a pod climbing 50 MiB/s towards
+/// its limit turns hot (20 full samples a second) before it is near it.
+#[test]
+fn a_pod_climbing_fast_turns_hot_on_its_usage_samples() {
+    let f = fixture();
+    let memory = f.cgroup_root.join("memory");
+    v1_cgroup(&memory, 900 << 20, None, 0);
+    let pod = memory.join(format!("kubepods/burstable/pod{UID}"));
+    v1_cgroup(&pod, 150 << 20, Some(512 << 20), 0);
+    v1_cgroup(&pod.join(id('a')), 100 << 20, None, 0);
+    fill_v1(&memory);
+    let (warnings, _rx) = mpsc::channel(4);
+    let mut sampler = Sampler::new(config(&f.cgroup_root, &f.proc_root, false), warnings);
+    // Real time: histories are stamped with the wall clock.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(3_200) {
+        let climbed = (start.elapsed().as_millis() as u64) * (50 << 20) / 1000;
+        write(
+            &pod,
+            "memory.usage_in_bytes",
+            &format!("{}\n", (150u64 << 20) + climbed),
+        );
+        sampler.tick(Instant::now());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let path = format!("/kubepods/burstable/pod{UID}");
+    let history = sampler
+        .snapshot(None, Some(&path), u64::MAX)
+        .oom_memcg
+        .expect("pod history");
+    let last = history.samples.last().and_then(|s| s.time).expect("sampled");
+    let last_ms = last.seconds as u64 * 1000 + last.nanos as u64 / 1_000_000;
+    let recent = history
+        .samples
+        .iter()
+        .filter_map(|s| s.time)
+        .filter(|t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000 + 500 >= last_ms)
+        .count();
+    let usage = history.samples.last().and_then(|s| s.usage_bytes).unwrap_or(0);
+    assert!(usage < (512 << 20) * 8 / 10, "still below the 80% rule: {usage}");
+    assert!(
+        recent >= 5,
+        "{recent} samples in the pod's last half second: {history:?}"
+    );
+}

@@ -762,7 +762,11 @@ impl Sampler {
                         && let Some((_, working_set, _)) = tracked.history.latest()
                     {
                         let limit = effective_limit(tracked.history.limit(), tracked.ancestor_limit);
-                        let growth = tracked.history.short_growth(1_000);
+                        // Over the last second, or two usage intervals
+                        // for levels sampled once a second.
+                        let window =
+                            usage_every.map_or(1_000, |every| (2 * every.as_millis() as u64).max(1_000));
+                        let growth = tracked.history.short_growth(window);
                         tracked.hot = is_hot(&schedule, working_set, limit, growth);
                     }
                 }
