@@ -794,6 +794,27 @@ impl Sampler {
                 Err(_) => self.stats.warnings_dropped += 1,
             }
         }
+        if self
+            .last_node
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.node_view = Some(self.node.read(t_ms));
+            self.last_node = Some(now);
+            self.forget_expired(now);
+            let horizon = t_ms.saturating_sub(PID_MEMORY.as_millis() as u64);
+            self.pid_places.retain(|_, (_, seen)| *seen >= horizon);
+            self.refresh_ancestor_limits();
+            let stats = self.stats();
+            if let Some((metrics, sync)) = &mut self.metrics {
+                sync.sync(metrics, stats);
+                metrics.set_sampler_ready();
+            }
+        }
+    }
+
+    /// Drops the histories of cgroups removed longer than the grace period
+    /// ago. Once a second, not every tick: it reads every entry.
+    fn forget_expired(&mut self, now: Instant) {
         let grace = self.config.grace;
         let expired = |t: &Tracked| t.removed_at.is_some_and(|at| now.duration_since(at) >= grace);
         if self.tracked.iter().any(expired) {
@@ -813,21 +834,6 @@ impl Sampler {
                 .enumerate()
                 .map(|(i, t)| (t.path.clone(), i))
                 .collect();
-        }
-        if self
-            .last_node
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            self.node_view = Some(self.node.read(t_ms));
-            self.last_node = Some(now);
-            let horizon = t_ms.saturating_sub(PID_MEMORY.as_millis() as u64);
-            self.pid_places.retain(|_, (_, seen)| *seen >= horizon);
-            self.refresh_ancestor_limits();
-            let stats = self.stats();
-            if let Some((metrics, sync)) = &mut self.metrics {
-                sync.sync(metrics, stats);
-                metrics.set_sampler_ready();
-            }
         }
     }
 
