@@ -95,7 +95,7 @@ struct RunArgs {
     /// Do not sample cgroup memory (events then carry no history).
     #[arg(long, env = "OOMLENS_NO_SAMPLER")]
     no_sampler: bool,
-    /// Interval between usage samples of each cgroup, milliseconds.
+    /// Interval between usage samples of each container, milliseconds.
     #[arg(long, env = "OOMLENS_SAMPLE_INTERVAL_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(10..=10_000))]
     sample_interval_ms: u64,

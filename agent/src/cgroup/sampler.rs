@@ -348,11 +348,16 @@ impl Tracked {
     fn next_due(&self, schedule: &Schedule, slack: Duration, now: Instant) -> Option<Instant> {
         self.reader.as_ref()?;
         let (full_every, usage_every) = schedule.intervals(self.kind, self.hot);
-        let at =
-            |last: Option<Instant>, every: Duration| last.map_or(now, |t| t + every.saturating_sub(slack));
-        let full = at(self.last_full, full_every);
-        Some(usage_every.map_or(full, |every| full.min(at(self.last_fast, every))))
+        let full = due_at(self.last_full, full_every, slack, now);
+        Some(usage_every.map_or(full, |every| full.min(due_at(self.last_fast, every, slack, now))))
     }
+}
+
+/// When a read last done at `last` is due again (`now` if never done):
+/// `slack` early, so that timer jitter does not turn a 100 ms schedule
+/// into 150 ms. The one rule for both the tick and the next-due times.
+fn due_at(last: Option<Instant>, every: Duration, slack: Duration, now: Instant) -> Instant {
+    last.map_or(now, |t| t + every.saturating_sub(slack))
 }
 
 /// A level whose usage stayed below this share of its limit in the second
@@ -658,7 +663,6 @@ impl Sampler {
             self.rescan(now);
         }
         let schedule = self.config.schedule;
-        // Timer jitter must not turn a 100 ms schedule into 150 ms.
         let slack = Duration::from_millis(2);
         let t_ms = now_ms();
         let mut warnings = Vec::new();
@@ -672,9 +676,7 @@ impl Sampler {
                 continue;
             };
             let (full_every, usage_every) = schedule.intervals(tracked.kind, tracked.hot);
-            let due = |last: Option<Instant>, every: Duration| {
-                last.is_none_or(|t| now.duration_since(t) + slack >= every)
-            };
+            let due = |last: Option<Instant>, every: Duration| now >= due_at(last, every, slack, now);
             let full_due = due(tracked.last_full, full_every);
             let usage_due = usage_every.is_some_and(|every| due(tracked.last_fast, every));
             if !full_due && !usage_due {
