@@ -16,7 +16,10 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo fetch --locked
-RUN cargo build --release --locked -p oomlens-agent -p oomlens-collector --bins \
+# The agent without the embedded collector (`--standalone`, `demo`): the
+# DaemonSet sends to the collector, and leaves SQLite and PostgreSQL out.
+RUN cargo build --release --locked -p oomlens-agent --no-default-features --bins \
+ && cargo build --release --locked -p oomlens-collector --bins \
  && mkdir -p /out/bin /out/data \
  && cp target/release/oomlens-agent target/release/oomlens-collector target/release/oomlens /out/bin/ \
  && /out/bin/oomlens-agent --version \

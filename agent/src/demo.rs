@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use oomlens_collector::cli::{Style, show_event};
-use oomlens_collector::client::ClientConfig;
 use oomlens_collector::server::{Embedded, ServerConfig};
+use oomlens_common::client::ClientConfig;
+use oomlens_common::render::{Style, show_event};
 use oomlens_proto::v1::{AgentHello, OomEvent, SubscribeRequest, subscribe_response};
 
 use crate::cgroup::{self, Sampler, SamplerConfig, Selection, Version};

@@ -16,6 +16,7 @@
 //! - [`telemetry`]: the agent's own metrics and health endpoints.
 
 pub mod cgroup;
+#[cfg(feature = "standalone")]
 pub mod demo;
 pub mod event;
 pub mod kmsg;

@@ -16,8 +16,9 @@ use oomlens_agent::output::{table_header, table_row};
 use oomlens_agent::pods::cri;
 use oomlens_agent::ship::{self, SharedSpool, ShipperConfig, SideItem};
 use oomlens_agent::telemetry::{self, AgentMetrics};
-use oomlens_collector::client::ClientConfig;
+#[cfg(feature = "standalone")]
 use oomlens_collector::server::{Embedded, ServerConfig};
+use oomlens_common::client::ClientConfig;
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::AgentHello;
 use oomlens_proto::v1::OomEvent;
@@ -47,6 +48,7 @@ enum Command {
     /// history and verdict, and cleans up. Needs root.
     Demo(DemoArgs),
     /// The demo's memory hog (internal).
+    #[cfg(feature = "standalone")]
     #[command(hide = true)]
     DemoHog {
         #[arg(long)]
@@ -234,6 +236,7 @@ fn main() -> ExitCode {
         Some(Command::Parse(args)) => parse(&args),
         Some(Command::Run(args)) => run(*args),
         Some(Command::Demo(args)) => demo(&args),
+        #[cfg(feature = "standalone")]
         Some(Command::DemoHog {
             cgroup,
             rate_mib,
@@ -251,7 +254,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    oomlens_collector::process::init_logging(format == LogFormat::Json);
+    oomlens_common::process::init_logging(format == LogFormat::Json);
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
@@ -350,7 +353,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         };
         tokio::spawn(async move {
-            oomlens_collector::process::shutdown_signal().await;
+            oomlens_common::process::shutdown_signal().await;
             let _ = stop.send(true);
         });
         if let Some(addr) = metrics_addr {
@@ -414,7 +417,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         // Shipping: the embedded collector (standalone) or a remote one.
+        #[cfg(feature = "standalone")]
         let mut embedded = None;
+        #[cfg(not(feature = "standalone"))]
+        if args.standalone {
+            anyhow::bail!("this oomlens-agent was built without an embedded collector (the `standalone` feature): use --collector");
+        }
+        #[cfg(feature = "standalone")]
         let endpoint = if args.standalone {
             let database = args.database.clone().unwrap_or_else(|| {
                 args.state_dir.join("oomlens.db").display().to_string()
@@ -430,6 +439,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         } else {
             args.collector.clone()
         };
+        #[cfg(not(feature = "standalone"))]
+        let endpoint = args.collector.clone();
         let token = match &args.token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -533,6 +544,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let _ = pipeline_done.send(());
             task.await?;
         }
+        #[cfg(feature = "standalone")]
         if let Some(collector) = embedded {
             collector.stop().await?;
         }
@@ -547,6 +559,14 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+#[cfg(not(feature = "standalone"))]
+fn demo(_: &DemoArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "this oomlens-agent was built without an embedded collector (the `standalone` feature), which the demo needs"
+    )
+}
+
+#[cfg(feature = "standalone")]
 fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if std::env::var_os("OOMLENS_LOG").is_some() {
         init_logging(LogFormat::Text);

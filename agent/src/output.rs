@@ -3,12 +3,13 @@
 
 use std::fmt::Write as _;
 
-use oomlens_collector::cli::{human_bytes, location, truncate};
+use oomlens_common::render::location;
+use oomlens_common::units::{human_bytes, truncate};
 use oomlens_proto::json::JsonEnum;
 use oomlens_proto::v1::{OomEvent, Scope};
 
 /// Width the table is kept within.
-pub const TABLE_WIDTH: usize = oomlens_collector::cli::WIDTH;
+pub const TABLE_WIDTH: usize = oomlens_common::render::WIDTH;
 
 /// The table's header line.
 pub fn table_header() -> String {

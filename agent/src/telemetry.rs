@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use oomlens_collector::metrics::{IngestResult, ResultLabels};
+use oomlens_common::ingest::{IngestResult, ResultLabels};
 use oomlens_proto::json::JsonEnum;
 use oomlens_proto::v1::{OomEvent, Scope};
 use std::fmt::Write as _;

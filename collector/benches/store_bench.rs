@@ -14,9 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use oomlens_collector::client::ClientConfig;
 use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_collector::store::Store;
+use oomlens_common::client::ClientConfig;
 use oomlens_proto::v1::{
     EventFilter, IngestAck, IngestRequest, MemoryHistory, MemorySample, OomEvent, Pod, QueryRequest,
     ingest_request,

@@ -17,7 +17,7 @@
 
 use oomlens_proto::v1::{Analysis, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
 
-use crate::cli::{human_bytes, quantity};
+use oomlens_common::units::{human_bytes, quantity};
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;

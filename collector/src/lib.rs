@@ -4,19 +4,17 @@
 //! - [`store`]: SQLite or PostgreSQL through sqlx, idempotent by event id;
 //! - [`service`]: `IngestService` (acks once stored) and `EventService`;
 //! - [`server`]: TLS, mutual TLS and bearer tokens ([`auth`]), retention;
-//! - [`analysis`]: the verdict and recommended limit stored with each kill;
-//! - [`client`]: connecting to a collector (agent and CLI);
-//! - [`cli`]: rendering for the `oomlens` command;
-//! - [`process`]: logging and stop signals for the binaries.
+//! - [`analysis`]: the verdict and recommended limit stored with each kill.
+//!
+//! Connecting to a collector, rendering for the `oomlens` command and the
+//! binaries' process plumbing live in `oomlens-common`, which the agent
+//! shares without depending on this crate.
 
 pub mod analysis;
 pub mod auth;
-pub mod cli;
-pub mod client;
 pub mod filter;
 pub mod hub;
 pub mod metrics;
-pub mod process;
 mod replicas;
 pub mod server;
 pub mod service;

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -12,27 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::fmt::Write as _;
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum IngestResult {
-    Stored,
-    Duplicate,
-    Rejected,
-}
-
-impl EncodeLabelValue for IngestResult {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        encoder.write_str(match self {
-            Self::Stored => "stored",
-            Self::Duplicate => "duplicate",
-            Self::Rejected => "rejected",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: IngestResult,
-}
+pub use oomlens_common::ingest::{IngestResult, ResultLabels};
 
 #[derive(Debug)]
 pub struct CollectorMetrics {

@@ -7,7 +7,7 @@ mod common;
 
 use common::event;
 use oomlens_collector::analysis::{Rules, analyse};
-use oomlens_collector::cli::{
+use oomlens_common::render::{
     Style, WIDTH, event_row, events_header, show_event, summary_header, summary_row, top_header, top_row,
 };
 use oomlens_proto::v1::{

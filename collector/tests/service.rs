@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{event, fresh_database, postgres_url};
 use oomlens_collector::auth::{Role, Tokens};
-use oomlens_collector::client::{ClientConfig, EventClient, status_line};
 use oomlens_collector::server::{Embedded, ServerConfig, TlsFiles};
+use oomlens_common::client::{ClientConfig, EventClient, status_line};
 use oomlens_proto::v1::{
     AckStatus, IngestAck, IngestRequest, OomEvent, QueryRequest, SubscribeRequest, SubscribeResponse,
     ingest_request, subscribe_response,

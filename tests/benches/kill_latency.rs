@@ -10,7 +10,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use oomlens_collector::client::ClientConfig;
+use oomlens_common::client::ClientConfig;
 use oomlens_proto::v1::{SubscribeRequest, subscribe_response};
 use oomlens_tests::{ScratchTree, agent_binary, free_port, real_kernel_unavailable, run_hog, unique};
 

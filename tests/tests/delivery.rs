@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
 use oomlens_agent::telemetry::AgentMetrics;
-use oomlens_collector::client::ClientConfig;
+use oomlens_common::client::ClientConfig;
 use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent, QueryRequest};
 use oomlens_tests::{
     ScratchTree, cli_binary, collector_binary, free_port, metric, require_real_kernel, run_hog, unique,

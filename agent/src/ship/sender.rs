@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oomlens_collector::client::{ClientConfig, error_chain, status_line};
+use oomlens_common::client::{ClientConfig, error_chain, status_line};
 use oomlens_proto::v1::{
     AckStatus, AgentHello, ContainerStatusReport, IngestRequest, MemoryWarning, ingest_request,
 };
@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::SharedSpool;
 use crate::telemetry::{AgentMetrics, SendError};
-use oomlens_collector::metrics::IngestResult;
+use oomlens_common::ingest::IngestResult;
 
 /// What the sender needs besides the spool.
 #[derive(Debug, Clone)]
@@ -145,7 +145,7 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 
 #[allow(clippy::too_many_arguments)]
 async fn session(
-    mut client: oomlens_collector::client::IngestClient,
+    mut client: oomlens_common::client::IngestClient,
     spool: &SharedSpool,
     config: &ShipperConfig,
     side: &mut mpsc::Receiver<SideItem>,
@@ -239,11 +239,7 @@ async fn session(
                         }
                     }
                     metrics.sync_spool(spool.stats());
-                    metrics.shipped(match status {
-                        AckStatus::Stored => IngestResult::Stored,
-                        AckStatus::Duplicate => IngestResult::Duplicate,
-                        _ => IngestResult::Rejected,
-                    });
+                    metrics.shipped(IngestResult::from(status));
                     *backoff = config.min_backoff;
                 }
                 Ok(None) => {

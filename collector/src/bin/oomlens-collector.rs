@@ -10,10 +10,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use oomlens_collector::auth::Tokens;
 use oomlens_collector::metrics::CollectorMetrics;
-use oomlens_collector::process::{init_logging, shutdown_signal};
 use oomlens_collector::server::{self, Retention, ServerConfig, TlsFiles};
 use oomlens_collector::service::Collector;
 use oomlens_collector::store::Store;
+use oomlens_common::process::{init_logging, shutdown_signal};
 use tracing::{info, warn};
 
 /// The oomlens collector: stores OOM events sent by node agents and serves

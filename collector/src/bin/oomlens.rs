@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use oomlens_collector::cli::{self, Style};
-use oomlens_collector::client::{ClientConfig, EventClient, status_line};
+use oomlens_common::client::{ClientConfig, EventClient, status_line};
+use oomlens_common::render::{self as cli, Style};
+use oomlens_common::units::{human_bytes, parse_duration};
 use oomlens_proto::json::{JsonEnum as _, event_to_json_line};
 use oomlens_proto::v1::{
     EventFilter, GetRequest, GroupBy as ProtoGroupBy, QueryRequest, Scope, SubscribeRequest, SummaryRequest,
@@ -186,7 +187,7 @@ fn event_filter(filter: &Filter) -> Result<EventFilter, Usage> {
         f.scopes.push(scope as i32);
     }
     if let Some(since) = &filter.since {
-        let age = cli::parse_duration(since).map_err(|e| Usage(format!("--since {e}")))?;
+        let age = parse_duration(since).map_err(|e| Usage(format!("--since {e}")))?;
         let since = SystemTime::now()
             .checked_sub(age)
             .unwrap_or(UNIX_EPOCH)
@@ -371,8 +372,8 @@ async fn watch(
                                 "warning: {} {} at {} of {} limit, {:.0} s to the limit",
                                 warning.node,
                                 warning.cgroup,
-                                cli::human_bytes(warning.working_set_bytes),
-                                cli::human_bytes(warning.limit_bytes),
+                                human_bytes(warning.working_set_bytes),
+                                human_bytes(warning.limit_bytes),
                                 warning.seconds_to_limit.unwrap_or(f64::NAN)
                             )?,
                             Output::Json => writeln!(out, "{}", serde_json_line(&warning))?,

@@ -1,0 +1,18 @@
+//! What the oomlens binaries share, so that the node agent does not need
+//! the collector to build:
+//!
+//! - [`client`]: connecting to a collector (plain, TLS, mutual TLS, bearer
+//!   token), for the agent's sender and the `oomlens` CLI;
+//! - [`process`]: logging, stop signals, the [`process::Shutdown`] every
+//!   task watches, and the one [`process::Drain`] a stopping process waits
+//!   through;
+//! - [`units`]: sizes and durations as people read and type them;
+//! - [`render`]: events, summaries and live memory for terminals;
+//! - [`ingest`]: what the collector answered for each event (a metric label
+//!   both sides export).
+
+pub mod client;
+pub mod ingest;
+pub mod process;
+pub mod render;
+pub mod units;

@@ -1,0 +1,232 @@
+//! One kill told in full, for `oomlens show` and the demo.
+
+use std::fmt::Write as _;
+
+use oomlens_proto::v1::{Constraint, ContainerRole, OomEvent, QosClass, Runtime, Scope, Verdict};
+
+use super::{Style, chart::memory_chart, scope_code, utc, word};
+use crate::units::{human_bytes, quantity};
+
+fn describe_scope(event: &OomEvent) -> &'static str {
+    match Scope::try_from(event.scope).unwrap_or(Scope::Unknown) {
+        Scope::ContainerLimit => "the container reached its own memory limit",
+        Scope::PodLimit => "the pod's containers together reached the pod's memory limit",
+        Scope::NodeAllocatable => "the node's pods together reached its allocatable memory",
+        Scope::NodeOom => "the whole node ran out of memory",
+        Scope::Cpuset => "the memory of the allowed NUMA nodes (cpuset) ran out",
+        Scope::Mempolicy => "the memory allowed by the process's memory policy ran out",
+        Scope::OtherCgroup => "a cgroup outside Kubernetes reached its memory limit",
+        Scope::Unknown | Scope::Unspecified => "the kernel's report does not say which limit",
+    }
+}
+
+/// Everything about one kill, for `oomlens show`.
+pub fn show_event(event: &OomEvent, style: Style) -> String {
+    let mut out = String::new();
+    let node = event.node.as_deref().unwrap_or("?");
+    let _ = writeln!(
+        out,
+        "{} {} on {node} at {} UTC",
+        style.bold("OOM kill"),
+        event.id,
+        utc(event.time.as_ref(), true)
+    );
+    let field = |out: &mut String, name: &str, value: String| {
+        let _ = writeln!(out, "  {name:<10} {value}");
+    };
+    let scope = word::<Scope>(event.scope);
+    field(
+        &mut out,
+        "scope",
+        format!(
+            "{} ({}): {}",
+            style.paint(&scope, scope_code(event.scope)),
+            word::<Constraint>(event.constraint),
+            describe_scope(event)
+        ),
+    );
+    if let Some(pod) = &event.pod {
+        let mut text = match (&pod.namespace, &pod.name) {
+            (Some(ns), Some(name)) => format!("{ns}/{name}"),
+            _ => format!("uid {}", pod.uid),
+        };
+        let mut extra = Vec::new();
+        if pod.qos != 0 {
+            extra.push(word::<QosClass>(pod.qos));
+        }
+        if let Some(owner) = pod.owner.as_ref().filter(|o| !o.name.is_empty()) {
+            extra.push(format!("{}/{}", owner.kind, owner.name));
+        }
+        if let Some(limit) = pod.memory_limit_bytes {
+            extra.push(format!("pod limit {}", human_bytes(limit)));
+        }
+        if !extra.is_empty() {
+            let _ = write!(text, " ({})", extra.join(", "));
+        }
+        field(&mut out, "pod", text);
+    }
+    if let Some(c) = &event.container {
+        let mut text = c
+            .name
+            .clone()
+            .unwrap_or_else(|| c.id[..c.id.len().min(12)].to_owned());
+        let mut extra = Vec::new();
+        if c.runtime != 0 {
+            extra.push(word::<Runtime>(c.runtime));
+        }
+        if c.role != 0 && c.role != ContainerRole::Main as i32 {
+            extra.push(word::<ContainerRole>(c.role));
+        }
+        if let Some(image) = &c.image {
+            extra.push(image.clone());
+        }
+        if let Some(restarts) = c.restart_count {
+            extra.push(format!("{restarts} restarts"));
+        }
+        if let Some(request) = c.memory_request_bytes {
+            extra.push(format!("request {}", human_bytes(request)));
+        }
+        if let Some(limit) = c.memory_limit_bytes {
+            extra.push(format!("limit {}", human_bytes(limit)));
+        }
+        if !extra.is_empty() {
+            let _ = write!(text, " ({})", extra.join(", "));
+        }
+        field(&mut out, "container", text);
+    } else if let Some(unit) = &event.systemd_unit {
+        field(&mut out, "unit", unit.clone());
+    }
+    if let Some(v) = &event.victim {
+        let mut text = format!(
+            "{}[{}]",
+            v.comm.as_deref().unwrap_or("?"),
+            v.pid.map_or("?".to_owned(), |p| p.to_string())
+        );
+        let kb = |value: Option<u64>| value.map(|kb| human_bytes(kb * 1024));
+        for (name, value) in [
+            ("anon-rss", kb(v.anon_rss_kb)),
+            ("file-rss", kb(v.file_rss_kb)),
+            ("shmem-rss", kb(v.shmem_rss_kb)),
+            ("oom_score_adj", v.oom_score_adj.map(|s| s.to_string())),
+        ] {
+            if let Some(value) = value {
+                let _ = write!(text, " {name} {value}");
+            }
+        }
+        match v.main_process {
+            Some(true) => text.push_str(", the container's main process"),
+            Some(false) => text.push_str(", not the main process"),
+            None => {}
+        }
+        field(&mut out, "victim", text);
+    }
+    if let Some(t) = &event.trigger {
+        let mut text = format!(
+            "{}[{}]",
+            t.comm.as_deref().unwrap_or("?"),
+            t.pid.map_or("?".to_owned(), |p| p.to_string())
+        );
+        if let Some(gfp) = &t.gfp_mask {
+            let _ = write!(text, " gfp_mask={gfp}");
+        }
+        if let Some(order) = t.order {
+            let _ = write!(text, " order={order}");
+        }
+        field(&mut out, "trigger", text);
+    }
+    if let Some(u) = &event.memcg_usage {
+        let mut text = format!(
+            "usage {} of limit {}",
+            u.usage_kb.map_or("?".to_owned(), |kb| human_bytes(kb * 1024)),
+            u.limit_kb.map_or("?".to_owned(), |kb| human_bytes(kb * 1024))
+        );
+        if let Some(failcnt) = u.failcnt {
+            let _ = write!(text, ", failcnt {failcnt}");
+        }
+        field(&mut out, "memcg", text);
+    }
+    if let Some(memcg) = &event.oom_memcg {
+        field(&mut out, "oom memcg", memcg.clone());
+    }
+    let mut flags = Vec::new();
+    if event.silent == Some(true) {
+        flags.push("silent (the container survived: Kubernetes shows no OOMKilled)");
+    }
+    if event.partial {
+        flags.push("partial (the kernel rate-limited its report)");
+    }
+    if event.group_kill {
+        flags.push("group kill (memory.oom.group)");
+    }
+    if !flags.is_empty() {
+        field(&mut out, "flags", flags.join("; "));
+    }
+    if let Some(node_memory) = &event.node_memory
+        && let (Some(available), Some(total)) = (node_memory.mem_available_bytes, node_memory.mem_total_bytes)
+    {
+        field(
+            &mut out,
+            "node",
+            format!(
+                "MemAvailable {} of {}",
+                human_bytes(available),
+                human_bytes(total)
+            ),
+        );
+    }
+    if let Some(history) = event
+        .history
+        .as_ref()
+        .filter(|h| !h.samples.is_empty() || !h.buckets.is_empty())
+    {
+        let _ = writeln!(out);
+        let mut heading = format!("Working set before the kill ({} samples", history.samples.len());
+        if let Some(peak) = history.peak_working_set_bytes {
+            let _ = write!(heading, ", peak {}", human_bytes(peak));
+        }
+        if let Some(growth) = history.growth_bytes_per_second {
+            let _ = write!(
+                heading,
+                ", {}{}/s over the last minute",
+                if growth < 0.0 { "-" } else { "+" },
+                human_bytes(growth.abs() as u64)
+            );
+        }
+        heading.push_str("):");
+        let _ = writeln!(out, "{}", style.bold(&heading));
+        for line in memory_chart(history, 72, 10) {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    if let Some(analysis) = &event.analysis {
+        let _ = writeln!(out);
+        let verdict = word::<Verdict>(analysis.verdict);
+        let _ = writeln!(
+            out,
+            "{} {}: {}",
+            style.bold("Verdict:"),
+            style.paint(&verdict, "33"),
+            analysis.reasoning
+        );
+        if let Some(limit) = analysis.recommended_limit_bytes {
+            let _ = writeln!(
+                out,
+                "{} {}: {}",
+                style.bold("Recommended limit:"),
+                style.paint(&quantity(limit), "32"),
+                analysis.recommendation_reasoning.as_deref().unwrap_or("")
+            );
+        }
+    }
+    if !event.kernel_lines.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{}", style.bold("Kernel log:"));
+        for line in &event.kernel_lines {
+            let stamp = line.monotonic_us.map_or_else(String::new, |us| {
+                format!("[{:>5}.{:06}] ", us / 1_000_000, us % 1_000_000)
+            });
+            let _ = writeln!(out, "  {stamp}{}", line.text);
+        }
+    }
+    out
+}

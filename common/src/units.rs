@@ -1,0 +1,89 @@
+//! Sizes and durations as people read and type them: `32Mi`, exact
+//! Kubernetes quantities, `30m`.
+
+use std::time::Duration;
+
+/// `33554432` -> `32Mi`; one decimal below 10 units.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "Ki", "Mi", "Gi", "Ti"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value >= 10.0 || value.fract() == 0.0 {
+        format!("{value:.0}{}", UNITS[unit])
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+/// A Kubernetes quantity, exact: `1280Mi`, `2Gi`, `1536Ki`.
+pub fn quantity(bytes: u64) -> String {
+    const KI: u64 = 1024;
+    for (unit, size) in [
+        ("Ti", KI.pow(4)),
+        ("Gi", KI.pow(3)),
+        ("Mi", KI.pow(2)),
+        ("Ki", KI),
+    ] {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    bytes.to_string()
+}
+
+/// Cuts `text` to `width` characters, marking the cut with `…`.
+pub fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `30s`, `15m`, `6h`, `7d`, `2w` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30m, 6h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h, d or w")),
+    };
+    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_quantities() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(33_554_432), "32Mi");
+        assert_eq!(human_bytes(1_610_612_736), "1.5Gi");
+        assert_eq!(quantity(1280 * 1024 * 1024), "1280Mi");
+        assert_eq!(quantity(2 * 1024 * 1024 * 1024), "2Gi");
+        assert_eq!(quantity(1000), "1000");
+    }
+
+    #[test]
+    fn durations_people_type() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert!(parse_duration("1y").unwrap_err().contains("unit"));
+        assert!(parse_duration("soon").is_err());
+    }
+}
