@@ -24,80 +24,10 @@ use super::reader::{Limits, MemcgReader, READ_BUFFER, ReadError};
 use crate::pods::path::{ancestors, is_below};
 use crate::pods::{CgroupIdentity, Level, parse_cgroup_path};
 
-/// When each cgroup is read. Usage is cheap (one number); a full sample
-/// adds `memory.stat` (about ten times a usage read on v1), the OOM
-/// counters and pressure; limits are settings and are re-read least often.
-#[derive(Debug, Clone, Copy)]
-pub struct Schedule {
-    /// Usage of every container.
-    pub fast: Duration,
-    /// Every memory file of every container (and of other followed
-    /// cgroups); usage of pods and the levels above them.
-    pub full: Duration,
-    /// Every memory file of a hot cgroup (near its limit or climbing fast),
-    /// limits included.
-    pub hot: Duration,
-    /// Every memory file of pods and the levels above them (QoS, kubepods)
-    /// while they are not hot. Their usage every `full` interval turns them
-    /// hot as fast as a full sample would, and a pod-level kill comes only
-    /// after the pod has been hot.
-    pub pod_full: Duration,
-    /// Limits (`memory.limit_in_bytes`, `memory.max`, `memory.high`) of a
-    /// cgroup that is not hot: a resized limit is seen within this time.
-    pub limits: Duration,
-    /// Hot above this fraction of the limit...
-    pub hot_ratio: f64,
-    /// ...or when the working set would reach the limit within this many
-    /// seconds at its current growth.
-    pub hot_seconds_to_limit: f64,
-}
+mod schedule;
 
-impl Default for Schedule {
-    fn default() -> Self {
-        Self {
-            fast: Duration::from_millis(100),
-            full: Duration::from_secs(1),
-            hot: Duration::from_millis(50),
-            pod_full: Duration::from_secs(5),
-            limits: Duration::from_secs(10),
-            hot_ratio: 0.8,
-            hot_seconds_to_limit: 60.0,
-        }
-    }
-}
-
-impl Schedule {
-    /// How often a cgroup of this kind gets a full sample and, in between,
-    /// a usage sample (None: full samples only).
-    fn intervals(&self, kind: Kind, hot: bool) -> (Duration, Option<Duration>) {
-        match (hot, kind) {
-            (true, _) => (self.hot, None),
-            (false, Kind::Container) => (self.full, Some(self.fast)),
-            (false, Kind::AboveContainers) => (self.pod_full, Some(self.full)),
-            (false, Kind::Other) => (self.full, None),
-        }
-    }
-}
-
-/// What a followed cgroup is, for its schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Container,
-    /// Pod, QoS class, kubepods.
-    AboveContainers,
-    /// A systemd service or plain Docker container (`--include-other-cgroups`).
-    Other,
-}
-
-impl Kind {
-    fn of(level: Level) -> Self {
-        match level {
-            Level::Container => Self::Container,
-            Level::Pod | Level::Qos | Level::Kubepods => Self::AboveContainers,
-            Level::Other => Self::Other,
-        }
-    }
-}
+pub use schedule::Schedule;
+use schedule::{Kind, SLACK, due_at, effective_limit, is_hot};
 
 /// When a live container is worth a `MemoryWarning`.
 #[derive(Debug, Clone, Copy)]
@@ -351,13 +281,6 @@ impl Tracked {
         let full = due_at(self.last_full, full_every, slack, now);
         Some(usage_every.map_or(full, |every| full.min(due_at(self.last_fast, every, slack, now))))
     }
-}
-
-/// When a read last done at `last` is due again (`now` if never done):
-/// `slack` early, so that timer jitter does not turn a 100 ms schedule
-/// into 150 ms. The one rule for both the tick and the next-due times.
-fn due_at(last: Option<Instant>, every: Duration, slack: Duration, now: Instant) -> Instant {
-    last.map_or(now, |t| t + every.saturating_sub(slack))
 }
 
 /// A level whose usage stayed below this share of its limit in the second
@@ -663,7 +586,7 @@ impl Sampler {
             self.rescan(now);
         }
         let schedule = self.config.schedule;
-        let slack = Duration::from_millis(2);
+        let slack = SLACK;
         let t_ms = now_ms();
         let mut warnings = Vec::new();
         let started = Instant::now();
@@ -1083,26 +1006,6 @@ fn identity_container(identity: &CgroupIdentity, path: &str, limit: Option<u64>)
         memory_limit_bytes: limit,
         ..pb::Container::default()
     })
-}
-
-/// The limit that binds a cgroup: its own or its tightest tracked
-/// ancestor's, whichever is lower.
-fn effective_limit(own: Option<u64>, ancestor: Option<u64>) -> Option<u64> {
-    match (own, ancestor) {
-        (Some(own), Some(ancestor)) => Some(own.min(ancestor)),
-        (own, ancestor) => own.or(ancestor),
-    }
-}
-
-fn is_hot(schedule: &Schedule, working_set: u64, limit: Option<u64>, growth: Option<f64>) -> bool {
-    let Some(limit) = limit else { return false };
-    if working_set as f64 >= limit as f64 * schedule.hot_ratio {
-        return true;
-    }
-    match growth {
-        Some(g) if g > 0.0 => (limit.saturating_sub(working_set) as f64 / g) < schedule.hot_seconds_to_limit,
-        _ => false,
-    }
 }
 
 fn warning_due(
