@@ -13,42 +13,26 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use oomlens_proto::v1 as pb;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::discovery::{Found, MemoryRoot, Selection, relative_path, scan};
-use super::history::{History, Windows, timestamp_ms};
+use super::history::{History, Windows};
 use super::node::NodeReader;
 use super::notify::OomNotifier;
 use super::reader::{Limits, MemcgReader, READ_BUFFER, ReadError};
 use crate::pods::path::{ancestors, is_below};
 use crate::pods::{CgroupIdentity, Level, parse_cgroup_path};
 
+mod handle;
+mod report;
 mod schedule;
 
+pub use handle::{Request, SamplerHandle, Snapshot};
+pub use report::WarningRules;
+use report::warning_due;
 pub use schedule::Schedule;
 use schedule::{Kind, SLACK, due_at, effective_limit, is_hot};
-
-/// When a live container is worth a `MemoryWarning`.
-#[derive(Debug, Clone, Copy)]
-pub struct WarningRules {
-    /// Working set above this fraction of the limit...
-    pub ratio: f64,
-    /// ...and projected to reach it within this many seconds.
-    pub horizon_s: f64,
-    /// At most one warning per container per this interval.
-    pub min_interval: Duration,
-}
-
-impl Default for WarningRules {
-    fn default() -> Self {
-        Self {
-            ratio: 0.9,
-            horizon_s: 300.0,
-            min_interval: Duration::from_secs(60),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct SamplerConfig {
@@ -104,143 +88,6 @@ pub struct SamplerStats {
     pub inotify_events: u64,
     /// Heap held by histories.
     pub history_bytes: u64,
-}
-
-/// What the event assembler gets for a kill.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// History of the victim's cgroup.
-    pub victim: Option<pb::MemoryHistory>,
-    /// History of the limited cgroup when it differs (pod, kubepods).
-    pub oom_memcg: Option<pb::MemoryHistory>,
-    pub node: Option<pb::NodeMemory>,
-}
-
-/// A request to the sampler task (made through [`SamplerHandle`]).
-#[derive(Debug)]
-pub enum Request {
-    Snapshot {
-        victim: Option<String>,
-        oom_memcg: Option<String>,
-        until_ms: u64,
-        reply: oneshot::Sender<Snapshot>,
-    },
-    OomSteps {
-        from_ms: u64,
-        to_ms: u64,
-        reply: oneshot::Sender<Vec<(String, u64)>>,
-    },
-    OomNotices {
-        from_us: u64,
-        to_us: u64,
-        reply: oneshot::Sender<Vec<(String, u64)>>,
-    },
-    LimitedCgroup {
-        victim: String,
-        until_ms: u64,
-        reply: oneshot::Sender<Option<String>>,
-    },
-    CgroupOfPid {
-        pid: u32,
-        since_ms: u64,
-        reply: oneshot::Sender<Option<String>>,
-    },
-    Stats {
-        reply: oneshot::Sender<SamplerStats>,
-    },
-    Statuses {
-        reply: oneshot::Sender<Vec<pb::ContainerMemoryStatus>>,
-    },
-}
-
-/// The rest of the agent's way to the sampler.
-#[derive(Debug, Clone)]
-pub struct SamplerHandle {
-    requests: mpsc::Sender<Request>,
-}
-
-impl SamplerHandle {
-    /// Sends one request and waits for its answer; None if the sampler is
-    /// gone.
-    async fn ask<T>(&self, request: impl FnOnce(oneshot::Sender<T>) -> Request) -> Option<T> {
-        let (reply, answer) = oneshot::channel();
-        self.requests.send(request(reply)).await.ok()?;
-        answer.await.ok()
-    }
-
-    /// Frozen histories for a kill and the node view. None if the sampler
-    /// is gone.
-    pub async fn snapshot(
-        &self,
-        victim: Option<String>,
-        oom_memcg: Option<String>,
-        until_ms: u64,
-    ) -> Option<Snapshot> {
-        self.ask(|reply| Request::Snapshot {
-            victim,
-            oom_memcg,
-            until_ms,
-            reply,
-        })
-        .await
-    }
-
-    /// OOM-kill counter steps (cgroup, Unix ms when seen) between the two
-    /// times: how a kill without a cgroup path (rate-limited report) is
-    /// attributed.
-    pub async fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<(String, u64)> {
-        self.ask(|reply| Request::OomSteps {
-            from_ms,
-            to_ms,
-            reply,
-        })
-        .await
-        .unwrap_or_default()
-    }
-
-    /// Kernel OOM notifications (cgroup, monotonic µs) between the two
-    /// times: they place a kill without a cgroup path precisely.
-    pub async fn oom_notices(&self, from_us: u64, to_us: u64) -> Vec<(String, u64)> {
-        self.ask(|reply| Request::OomNotices {
-            from_us,
-            to_us,
-            reply,
-        })
-        .await
-        .unwrap_or_default()
-    }
-
-    /// The cgroup a process was last seen in, if that was at or after
-    /// `since_ms` (Unix ms) in a cgroup near its limit: names the cgroup
-    /// of a kill whose report the kernel rate-limited, exactly.
-    pub async fn cgroup_of_pid(&self, pid: u32, since_ms: u64) -> Option<String> {
-        self.ask(|reply| Request::CgroupOfPid { pid, since_ms, reply })
-            .await
-            .flatten()
-    }
-
-    /// For a memcg kill whose report did not say which limit was hit: see
-    /// [`Sampler::limited_cgroup`].
-    pub async fn limited_cgroup(&self, victim: String, until_ms: u64) -> Option<String> {
-        self.ask(|reply| Request::LimitedCgroup {
-            victim,
-            until_ms,
-            reply,
-        })
-        .await
-        .flatten()
-    }
-
-    /// The live containers' memory now (for the collector's `top`).
-    pub async fn statuses(&self) -> Vec<pb::ContainerMemoryStatus> {
-        self.ask(|reply| Request::Statuses { reply })
-            .await
-            .unwrap_or_default()
-    }
-
-    pub async fn stats(&self) -> Option<SamplerStats> {
-        self.ask(|reply| Request::Stats { reply }).await
-    }
 }
 
 /// A followed cgroup. `repr(C)` keeps the declared order: what every
@@ -809,15 +656,6 @@ impl Sampler {
         }
     }
 
-    fn lookup(&self, path: &str) -> Option<&Tracked> {
-        if let Some(&i) = self.index.get(path) {
-            return Some(&self.tracked[i]);
-        }
-        // A sub-cgroup of a container: its container's history.
-        let level_path = parse_cgroup_path(path).level_path;
-        self.index.get(level_path.as_str()).map(|&i| &self.tracked[i])
-    }
-
     /// The cgroup near its limit that `pid` was last seen in, at or after
     /// `since_ms` (Unix ms).
     pub fn cgroup_of_pid(&self, pid: u32, since_ms: u64) -> Option<String> {
@@ -852,55 +690,6 @@ impl Sampler {
         closest.map(|(path, _)| path.to_owned())
     }
 
-    /// Frozen histories up to `until_ms`.
-    pub fn snapshot(&self, victim: Option<&str>, oom_memcg: Option<&str>, until_ms: u64) -> Snapshot {
-        let interval = self.config.schedule.fast.as_millis() as u32;
-        let export = |path: Option<&str>| {
-            let tracked = self.lookup(path?)?;
-            Some(tracked.history.export(&tracked.path, until_ms, interval))
-        };
-        let victim_history = export(victim);
-        let oom_history = match (oom_memcg, victim_history.as_ref()) {
-            (Some(oom), Some(v)) if oom == v.cgroup => None,
-            (oom, _) => export(oom),
-        };
-        Snapshot {
-            victim: victim_history,
-            oom_memcg: oom_history,
-            node: self.node_view,
-        }
-    }
-
-    /// Each live container's latest working set, limit (its own, or the
-    /// tightest tracked ancestor's) and growth over the last minute.
-    pub fn statuses(&self) -> Vec<pb::ContainerMemoryStatus> {
-        self.tracked
-            .iter()
-            .filter(|t| t.removed_at.is_none() && t.identity.level == Level::Container)
-            .filter_map(|t| {
-                let (t_ms, working_set, _) = t.history.latest()?;
-                let limit = effective_limit(t.history.limit(), t.ancestor_limit);
-                let growth = t.history.recent_growth(60_000).unwrap_or(0.0);
-                let seconds_to_limit = match limit {
-                    Some(limit) if growth > 0.0 => Some(limit.saturating_sub(working_set) as f64 / growth),
-                    _ => None,
-                };
-                let identity = &t.identity;
-                Some(pb::ContainerMemoryStatus {
-                    node: self.config.node_name.clone(),
-                    time: Some(timestamp_ms(t_ms)),
-                    pod: identity_pod(identity),
-                    container: identity_container(identity, &t.path, limit),
-                    cgroup: t.path.clone(),
-                    working_set_bytes: working_set,
-                    limit_bytes: limit,
-                    growth_bytes_per_second: growth,
-                    seconds_to_limit,
-                })
-            })
-            .collect()
-    }
-
     /// OOM-kill counter steps (cgroup, Unix ms when seen) in the window,
     /// oldest first.
     pub fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<(String, u64)> {
@@ -916,49 +705,6 @@ impl Sampler {
             .collect();
         steps.sort_by_key(|(_, t)| *t);
         steps
-    }
-
-    fn answer(&mut self, request: Request) {
-        match request {
-            Request::Snapshot {
-                victim,
-                oom_memcg,
-                until_ms,
-                reply,
-            } => {
-                let _ = reply.send(self.snapshot(victim.as_deref(), oom_memcg.as_deref(), until_ms));
-            }
-            Request::OomSteps {
-                from_ms,
-                to_ms,
-                reply,
-            } => {
-                let _ = reply.send(self.oom_steps(from_ms, to_ms));
-            }
-            Request::OomNotices {
-                from_us,
-                to_us,
-                reply,
-            } => {
-                let _ = reply.send(self.oom_notices(from_us, to_us));
-            }
-            Request::LimitedCgroup {
-                victim,
-                until_ms,
-                reply,
-            } => {
-                let _ = reply.send(self.limited_cgroup(&victim, until_ms));
-            }
-            Request::CgroupOfPid { pid, since_ms, reply } => {
-                let _ = reply.send(self.cgroup_of_pid(pid, since_ms));
-            }
-            Request::Stats { reply } => {
-                let _ = reply.send(self.stats());
-            }
-            Request::Statuses { reply } => {
-                let _ = reply.send(self.statuses());
-            }
-        }
     }
 
     /// Runs the schedule until `shutdown`, answering requests in between.
@@ -987,73 +733,4 @@ impl Sampler {
         let (requests, receiver) = mpsc::channel(64);
         (SamplerHandle { requests }, receiver)
     }
-}
-
-/// The pod a followed cgroup belongs to, as far as its path tells.
-fn identity_pod(identity: &CgroupIdentity) -> Option<pb::Pod> {
-    identity.pod_uid.clone().map(|uid| pb::Pod {
-        uid,
-        cgroup: identity.pod_cgroup.clone(),
-        ..pb::Pod::default()
-    })
-}
-
-/// The container a followed cgroup is, with the limit that binds it.
-fn identity_container(identity: &CgroupIdentity, path: &str, limit: Option<u64>) -> Option<pb::Container> {
-    identity.container_id.clone().map(|id| pb::Container {
-        id,
-        cgroup: Some(path.to_owned()),
-        memory_limit_bytes: limit,
-        ..pb::Container::default()
-    })
-}
-
-fn warning_due(
-    config: &SamplerConfig,
-    tracked: &Tracked,
-    now: Instant,
-    t_ms: u64,
-    working_set: u64,
-    limit: Option<u64>,
-) -> Option<pb::MemoryWarning> {
-    let rules = config.warnings;
-    let path = tracked.path.as_str();
-    let limit = limit?;
-    if tracked.identity.level != Level::Container || (working_set as f64) < limit as f64 * rules.ratio {
-        return None;
-    }
-    if tracked
-        .last_warning
-        .is_some_and(|t| now.duration_since(t) < rules.min_interval)
-    {
-        return None;
-    }
-    let growth = tracked.history.recent_growth(60_000)?;
-    if growth <= 0.0 {
-        return None;
-    }
-    let seconds_to_limit = limit.saturating_sub(working_set) as f64 / growth;
-    if seconds_to_limit > rules.horizon_s {
-        return None;
-    }
-    let identity = &tracked.identity;
-    let container_id = identity.container_id.clone().unwrap_or_default();
-    let minute = t_ms / 60_000;
-    Some(pb::MemoryWarning {
-        id: oomlens_proto::event_id(&config.node_name, &container_id, minute),
-        node: config.node_name.clone(),
-        time: Some(timestamp_ms(t_ms)),
-        pod: identity_pod(identity),
-        container: identity_container(identity, path, Some(limit)),
-        cgroup: path.to_owned(),
-        working_set_bytes: working_set,
-        limit_bytes: limit,
-        growth_bytes_per_second: growth,
-        seconds_to_limit: Some(seconds_to_limit),
-        history: Some(
-            tracked
-                .history
-                .export(path, t_ms, config.schedule.fast.as_millis() as u32),
-        ),
-    })
 }
