@@ -24,10 +24,12 @@ use super::reader::{Limits, MemcgReader, READ_BUFFER, ReadError};
 use crate::pods::path::{ancestors, is_below};
 use crate::pods::{CgroupIdentity, Level, parse_cgroup_path};
 
+mod evidence;
 mod handle;
 mod report;
 mod schedule;
 
+use evidence::{PidPlaces, keep_time};
 pub use handle::{Request, SamplerHandle, Snapshot};
 pub use report::WarningRules;
 use report::warning_due;
@@ -130,15 +132,6 @@ impl Tracked {
     }
 }
 
-/// A level whose usage stayed below this share of its limit in the second
-/// before a kill did not hit it.
-const NEAR_LIMIT: f64 = 0.5;
-
-/// How long a process seen in a hot cgroup is remembered: longer than a
-/// kill record takes to be read, short enough that pid reuse cannot
-/// mislead.
-const PID_MEMORY: Duration = Duration::from_secs(10);
-
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -165,9 +158,7 @@ pub struct Sampler {
     last_node: Option<Instant>,
     last_rescan: Option<Instant>,
     warnings: mpsc::Sender<pb::MemoryWarning>,
-    /// Processes seen in hot cgroups: pid -> (cgroup, Unix ms last seen).
-    /// Pruned after [`PID_MEMORY`].
-    pid_places: HashMap<u32, (String, u64)>,
+    pid_places: PidPlaces,
     buf: Box<[u8]>,
     stats: SamplerStats,
     metrics: Option<(
@@ -213,7 +204,7 @@ impl Sampler {
             last_node: None,
             last_rescan: None,
             warnings,
-            pid_places: HashMap::new(),
+            pid_places: PidPlaces::default(),
             buf: vec![0; READ_BUFFER].into_boxed_slice(),
             stats: SamplerStats::default(),
             metrics: None,
@@ -487,10 +478,7 @@ impl Sampler {
                     tracked.last_fast = Some(now);
                     if let Some(count) = sample.counters.oom_kill {
                         if tracked.oom_kill.is_some_and(|before| count > before) {
-                            tracked.oom_steps.push(t_ms);
-                            if tracked.oom_steps.len() > 64 {
-                                tracked.oom_steps.remove(0);
-                            }
+                            keep_time(&mut tracked.oom_steps, t_ms);
                         }
                         tracked.oom_kill = Some(count);
                     }
@@ -501,18 +489,7 @@ impl Sampler {
                     // may come without a cgroup path (rate-limited report).
                     if tracked.hot {
                         match reader.read_procs() {
-                            Ok(pids) => {
-                                // 20 times a second per hot cgroup: refresh the
-                                // time, copy the path only for a new place.
-                                for pid in pids {
-                                    match self.pid_places.get_mut(&pid) {
-                                        Some((path, seen)) if *path == tracked.path => *seen = t_ms,
-                                        _ => {
-                                            self.pid_places.insert(pid, (tracked.path.clone(), t_ms));
-                                        }
-                                    }
-                                }
-                            }
+                            Ok(pids) => self.pid_places.remember(pids, &tracked.path, t_ms),
                             Err(ReadError::Vanished(_)) => {}
                             Err(error) => debug!(%error, "cgroup.procs not read"),
                         }
@@ -573,8 +550,7 @@ impl Sampler {
             self.node_view = Some(self.node.read(t_ms));
             self.last_node = Some(now);
             self.forget_expired(now);
-            let horizon = t_ms.saturating_sub(PID_MEMORY.as_millis() as u64);
-            self.pid_places.retain(|_, (_, seen)| *seen >= horizon);
+            self.pid_places.forget_old(t_ms);
             self.refresh_ancestor_limits();
             let stats = self.stats();
             if let Some((metrics, sync)) = &mut self.metrics {
@@ -609,37 +585,6 @@ impl Sampler {
         }
     }
 
-    fn collect_notices(&mut self) {
-        let Some(notifier) = &self.notifier else { return };
-        for notice in notifier.drain() {
-            if let Some(&i) = self.index.get(&notice.path) {
-                let notices = &mut self.tracked[i].oom_notices;
-                notices.push(notice.monotonic_us);
-                if notices.len() > 64 {
-                    notices.remove(0);
-                }
-            }
-        }
-    }
-
-    /// Kernel OOM notifications (cgroup, monotonic µs) in the window,
-    /// oldest first.
-    pub fn oom_notices(&mut self, from_us: u64, to_us: u64) -> Vec<(String, u64)> {
-        self.collect_notices();
-        let mut notices: Vec<(String, u64)> = self
-            .tracked
-            .iter()
-            .flat_map(|t| {
-                t.oom_notices
-                    .iter()
-                    .filter(|&&n| n >= from_us && n <= to_us)
-                    .map(|&n| (t.path.clone(), n))
-            })
-            .collect();
-        notices.sort_by_key(|(_, t)| *t);
-        notices
-    }
-
     fn refresh_ancestor_limits(&mut self) {
         let limits: Vec<Option<u64>> = self
             .tracked
@@ -654,57 +599,6 @@ impl Sampler {
         for (tracked, limit) in self.tracked.iter_mut().zip(limits) {
             tracked.ancestor_limit = limit;
         }
-    }
-
-    /// The cgroup near its limit that `pid` was last seen in, at or after
-    /// `since_ms` (Unix ms).
-    pub fn cgroup_of_pid(&self, pid: u32, since_ms: u64) -> Option<String> {
-        self.pid_places
-            .get(&pid)
-            .filter(|(_, seen)| *seen >= since_ms)
-            .map(|(path, _)| path.clone())
-    }
-
-    /// Which limit a memcg kill hit, for a kill placed only by its
-    /// victim's cgroup: among that cgroup and its tracked ancestors with a
-    /// limit, the one whose usage in the last second before `until_ms` came
-    /// closest to it (the nearer level on a tie), if within [`NEAR_LIMIT`].
-    /// The last sample before a fast climb can be a whole hot interval
-    /// early, so "at the limit" cannot be asked for.
-    pub fn limited_cgroup(&self, victim: &str, until_ms: u64) -> Option<String> {
-        let from_ms = until_ms.saturating_sub(1000);
-        let levels = std::iter::once(victim).chain(ancestors(victim));
-        let mut closest: Option<(&str, f64)> = None;
-        for path in levels {
-            let Some(&i) = self.index.get(path) else { continue };
-            let history = &self.tracked[i].history;
-            let (Some(limit), Some(peak)) = (history.limit(), history.peak_usage(from_ms, until_ms + 100))
-            else {
-                continue;
-            };
-            let ratio = peak as f64 / limit as f64;
-            if ratio >= NEAR_LIMIT && closest.is_none_or(|(_, best)| ratio > best) {
-                closest = Some((path, ratio));
-            }
-        }
-        closest.map(|(path, _)| path.to_owned())
-    }
-
-    /// OOM-kill counter steps (cgroup, Unix ms when seen) in the window,
-    /// oldest first.
-    pub fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<(String, u64)> {
-        let mut steps: Vec<(String, u64)> = self
-            .tracked
-            .iter()
-            .flat_map(|t| {
-                t.oom_steps
-                    .iter()
-                    .filter(|&&s| s >= from_ms && s <= to_ms)
-                    .map(|&s| (t.path.clone(), s))
-            })
-            .collect();
-        steps.sort_by_key(|(_, t)| *t);
-        steps
     }
 
     /// Runs the schedule until `shutdown`, answering requests in between.
