@@ -8,26 +8,27 @@
 //! answered on oneshot channels.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use nix::sys::inotify::{InitFlags, Inotify, WatchDescriptor};
 use oomlens_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::discovery::{Found, MemoryRoot, Selection, relative_path, scan};
+use super::discovery::{MemoryRoot, Selection};
 use super::history::{History, Windows};
 use super::node::NodeReader;
 use super::notify::OomNotifier;
 use super::reader::{Limits, MemcgReader, READ_BUFFER, ReadError};
-use crate::pods::path::{ancestors, is_below};
-use crate::pods::{CgroupIdentity, Level, parse_cgroup_path};
+use crate::pods::CgroupIdentity;
+use crate::pods::path::ancestors;
 
 mod evidence;
 mod handle;
 mod report;
 mod schedule;
+mod watch;
 
 use evidence::{PidPlaces, keep_time};
 pub use handle::{Request, SamplerHandle, Snapshot};
@@ -123,12 +124,51 @@ struct Tracked {
 }
 
 impl Tracked {
+    /// A cgroup followed from `now` on, due at once.
+    fn new(
+        path: String,
+        identity: CgroupIdentity,
+        reader: MemcgReader,
+        history: History,
+        now: Instant,
+    ) -> Self {
+        Self {
+            kind: Kind::of(identity.level),
+            hot: false,
+            last_fast: None,
+            last_full: None,
+            reader: Some(reader),
+            history,
+            limits: Limits::default(),
+            last_limits: None,
+            followed_since: now,
+            ancestor_limit: None,
+            oom_kill: None,
+            last_warning: None,
+            removed_at: None,
+            path,
+            identity,
+            oom_steps: Vec::new(),
+            oom_notices: Vec::new(),
+        }
+    }
+
     /// When this cgroup's next sample is due (None: removed).
     fn next_due(&self, schedule: &Schedule, slack: Duration, now: Instant) -> Option<Instant> {
         self.reader.as_ref()?;
         let (full_every, usage_every) = schedule.intervals(self.kind, self.hot);
         let full = due_at(self.last_full, full_every, slack, now);
         Some(usage_every.map_or(full, |every| full.min(due_at(self.last_fast, every, slack, now))))
+    }
+
+    /// Marks the cgroup removed: no more samples; its history is kept for
+    /// the grace period.
+    fn mark_removed(&mut self, now: Instant, stats: &mut SamplerStats) {
+        if self.removed_at.is_none() {
+            self.removed_at = Some(now);
+            self.reader = None;
+            stats.vanished += 1;
+        }
     }
 }
 
@@ -238,181 +278,6 @@ impl Sampler {
         paths
     }
 
-    /// Follows a cgroup, due at once (`now` is the current tick's time).
-    fn add(&mut self, found: Found, now: Instant) {
-        let existing = self.index.get(&found.relative).copied();
-        if existing.is_some_and(|i| self.tracked[i].removed_at.is_none()) {
-            return;
-        }
-        let dir = self.config.root.path.join(found.relative.trim_start_matches('/'));
-        let reader = match MemcgReader::open(&dir, self.config.root.version) {
-            Ok(reader) => reader,
-            Err(ReadError::Vanished(_)) => return,
-            Err(error @ ReadError::NotMemoryCgroup(_)) => {
-                debug!(%error, "skipping");
-                return;
-            }
-            Err(error) => {
-                self.stats.read_errors += 1;
-                warn!(%error, "cannot follow cgroup");
-                return;
-            }
-        };
-        debug!(cgroup = %found.relative, "following cgroup");
-        let entry = Tracked {
-            path: found.relative.clone(),
-            kind: Kind::of(found.identity.level),
-            identity: found.identity,
-            reader: Some(reader),
-            limits: Limits::default(),
-            last_limits: None,
-            followed_since: now,
-            history: History::with_interval(
-                self.config.windows,
-                self.config.schedule.fast.as_millis() as u64,
-            ),
-            removed_at: None,
-            last_fast: None,
-            last_full: None,
-            hot: false,
-            oom_kill: None,
-            oom_steps: Vec::new(),
-            oom_notices: Vec::new(),
-            last_warning: None,
-            ancestor_limit: None,
-        };
-        if let Some(notifier) = &self.notifier {
-            notifier.register(&found.relative, &dir);
-        }
-        match existing {
-            // A re-created cgroup with the same path starts afresh.
-            Some(i) => {
-                self.tracked[i] = entry;
-                self.next_due[i] = Some(now);
-            }
-            None => {
-                self.index.insert(found.relative, self.tracked.len());
-                self.tracked.push(entry);
-                self.next_due.push(Some(now));
-            }
-        }
-    }
-
-    fn watch(&mut self, dir: &Path) {
-        let Some(inotify) = &self.inotify else { return };
-        // Container cgroups need no watch: what matters appears above them.
-        if let Some(relative) = relative_path(&self.config.root.path, dir)
-            && parse_cgroup_path(&relative).level == Level::Container
-        {
-            return;
-        }
-        let flags = AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_MOVED_FROM
-            | AddWatchFlags::IN_ONLYDIR;
-        match inotify.add_watch(dir, flags) {
-            Ok(wd) => {
-                self.watches.insert(wd, dir.to_path_buf());
-            }
-            Err(errno) => debug!(%errno, dir = %dir.display(), "cannot watch"),
-        }
-    }
-
-    /// Walks `start` and follows what it finds.
-    fn discover(&mut self, start: &Path, now: Instant) {
-        let (found, dirs) = scan(&self.config.root.path, start, self.config.selection);
-        for dir in dirs {
-            self.watch(&dir);
-        }
-        for found in found {
-            self.add(found, now);
-        }
-    }
-
-    fn mark(tracked: &mut Tracked, now: Instant, stats: &mut SamplerStats) {
-        if tracked.removed_at.is_none() {
-            tracked.removed_at = Some(now);
-            tracked.reader = None;
-            stats.vanished += 1;
-        }
-    }
-
-    /// Full rescan: new cgroups are followed, missing ones marked removed.
-    pub fn rescan(&mut self, now: Instant) {
-        self.stats.rescans += 1;
-        let root = self.config.root.path.clone();
-        let (found, dirs) = scan(&root, &root, self.config.selection);
-        if self.watches.is_empty() {
-            for dir in &dirs {
-                self.watch(dir);
-            }
-        }
-        let present: std::collections::HashSet<&str> = found.iter().map(|f| f.relative.as_str()).collect();
-        for tracked in &mut self.tracked {
-            if !present.contains(tracked.path.as_str()) {
-                Self::mark(tracked, now, &mut self.stats);
-            }
-        }
-        for found in found {
-            self.add(found, now);
-        }
-        self.last_rescan = Some(now);
-    }
-
-    fn mark_removed(&mut self, dir: &Path, now: Instant) {
-        let Some(relative) = relative_path(&self.config.root.path, dir) else {
-            return;
-        };
-        for tracked in &mut self.tracked {
-            if tracked.path == relative || is_below(&tracked.path, &relative) {
-                Self::mark(tracked, now, &mut self.stats);
-            }
-        }
-    }
-
-    fn drain_inotify(&mut self, now: Instant) {
-        let Some(inotify) = &self.inotify else { return };
-        let mut events = Vec::new();
-        loop {
-            match inotify.read_events() {
-                Ok(batch) if batch.is_empty() => break,
-                Ok(batch) => events.extend(batch),
-                Err(nix::errno::Errno::EAGAIN) => break,
-                Err(errno) => {
-                    warn!(%errno, "inotify read failed; relying on rescans");
-                    break;
-                }
-            }
-        }
-        for event in events {
-            self.stats.inotify_events += 1;
-            if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                self.rescan(now);
-                continue;
-            }
-            if event.mask.contains(AddWatchFlags::IN_IGNORED) {
-                self.watches.remove(&event.wd);
-                continue;
-            }
-            let (Some(dir), Some(name)) = (self.watches.get(&event.wd).cloned(), event.name) else {
-                continue;
-            };
-            let path = dir.join(name);
-            if event
-                .mask
-                .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
-            {
-                self.discover(&path, now);
-            } else if event
-                .mask
-                .intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM)
-            {
-                self.mark_removed(&path, now);
-            }
-        }
-    }
-
     /// One pass of the schedule: reads whatever is due.
     pub fn tick(&mut self, now: Instant) {
         self.drain_inotify(now);
@@ -519,7 +384,7 @@ impl Sampler {
                         tracked.hot = is_hot(&schedule, working_set, limit, growth);
                     }
                 }
-                Err(ReadError::Vanished(_)) => Self::mark(tracked, now, &mut self.stats),
+                Err(ReadError::Vanished(_)) => tracked.mark_removed(now, &mut self.stats),
                 Err(error) => {
                     self.stats.read_errors += 1;
                     warn!(%error, "cgroup read failed");
@@ -557,31 +422,6 @@ impl Sampler {
                 sync.sync(metrics, stats);
                 metrics.set_sampler_ready();
             }
-        }
-    }
-
-    /// Drops the histories of cgroups removed longer than the grace period
-    /// ago. Once a second, not every tick: it reads every entry.
-    fn forget_expired(&mut self, now: Instant) {
-        let grace = self.config.grace;
-        let expired = |t: &Tracked| t.removed_at.is_some_and(|at| now.duration_since(at) >= grace);
-        if self.tracked.iter().any(expired) {
-            if let Some(notifier) = &self.notifier {
-                for tracked in self.tracked.iter().filter(|t| expired(t)) {
-                    notifier.unregister(&tracked.path);
-                }
-            }
-            (self.tracked, self.next_due) = std::mem::take(&mut self.tracked)
-                .into_iter()
-                .zip(std::mem::take(&mut self.next_due))
-                .filter(|(t, _)| !expired(t))
-                .unzip();
-            self.index = self
-                .tracked
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.path.clone(), i))
-                .collect();
         }
     }
 
