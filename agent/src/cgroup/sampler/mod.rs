@@ -14,28 +14,27 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::inotify::{InitFlags, Inotify, WatchDescriptor};
 use oomlens_proto::v1 as pb;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::discovery::{MemoryRoot, Selection};
 use super::history::{History, Windows};
 use super::node::NodeReader;
 use super::notify::OomNotifier;
-use super::reader::{Limits, MemcgReader, READ_BUFFER, ReadError};
-use crate::pods::CgroupIdentity;
+use super::reader::READ_BUFFER;
 use crate::pods::path::ancestors;
 
 mod evidence;
 mod handle;
 mod report;
 mod schedule;
+mod tracked;
 mod watch;
 
-use evidence::{PidPlaces, keep_time};
+use evidence::PidPlaces;
 pub use handle::{Request, SamplerHandle, Snapshot};
 pub use report::WarningRules;
-use report::warning_due;
 pub use schedule::Schedule;
-use schedule::{Kind, SLACK, due_at, effective_limit, is_hot};
+use tracked::Tracked;
 
 #[derive(Debug, Clone)]
 pub struct SamplerConfig {
@@ -91,85 +90,6 @@ pub struct SamplerStats {
     pub inotify_events: u64,
     /// Heap held by histories.
     pub history_bytes: u64,
-}
-
-/// A followed cgroup. `repr(C)` keeps the declared order: what every
-/// sample touches comes first and shares a few cache lines; what only
-/// kills and requests read comes after it.
-#[derive(Debug)]
-#[repr(C)]
-struct Tracked {
-    kind: Kind,
-    hot: bool,
-    last_fast: Option<Instant>,
-    last_full: Option<Instant>,
-    reader: Option<MemcgReader>,
-    history: History,
-    /// Limits as last read, and when.
-    limits: Limits,
-    last_limits: Option<Instant>,
-    followed_since: Instant,
-    /// Tightest limit among the tracked ancestors (a pod's limit bounds its
-    /// unlimited containers), refreshed once a second.
-    ancestor_limit: Option<u64>,
-    oom_kill: Option<u64>,
-    last_warning: Option<Instant>,
-    removed_at: Option<Instant>,
-    path: String,
-    identity: CgroupIdentity,
-    /// Times (Unix ms) the OOM-kill counter was seen to step.
-    oom_steps: Vec<u64>,
-    /// Times (monotonic µs) the kernel notified an OOM here.
-    oom_notices: Vec<u64>,
-}
-
-impl Tracked {
-    /// A cgroup followed from `now` on, due at once.
-    fn new(
-        path: String,
-        identity: CgroupIdentity,
-        reader: MemcgReader,
-        history: History,
-        now: Instant,
-    ) -> Self {
-        Self {
-            kind: Kind::of(identity.level),
-            hot: false,
-            last_fast: None,
-            last_full: None,
-            reader: Some(reader),
-            history,
-            limits: Limits::default(),
-            last_limits: None,
-            followed_since: now,
-            ancestor_limit: None,
-            oom_kill: None,
-            last_warning: None,
-            removed_at: None,
-            path,
-            identity,
-            oom_steps: Vec::new(),
-            oom_notices: Vec::new(),
-        }
-    }
-
-    /// When this cgroup's next sample is due (None: removed).
-    fn next_due(&self, schedule: &Schedule, slack: Duration, now: Instant) -> Option<Instant> {
-        self.reader.as_ref()?;
-        let (full_every, usage_every) = schedule.intervals(self.kind, self.hot);
-        let full = due_at(self.last_full, full_every, slack, now);
-        Some(usage_every.map_or(full, |every| full.min(due_at(self.last_fast, every, slack, now))))
-    }
-
-    /// Marks the cgroup removed: no more samples; its history is kept for
-    /// the grace period.
-    fn mark_removed(&mut self, now: Instant, stats: &mut SamplerStats) {
-        if self.removed_at.is_none() {
-            self.removed_at = Some(now);
-            self.reader = None;
-            stats.vanished += 1;
-        }
-    }
 }
 
 pub fn now_ms() -> u64 {
@@ -288,8 +208,6 @@ impl Sampler {
         {
             self.rescan(now);
         }
-        let schedule = self.config.schedule;
-        let slack = SLACK;
         let t_ms = now_ms();
         let mut warnings = Vec::new();
         let started = Instant::now();
@@ -297,105 +215,12 @@ impl Sampler {
             if next_due.is_none_or(|at| at > now) {
                 continue;
             }
-            let Some(reader) = &tracked.reader else {
-                *next_due = None;
-                continue;
-            };
-            let (full_every, usage_every) = schedule.intervals(tracked.kind, tracked.hot);
-            let due = |last: Option<Instant>, every: Duration| now >= due_at(last, every, slack, now);
-            let full_due = due(tracked.last_full, full_every);
-            let usage_due = usage_every.is_some_and(|every| due(tracked.last_fast, every));
-            if !full_due && !usage_due {
-                *next_due = tracked.next_due(&schedule, slack, now);
-                continue;
+            let sampled = tracked.sample(&self.config, &mut self.buf, &mut self.stats, now, t_ms);
+            *next_due = tracked.next_due(&self.config.schedule, now);
+            if let Some(pids) = sampled.hot_pids {
+                self.pid_places.remember(pids, &tracked.path, t_ms);
             }
-            let result = if full_due {
-                // A runtime writes a new container's limit just after
-                // creating its cgroup, which the sampler may have read
-                // first: limits are read with every full sample during the
-                // first limits interval.
-                let young = now.duration_since(tracked.followed_since) < schedule.limits;
-                let limits = if tracked.hot || young || due(tracked.last_limits, schedule.limits) {
-                    reader.read_limits(&mut self.buf).inspect(|&limits| {
-                        self.stats.limit_reads += 1;
-                        tracked.limits = limits;
-                        tracked.last_limits = Some(now);
-                    })
-                } else {
-                    Ok(tracked.limits)
-                };
-                limits
-                    .and_then(|limits| reader.read_full(&mut self.buf, limits))
-                    .map(|sample| {
-                        tracked.history.record_full(t_ms, &sample);
-                        Some(sample)
-                    })
-            } else {
-                reader.read_usage(&mut self.buf).map(|usage| {
-                    tracked.history.record_usage(t_ms, usage);
-                    None
-                })
-            };
-            match result {
-                Ok(Some(sample)) => {
-                    self.stats.full_samples += 1;
-                    tracked.last_full = Some(now);
-                    tracked.last_fast = Some(now);
-                    if let Some(count) = sample.counters.oom_kill {
-                        if tracked.oom_kill.is_some_and(|before| count > before) {
-                            keep_time(&mut tracked.oom_steps, t_ms);
-                        }
-                        tracked.oom_kill = Some(count);
-                    }
-                    let growth = tracked.history.recent_growth(10_000);
-                    let effective_limit = effective_limit(sample.limit, tracked.ancestor_limit);
-                    tracked.hot = is_hot(&schedule, sample.working_set, effective_limit, growth);
-                    // The processes of a cgroup near its limit: a kill there
-                    // may come without a cgroup path (rate-limited report).
-                    if tracked.hot {
-                        match reader.read_procs() {
-                            Ok(pids) => self.pid_places.remember(pids, &tracked.path, t_ms),
-                            Err(ReadError::Vanished(_)) => {}
-                            Err(error) => debug!(%error, "cgroup.procs not read"),
-                        }
-                    }
-                    if let Some(warning) =
-                        warning_due(&self.config, tracked, now, t_ms, sample.working_set, sample.limit)
-                    {
-                        tracked.last_warning = Some(now);
-                        warnings.push(warning);
-                    }
-                }
-                Ok(None) => {
-                    self.stats.fast_samples += 1;
-                    tracked.last_fast = Some(now);
-                    // A container can climb from rest to its limit between
-                    // two full samples: turning hot on a usage sample gets
-                    // it full samples (and its process list) in time.
-                    if !tracked.hot
-                        && let Some((_, working_set, _)) = tracked.history.latest()
-                    {
-                        let limit = effective_limit(tracked.history.limit(), tracked.ancestor_limit);
-                        // Over the last second, or two usage intervals
-                        // for levels sampled once a second.
-                        let window =
-                            usage_every.map_or(1_000, |every| (2 * every.as_millis() as u64).max(1_000));
-                        let growth = tracked.history.short_growth(window);
-                        tracked.hot = is_hot(&schedule, working_set, limit, growth);
-                    }
-                }
-                Err(ReadError::Vanished(_)) => tracked.mark_removed(now, &mut self.stats),
-                Err(error) => {
-                    self.stats.read_errors += 1;
-                    warn!(%error, "cgroup read failed");
-                    // Tried again on schedule, not on every tick.
-                    if full_due {
-                        tracked.last_full = Some(now);
-                    }
-                    tracked.last_fast = Some(now);
-                }
-            }
-            *next_due = tracked.next_due(&schedule, slack, now);
+            warnings.extend(sampled.warning);
         }
         let pass = started.elapsed();
         self.stats.sampling_ns += pass.as_nanos() as u64;

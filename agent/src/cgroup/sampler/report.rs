@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use oomlens_proto::v1 as pb;
 
 use super::schedule::effective_limit;
-use super::{Sampler, SamplerConfig, Snapshot, Tracked};
+use super::tracked::Tracked;
+use super::{Sampler, SamplerConfig, Snapshot};
 use crate::cgroup::history::timestamp_ms;
 use crate::pods::{CgroupIdentity, Level, parse_cgroup_path};
 

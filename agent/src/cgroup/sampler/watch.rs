@@ -8,7 +8,8 @@ use std::time::Instant;
 use nix::sys::inotify::AddWatchFlags;
 use tracing::{debug, warn};
 
-use super::{Sampler, Tracked};
+use super::Sampler;
+use super::tracked::Tracked;
 use crate::cgroup::discovery::{Found, relative_path, scan};
 use crate::cgroup::history::History;
 use crate::cgroup::reader::{MemcgReader, ReadError};
