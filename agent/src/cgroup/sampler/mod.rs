@@ -6,6 +6,26 @@
 //! It owns all its state and never waits on the rest of the agent:
 //! warnings leave through `try_send` (drops are counted) and requests are
 //! answered on oneshot channels.
+//!
+//! [`Sampler`] owns all of it: the followed cgroups' `Tracked` entries (a
+//! dense `Vec`, their next-due times in a `Vec` beside it, a path index),
+//! the inotify watches, the OOM notifier, the node reader, the processes
+//! seen in hot cgroups, the read buffer and the [`SamplerStats`]. Each
+//! module adds one job to it:
+//! - `watch`: which cgroups are followed. Inotify events and periodic
+//!   rescans add entries and mark them removed; expired ones are dropped.
+//! - `tracked`: the `Tracked` entry and `Tracked::sample`, one due
+//!   cgroup's reads, history records, OOM-counter steps and hotness, which
+//!   [`Sampler::tick`] runs for every due entry.
+//! - `schedule`: the pure rules behind it: [`Schedule`], the intervals of
+//!   each kind of cgroup, `due_at`, `is_hot`, `effective_limit`.
+//! - `evidence`: what places a kill whose report lacks a cgroup or a
+//!   limit: `PidPlaces`, the kernel's OOM notices and counter steps (kept
+//!   in each entry), and the queries over them.
+//! - `report`: [`WarningRules`] and the warnings, container statuses and
+//!   [`Snapshot`]s built from the histories.
+//! - `handle`: the rest of the agent's side: a [`SamplerHandle`] sends
+//!   [`Request`]s, which [`Sampler::run`] answers between ticks.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -237,19 +257,27 @@ impl Sampler {
             .last_node
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
         {
-            self.node_view = Some(self.node.read(t_ms));
-            self.last_node = Some(now);
-            self.forget_expired(now);
-            self.pid_places.forget_old(t_ms);
-            self.refresh_ancestor_limits();
-            let stats = self.stats();
-            if let Some((metrics, sync)) = &mut self.metrics {
-                sync.sync(metrics, stats);
-                metrics.set_sampler_ready();
-            }
+            self.once_a_second(now, t_ms);
         }
     }
 
+    /// What need not run on every tick: the node's view, dropping expired
+    /// histories and old process places, the ancestors' limits, metrics.
+    fn once_a_second(&mut self, now: Instant, t_ms: u64) {
+        self.node_view = Some(self.node.read(t_ms));
+        self.last_node = Some(now);
+        self.forget_expired(now);
+        self.pid_places.forget_old(t_ms);
+        self.refresh_ancestor_limits();
+        let stats = self.stats();
+        if let Some((metrics, sync)) = &mut self.metrics {
+            sync.sync(metrics, stats);
+            metrics.set_sampler_ready();
+        }
+    }
+
+    /// Sets each cgroup's `ancestor_limit`, the tightest limit among its
+    /// tracked ancestors.
     fn refresh_ancestor_limits(&mut self) {
         let limits: Vec<Option<u64>> = self
             .tracked
