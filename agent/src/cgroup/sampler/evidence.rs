@@ -1,0 +1,168 @@
+//! What places a kill whose kernel report lacks a cgroup path (rate-limited)
+//! or does not say which limit was hit: the processes seen in hot cgroups,
+//! the OOM-kill counter steps and kernel OOM notices of each cgroup, and
+//! the queries the event assembler makes over them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::Sampler;
+use crate::pods::path::ancestors;
+
+/// A level whose usage stayed below this share of its limit in the second
+/// before a kill did not hit it.
+const NEAR_LIMIT: f64 = 0.5;
+
+/// How long a process seen in a hot cgroup is remembered: longer than a
+/// kill record takes to be read, short enough that pid reuse cannot
+/// mislead.
+const PID_MEMORY: Duration = Duration::from_secs(10);
+
+/// OOM-kill counter steps and kernel OOM notices kept per cgroup.
+const TIMES_KEPT: usize = 64;
+
+/// Adds a step or notice time to a cgroup's, dropping the oldest beyond
+/// [`TIMES_KEPT`].
+pub(super) fn keep_time(times: &mut Vec<u64>, t: u64) {
+    times.push(t);
+    if times.len() > TIMES_KEPT {
+        times.remove(0);
+    }
+}
+
+/// Processes seen in hot cgroups: pid -> (cgroup, Unix ms last seen).
+/// Pruned after [`PID_MEMORY`].
+#[derive(Debug, Default)]
+pub(super) struct PidPlaces {
+    places: HashMap<u32, (String, u64)>,
+}
+
+impl PidPlaces {
+    /// Records the processes of the hot cgroup `path` as seen at `t_ms`.
+    pub(super) fn remember(&mut self, pids: Vec<u32>, path: &str, t_ms: u64) {
+        // 20 times a second per hot cgroup: refresh the time, copy the path
+        // only for a new place.
+        for pid in pids {
+            match self.places.get_mut(&pid) {
+                Some((place, seen)) if *place == path => *seen = t_ms,
+                _ => {
+                    self.places.insert(pid, (path.to_owned(), t_ms));
+                }
+            }
+        }
+    }
+
+    /// Forgets the processes not seen for [`PID_MEMORY`] before `t_ms`.
+    pub(super) fn forget_old(&mut self, t_ms: u64) {
+        let horizon = t_ms.saturating_sub(PID_MEMORY.as_millis() as u64);
+        self.places.retain(|_, (_, seen)| *seen >= horizon);
+    }
+}
+
+impl Sampler {
+    /// Moves the kernel's OOM notices to the cgroups they name.
+    pub(super) fn collect_notices(&mut self) {
+        let Some(notifier) = &self.notifier else { return };
+        for notice in notifier.drain() {
+            if let Some(&i) = self.index.get(&notice.path) {
+                keep_time(&mut self.tracked[i].oom_notices, notice.monotonic_us);
+            }
+        }
+    }
+
+    /// Kernel OOM notifications (cgroup, monotonic µs) in the window,
+    /// oldest first.
+    pub fn oom_notices(&mut self, from_us: u64, to_us: u64) -> Vec<(String, u64)> {
+        self.collect_notices();
+        let mut notices: Vec<(String, u64)> = self
+            .tracked
+            .iter()
+            .flat_map(|t| {
+                t.oom_notices
+                    .iter()
+                    .filter(|&&n| n >= from_us && n <= to_us)
+                    .map(|&n| (t.path.clone(), n))
+            })
+            .collect();
+        notices.sort_by_key(|(_, t)| *t);
+        notices
+    }
+
+    /// OOM-kill counter steps (cgroup, Unix ms when seen) in the window,
+    /// oldest first.
+    pub fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<(String, u64)> {
+        let mut steps: Vec<(String, u64)> = self
+            .tracked
+            .iter()
+            .flat_map(|t| {
+                t.oom_steps
+                    .iter()
+                    .filter(|&&s| s >= from_ms && s <= to_ms)
+                    .map(|&s| (t.path.clone(), s))
+            })
+            .collect();
+        steps.sort_by_key(|(_, t)| *t);
+        steps
+    }
+
+    /// The cgroup near its limit that `pid` was last seen in, at or after
+    /// `since_ms` (Unix ms).
+    pub fn cgroup_of_pid(&self, pid: u32, since_ms: u64) -> Option<String> {
+        self.pid_places
+            .places
+            .get(&pid)
+            .filter(|(_, seen)| *seen >= since_ms)
+            .map(|(path, _)| path.clone())
+    }
+
+    /// Which limit a memcg kill hit, for a kill placed only by its
+    /// victim's cgroup: among that cgroup and its tracked ancestors with a
+    /// limit, the one whose usage in the last second before `until_ms` came
+    /// closest to it (the nearer level on a tie), if within [`NEAR_LIMIT`].
+    /// The last sample before a fast climb can be a whole hot interval
+    /// early, so "at the limit" cannot be asked for.
+    pub fn limited_cgroup(&self, victim: &str, until_ms: u64) -> Option<String> {
+        let from_ms = until_ms.saturating_sub(1000);
+        let levels = std::iter::once(victim).chain(ancestors(victim));
+        let mut closest: Option<(&str, f64)> = None;
+        for path in levels {
+            let Some(&i) = self.index.get(path) else { continue };
+            let history = &self.tracked[i].history;
+            let (Some(limit), Some(peak)) = (history.limit(), history.peak_usage(from_ms, until_ms + 100))
+            else {
+                continue;
+            };
+            let ratio = peak as f64 / limit as f64;
+            if ratio >= NEAR_LIMIT && closest.is_none_or(|(_, best)| ratio > best) {
+                closest = Some((path, ratio));
+            }
+        }
+        closest.map(|(path, _)| path.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_latest_times_are_kept() {
+        let mut times = Vec::new();
+        for t in 0..100 {
+            keep_time(&mut times, t);
+        }
+        assert_eq!(times, (36..100).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn a_process_is_placed_where_it_was_last_seen_until_it_is_forgotten() {
+        let mut places = PidPlaces::default();
+        places.remember(vec![7, 8], "/kubepods/a", 1_000);
+        places.remember(vec![7], "/kubepods/b", 2_000);
+        assert_eq!(places.places[&7], ("/kubepods/b".to_owned(), 2_000));
+        assert_eq!(places.places[&8], ("/kubepods/a".to_owned(), 1_000));
+        places.forget_old(11_500);
+        assert!(!places.places.contains_key(&8), "not seen for over 10 s");
+        assert!(places.places.contains_key(&7));
+    }
+}

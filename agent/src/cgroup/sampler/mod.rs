@@ -1,0 +1,323 @@
+//! The sampler task: follows every selected memory cgroup, samples it on an
+//! adaptive schedule, keeps its history (also for a grace period after the
+//! cgroup is removed), raises pre-OOM warnings, and answers the event
+//! assembler's requests for frozen histories.
+//!
+//! It owns all its state and never waits on the rest of the agent:
+//! warnings leave through `try_send` (drops are counted) and requests are
+//! answered on oneshot channels.
+//!
+//! [`Sampler`] owns all of it: the followed cgroups' `Tracked` entries (a
+//! dense `Vec`, their next-due times in a `Vec` beside it, a path index),
+//! the inotify watches, the OOM notifier, the node reader, the processes
+//! seen in hot cgroups, the read buffer and the [`SamplerStats`]. Each
+//! module adds one job to it:
+//! - `watch`: which cgroups are followed. Inotify events and periodic
+//!   rescans add entries and mark them removed; expired ones are dropped.
+//! - `tracked`: the `Tracked` entry and `Tracked::sample`, one due
+//!   cgroup's reads, history records, OOM-counter steps and hotness, which
+//!   [`Sampler::tick`] runs for every due entry.
+//! - `schedule`: the pure rules behind it: [`Schedule`], the intervals of
+//!   each kind of cgroup, `due_at`, `is_hot`, `effective_limit`.
+//! - `evidence`: what places a kill whose report lacks a cgroup or a
+//!   limit: `PidPlaces`, the kernel's OOM notices and counter steps (kept
+//!   in each entry), and the queries over them.
+//! - `report`: [`WarningRules`] and the warnings, container statuses and
+//!   [`Snapshot`]s built from the histories.
+//! - `handle`: the rest of the agent's side: a [`SamplerHandle`] sends
+//!   [`Request`]s, which [`Sampler::run`] answers between ticks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::inotify::{InitFlags, Inotify, WatchDescriptor};
+use oomlens_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::discovery::{MemoryRoot, Selection};
+use super::history::{History, Windows};
+use super::node::NodeReader;
+use super::notify::OomNotifier;
+use super::reader::READ_BUFFER;
+use crate::pods::path::ancestors;
+
+mod evidence;
+mod handle;
+mod report;
+mod schedule;
+mod tracked;
+mod watch;
+
+use evidence::PidPlaces;
+pub use handle::{Request, SamplerHandle, Snapshot};
+pub use report::WarningRules;
+pub use schedule::Schedule;
+use tracked::Tracked;
+
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    pub root: MemoryRoot,
+    pub proc_root: PathBuf,
+    pub selection: Selection,
+    pub schedule: Schedule,
+    /// Full rescan of the tree, as a safety net behind inotify.
+    pub rescan: Duration,
+    /// How long a removed cgroup's history is kept.
+    pub grace: Duration,
+    pub windows: Windows,
+    pub warnings: WarningRules,
+    pub node_name: String,
+}
+
+impl SamplerConfig {
+    /// The default schedule, windows and warning rules for a memory
+    /// controller found by [`super::detect`]; Kubernetes cgroups only.
+    pub fn new(root: MemoryRoot, proc_root: PathBuf, node_name: String) -> Self {
+        Self {
+            root,
+            proc_root,
+            selection: Selection { include_other: false },
+            schedule: Schedule::default(),
+            rescan: Duration::from_secs(10),
+            grace: Duration::from_secs(120),
+            windows: Windows::default(),
+            warnings: WarningRules::default(),
+            node_name,
+        }
+    }
+}
+
+/// Counters of the sampler, for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SamplerStats {
+    /// Cgroups followed now.
+    pub tracked: u64,
+    /// Removed cgroups whose history is still kept.
+    pub in_grace: u64,
+    pub fast_samples: u64,
+    pub full_samples: u64,
+    /// Reads of a cgroup's limits (with a full sample, when due).
+    pub limit_reads: u64,
+    /// Nanoseconds spent in sampling passes (reads, parsing, history).
+    pub sampling_ns: u64,
+    pub vanished: u64,
+    pub read_errors: u64,
+    pub warnings: u64,
+    pub warnings_dropped: u64,
+    pub rescans: u64,
+    pub inotify_events: u64,
+    /// Heap held by histories.
+    pub history_bytes: u64,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Debug)]
+pub struct Sampler {
+    config: SamplerConfig,
+    /// Followed cgroups, dense: each tick walks them all, and a vector
+    /// keeps that walk cache-friendly.
+    tracked: Vec<Tracked>,
+    /// When each of `tracked` is next due (None: removed). Apart from the
+    /// large `Tracked` entries so that a tick skipping most cgroups reads
+    /// a few cache lines, not one or more per cgroup.
+    next_due: Vec<Option<Instant>>,
+    /// Path -> position in `tracked`.
+    index: HashMap<String, usize>,
+    inotify: Option<Inotify>,
+    watches: HashMap<WatchDescriptor, PathBuf>,
+    notifier: Option<OomNotifier>,
+    node: NodeReader,
+    node_view: Option<pb::NodeMemory>,
+    last_node: Option<Instant>,
+    last_rescan: Option<Instant>,
+    warnings: mpsc::Sender<pb::MemoryWarning>,
+    pid_places: PidPlaces,
+    buf: Box<[u8]>,
+    stats: SamplerStats,
+    metrics: Option<(
+        std::sync::Arc<crate::telemetry::AgentMetrics>,
+        crate::telemetry::SamplerSync,
+    )>,
+}
+
+impl Sampler {
+    /// Exports the sampler's counters (synced once a second) and pass
+    /// durations.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::telemetry::AgentMetrics>) -> Self {
+        metrics.set_sampler_enabled();
+        self.metrics = Some((metrics, crate::telemetry::SamplerSync::default()));
+        self
+    }
+
+    pub fn new(config: SamplerConfig, warnings: mpsc::Sender<pb::MemoryWarning>) -> Self {
+        let inotify = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+            Ok(inotify) => Some(inotify),
+            Err(errno) => {
+                warn!(%errno, "inotify unavailable: new cgroups are found by periodic rescans only");
+                None
+            }
+        };
+        let notifier = match OomNotifier::start(config.root.version) {
+            Ok(notifier) => Some(notifier),
+            Err(error) => {
+                warn!(%error, "no kernel OOM notifications: kills without a cgroup path are matched by counters only");
+                None
+            }
+        };
+        Self {
+            notifier,
+            node: NodeReader::new(config.proc_root.clone()),
+            config,
+            tracked: Vec::new(),
+            next_due: Vec::new(),
+            index: HashMap::new(),
+            inotify,
+            watches: HashMap::new(),
+            node_view: None,
+            last_node: None,
+            last_rescan: None,
+            warnings,
+            pid_places: PidPlaces::default(),
+            buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            stats: SamplerStats::default(),
+            metrics: None,
+        }
+    }
+
+    pub fn stats(&self) -> SamplerStats {
+        let mut stats = self.stats;
+        stats.tracked = self.tracked.iter().filter(|t| t.removed_at.is_none()).count() as u64;
+        stats.in_grace = self.tracked.len() as u64 - stats.tracked;
+        stats.history_bytes = self.tracked.iter().map(|t| t.history.heap_bytes() as u64).sum();
+        stats
+    }
+
+    /// The histories of every followed cgroup, to fill for memory
+    /// measurements (the sampler benchmark's 15 minutes of history).
+    #[doc(hidden)]
+    pub fn histories_mut(&mut self) -> impl Iterator<Item = &mut History> {
+        self.tracked.iter_mut().map(|t| &mut t.history)
+    }
+
+    /// Paths followed now (not removed), sorted.
+    pub fn tracked_paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .tracked
+            .iter()
+            .filter(|t| t.removed_at.is_none())
+            .map(|t| t.path.clone())
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    /// One pass of the schedule: reads whatever is due.
+    pub fn tick(&mut self, now: Instant) {
+        self.drain_inotify(now);
+        self.collect_notices();
+        if self
+            .last_rescan
+            .is_none_or(|t| now.duration_since(t) >= self.config.rescan)
+        {
+            self.rescan(now);
+        }
+        let t_ms = now_ms();
+        let mut warnings = Vec::new();
+        let started = Instant::now();
+        for (tracked, next_due) in self.tracked.iter_mut().zip(&mut self.next_due) {
+            if next_due.is_none_or(|at| at > now) {
+                continue;
+            }
+            let sampled = tracked.sample(&self.config, &mut self.buf, &mut self.stats, now, t_ms);
+            *next_due = tracked.next_due(&self.config.schedule, now);
+            if let Some(pids) = sampled.hot_pids {
+                self.pid_places.remember(pids, &tracked.path, t_ms);
+            }
+            warnings.extend(sampled.warning);
+        }
+        let pass = started.elapsed();
+        self.stats.sampling_ns += pass.as_nanos() as u64;
+        if let Some((metrics, _)) = &self.metrics {
+            metrics.sample_pass_seconds.observe(pass.as_secs_f64());
+        }
+        for warning in warnings {
+            match self.warnings.try_send(warning) {
+                Ok(()) => self.stats.warnings += 1,
+                Err(_) => self.stats.warnings_dropped += 1,
+            }
+        }
+        if self
+            .last_node
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.once_a_second(now, t_ms);
+        }
+    }
+
+    /// What need not run on every tick: the node's view, dropping expired
+    /// histories and old process places, the ancestors' limits, metrics.
+    fn once_a_second(&mut self, now: Instant, t_ms: u64) {
+        self.node_view = Some(self.node.read(t_ms));
+        self.last_node = Some(now);
+        self.forget_expired(now);
+        self.pid_places.forget_old(t_ms);
+        self.refresh_ancestor_limits();
+        let stats = self.stats();
+        if let Some((metrics, sync)) = &mut self.metrics {
+            sync.sync(metrics, stats);
+            metrics.set_sampler_ready();
+        }
+    }
+
+    /// Sets each cgroup's `ancestor_limit`, the tightest limit among its
+    /// tracked ancestors.
+    fn refresh_ancestor_limits(&mut self) {
+        let limits: Vec<Option<u64>> = self
+            .tracked
+            .iter()
+            .map(|t| {
+                ancestors(&t.path)
+                    .filter_map(|path| self.index.get(path))
+                    .filter_map(|&i| self.tracked[i].history.limit())
+                    .min()
+            })
+            .collect();
+        for (tracked, limit) in self.tracked.iter_mut().zip(limits) {
+            tracked.ancestor_limit = limit;
+        }
+    }
+
+    /// Runs the schedule until `shutdown`, answering requests in between.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        info!(root = %self.config.root.path.display(), mode = %self.config.root.mode, "sampling cgroup memory");
+        let step = self.config.schedule.hot.min(self.config.schedule.fast);
+        let mut ticker = tokio::time::interval(step);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.tick(Instant::now()),
+                Some(request) = requests.recv() => self.answer(request),
+                () = &mut shutdown => break,
+            }
+        }
+        info!(stats = ?self.stats(), "sampler stopped");
+    }
+
+    /// A handle and the request queue for [`Sampler::run`].
+    pub fn channel() -> (SamplerHandle, mpsc::Receiver<Request>) {
+        let (requests, receiver) = mpsc::channel(64);
+        (SamplerHandle { requests }, receiver)
+    }
+}
