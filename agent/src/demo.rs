@@ -1,29 +1,25 @@
 //! `oomlens-agent demo`: a real OOM kill, captured end to end in a minute.
 //!
-//! Starts the whole pipeline in this process (kernel log, cgroup sampler,
-//! spool, sender, embedded collector on a loopback port, state in a
-//! temporary directory), creates a scratch memory cgroup with a 64 MiB
+//! Starts the whole agent in this process ([`crate::app`]: kernel log,
+//! cgroup sampler, spool, sender, embedded collector on a loopback port,
+//! state in a temporary directory), creates a scratch memory cgroup with a 64 MiB
 //! limit, runs a memory hog in it (this binary again, `demo-hog`), waits
 //! for the kill to reach the collector's subscription stream, prints it as
 //! `oomlens show` would, and removes everything it created.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_common::client::ClientConfig;
+use oomlens_common::process::Shutdown;
 use oomlens_common::render::{Style, show_event};
-use oomlens_proto::v1::{AgentHello, OomEvent, SubscribeRequest, subscribe_response};
+use oomlens_proto::v1::{OomEvent, SubscribeRequest, subscribe_response};
 
-use crate::cgroup::{self, Sampler, SamplerConfig, Selection, Version};
-use crate::event::NodeContext;
-use crate::kmsg::{StartAt, read_boot_id};
-use crate::live::{self, EventSink, LiveConfig};
-use crate::ship::{self, SharedSpool, ShipperConfig};
-use crate::telemetry::AgentMetrics;
+use crate::app::{Config, CriSocket, Delivery, Sampling};
+use crate::cgroup::{self, Schedule, Version, WarningRules};
+use crate::kmsg::StartAt;
 
 const LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -88,85 +84,57 @@ pub fn hog(cgroup: &Path, rate_mib: u64, total_mib: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the demo; `cgroup_root` and `proc_root` as for `run`.
-pub async fn run(cgroup_root: &Path, proc_root: &Path) -> anyhow::Result<()> {
+/// Where the demo reads; as for `run`.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub kmsg: PathBuf,
+    pub cgroup_root: PathBuf,
+    pub proc_root: PathBuf,
+}
+
+/// Runs the demo.
+pub async fn run(paths: &Paths) -> anyhow::Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("the demo creates a memory cgroup and reads /dev/kmsg: run it as root");
     }
-    let root = cgroup::detect(cgroup_root)?;
+    let root = cgroup::detect(&paths.cgroup_root)?;
     let state = tempfile_dir()?;
     let say = |text: &str| {
         println!("{text}");
         let _ = std::io::stdout().flush();
     };
-    // The embedded collector.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let database = state.join("oomlens.db").display().to_string();
-    let collector = Embedded::start(&database, listener, ServerConfig::default()).await?;
-    let endpoint = collector.endpoint();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let wait_stop = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
-    };
-    // The agent pipeline, shipping to it.
-    let node_name = std::fs::read_to_string(proc_root.join("sys/kernel/hostname"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "demo".into());
-    let metrics = Arc::new(AgentMetrics::new());
-    let (sampler_handle, requests) = Sampler::channel();
-    let (warnings, _warning_rx) = tokio::sync::mpsc::channel(16);
-    let sampler_config = SamplerConfig {
-        selection: Selection { include_other: true },
-        ..SamplerConfig::new(root.clone(), proc_root.to_owned(), node_name.clone())
-    };
-    let sampler = Sampler::new(sampler_config, warnings).with_metrics(Arc::clone(&metrics));
-    let sampler_task = tokio::spawn(sampler.run(requests, wait_stop()));
-    let spool = SharedSpool::open(&state.join("spool"), 64 << 20)?;
-    let node = NodeContext {
-        node: node_name.clone(),
-        boot_id: read_boot_id(proc_root)?,
-        boot_wall_us: live::boot_wall_us(),
-        kernel_release: None,
-    };
-    let (_side, side_rx) = tokio::sync::mpsc::channel(1);
-    let shipper = tokio::spawn(ship::run_shipper(
-        spool.clone(),
-        ShipperConfig::new(
-            ClientConfig {
-                endpoint: endpoint.clone(),
-                ..ClientConfig::default()
-            },
-            AgentHello {
-                node: node_name,
-                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                ..AgentHello::default()
-            },
-        ),
-        side_rx,
-        Arc::clone(&metrics),
-        wait_stop(),
-    ));
-    let config = LiveConfig {
-        kmsg_path: PathBuf::from("/dev/kmsg"),
-        proc_root: proc_root.to_owned(),
-        state_dir: None,
-        node,
+    // The whole agent, with an embedded collector on a loopback port.
+    let config = Config {
+        kmsg: paths.kmsg.clone(),
+        proc_root: paths.proc_root.clone(),
+        cgroup_root: paths.cgroup_root.clone(),
+        state_dir: state.clone(),
+        node_name: crate::procfs::hostname(&paths.proc_root).or_else(|| Some("demo".to_owned())),
         start_without_cursor: StartAt::End,
-        idle_flush: Duration::from_millis(20),
-        sampler: Some(sampler_handle),
-        metrics,
-        cri: None,
-        kube: None,
+        // A systemd-unit-shaped name below: the sampler follows units
+        // outside Kubernetes with --include-other-cgroups, as here.
+        sampling: Some(Sampling {
+            include_other: true,
+            schedule: Schedule::default(),
+            grace: Duration::from_secs(120),
+            warnings: WarningRules::default(),
+        }),
+        cri_socket: CriSocket::Off,
+        kubernetes_api: false,
+        metrics_listen: None,
+        output: None,
+        delivery: Delivery::Standalone {
+            listen: "127.0.0.1:0".to_owned(),
+            database: None,
+        },
+        spool_max_bytes: 64 << 20,
     };
-    let sink = EventSink {
-        spool: Some(spool),
-        channel: None,
-    };
-    let pipeline = tokio::spawn(live::run(config, sink, wait_stop()));
-
+    let (stopper, shutdown) = Shutdown::new();
+    let agent = config.build()?.start(shutdown).await?;
+    let endpoint = agent
+        .collector_endpoint()
+        .context("the embedded collector has no address")?
+        .to_owned();
     let mut client = ClientConfig {
         endpoint,
         ..ClientConfig::default()
@@ -174,8 +142,6 @@ pub async fn run(cgroup_root: &Path, proc_root: &Path) -> anyhow::Result<()> {
     .event_client()
     .await?;
     let mut stream = client.subscribe(SubscribeRequest::default()).await?.into_inner();
-    // A systemd-unit-shaped name: the sampler follows units outside
-    // Kubernetes with --include-other-cgroups, as here.
     let name = format!("oomlens-demo-{}.service", std::process::id());
     let scratch = ScratchCgroup::create(&root, &name)?;
     say(&format!(
@@ -208,11 +174,8 @@ pub async fn run(cgroup_root: &Path, proc_root: &Path) -> anyhow::Result<()> {
             "no OOM kill of /{name} arrived within 60 s: is /dev/kmsg readable and the memory controller usable here?"
         )),
     };
-    let _ = stop.send(true);
-    let _ = pipeline.await;
-    let _ = shipper.await;
-    let _ = sampler_task.await;
-    let _ = collector.stop().await;
+    stopper.stop();
+    let _ = agent.wait().await;
     let _ = std::fs::remove_dir_all(&state);
     outcome
 }

@@ -1,30 +1,18 @@
 //! `oomlens-agent`: the node agent, and the post-mortem log parser.
 
-use std::io::{BufWriter, Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use oomlens_agent::cgroup::{self, Sampler, SamplerConfig, Schedule, Selection, WarningRules};
-use oomlens_agent::event::{NodeContext, event_from_report};
-use oomlens_agent::kmsg::{StartAt, read_boot_id};
-use oomlens_agent::live::{self, EventSink, LiveConfig};
-use oomlens_agent::logtext::reports_from_text;
-use oomlens_agent::output::{table_header, table_row};
-use oomlens_agent::pods::cri;
-use oomlens_agent::ship::{self, SharedSpool, ShipperConfig, SideItem};
-use oomlens_agent::telemetry::{self, AgentMetrics};
-#[cfg(feature = "standalone")]
-use oomlens_collector::server::{Embedded, ServerConfig};
+use oomlens_agent::app::{Config, CriSocket, Delivery, Sampling};
+use oomlens_agent::cgroup::{Schedule, WarningRules};
+use oomlens_agent::kmsg::StartAt;
+use oomlens_agent::output::Format;
+use oomlens_agent::postmortem::{ParseRequest, current_year, parse};
 use oomlens_common::client::ClientConfig;
-use oomlens_proto::json::event_to_json_line;
-use oomlens_proto::v1::AgentHello;
-use oomlens_proto::v1::OomEvent;
-use std::sync::Arc;
-use tokio::sync::mpsc;
-use tracing::{info, warn};
+use oomlens_common::process::{Shutdown, init_logging};
 
 /// The oomlens node agent: recognises every kernel OOM kill as it happens
 /// and reports it with the pod, container and memory history behind it.
@@ -72,7 +60,7 @@ enum Output {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum From {
+enum StartFrom {
     /// Only kills from now on.
     End,
     /// Every kill still in the kernel's ring buffer.
@@ -154,8 +142,8 @@ struct RunArgs {
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
     /// Where to start when there is no cursor from this boot.
-    #[arg(long, value_enum, env = "OOMLENS_FROM", default_value_t = From::End)]
-    from: From,
+    #[arg(long, value_enum, env = "OOMLENS_FROM", default_value_t = StartFrom::End)]
+    from: StartFrom,
     /// How events are printed on standard output.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -207,6 +195,9 @@ enum LogFormat {
 
 #[derive(Debug, Args)]
 struct DemoArgs {
+    /// The kernel log device.
+    #[arg(long, default_value = "/dev/kmsg")]
+    kmsg: PathBuf,
     /// Root of the proc filesystem.
     #[arg(long, default_value = "/proc")]
     proc_root: PathBuf,
@@ -233,7 +224,13 @@ struct ParseArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Parse(args)) => parse(&args),
+        Some(Command::Parse(args)) => parse(&ParseRequest {
+            file: args.file.as_deref(),
+            format: args.output.into(),
+            year: args.year.unwrap_or_else(current_year),
+            node: args.node,
+        })
+        .map(|()| ExitCode::SUCCESS),
         Some(Command::Run(args)) => run(*args),
         Some(Command::Demo(args)) => demo(&args),
         #[cfg(feature = "standalone")]
@@ -253,195 +250,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    oomlens_common::process::init_logging(format == LogFormat::Json);
+impl From<Output> for Format {
+    fn from(output: Output) -> Self {
+        match output {
+            Output::Table => Self::Table,
+            Output::Json => Self::Json,
+        }
+    }
 }
 
-fn read_trimmed(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-}
-
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    init_logging(args.log_format);
-    let boot_id = read_boot_id(&args.proc_root)
-        .with_context(|| format!("cannot read the boot id under {}", args.proc_root.display()))?;
-    std::fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("cannot create the state directory {}", args.state_dir.display()))?;
-    let node = args
-        .node_name
-        .clone()
-        .or_else(|| read_trimmed(&args.proc_root.join("sys/kernel/hostname")))
-        .unwrap_or_else(|| "unknown".to_owned());
-    let mut config = LiveConfig {
-        kmsg_path: args.kmsg.clone(),
-        proc_root: args.proc_root.clone(),
-        state_dir: Some(args.state_dir.clone()),
-        node: NodeContext {
-            node,
-            boot_id,
-            boot_wall_us: live::boot_wall_us(),
-            kernel_release: read_trimmed(&args.proc_root.join("sys/kernel/osrelease")),
-        },
-        start_without_cursor: match args.from {
-            From::End => StartAt::End,
-            From::Oldest => StartAt::Oldest,
-        },
-        idle_flush: Duration::from_millis(20),
-        sampler: None,
-        metrics: Arc::new(AgentMetrics::new()),
-        cri: None,
-        kube: None,
-    };
-    let cri_socket = match &args.cri_socket {
-        Some(path) if path.as_os_str() == "none" => None,
-        Some(path) => Some(path.clone()),
-        None => cri::DEFAULT_SOCKETS
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists()),
-    };
-    let metrics_addr: Option<std::net::SocketAddr> =
-        match args.metrics_listen.trim() {
+impl RunArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let metrics_listen = match self.metrics_listen.trim() {
             "" => None,
             addr => Some(addr.parse().with_context(|| {
                 format!("--metrics-listen {addr:?} is not an address like 127.0.0.1:7462")
             })?),
         };
-    let sampler_config = if args.no_sampler {
-        None
-    } else {
-        match cgroup::detect(&args.cgroup_root) {
-            Ok(root) => Some(SamplerConfig {
-                selection: Selection {
-                    include_other: args.include_other_cgroups,
-                },
-                schedule: Schedule {
-                    fast: Duration::from_millis(args.sample_interval_ms),
-                    full: Duration::from_millis(args.full_sample_interval_ms),
-                    hot: Duration::from_millis(args.hot_sample_interval_ms),
-                    pod_full: Duration::from_millis(args.pod_full_sample_interval_ms),
-                    limits: Duration::from_millis(args.limit_interval_ms),
-                    ..Schedule::default()
-                },
-                grace: Duration::from_secs(args.history_grace_secs),
-                warnings: WarningRules {
-                    ratio: args.warn_ratio,
-                    horizon_s: args.warn_horizon_secs,
-                    ..WarningRules::default()
-                },
-                ..SamplerConfig::new(root, args.proc_root.clone(), config.node.node.clone())
-            }),
-            Err(error) => {
-                eprintln!("warning: {error}; kills are reported without memory history");
-                None
-            }
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let wait_stop = move || {
-            let mut stopped = stopped.clone();
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }
-        };
-        tokio::spawn(async move {
-            oomlens_common::process::shutdown_signal().await;
-            let _ = stop.send(true);
-        });
-        if let Some(addr) = metrics_addr {
-            let listener = telemetry::bind(addr).await?;
-            let metrics = Arc::clone(&config.metrics);
-            let stopping = wait_stop();
-            tokio::spawn(async move {
-                if let Err(error) = telemetry::serve(listener, metrics, stopping).await {
-                    warn!(%error, "metrics endpoint stopped");
-                }
-            });
-        }
-        match cri_socket {
-            Some(socket) => match cri::CriClient::connect(&socket).await {
-                Ok(client) => {
-                    let (handle, requests) = cri::CriResolver::channel();
-                    let grace = Duration::from_secs(args.history_grace_secs);
-                    // Relist every second, as the kubelet does: a container that
-                    // dies of memory soon after starting still has its main pid.
-                    let resolver = cri::CriResolver::new(client, grace, Duration::from_secs(1));
-                    tokio::spawn(resolver.run(requests, wait_stop()));
-                    config.cri = Some(handle);
-                    config
-                        .metrics
-                        .identity_sources
-                        .get_or_create(&telemetry::SourceLabels {
-                            source: telemetry::IdentitySource::Cri,
-                        })
-                        .set(1);
-                }
-                Err(error) => {
-                    warn!(%error, "pod and container names unavailable: identity from cgroup paths only")
-                }
-            },
-            None => info!("no container runtime socket: identity from cgroup paths only"),
-        }
-        if args.kubernetes_api {
-            match kube::Client::try_default().await {
-                Ok(client) => {
-                    let (enricher, reflector) =
-                        oomlens_agent::pods::kube::KubeEnricher::start(client, &config.node.node);
-                    let stopping = wait_stop();
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            () = reflector => {}
-                            () = stopping => {}
-                        }
-                    });
-                    config.kube = Some(Arc::new(enricher));
-                    config
-                        .metrics
-                        .identity_sources
-                        .get_or_create(&telemetry::SourceLabels {
-                            source: telemetry::IdentitySource::KubernetesApi,
-                        })
-                        .set(1);
-                }
-                Err(error) => {
-                    warn!(%error, "Kubernetes API unavailable: no owners, requests or limits on events")
-                }
-            }
-        }
-        // Shipping: the embedded collector (standalone) or a remote one.
-        #[cfg(feature = "standalone")]
-        let mut embedded = None;
-        #[cfg(not(feature = "standalone"))]
-        if args.standalone {
-            anyhow::bail!("this oomlens-agent was built without an embedded collector (the `standalone` feature): use --collector");
-        }
-        #[cfg(feature = "standalone")]
-        let endpoint = if args.standalone {
-            let database = args.database.clone().unwrap_or_else(|| {
-                args.state_dir.join("oomlens.db").display().to_string()
-            });
-            let listener = tokio::net::TcpListener::bind(&args.listen)
-                .await
-                .with_context(|| format!("cannot listen on {} for the embedded collector", args.listen))?;
-            let collector = Embedded::start(&database, listener, ServerConfig::default()).await?;
-            let endpoint = collector.endpoint();
-            info!(address = %collector.address(), database = %oomlens_collector::store::redact(&database), "embedded collector serving; try `oomlens events`");
-            embedded = Some(collector);
-            Some(endpoint)
-        } else {
-            args.collector.clone()
-        };
-        #[cfg(not(feature = "standalone"))]
-        let endpoint = args.collector.clone();
-        let token = match &args.token_file {
+        let token = match &self.token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read the token file {}", path.display()))?
@@ -450,113 +276,75 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ),
             None => None,
         };
-        let (side_sender, side_receiver) = mpsc::channel::<SideItem>(64);
-        let mut shipping = None;
-        let mut spool = None;
-        if let Some(endpoint) = endpoint {
-            let shared = SharedSpool::open(&args.state_dir.join("spool"), args.spool_max_mib * 1024 * 1024)
-                .with_context(|| format!("cannot open the spool under {}", args.state_dir.display()))?;
-            let stats = shared.stats();
-            if stats.events > 0 || stats.corrupt > 0 {
-                info!(events = stats.events, corrupt = stats.corrupt, "spooled events from the last run will be sent");
-            }
-            config.metrics.sync_spool(stats);
-            let shipper_config = ShipperConfig::new(
-                ClientConfig {
-                    endpoint: endpoint.clone(),
-                    ca_cert: args.ca_cert.clone(),
-                    client_cert: args.client_cert.clone(),
-                    client_key: args.client_key.clone(),
-                    tls_server_name: None,
-                    token,
-                },
-                AgentHello {
-                    node: config.node.node.clone(),
-                    agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                    boot_id: config.node.boot_id.clone(),
-                    kernel_release: config.node.kernel_release.clone().unwrap_or_default(),
-                    cgroup_mode: sampler_config
-                        .as_ref()
-                        .map(|c| c.root.mode.to_string())
-                        .unwrap_or_default(),
-                },
-            );
-            let (pipeline_done, pipeline_finished) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(ship::run_shipper(
-                shared.clone(),
-                shipper_config,
-                side_receiver,
-                Arc::clone(&config.metrics),
-                async move {
-                    let _ = pipeline_finished.await;
-                },
-            ));
-            info!(collector = %endpoint, "sending events to the collector");
-            shipping = Some((pipeline_done, task));
-            spool = Some(shared);
-        } else {
-            drop(side_receiver);
-        }
-        let mut sampler_task = None;
-        if let Some(sampler_config) = sampler_config {
-            let (handle, requests) = Sampler::channel();
-            let (warnings, mut warning_rx) = mpsc::channel(256);
-            let sampler = Sampler::new(sampler_config, warnings).with_metrics(Arc::clone(&config.metrics));
-            sampler_task = Some(tokio::spawn(sampler.run(requests, wait_stop())));
-            if shipping.is_some() {
-                tokio::spawn(ship::status::report(
-                    handle.clone(),
-                    config.cri.clone(),
-                    warning_rx,
-                    side_sender,
-                    Duration::from_secs(5),
-                ));
-            } else {
-                tokio::spawn(async move {
-                    while let Some(w) = warning_rx.recv().await {
-                        warn!(
-                            cgroup = %w.cgroup,
-                            working_set = w.working_set_bytes,
-                            limit = w.limit_bytes,
-                            seconds_to_limit = w.seconds_to_limit,
-                            "container approaching its memory limit"
-                        );
-                    }
-                });
-            }
-            config.sampler = Some(handle);
-        }
-        let (sender, receiver) = mpsc::channel::<OomEvent>(1024);
-        let printer = tokio::task::spawn_blocking(move || print_events(receiver, args.output));
-        let sink = EventSink {
-            spool,
-            channel: Some(sender),
+        let delivery = match (self.standalone, self.collector) {
+            (true, _) => Delivery::Standalone {
+                listen: self.listen,
+                database: self.database,
+            },
+            (false, Some(endpoint)) => Delivery::Collector(ClientConfig {
+                endpoint,
+                ca_cert: self.ca_cert,
+                client_cert: self.client_cert,
+                client_key: self.client_key,
+                tls_server_name: None,
+                token,
+            }),
+            (false, None) => Delivery::Local,
         };
-        let metrics = Arc::clone(&config.metrics);
-        let stats = live::run(config, sink, wait_stop()).await?;
-        printer.await??;
-        if let Some(task) = sampler_task {
-            task.await?;
-        }
-        // Then deliver what is spooled (for a few seconds), then stop the
-        // embedded collector.
-        if let Some((pipeline_done, task)) = shipping {
-            let _ = pipeline_done.send(());
-            task.await?;
-        }
-        #[cfg(feature = "standalone")]
-        if let Some(collector) = embedded {
-            collector.stop().await?;
-        }
-        info!(
-            events = stats.events,
-            lost_records = stats.reader.lost,
-            forged = stats.parser.forged,
-            spooled = metrics.spool_events.get(),
-            "agent stopped"
-        );
-        Ok(ExitCode::SUCCESS)
-    })
+        Ok(Config {
+            kmsg: self.kmsg,
+            proc_root: self.proc_root,
+            cgroup_root: self.cgroup_root,
+            state_dir: self.state_dir,
+            node_name: self.node_name,
+            start_without_cursor: match self.from {
+                StartFrom::End => StartAt::End,
+                StartFrom::Oldest => StartAt::Oldest,
+            },
+            sampling: (!self.no_sampler).then(|| Sampling {
+                include_other: self.include_other_cgroups,
+                schedule: Schedule {
+                    fast: Duration::from_millis(self.sample_interval_ms),
+                    full: Duration::from_millis(self.full_sample_interval_ms),
+                    hot: Duration::from_millis(self.hot_sample_interval_ms),
+                    pod_full: Duration::from_millis(self.pod_full_sample_interval_ms),
+                    limits: Duration::from_millis(self.limit_interval_ms),
+                    ..Schedule::default()
+                },
+                grace: Duration::from_secs(self.history_grace_secs),
+                warnings: WarningRules {
+                    ratio: self.warn_ratio,
+                    horizon_s: self.warn_horizon_secs,
+                    ..WarningRules::default()
+                },
+            }),
+            cri_socket: match self.cri_socket {
+                Some(path) if path.as_os_str() == "none" => CriSocket::Off,
+                Some(path) => CriSocket::At(path),
+                None => CriSocket::Detect,
+            },
+            kubernetes_api: self.kubernetes_api,
+            metrics_listen,
+            output: Some(self.output.into()),
+            delivery,
+            spool_max_bytes: self.spool_max_mib * 1024 * 1024,
+        })
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format == LogFormat::Json);
+    let agent = args.into_config()?.build()?;
+    // The signal handlers need the runtime: made inside it.
+    runtime()?.block_on(async { agent.run(Shutdown::on_signals()).await })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(not(feature = "standalone"))]
@@ -569,93 +357,12 @@ fn demo(_: &DemoArgs) -> anyhow::Result<ExitCode> {
 #[cfg(feature = "standalone")]
 fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if std::env::var_os("OOMLENS_LOG").is_some() {
-        init_logging(LogFormat::Text);
+        init_logging(false);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(oomlens_agent::demo::run(&args.cgroup_root, &args.proc_root))?;
+    runtime()?.block_on(oomlens_agent::demo::run(&oomlens_agent::demo::Paths {
+        kmsg: args.kmsg.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+        proc_root: args.proc_root.clone(),
+    }))?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_events(mut receiver: mpsc::Receiver<OomEvent>, output: Output) -> anyhow::Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    if output == Output::Table {
-        writeln!(out, "{}", table_header())?;
-        out.flush()?;
-    }
-    while let Some(event) = receiver.blocking_recv() {
-        match output {
-            Output::Table => writeln!(out, "{}", table_row(&event))?,
-            Output::Json => writeln!(out, "{}", event_to_json_line(&event))?,
-        }
-        out.flush()?;
-    }
-    Ok(())
-}
-
-fn parse(args: &ParseArgs) -> anyhow::Result<ExitCode> {
-    let mut raw = Vec::new();
-    match args.file.as_deref() {
-        None => std::io::stdin()
-            .read_to_end(&mut raw)
-            .context("cannot read standard input")?,
-        Some(path) if path == Path::new("-") => std::io::stdin()
-            .read_to_end(&mut raw)
-            .context("cannot read standard input")?,
-        Some(path) => {
-            let mut file =
-                std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            file.read_to_end(&mut raw)
-                .with_context(|| format!("cannot read {}", path.display()))?
-        }
-    };
-    // Saved logs are not always valid UTF-8 (binary garbage in dmesg).
-    let text = String::from_utf8_lossy(&raw);
-    let year = args.year.unwrap_or_else(current_year);
-    let (reports, stats) = reports_from_text(&text, year);
-    let ctx = NodeContext {
-        node: args.node.clone().unwrap_or_default(),
-        ..NodeContext::default()
-    };
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    if args.output == Output::Table && !reports.is_empty() {
-        writeln!(out, "{}", table_header())?;
-    }
-    for (ordinal, report) in reports.iter().enumerate() {
-        let event = event_from_report(report, &ctx, ordinal as u64);
-        match args.output {
-            Output::Table => writeln!(out, "{}", table_row(&event))?,
-            Output::Json => writeln!(out, "{}", event_to_json_line(&event))?,
-        }
-    }
-    out.flush()?;
-    if args.output == Output::Table {
-        if reports.is_empty() {
-            eprintln!("no OOM kills found ({} lines read)", stats.lines);
-        }
-        if stats.forged > 0 {
-            eprintln!(
-                "ignored {} kill-like lines that were not written by the kernel",
-                stats.forged
-            );
-        }
-        if stats.partial > 0 {
-            eprintln!(
-                "{} kills had their report rate-limited by the kernel (marked partial)",
-                stats.partial
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn current_year() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    oomlens_proto::time::civil_from_days(now.div_euclid(86_400)).0
 }

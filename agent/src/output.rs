@@ -1,12 +1,47 @@
 //! Events for people (a table that fits 100 columns) and for scripts (one
-//! JSON object per line, in the documented JSON form).
+//! JSON object per line, in the documented JSON form), and the printer
+//! that writes them to standard output.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use oomlens_common::render::location;
 use oomlens_common::units::{human_bytes, truncate};
 use oomlens_proto::json::JsonEnum;
 use oomlens_proto::v1::{OomEvent, Scope};
+
+/// How events are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A table for people.
+    Table,
+    /// One JSON object per kill and line, in the documented OomEvent form.
+    Json,
+}
+
+/// One event in `format`, without a newline.
+pub fn line(event: &OomEvent, format: Format) -> String {
+    match format {
+        Format::Table => table_row(event),
+        Format::Json => oomlens_proto::json::event_to_json_line(event),
+    }
+}
+
+/// Prints events from `events` to standard output until the channel
+/// closes (a blocking loop: run it on a blocking thread).
+pub fn print(mut events: tokio::sync::mpsc::Receiver<OomEvent>, format: Format) -> std::io::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if format == Format::Table {
+        writeln!(out, "{}", table_header())?;
+        out.flush()?;
+    }
+    while let Some(event) = events.blocking_recv() {
+        writeln!(out, "{}", line(&event, format))?;
+        out.flush()?;
+    }
+    Ok(())
+}
 
 /// Width the table is kept within.
 pub const TABLE_WIDTH: usize = oomlens_common::render::WIDTH;

@@ -365,7 +365,7 @@ fn v2_systemd_nested_kind_layout() {
     sampler.tick(start + Duration::from_secs(1));
     let steps = sampler.oom_steps(0, u64::MAX);
     assert_eq!(
-        steps.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        steps.iter().map(|s| s.cgroup.as_str()).collect::<Vec<_>>(),
         [container_path.as_str()]
     );
 
@@ -494,7 +494,7 @@ fn processes_near_a_limit_place_a_rate_limited_kill() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let path = |dir: &Path| format!("/{}", dir.strip_prefix(&memory).expect("under root").display());
-    let since = oomlens_agent::cgroup::sampler::now_ms() - 5_000;
+    let since = oomlens_proto::time::now_unix_ms() - 5_000;
     assert_eq!(sampler.cgroup_of_pid(102, since), Some(path(&near)));
     assert_eq!(
         sampler.cgroup_of_pid(201, since),
@@ -502,7 +502,7 @@ fn processes_near_a_limit_place_a_rate_limited_kill() {
         "a cold cgroup's processes are not listed"
     );
     assert_eq!(sampler.cgroup_of_pid(102, since + 60_000), None, "too old");
-    let now = oomlens_agent::cgroup::sampler::now_ms();
+    let now = oomlens_proto::time::now_unix_ms();
     // The container has no limit of its own: the pod's was hit.
     assert_eq!(sampler.limited_cgroup(&path(&near), now), Some(path(&pod)));
     // Its sibling is far below its own limit, but the pod was at its
@@ -519,7 +519,7 @@ fn processes_near_a_limit_place_a_rate_limited_kill() {
         sampler.tick(start + Duration::from_millis(100 * i));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let now = oomlens_agent::cgroup::sampler::now_ms();
+    let now = oomlens_proto::time::now_unix_ms();
     assert_eq!(sampler.limited_cgroup(&path(&own), now), Some(path(&own)));
     // No samples in the second before the kill: no answer, not a guess.
     assert_eq!(sampler.limited_cgroup(&path(&near), now - 60_000), None);

@@ -1,5 +1,41 @@
-//! Calendar arithmetic for UTC timestamps, without a date library: RFC 3339
-//! for the JSON form, and civil dates for parsing saved kernel logs.
+//! Time without a date library: Unix-time conversions to and from the
+//! contract's `Timestamp` (one set, for agent and collector), RFC 3339 for
+//! the JSON form, and civil dates for parsing saved kernel logs.
+
+use prost_types::Timestamp;
+
+/// Unix milliseconds now (0 on a clock set before 1970).
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A timestamp from Unix milliseconds.
+pub fn timestamp_from_unix_ms(ms: u64) -> Timestamp {
+    timestamp_from_unix_us(i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX))
+}
+
+/// A timestamp from Unix microseconds (negative: before 1970).
+pub fn timestamp_from_unix_us(us: i64) -> Timestamp {
+    Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        // Below 10^6 µs, so below 10^9 ns: fits an i32.
+        nanos: i32::try_from(us.rem_euclid(1_000_000) * 1000).unwrap_or(0),
+    }
+}
+
+/// Unix microseconds of a timestamp, saturating.
+pub fn unix_us(t: &Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(t.nanos) / 1000)
+}
+
+/// Unix milliseconds of a timestamp; 0 before 1970.
+pub fn unix_ms(t: &Timestamp) -> u64 {
+    u64::try_from(unix_us(t) / 1000).unwrap_or(0)
+}
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (month 1..=12).
 pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
@@ -107,6 +143,19 @@ pub fn parse_rfc3339(text: &str) -> Option<(i64, u32)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn unix_time_conversions() {
+        let t = timestamp_from_unix_ms(1_719_309_931_123);
+        assert_eq!((t.seconds, t.nanos), (1_719_309_931, 123_000_000));
+        assert_eq!(unix_ms(&t), 1_719_309_931_123);
+        assert_eq!(unix_us(&t), 1_719_309_931_123_000);
+        let before_1970 = timestamp_from_unix_us(-1);
+        assert_eq!((before_1970.seconds, before_1970.nanos), (-1, 999_999_000));
+        assert_eq!(unix_us(&before_1970), -1);
+        assert_eq!(unix_ms(&before_1970), 0);
+        assert!(now_unix_ms() > 1_700_000_000_000);
+    }
 
     #[test]
     fn known_dates() {

@@ -179,7 +179,7 @@ fn rescan_and_memory(sampler: &mut Sampler, config: &SamplerConfig, rss_before: 
     );
     // 15 minutes of history in every followed cgroup's own history,
     // recorded after the samples already there.
-    let base = oomlens_agent::cgroup::sampler::now_ms() + 1_000;
+    let base = oomlens_proto::time::now_unix_ms() + 1_000;
     let full_sample = FullSample {
         usage: 100 << 20,
         limit: Some(256 << 20),

@@ -315,26 +315,29 @@ pub fn host_sampler_config() -> oomlens_agent::cgroup::SamplerConfig {
 pub fn test_node() -> oomlens_agent::event::NodeContext {
     oomlens_agent::event::NodeContext {
         node: "test-node".into(),
-        boot_id: oomlens_agent::kmsg::read_boot_id(Path::new("/proc")).expect("boot id"),
-        boot_wall_us: oomlens_agent::live::boot_wall_us(),
+        boot_id: oomlens_agent::procfs::read_boot_id(Path::new("/proc")).expect("boot id"),
+        boot_wall_us: oomlens_agent::clock::boot_wall_us(),
         kernel_release: None,
     }
 }
 
 /// The live pipeline's configuration for tests: the real `/dev/kmsg`
 /// from its end, state in `state_dir`, no sampler or identity sources
-/// (set them with struct update syntax).
-pub fn test_live_config(state_dir: &Path) -> oomlens_agent::live::LiveConfig {
-    oomlens_agent::live::LiveConfig {
-        kmsg_path: "/dev/kmsg".into(),
-        proc_root: "/proc".into(),
+/// (set them with [`test_pipeline_with`]).
+pub fn test_pipeline_config(state_dir: &Path) -> oomlens_agent::pipeline::PipelineConfig {
+    oomlens_agent::pipeline::PipelineConfig {
         state_dir: Some(state_dir.to_path_buf()),
-        node: test_node(),
-        start_without_cursor: oomlens_agent::kmsg::StartAt::End,
-        idle_flush: std::time::Duration::from_millis(20),
-        sampler: None,
-        metrics: std::sync::Arc::new(oomlens_agent::telemetry::AgentMetrics::new()),
-        cri: None,
-        kube: None,
+        ..oomlens_agent::pipeline::PipelineConfig::new("/dev/kmsg".into(), "/proc".into(), test_node())
+    }
+}
+
+/// [`test_pipeline_config`] with these enrichers (sampler, runtime).
+pub fn test_pipeline_with(
+    state_dir: &Path,
+    enrichers: oomlens_agent::pipeline::Enrichers,
+) -> oomlens_agent::pipeline::PipelineConfig {
+    oomlens_agent::pipeline::PipelineConfig {
+        enrichers,
+        ..test_pipeline_config(state_dir)
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use oomlens_agent::cgroup::Sampler;
-use oomlens_agent::live::{self, LiveConfig};
+use oomlens_agent::pipeline::{self, Enrichers};
 use oomlens_agent::pods::cri::{CriClient, CriResolver};
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::{OomEvent, QosClass, Scope};
@@ -54,13 +54,16 @@ async fn pods_in_containerd_are_named_classified_and_silent_kills_flagged() {
     let resolver = CriResolver::new(cri_client, Duration::from_secs(120), Duration::from_secs(5));
     let resolver_task = tokio::spawn(resolver.run(cri_requests, wait_stop()));
     let state = tempfile::tempdir().expect("state");
-    let config = LiveConfig {
-        sampler: Some(sampler_handle),
-        cri: Some(cri.clone()),
-        ..oomlens_tests::test_live_config(state.path())
-    };
+    let config = oomlens_tests::test_pipeline_with(
+        state.path(),
+        Enrichers {
+            sampler: Some(sampler_handle),
+            cri: Some(cri.clone()),
+            kube: None,
+        },
+    );
     let (sender, mut events) = mpsc::channel(64);
-    let pipeline = tokio::spawn(live::run(config, sender, wait_stop()));
+    let pipeline = tokio::spawn(pipeline::run(config, sender, wait_stop()));
 
     // (a) burstable, container limit, the main process is the hog.
     let (uid_a, _) = pod_and_container_ids();

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use oomlens_agent::app::AgentMetrics;
 use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
-use oomlens_agent::telemetry::AgentMetrics;
 use oomlens_common::client::ClientConfig;
 use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent, QueryRequest};
 use oomlens_tests::{
@@ -155,7 +155,7 @@ fn start_shipper(
         spool.clone(),
         config,
         side_rx,
-        Arc::clone(metrics),
+        metrics.sender.clone(),
         async move {
             let _ = stopped.await;
         },
@@ -177,7 +177,7 @@ async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice()
     let mut collector = CollectorProcess::start(&dir.path().join("events.db"));
     let spool_dir = dir.path().join("spool");
     let metrics = Arc::new(AgentMetrics::new());
-    let spool = SharedSpool::open(&spool_dir, 256 << 20).unwrap();
+    let spool = SharedSpool::open(&spool_dir, 256 << 20, metrics.spool.clone()).unwrap();
     let total = 600u64;
     for n in 0..300 {
         spool.append(synthetic(n)).await.unwrap();
@@ -203,7 +203,7 @@ async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice()
     shipper.abort();
     let _ = shipper.await;
     drop(stop);
-    let spool = SharedSpool::open(&spool_dir, 256 << 20).unwrap();
+    let spool = SharedSpool::open(&spool_dir, 256 << 20, metrics.spool.clone()).unwrap();
     for n in 450..total {
         spool.append(synthetic(n)).await.unwrap();
     }

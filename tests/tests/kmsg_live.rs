@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use oomlens_agent::event::event_from_report;
 use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt};
-use oomlens_agent::live::{self, LiveConfig};
 use oomlens_agent::oom::{OomReport, Parser};
+use oomlens_agent::pipeline::{self, PipelineConfig};
 use oomlens_proto::v1::{Constraint, OomEvent, QosClass, Scope};
 use oomlens_tests::{ScratchTree, SysctlGuard, pod_and_container_ids, require_real_kernel, run_hog, unique};
 use tokio::sync::{mpsc, oneshot};
@@ -270,16 +270,16 @@ async fn ring_overrun_is_a_counted_gap_and_reading_goes_on() {
 
 /// Runs the live pipeline until told to stop; returns the events it sent.
 fn start_pipeline(
-    config: LiveConfig,
+    config: PipelineConfig,
 ) -> (
     oneshot::Sender<()>,
     mpsc::Receiver<OomEvent>,
-    tokio::task::JoinHandle<live::LiveStats>,
+    tokio::task::JoinHandle<pipeline::PipelineStats>,
 ) {
     let (stop, stopped) = oneshot::channel::<()>();
     let (sender, receiver) = mpsc::channel(64);
     let task = tokio::spawn(async move {
-        live::run(config, sender, async {
+        pipeline::run(config, sender, async {
             let _ = stopped.await;
         })
         .await
@@ -305,7 +305,7 @@ async fn restart_resumes_without_duplicates_and_reports_kills_made_while_stopped
     let _serial = SERIAL.lock().await;
     let state = tempfile::tempdir().expect("state dir");
     let tree = ScratchTree::new(&unique("oomlens-test"));
-    let config = oomlens_tests::test_live_config(state.path());
+    let config = oomlens_tests::test_pipeline_config(state.path());
     let a = tree.create("a");
     tree.limit("a", LIMIT);
     let b = tree.create("b");

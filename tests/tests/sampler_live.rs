@@ -11,8 +11,8 @@ use oomlens_agent::cgroup::history::Windows;
 use oomlens_agent::cgroup::{Sampler, SamplerConfig, SamplerHandle};
 use oomlens_agent::event::event_from_report;
 use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt};
-use oomlens_agent::live::{self, LiveConfig};
 use oomlens_agent::oom::Parser;
+use oomlens_agent::pipeline::{self, Enrichers};
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::{MemoryHistory, OomEvent, Scope};
 use oomlens_tests::{ScratchTree, pod_and_container_ids, require_real_kernel, spawn_memhog, unique};
@@ -290,13 +290,16 @@ async fn the_live_pipeline_attaches_history_to_pod_limit_kills() {
     let sampler = start_sampler(Windows::default());
     wait_tracked(&sampler.handle, &container_path).await;
     let state = tempfile::tempdir().expect("state");
-    let config = LiveConfig {
-        sampler: Some(sampler.handle.clone()),
-        ..oomlens_tests::test_live_config(state.path())
-    };
+    let config = oomlens_tests::test_pipeline_with(
+        state.path(),
+        Enrichers {
+            sampler: Some(sampler.handle.clone()),
+            ..Enrichers::default()
+        },
+    );
     let (sender, mut events) = mpsc::channel(16);
     let (stop, mut stopped) = watch::channel(false);
-    let pipeline = tokio::spawn(live::run(config, sender, async move {
+    let pipeline = tokio::spawn(pipeline::run(config, sender, async move {
         let _ = stopped.wait_for(|s| *s).await;
     }));
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use oomlens_agent::cgroup::Sampler;
-use oomlens_agent::live::{self, LiveConfig};
+use oomlens_agent::pipeline::{self, Enrichers};
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::OomEvent;
 use oomlens_tests::{ScratchTree, pod_and_container_ids, require_real_kernel, run_hog, unique};
@@ -60,12 +60,15 @@ async fn a_storm_of_kills_is_reported_once_each_and_attributed() {
     }
 
     let state = tempfile::tempdir().expect("state");
-    let config = LiveConfig {
-        sampler: Some(handle.clone()),
-        ..oomlens_tests::test_live_config(state.path())
-    };
+    let config = oomlens_tests::test_pipeline_with(
+        state.path(),
+        Enrichers {
+            sampler: Some(handle.clone()),
+            ..Enrichers::default()
+        },
+    );
     let (sender, mut events) = mpsc::channel(256);
-    let pipeline = tokio::spawn(live::run(config, sender, wait_stop()));
+    let pipeline = tokio::spawn(pipeline::run(config, sender, wait_stop()));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The storm: each hog reaches its 16 MiB limit in well under 100 ms.

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 
+use oomlens_proto::time::timestamp_from_unix_ms;
 use oomlens_proto::v1 as pb;
 use prost_types::Timestamp;
 
@@ -329,7 +330,7 @@ impl History {
                 let at = self.full.partition_point(|full| full.t_ms <= f.t_ms);
                 let full = at.checked_sub(1).map(|i| self.full[i]);
                 pb::MemorySample {
-                    time: Some(timestamp_ms(f.t_ms)),
+                    time: Some(timestamp_from_unix_ms(f.t_ms)),
                     working_set_bytes: Some(self.working_set(f)),
                     usage_bytes: Some(f.usage),
                     anon_bytes: full.and_then(|x| known(x.anon)),
@@ -421,13 +422,6 @@ impl History {
                     (f.t_ms as f64 / 1000.0, f.usage.saturating_sub(inactive) as f64)
                 }),
         )
-    }
-}
-
-pub fn timestamp_ms(t_ms: u64) -> Timestamp {
-    Timestamp {
-        seconds: (t_ms / 1000) as i64,
-        nanos: ((t_ms % 1000) * 1_000_000) as i32,
     }
 }
 

@@ -9,11 +9,13 @@ pub mod files;
 pub mod history;
 pub mod node;
 pub mod notify;
+pub mod path;
 pub mod reader;
 pub mod sampler;
 
 pub use discovery::{MemoryRoot, Mode, Selection, detect};
 pub use reader::{MemcgReader, Version};
 pub use sampler::{
-    Request, Sampler, SamplerConfig, SamplerHandle, SamplerStats, Schedule, Snapshot, WarningRules,
+    CounterStep, OomNotice, Request, Sampler, SamplerConfig, SamplerHandle, SamplerMetrics, SamplerStats,
+    Schedule, Snapshot, WarningRules,
 };

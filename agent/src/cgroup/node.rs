@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use oomlens_proto::v1 as pb;
 
 use super::files::{parse_meminfo, parse_pressure};
-use super::history::timestamp_ms;
-use crate::reconcile::parse_vmstat_oom_kill;
+use crate::vmstat::parse_vmstat_oom_kill;
+use oomlens_proto::time::timestamp_from_unix_ms;
 
 #[derive(Debug, Clone)]
 pub struct NodeReader {
@@ -26,7 +26,7 @@ impl NodeReader {
         let meminfo = read("meminfo").and_then(|t| parse_meminfo(&t).ok());
         let pressure = read("pressure/memory").and_then(|t| parse_pressure("/proc/pressure/memory", &t).ok());
         pb::NodeMemory {
-            time: Some(timestamp_ms(now_ms)),
+            time: Some(timestamp_from_unix_ms(now_ms)),
             mem_total_bytes: meminfo.map(|m| m.0),
             mem_available_bytes: meminfo.map(|m| m.1),
             pressure_some_avg10: pressure.map(|p| p.some_avg10),

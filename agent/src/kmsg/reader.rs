@@ -13,9 +13,13 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::unistd::{Whence, lseek};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tokio::io::unix::AsyncFd;
+use tracing::warn;
 
 use super::record::{Record, RecordError, parse_record};
+use crate::telemetry::Happening;
 
 /// Large enough for any record (the kernel caps records near 1 KiB of text,
 /// plus escapes and dictionary lines).
@@ -58,6 +62,88 @@ pub enum KmsgError {
     Read { path: PathBuf, source: io::Error },
 }
 
+/// The reader's counters, exported as `oomlens_agent_kmsg_*`. Clones share
+/// the counts; an unregistered set still counts (for [`KmsgReader::stats`]).
+#[derive(Debug, Clone, Default)]
+pub struct ReaderMetrics {
+    records: Counter,
+    lost: Counter,
+    overruns: Counter,
+    malformed: Counter,
+}
+
+impl ReaderMetrics {
+    /// The counts so far (`skipped` is the reader's own: see
+    /// [`KmsgReader::stats`]).
+    pub fn stats(&self) -> ReaderStats {
+        ReaderStats {
+            records: self.records.get(),
+            malformed: self.malformed.get(),
+            overruns: self.overruns.get(),
+            lost: self.lost.get(),
+            skipped: 0,
+        }
+    }
+
+    /// Counts records read by a reader outside this crate's (tests of the
+    /// export).
+    #[cfg(test)]
+    pub(crate) fn count(&self, records: u64, lost: u64) {
+        self.records.inc_by(records);
+        self.lost.inc_by(lost);
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("kmsg_records", "Kernel log records read", self.records.clone());
+        registry.register(
+            "kmsg_lost_records",
+            "Kernel log records overwritten before they were read",
+            self.lost.clone(),
+        );
+        registry.register(
+            "kmsg_overruns",
+            "Kernel log ring overruns noticed (EPIPE)",
+            self.overruns.clone(),
+        );
+        registry.register(
+            "kmsg_malformed_records",
+            "Kernel log records that could not be parsed",
+            self.malformed.clone(),
+        );
+    }
+}
+
+/// Records were overwritten by the ring before the reader got to them.
+#[derive(Debug)]
+struct RecordsLost {
+    lost: u64,
+    after_seq: Option<u64>,
+}
+
+impl Happening for RecordsLost {
+    type Metrics = ReaderMetrics;
+    fn emit(self, metrics: &ReaderMetrics) {
+        warn!(
+            lost = self.lost,
+            after_seq = self.after_seq,
+            "kernel log overrun: records were overwritten before they were read"
+        );
+        metrics.lost.inc_by(self.lost);
+    }
+}
+
+/// A record that could not be parsed; the reader goes on.
+#[derive(Debug)]
+struct MalformedRecord<'a>(&'a RecordError);
+
+impl Happening for MalformedRecord<'_> {
+    type Metrics = ReaderMetrics;
+    fn emit(self, metrics: &ReaderMetrics) {
+        warn!(error = %self.0, "skipping a kernel log record");
+        metrics.malformed.inc();
+    }
+}
+
 /// Counters of the reader.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReaderStats {
@@ -80,7 +166,8 @@ pub struct KmsgReader {
     skip_through: Option<u64>,
     /// A record read right after a gap, returned after the gap itself.
     pending: Option<Record>,
-    stats: ReaderStats,
+    metrics: ReaderMetrics,
+    skipped: u64,
 }
 
 /// Reads every record available now; returns the last one's sequence
@@ -153,12 +240,32 @@ impl KmsgReader {
             last_seq,
             skip_through,
             pending: None,
-            stats: ReaderStats::default(),
+            metrics: ReaderMetrics::default(),
+            skipped: 0,
         })
     }
 
+    /// Counts into `metrics` (registered by the caller). Opening counts
+    /// nothing, so nothing is lost by switching after it.
+    pub fn with_metrics(mut self, metrics: ReaderMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     pub fn stats(&self) -> ReaderStats {
-        self.stats
+        ReaderStats {
+            skipped: self.skipped,
+            ..self.metrics.stats()
+        }
+    }
+
+    /// The reader as a stream of items, for the pipeline (which takes any
+    /// stream, so tests can feed it fixture records).
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<KmsgItem, KmsgError>> {
+        futures_util::stream::unfold(self, |mut reader| async move {
+            let item = reader.next().await;
+            Some((item, reader))
+        })
     }
 
     /// Sequence number of the last record returned.
@@ -183,7 +290,7 @@ impl KmsgReader {
     /// The next item if one is available now, without waiting.
     pub fn try_next(&mut self) -> Result<Option<KmsgItem>, KmsgError> {
         if let Some(record) = self.pending.take() {
-            self.stats.records += 1;
+            self.metrics.records.inc();
             return Ok(Some(KmsgItem::Record(record)));
         }
         loop {
@@ -194,7 +301,7 @@ impl KmsgReader {
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EPIPE) => {
                     // Overwritten under us; the gap shows in the next seq.
-                    self.stats.overruns += 1;
+                    self.metrics.overruns.inc();
                     continue;
                 }
                 Err(errno) => {
@@ -210,13 +317,13 @@ impl KmsgReader {
             let record = match parse_record(&self.buf[..len]) {
                 Ok(record) => record,
                 Err(error) => {
-                    self.stats.malformed += 1;
+                    MalformedRecord(&error).emit(&self.metrics);
                     return Ok(Some(KmsgItem::Malformed(error)));
                 }
             };
             if let Some(through) = self.skip_through {
                 if record.seq <= through {
-                    self.stats.skipped += 1;
+                    self.skipped += 1;
                     continue;
                 }
                 self.skip_through = None;
@@ -225,7 +332,11 @@ impl KmsgReader {
             if let Some(previous) = previous {
                 let lost = record.seq.saturating_sub(previous + 1);
                 if lost > 0 {
-                    self.stats.lost += lost;
+                    RecordsLost {
+                        lost,
+                        after_seq: Some(previous),
+                    }
+                    .emit(&self.metrics);
                     self.pending = Some(record);
                     return Ok(Some(KmsgItem::Gap {
                         lost,
@@ -233,7 +344,7 @@ impl KmsgReader {
                     }));
                 }
             }
-            self.stats.records += 1;
+            self.metrics.records.inc();
             return Ok(Some(KmsgItem::Record(record)));
         }
     }

@@ -165,7 +165,7 @@ impl CriClient {
     }
 
     /// The container's state now and its main pid, from the verbose status.
-    pub async fn status(&mut self, id: &str) -> Result<(bool, Option<i32>), CriError> {
+    pub async fn status(&mut self, id: &str) -> Result<ContainerNow, CriError> {
         let reply = self
             .client
             .container_status(runtime::ContainerStatusRequest {
@@ -178,8 +178,18 @@ impl CriClient {
         let running = reply
             .status
             .is_some_and(|s| s.state == runtime::ContainerState::ContainerRunning as i32);
-        Ok((running, main_pid_from_info(&reply.info)))
+        Ok(ContainerNow {
+            running,
+            main_pid: main_pid_from_info(&reply.info),
+        })
     }
+}
+
+/// What the runtime says of a container now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerNow {
+    pub running: bool,
+    pub main_pid: Option<i32>,
 }
 
 /// containerd and CRI-O report the main pid as `{"pid": N, ...}` in
@@ -333,7 +343,7 @@ impl CriResolver {
             Ok(listing) => {
                 for id in self.cache.apply(listing, Instant::now()) {
                     match self.client.status(&id).await {
-                        Ok((_, pid)) => self.cache.set_main_pid(&id, pid),
+                        Ok(now) => self.cache.set_main_pid(&id, now.main_pid),
                         Err(error) => debug!(%error, "no main pid"),
                     }
                 }
@@ -347,9 +357,9 @@ impl CriResolver {
             self.refresh_now().await;
         }
         let running_now = match self.client.status(&request.container_id).await {
-            Ok((running, pid)) => {
-                self.cache.set_main_pid(&request.container_id, pid);
-                Some(running)
+            Ok(now) => {
+                self.cache.set_main_pid(&request.container_id, now.main_pid);
+                Some(now.running)
             }
             // Removed already: it did not survive.
             Err(CriError::Call { status, .. }) if status.code() == tonic::Code::NotFound => Some(false),

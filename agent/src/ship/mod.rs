@@ -6,18 +6,28 @@
 //! idempotent by event id, so resends after a lost ack or a restart are
 //! stored once.
 
+pub mod metrics;
 pub mod sender;
 pub mod spool;
 pub mod status;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use oomlens_proto::v1::OomEvent;
 use tokio::sync::Notify;
+use tracing::warn;
 
+pub use metrics::{SendFailure, SenderMetrics, SpoolMetrics};
 pub use sender::{ShipperConfig, SideItem, run as run_shipper};
 pub use spool::{Spool, SpoolError, SpoolStats};
+
+use crate::telemetry::Happening as _;
+
+/// Attempts to spool one event before it is given up.
+const SPOOL_ATTEMPTS: u32 = 3;
+const SPOOL_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// The spool shared by the pipeline (appends) and the sender (removes).
 #[derive(Debug, Clone)]
@@ -27,9 +37,9 @@ pub struct SharedSpool {
 }
 
 impl SharedSpool {
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
+    pub fn open(dir: &Path, max_bytes: u64, metrics: SpoolMetrics) -> Result<Self, SpoolError> {
         Ok(Self {
-            inner: Arc::new(Mutex::new(Spool::open(dir, max_bytes)?)),
+            inner: Arc::new(Mutex::new(Spool::open(dir, max_bytes, metrics)?)),
             appended: Arc::new(Notify::new()),
         })
     }
@@ -55,11 +65,37 @@ impl SharedSpool {
         Ok(key)
     }
 
-    pub fn stats(&self) -> SpoolStats {
+    /// Appends, retrying a failing disk a few times; a failure is logged
+    /// and counted. The pipeline's cursor moves past the kill once this
+    /// returns.
+    pub async fn append_retrying(&self, event: &OomEvent) {
+        for attempt in 1..=SPOOL_ATTEMPTS {
+            match self.append(event.clone()).await {
+                Ok(_) => return,
+                Err(error) if attempt < SPOOL_ATTEMPTS => {
+                    warn!(%error, id = %event.id, attempt, "cannot spool an event; retrying");
+                    tokio::time::sleep(SPOOL_RETRY_PAUSE).await;
+                }
+                Err(error) => {
+                    let metrics = self.lock().metrics().clone();
+                    metrics::SpoolWriteFailed {
+                        id: &event.id,
+                        error: &error,
+                    }
+                    .emit(&metrics);
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Spool> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .stats()
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        self.lock().stats()
     }
 
     pub(crate) async fn appended(&self) {

@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use oomlens_common::client::{ClientConfig, error_chain, status_line};
@@ -19,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
 use super::SharedSpool;
-use crate::telemetry::{AgentMetrics, SendError};
+use super::metrics::{SendFailure, SenderMetrics};
 use oomlens_common::ingest::IngestResult;
 
 /// What the sender needs besides the spool.
@@ -67,7 +66,7 @@ impl SideItem {
     }
 }
 
-enum Outcome {
+enum SessionEnd {
     /// The stream broke: reconnect after a pause.
     Reconnect,
     /// Shutdown and drained (or the drain time ran out).
@@ -79,7 +78,7 @@ pub async fn run(
     spool: SharedSpool,
     config: ShipperConfig,
     mut side: mpsc::Receiver<SideItem>,
-    metrics: Arc<AgentMetrics>,
+    metrics: SenderMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -106,17 +105,17 @@ pub async fn run(
                 .await
             }
             Err(error) => {
-                metrics.send_error(SendError::Connect);
+                metrics.send_failed(SendFailure::Connect);
                 let text = error_chain(&error);
                 if text != last_error {
                     warn!(error = %text, spooled = spool.stats().events, "collector unreachable; events wait in the spool");
                     last_error = text;
                 }
-                Outcome::Reconnect
+                SessionEnd::Reconnect
             }
         };
-        metrics.collector_connected.set(0);
-        if matches!(outcome, Outcome::Done) {
+        metrics.connected.set(0);
+        if matches!(outcome, SessionEnd::Done) {
             return;
         }
         // Wait before reconnecting; side items meanwhile are dropped.
@@ -149,36 +148,36 @@ async fn session(
     spool: &SharedSpool,
     config: &ShipperConfig,
     side: &mut mpsc::Receiver<SideItem>,
-    metrics: &AgentMetrics,
+    metrics: &SenderMetrics,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     stopping: &mut Option<tokio::time::Instant>,
     backoff: &mut Duration,
     last_error: &mut String,
-) -> Outcome {
+) -> SessionEnd {
     let (outbound, requests) = mpsc::channel::<IngestRequest>(config.max_in_flight + 64);
     let hello = IngestRequest {
         item: Some(ingest_request::Item::Hello(config.hello.clone())),
     };
     if outbound.send(hello).await.is_err() {
-        return Outcome::Reconnect;
+        return SessionEnd::Reconnect;
     }
     let mut acks = match client.ingest(ReceiverStream::new(requests)).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
-            metrics.send_error(SendError::Refused);
+            metrics.send_failed(SendFailure::Refused);
             let text = status_line(&status);
             if text != *last_error {
                 warn!(error = %text, "the collector refused the ingest stream");
                 *last_error = text;
             }
-            return Outcome::Reconnect;
+            return SessionEnd::Reconnect;
         }
     };
-    if !last_error.is_empty() || metrics.collector_connected.get() == 0 {
+    if !last_error.is_empty() || metrics.connected.get() == 0 {
         info!(collector = %config.client.endpoint, spooled = spool.stats().events, "connected to the collector");
     }
     last_error.clear();
-    metrics.collector_connected.set(1);
+    metrics.connected.set(1);
     // Sent, not yet acknowledged: id -> spool keys (a kill spooled twice
     // across a restart has one id).
     let mut in_flight: HashMap<String, Vec<u64>> = HashMap::new();
@@ -199,13 +198,13 @@ async fn session(
                 };
                 if outbound.send(request).await.is_err() {
                     // The transport dropped the request stream: it broke.
-                    metrics.send_error(SendError::Stream);
-                    return Outcome::Reconnect;
+                    metrics.send_failed(SendFailure::Stream);
+                    return SessionEnd::Reconnect;
                 }
             }
         }
         if stopping.is_some() && in_flight.is_empty() && spool.stats().events == 0 {
-            return Outcome::Done;
+            return SessionEnd::Done;
         }
         tokio::select! {
             () = spool.appended() => {}
@@ -238,21 +237,20 @@ async fn session(
                             }
                         }
                     }
-                    metrics.sync_spool(spool.stats());
                     metrics.shipped(IngestResult::from(status));
                     *backoff = config.min_backoff;
                 }
                 Ok(None) => {
-                    metrics.send_error(SendError::Stream);
+                    metrics.send_failed(SendFailure::Stream);
                     warn!(in_flight = in_flight.len(), "the collector closed the ingest stream; reconnecting");
-                    return Outcome::Reconnect;
+                    return SessionEnd::Reconnect;
                 }
                 Err(status) => {
-                    metrics.send_error(SendError::Stream);
+                    metrics.send_failed(SendFailure::Stream);
                     let text = status_line(&status);
                     warn!(error = %text, in_flight = in_flight.len(), "ingest stream broken; unacknowledged events will be resent");
                     *last_error = text;
-                    return Outcome::Reconnect;
+                    return SessionEnd::Reconnect;
                 }
             },
             () = shutdown.as_mut(), if stopping.is_none() => {
@@ -263,7 +261,7 @@ async fn session(
                 if left > 0 {
                     warn!(left, "shutting down with events still spooled; they are sent on the next start");
                 }
-                return Outcome::Done;
+                return SessionEnd::Done;
             }
         }
     }

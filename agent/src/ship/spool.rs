@@ -23,6 +23,8 @@ use oomlens_proto::v1::{MemoryHistory, OomEvent};
 use prost::Message as _;
 use tracing::warn;
 
+use super::metrics::SpoolMetrics;
+
 const MAGIC: &[u8; 8] = b"OOMLSPL1";
 const HEADER: usize = 16;
 const SUFFIX: &str = "event";
@@ -42,7 +44,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     }
 }
 
-/// What the spool counted since it was opened.
+/// What the spool holds, and what it counted since it was opened (read
+/// from its [`SpoolMetrics`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpoolStats {
     pub events: u64,
@@ -72,7 +75,7 @@ pub struct Spool {
     max_bytes: u64,
     entries: BTreeMap<u64, Entry>,
     next: u64,
-    stats: SpoolStats,
+    metrics: SpoolMetrics,
 }
 
 /// CRC-32 (IEEE), bitwise: spool files are small and written rarely.
@@ -157,15 +160,15 @@ pub fn thin_event(event: &mut OomEvent) -> bool {
 
 impl Spool {
     /// Opens (creating) the spool in `dir`, reading back what a previous
-    /// run left. Unreadable files are quarantined and counted.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
+    /// run left. Unreadable files are quarantined and counted in `metrics`.
+    pub fn open(dir: &Path, max_bytes: u64, metrics: SpoolMetrics) -> Result<Self, SpoolError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let mut spool = Self {
             dir: dir.to_owned(),
             max_bytes,
             entries: BTreeMap::new(),
             next: 1,
-            stats: SpoolStats::default(),
+            metrics,
         };
         let mut keys = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
@@ -207,7 +210,7 @@ impl Spool {
                 Err(error) => {
                     warn!(%error, "skipping a spool file; moved to corrupt/");
                     spool.quarantine(key, "corrupt");
-                    spool.stats.corrupt += 1;
+                    spool.metrics.corrupt.inc();
                 }
             }
         }
@@ -219,13 +222,28 @@ impl Spool {
         self.dir.join(format!("{key:020}.{SUFFIX}"))
     }
 
+    /// Sets the gauges of what the spool holds.
     fn refresh_stats(&mut self) {
-        self.stats.events = self.entries.len() as u64;
-        self.stats.bytes = self.entries.values().map(|e| e.bytes).sum();
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.events.set(count(self.entries.len() as u64));
+        self.metrics.bytes.set(count(self.used()));
     }
 
     pub fn stats(&self) -> SpoolStats {
-        self.stats
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        SpoolStats {
+            events: count(self.metrics.events.get()),
+            bytes: count(self.metrics.bytes.get()),
+            dropped: self.metrics.dropped.get(),
+            thinned: self.metrics.thinned.get(),
+            corrupt: self.metrics.corrupt.get(),
+            rejected: self.metrics.rejected.get(),
+        }
+    }
+
+    /// The spool's metrics (the shared spool counts write failures in them).
+    pub fn metrics(&self) -> &SpoolMetrics {
+        &self.metrics
     }
 
     pub fn is_empty(&self) -> bool {
@@ -319,7 +337,7 @@ impl Spool {
             let path = self.path(key);
             fs::remove_file(&path).map_err(io(&path))?;
             self.entries.remove(&key);
-            self.stats.dropped += 1;
+            self.metrics.dropped.inc();
         }
         Ok(())
     }
@@ -336,7 +354,7 @@ impl Spool {
         if changed {
             self.write_file(key, &bytes)?;
             if entry_thinned == 0 {
-                self.stats.thinned += 1;
+                self.metrics.thinned.inc();
             }
         }
         if let Some(entry) = self.entries.get_mut(&key) {
@@ -390,7 +408,7 @@ impl Spool {
                 let error = SpoolError::Corrupt { path, why };
                 warn!(%error, "skipping a spool file; moved to corrupt/");
                 self.quarantine(key, "corrupt");
-                self.stats.corrupt += 1;
+                self.metrics.corrupt.inc();
                 self.refresh_stats();
                 Err(error)
             }
@@ -413,7 +431,7 @@ impl Spool {
     /// The collector refused it: keep it aside, never resend.
     pub fn reject(&mut self, key: u64) {
         self.quarantine(key, "rejected");
-        self.stats.rejected += 1;
+        self.metrics.rejected.inc();
         self.refresh_stats();
     }
 }
@@ -449,12 +467,12 @@ mod tests {
     #[test]
     fn events_survive_a_reopen_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20, SpoolMetrics::default()).unwrap();
         let a = spool.append(&event("a", 10)).unwrap();
         let b = spool.append(&event("b", 10)).unwrap();
         spool.remove(a).unwrap();
         drop(spool);
-        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20, SpoolMetrics::default()).unwrap();
         assert_eq!(spool.pending(), vec![(b, "b".to_owned())]);
         assert_eq!(spool.read(b).unwrap().unwrap().id, "b");
         // New keys continue after the old ones.
@@ -464,7 +482,7 @@ mod tests {
     #[test]
     fn a_corrupt_file_is_quarantined_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20, SpoolMetrics::default()).unwrap();
         let a = spool.append(&event("a", 10)).unwrap();
         let b = spool.append(&event("b", 10)).unwrap();
         drop(spool);
@@ -475,7 +493,7 @@ mod tests {
         bytes[last] ^= 0xff;
         fs::write(&path, bytes).unwrap();
         fs::write(dir.path().join(".tmp-00000000000000000009"), b"half").unwrap();
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20, SpoolMetrics::default()).unwrap();
         assert_eq!(spool.pending(), vec![(b, "b".to_owned())]);
         assert_eq!(spool.stats().corrupt, 1);
         assert!(dir.path().join("corrupt").join(format!("{a:020}.event")).exists());
@@ -489,7 +507,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let one = encode_file(&event("x", 400)).len() as u64;
         // Room for two full events, not three.
-        let mut spool = Spool::open(dir.path(), one * 2 + one / 2).unwrap();
+        let mut spool = Spool::open(dir.path(), one * 2 + one / 2, SpoolMetrics::default()).unwrap();
         let a = spool.append(&event("a", 400)).unwrap();
         spool.append(&event("b", 400)).unwrap();
         spool.append(&event("c", 400)).unwrap();
@@ -504,7 +522,7 @@ mod tests {
         assert!(samples.len() < 400);
         assert_eq!(samples.last().unwrap().working_set_bytes, Some(399 * 4096));
         // With no room even for thinned events, the oldest go, counted.
-        let mut tiny = Spool::open(&dir.path().join("tiny"), one).unwrap();
+        let mut tiny = Spool::open(&dir.path().join("tiny"), one, SpoolMetrics::default()).unwrap();
         for id in ["a", "b", "c"] {
             tiny.append(&event(id, 400)).unwrap();
         }

@@ -29,6 +29,23 @@ async fn named(cri: Option<&CriHandle>, mut status: ContainerMemoryStatus) -> Co
     status
 }
 
+/// Logs the sampler's warnings, for an agent that sends to no collector.
+pub async fn log_warnings(mut warnings: mpsc::Receiver<MemoryWarning>) {
+    while let Some(warning) = warnings.recv().await {
+        log_warning(&warning);
+    }
+}
+
+fn log_warning(warning: &MemoryWarning) {
+    tracing::warn!(
+        cgroup = %warning.cgroup,
+        working_set = warning.working_set_bytes,
+        limit = warning.limit_bytes,
+        seconds_to_limit = warning.seconds_to_limit,
+        "container approaching its memory limit"
+    );
+}
+
 /// Sends a status report every `every`, and forwards warnings (named),
 /// until the side channel closes or `warnings` ends.
 pub async fn report(
@@ -52,13 +69,7 @@ pub async fn report(
             }
             warning = warnings.recv() => {
                 let Some(mut warning) = warning else { return };
-                tracing::warn!(
-                    cgroup = %warning.cgroup,
-                    working_set = warning.working_set_bytes,
-                    limit = warning.limit_bytes,
-                    seconds_to_limit = warning.seconds_to_limit,
-                    "container approaching its memory limit"
-                );
+                log_warning(&warning);
                 name(cri.as_ref(), &mut warning.pod, &mut warning.container).await;
                 if side.send(SideItem::Warning(Box::new(warning))).await.is_err() {
                     return;

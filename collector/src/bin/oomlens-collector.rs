@@ -13,7 +13,7 @@ use oomlens_collector::metrics::CollectorMetrics;
 use oomlens_collector::server::{self, Retention, ServerConfig, TlsFiles};
 use oomlens_collector::service::Collector;
 use oomlens_collector::store::Store;
-use oomlens_common::process::{init_logging, shutdown_signal};
+use oomlens_common::process::{Shutdown, init_logging};
 use tracing::{info, warn};
 
 /// The oomlens collector: stores OOM events sent by node agents and serves
@@ -115,22 +115,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let store = Store::open(&args.database).await?;
         let metrics = Arc::new(CollectorMetrics::new());
         let collector = Collector::start(store.clone(), Arc::clone(&metrics)).await?;
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let wait_stop = move || {
-            let mut stopped = stopped.clone();
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }
-        };
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop.send(true);
-        });
+        let shutdown = Shutdown::on_signals();
         if !args.metrics_listen.trim().is_empty() {
             let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen.trim())
                 .await
                 .with_context(|| format!("cannot listen on {} for metrics", args.metrics_listen))?;
-            let stopping = wait_stop();
+            let stopping = shutdown.wait();
             tokio::spawn(async move {
                 if let Err(error) =
                     oomlens_collector::metrics::serve(metrics_listener, metrics, stopping).await
@@ -139,7 +129,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        server::serve(collector, listener, config, wait_stop()).await?;
+        server::serve(collector, listener, config, shutdown.wait()).await?;
         store.close().await;
         info!("collector stopped");
         Ok(())

@@ -7,7 +7,24 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::Sampler;
-use crate::pods::path::ancestors;
+use crate::cgroup::path::ancestors;
+
+/// The kernel's OOM notification for a cgroup (`memory.oom_control`
+/// eventfd on v1, `memory.events` on v2), on the kernel's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OomNotice {
+    pub cgroup: String,
+    /// Kernel monotonic microseconds.
+    pub at_us: u64,
+}
+
+/// A step of a cgroup's OOM-kill counter, seen by a full sample.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CounterStep {
+    pub cgroup: String,
+    /// Unix milliseconds of the sample that saw it.
+    pub at_ms: u64,
+}
 
 /// A level whose usage stayed below this share of its limit in the second
 /// before a kill did not hit it.
@@ -30,11 +47,18 @@ pub(super) fn keep_time(times: &mut Vec<u64>, t: u64) {
     }
 }
 
-/// Processes seen in hot cgroups: pid -> (cgroup, Unix ms last seen).
-/// Pruned after [`PID_MEMORY`].
+/// Where a process was last seen in a hot cgroup.
+#[derive(Debug, PartialEq, Eq)]
+struct PidPlace {
+    cgroup: String,
+    /// Unix ms.
+    seen_ms: u64,
+}
+
+/// Processes seen in hot cgroups, by pid. Pruned after [`PID_MEMORY`].
 #[derive(Debug, Default)]
 pub(super) struct PidPlaces {
-    places: HashMap<u32, (String, u64)>,
+    places: HashMap<u32, PidPlace>,
 }
 
 impl PidPlaces {
@@ -44,9 +68,15 @@ impl PidPlaces {
         // only for a new place.
         for pid in pids {
             match self.places.get_mut(&pid) {
-                Some((place, seen)) if *place == path => *seen = t_ms,
+                Some(place) if place.cgroup == path => place.seen_ms = t_ms,
                 _ => {
-                    self.places.insert(pid, (path.to_owned(), t_ms));
+                    self.places.insert(
+                        pid,
+                        PidPlace {
+                            cgroup: path.to_owned(),
+                            seen_ms: t_ms,
+                        },
+                    );
                 }
             }
         }
@@ -55,7 +85,7 @@ impl PidPlaces {
     /// Forgets the processes not seen for [`PID_MEMORY`] before `t_ms`.
     pub(super) fn forget_old(&mut self, t_ms: u64) {
         let horizon = t_ms.saturating_sub(PID_MEMORY.as_millis() as u64);
-        self.places.retain(|_, (_, seen)| *seen >= horizon);
+        self.places.retain(|_, place| place.seen_ms >= horizon);
     }
 }
 
@@ -70,38 +100,44 @@ impl Sampler {
         }
     }
 
-    /// Kernel OOM notifications (cgroup, monotonic µs) in the window,
-    /// oldest first.
-    pub fn oom_notices(&mut self, from_us: u64, to_us: u64) -> Vec<(String, u64)> {
+    /// Kernel OOM notifications in the window (monotonic µs), oldest
+    /// first.
+    pub fn oom_notices(&mut self, from_us: u64, to_us: u64) -> Vec<OomNotice> {
         self.collect_notices();
-        let mut notices: Vec<(String, u64)> = self
+        let mut notices: Vec<OomNotice> = self
             .tracked
             .iter()
             .flat_map(|t| {
                 t.oom_notices
                     .iter()
                     .filter(|&&n| n >= from_us && n <= to_us)
-                    .map(|&n| (t.path.clone(), n))
+                    .map(|&at_us| OomNotice {
+                        cgroup: t.path.clone(),
+                        at_us,
+                    })
             })
             .collect();
-        notices.sort_by_key(|(_, t)| *t);
+        notices.sort_by_key(|n| n.at_us);
         notices
     }
 
-    /// OOM-kill counter steps (cgroup, Unix ms when seen) in the window,
-    /// oldest first.
-    pub fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<(String, u64)> {
-        let mut steps: Vec<(String, u64)> = self
+    /// OOM-kill counter steps in the window (Unix ms when seen), oldest
+    /// first.
+    pub fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<CounterStep> {
+        let mut steps: Vec<CounterStep> = self
             .tracked
             .iter()
             .flat_map(|t| {
                 t.oom_steps
                     .iter()
                     .filter(|&&s| s >= from_ms && s <= to_ms)
-                    .map(|&s| (t.path.clone(), s))
+                    .map(|&at_ms| CounterStep {
+                        cgroup: t.path.clone(),
+                        at_ms,
+                    })
             })
             .collect();
-        steps.sort_by_key(|(_, t)| *t);
+        steps.sort_by_key(|s| s.at_ms);
         steps
     }
 
@@ -111,8 +147,8 @@ impl Sampler {
         self.pid_places
             .places
             .get(&pid)
-            .filter(|(_, seen)| *seen >= since_ms)
-            .map(|(path, _)| path.clone())
+            .filter(|place| place.seen_ms >= since_ms)
+            .map(|place| place.cgroup.clone())
     }
 
     /// Which limit a memcg kill hit, for a kill placed only by its
@@ -128,8 +164,10 @@ impl Sampler {
         for path in levels {
             let Some(&i) = self.index.get(path) else { continue };
             let history = &self.tracked[i].history;
-            let (Some(limit), Some(peak)) = (history.limit(), history.peak_usage(from_ms, until_ms + 100))
-            else {
+            let (Some(limit), Some(peak)) = (
+                history.limit(),
+                history.peak_usage(from_ms, until_ms.saturating_add(100)),
+            ) else {
                 continue;
             };
             let ratio = peak as f64 / limit as f64;
@@ -159,8 +197,12 @@ mod tests {
         let mut places = PidPlaces::default();
         places.remember(vec![7, 8], "/kubepods/a", 1_000);
         places.remember(vec![7], "/kubepods/b", 2_000);
-        assert_eq!(places.places[&7], ("/kubepods/b".to_owned(), 2_000));
-        assert_eq!(places.places[&8], ("/kubepods/a".to_owned(), 1_000));
+        let place = |cgroup: &str, seen_ms| PidPlace {
+            cgroup: cgroup.to_owned(),
+            seen_ms,
+        };
+        assert_eq!(places.places[&7], place("/kubepods/b", 2_000));
+        assert_eq!(places.places[&8], place("/kubepods/a", 1_000));
         places.forget_old(11_500);
         assert!(!places.places.contains_key(&8), "not seen for over 10 s");
         assert!(places.places.contains_key(&7));

@@ -4,6 +4,7 @@
 use oomlens_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 
+use super::evidence::{CounterStep, OomNotice};
 use super::{Sampler, SamplerStats};
 
 /// What the event assembler gets for a kill.
@@ -28,12 +29,12 @@ pub enum Request {
     OomSteps {
         from_ms: u64,
         to_ms: u64,
-        reply: oneshot::Sender<Vec<(String, u64)>>,
+        reply: oneshot::Sender<Vec<CounterStep>>,
     },
     OomNotices {
         from_us: u64,
         to_us: u64,
-        reply: oneshot::Sender<Vec<(String, u64)>>,
+        reply: oneshot::Sender<Vec<OomNotice>>,
     },
     LimitedCgroup {
         victim: String,
@@ -88,7 +89,7 @@ impl SamplerHandle {
     /// OOM-kill counter steps (cgroup, Unix ms when seen) between the two
     /// times: how a kill without a cgroup path (rate-limited report) is
     /// attributed.
-    pub async fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<(String, u64)> {
+    pub async fn oom_steps(&self, from_ms: u64, to_ms: u64) -> Vec<CounterStep> {
         self.ask(|reply| Request::OomSteps {
             from_ms,
             to_ms,
@@ -100,7 +101,7 @@ impl SamplerHandle {
 
     /// Kernel OOM notifications (cgroup, monotonic µs) between the two
     /// times: they place a kill without a cgroup path precisely.
-    pub async fn oom_notices(&self, from_us: u64, to_us: u64) -> Vec<(String, u64)> {
+    pub async fn oom_notices(&self, from_us: u64, to_us: u64) -> Vec<OomNotice> {
         self.ask(|reply| Request::OomNotices {
             from_us,
             to_us,

@@ -29,7 +29,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::sys::inotify::{InitFlags, Inotify, WatchDescriptor};
 use oomlens_proto::v1 as pb;
@@ -40,18 +41,23 @@ use super::discovery::{MemoryRoot, Selection};
 use super::history::{History, Windows};
 use super::node::NodeReader;
 use super::notify::OomNotifier;
+use super::path::ancestors;
 use super::reader::READ_BUFFER;
-use crate::pods::path::ancestors;
+use crate::telemetry::Readiness;
 
 mod evidence;
 mod handle;
+mod metrics;
 mod report;
 mod schedule;
 mod tracked;
 mod watch;
 
 use evidence::PidPlaces;
+pub use evidence::{CounterStep, OomNotice};
 pub use handle::{Request, SamplerHandle, Snapshot};
+pub use metrics::SamplerMetrics;
+use metrics::{Outcome, SampleKind};
 pub use report::WarningRules;
 pub use schedule::Schedule;
 use tracked::Tracked;
@@ -89,7 +95,8 @@ impl SamplerConfig {
     }
 }
 
-/// Counters of the sampler, for metrics.
+/// The sampler's counts so far (its [`SamplerMetrics`], and what only
+/// tests and benchmarks read).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SamplerStats {
     /// Cgroups followed now.
@@ -110,12 +117,6 @@ pub struct SamplerStats {
     pub inotify_events: u64,
     /// Heap held by histories.
     pub history_bytes: u64,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Debug)]
@@ -140,19 +141,20 @@ pub struct Sampler {
     warnings: mpsc::Sender<pb::MemoryWarning>,
     pid_places: PidPlaces,
     buf: Box<[u8]>,
-    stats: SamplerStats,
-    metrics: Option<(
-        std::sync::Arc<crate::telemetry::AgentMetrics>,
-        crate::telemetry::SamplerSync,
-    )>,
+    metrics: SamplerMetrics,
+    rescans: u64,
+    inotify_events: u64,
+    /// Told once the first pass over the tree is done.
+    readiness: Option<Arc<Readiness>>,
 }
 
 impl Sampler {
-    /// Exports the sampler's counters (synced once a second) and pass
-    /// durations.
-    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::telemetry::AgentMetrics>) -> Self {
-        metrics.set_sampler_enabled();
-        self.metrics = Some((metrics, crate::telemetry::SamplerSync::default()));
+    /// Counts into `metrics` (registered by the caller), and tells
+    /// `readiness` once the tree has been scanned. Before the first tick.
+    pub fn with_metrics(mut self, metrics: SamplerMetrics, readiness: Arc<Readiness>) -> Self {
+        readiness.set_sampler_enabled();
+        self.metrics = metrics;
+        self.readiness = Some(readiness);
         self
     }
 
@@ -186,17 +188,33 @@ impl Sampler {
             warnings,
             pid_places: PidPlaces::default(),
             buf: vec![0; READ_BUFFER].into_boxed_slice(),
-            stats: SamplerStats::default(),
-            metrics: None,
+            metrics: SamplerMetrics::default(),
+            rescans: 0,
+            inotify_events: 0,
+            readiness: None,
         }
     }
 
     pub fn stats(&self) -> SamplerStats {
-        let mut stats = self.stats;
-        stats.tracked = self.tracked.iter().filter(|t| t.removed_at.is_none()).count() as u64;
-        stats.in_grace = self.tracked.len() as u64 - stats.tracked;
-        stats.history_bytes = self.tracked.iter().map(|t| t.history.heap_bytes() as u64).sum();
-        stats
+        let metrics = &self.metrics;
+        let tracked = self.tracked.iter().filter(|t| t.removed_at.is_none()).count() as u64;
+        SamplerStats {
+            tracked,
+            in_grace: self.tracked.len() as u64 - tracked,
+            fast_samples: metrics.samples(SampleKind::Usage),
+            full_samples: metrics.samples(SampleKind::Full),
+            limit_reads: metrics.limit_reads.get(),
+            // Whole nanoseconds of a sum of pass durations.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            sampling_ns: (metrics.sampling_seconds.get() * 1e9) as u64,
+            vanished: metrics.vanished.get(),
+            read_errors: metrics.read_errors.get(),
+            warnings: metrics.warnings(Outcome::Sent),
+            warnings_dropped: metrics.warnings(Outcome::Dropped),
+            rescans: self.rescans,
+            inotify_events: self.inotify_events,
+            history_bytes: self.tracked.iter().map(|t| t.history.heap_bytes() as u64).sum(),
+        }
     }
 
     /// The histories of every followed cgroup, to fill for memory
@@ -228,30 +246,28 @@ impl Sampler {
         {
             self.rescan(now);
         }
-        let t_ms = now_ms();
+        let t_ms = oomlens_proto::time::now_unix_ms();
         let mut warnings = Vec::new();
         let started = Instant::now();
         for (tracked, next_due) in self.tracked.iter_mut().zip(&mut self.next_due) {
             if next_due.is_none_or(|at| at > now) {
                 continue;
             }
-            let sampled = tracked.sample(&self.config, &mut self.buf, &mut self.stats, now, t_ms);
+            let sampled = tracked.sample(&self.config, &mut self.buf, &self.metrics, now, t_ms);
             *next_due = tracked.next_due(&self.config.schedule, now);
             if let Some(pids) = sampled.hot_pids {
                 self.pid_places.remember(pids, &tracked.path, t_ms);
             }
             warnings.extend(sampled.warning);
         }
-        let pass = started.elapsed();
-        self.stats.sampling_ns += pass.as_nanos() as u64;
-        if let Some((metrics, _)) = &self.metrics {
-            metrics.sample_pass_seconds.observe(pass.as_secs_f64());
-        }
+        let pass = started.elapsed().as_secs_f64();
+        self.metrics.sampling_seconds.inc_by(pass);
+        self.metrics.pass_seconds.observe(pass);
         for warning in warnings {
-            match self.warnings.try_send(warning) {
-                Ok(()) => self.stats.warnings += 1,
-                Err(_) => self.stats.warnings_dropped += 1,
-            }
+            self.metrics.warning(match self.warnings.try_send(warning) {
+                Ok(()) => Outcome::Sent,
+                Err(_) => Outcome::Dropped,
+            });
         }
         if self
             .last_node
@@ -262,7 +278,7 @@ impl Sampler {
     }
 
     /// What need not run on every tick: the node's view, dropping expired
-    /// histories and old process places, the ancestors' limits, metrics.
+    /// histories and old process places, the ancestors' limits, the gauges.
     fn once_a_second(&mut self, now: Instant, t_ms: u64) {
         self.node_view = Some(self.node.read(t_ms));
         self.last_node = Some(now);
@@ -270,9 +286,12 @@ impl Sampler {
         self.pid_places.forget_old(t_ms);
         self.refresh_ancestor_limits();
         let stats = self.stats();
-        if let Some((metrics, sync)) = &mut self.metrics {
-            sync.sync(metrics, stats);
-            metrics.set_sampler_ready();
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.tracked.set(gauge(stats.tracked));
+        self.metrics.in_grace.set(gauge(stats.in_grace));
+        self.metrics.history_bytes.set(gauge(stats.history_bytes));
+        if let Some(readiness) = &self.readiness {
+            readiness.set_sampler_ready();
         }
     }
 

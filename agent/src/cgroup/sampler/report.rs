@@ -9,8 +9,8 @@ use oomlens_proto::v1 as pb;
 use super::schedule::effective_limit;
 use super::tracked::Tracked;
 use super::{Sampler, SamplerConfig, Snapshot};
-use crate::cgroup::history::timestamp_ms;
 use crate::pods::{CgroupIdentity, Level, parse_cgroup_path};
+use oomlens_proto::time::timestamp_from_unix_ms;
 
 /// When a live container is worth a `MemoryWarning`.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +79,7 @@ impl Sampler {
                 let identity = &t.identity;
                 Some(pb::ContainerMemoryStatus {
                     node: self.config.node_name.clone(),
-                    time: Some(timestamp_ms(t_ms)),
+                    time: Some(timestamp_from_unix_ms(t_ms)),
                     pod: identity_pod(identity),
                     container: identity_container(identity, &t.path, limit),
                     cgroup: t.path.clone(),
@@ -148,7 +148,7 @@ pub(super) fn warning_due(
     Some(pb::MemoryWarning {
         id: oomlens_proto::event_id(&config.node_name, &container_id, minute),
         node: config.node_name.clone(),
-        time: Some(timestamp_ms(t_ms)),
+        time: Some(timestamp_from_unix_ms(t_ms)),
         pod: identity_pod(identity),
         container: identity_container(identity, path, Some(limit)),
         cgroup: path.to_owned(),

@@ -4,15 +4,17 @@
 use std::time::{Duration, Instant};
 
 use oomlens_proto::v1 as pb;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::SamplerConfig;
 use super::evidence::keep_time;
+use super::metrics::{ReadFailed, SampleKind, SamplerMetrics};
 use super::report::warning_due;
 use super::schedule::{Kind, SLACK, Schedule, due_at, effective_limit, is_hot};
-use super::{SamplerConfig, SamplerStats};
 use crate::cgroup::history::History;
 use crate::cgroup::reader::{Limits, MemcgReader, ReadError};
 use crate::pods::CgroupIdentity;
+use crate::telemetry::Happening as _;
 
 /// What a sample leaves for the tick to pass on.
 #[derive(Debug, Default)]
@@ -92,25 +94,25 @@ impl Tracked {
 
     /// Marks the cgroup removed: no more samples; its history is kept for
     /// the grace period.
-    pub(super) fn mark_removed(&mut self, now: Instant, stats: &mut SamplerStats) {
+    pub(super) fn mark_removed(&mut self, now: Instant, metrics: &SamplerMetrics) {
         if self.removed_at.is_none() {
             self.removed_at = Some(now);
             self.reader = None;
-            stats.vanished += 1;
+            metrics.vanished.inc();
         }
     }
 
     /// Reads what of this cgroup is due at `now` (Unix ms `t_ms`) and
     /// records it: limits when due, a full or a usage sample, a step of the
     /// OOM-kill counter; then judges whether the cgroup is hot. Counts its
-    /// reads in `stats`. It runs for every due cgroup on every tick: it
+    /// reads in `metrics`. It runs for every due cgroup on every tick: it
     /// reads into the sampler's buffer, and a hot cgroup's process list and
     /// a warning are all it allocates.
     pub(super) fn sample(
         &mut self,
         config: &SamplerConfig,
         buf: &mut [u8],
-        stats: &mut SamplerStats,
+        metrics: &SamplerMetrics,
         now: Instant,
         t_ms: u64,
     ) -> Sampled {
@@ -134,7 +136,7 @@ impl Tracked {
             let young = now.duration_since(self.followed_since) < schedule.limits;
             let limits = if self.hot || young || due(self.last_limits, schedule.limits) {
                 reader.read_limits(buf).inspect(|&limits| {
-                    stats.limit_reads += 1;
+                    metrics.limit_reads.inc();
                     self.limits = limits;
                     self.last_limits = Some(now);
                 })
@@ -155,7 +157,7 @@ impl Tracked {
         };
         match result {
             Ok(Some(sample)) => {
-                stats.full_samples += 1;
+                metrics.sampled(SampleKind::Full);
                 self.last_full = Some(now);
                 self.last_fast = Some(now);
                 if let Some(count) = sample.counters.oom_kill {
@@ -182,7 +184,7 @@ impl Tracked {
                 }
             }
             Ok(None) => {
-                stats.fast_samples += 1;
+                metrics.sampled(SampleKind::Usage);
                 self.last_fast = Some(now);
                 // A container can climb from rest to its limit between
                 // two full samples: turning hot on a usage sample gets
@@ -198,10 +200,13 @@ impl Tracked {
                     self.hot = is_hot(schedule, working_set, limit, growth);
                 }
             }
-            Err(ReadError::Vanished(_)) => self.mark_removed(now, stats),
+            Err(ReadError::Vanished(_)) => self.mark_removed(now, metrics),
             Err(error) => {
-                stats.read_errors += 1;
-                warn!(%error, "cgroup read failed");
+                ReadFailed {
+                    error: &error,
+                    what: "cgroup read failed",
+                }
+                .emit(metrics);
                 // Tried again on schedule, not on every tick.
                 if full_due {
                     self.last_full = Some(now);

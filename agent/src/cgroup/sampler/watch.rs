@@ -9,12 +9,14 @@ use nix::sys::inotify::AddWatchFlags;
 use tracing::{debug, warn};
 
 use super::Sampler;
+use super::metrics::ReadFailed;
 use super::tracked::Tracked;
 use crate::cgroup::discovery::{Found, relative_path, scan};
 use crate::cgroup::history::History;
+use crate::cgroup::path::is_below;
 use crate::cgroup::reader::{MemcgReader, ReadError};
-use crate::pods::path::is_below;
 use crate::pods::{Level, parse_cgroup_path};
+use crate::telemetry::Happening as _;
 
 impl Sampler {
     /// Follows a cgroup, due at once (`now` is the current tick's time).
@@ -32,8 +34,11 @@ impl Sampler {
                 return;
             }
             Err(error) => {
-                self.stats.read_errors += 1;
-                warn!(%error, "cannot follow cgroup");
+                ReadFailed {
+                    error: &error,
+                    what: "cannot follow cgroup",
+                }
+                .emit(&self.metrics);
                 return;
             }
         };
@@ -93,7 +98,7 @@ impl Sampler {
 
     /// Full rescan: new cgroups are followed, missing ones marked removed.
     pub fn rescan(&mut self, now: Instant) {
-        self.stats.rescans += 1;
+        self.rescans += 1;
         let root = self.config.root.path.clone();
         let (found, dirs) = scan(&root, &root, self.config.selection);
         if self.watches.is_empty() {
@@ -104,7 +109,7 @@ impl Sampler {
         let present: std::collections::HashSet<&str> = found.iter().map(|f| f.relative.as_str()).collect();
         for tracked in &mut self.tracked {
             if !present.contains(tracked.path.as_str()) {
-                tracked.mark_removed(now, &mut self.stats);
+                tracked.mark_removed(now, &self.metrics);
             }
         }
         for found in found {
@@ -120,7 +125,7 @@ impl Sampler {
         };
         for tracked in &mut self.tracked {
             if tracked.path == relative || is_below(&tracked.path, &relative) {
-                tracked.mark_removed(now, &mut self.stats);
+                tracked.mark_removed(now, &self.metrics);
             }
         }
     }
@@ -142,7 +147,7 @@ impl Sampler {
             }
         }
         for event in events {
-            self.stats.inotify_events += 1;
+            self.inotify_events += 1;
             if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                 self.rescan(now);
                 continue;

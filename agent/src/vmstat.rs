@@ -1,5 +1,6 @@
-//! How many OOM kills the kernel log missed: `/proc/vmstat`'s `oom_kill`
-//! counts every kill, the log parser counts the ones it saw.
+//! The vmstat cross-check: how many OOM kills the kernel log missed.
+//! `/proc/vmstat`'s `oom_kill` counts every kill, the log parser counts the
+//! ones it saw.
 //!
 //! The two move at slightly different moments (the counter steps before
 //! the kill line is read), so a counter reading is only compared once

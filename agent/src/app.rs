@@ -1,0 +1,543 @@
+//! The agent's wiring, in one place: [`Config`] says what to run,
+//! [`Config::build`] checks it and reads the node's facts, and
+//! [`Agent::start`] starts the tasks (the metrics endpoint, identity
+//! sources, the embedded or remote collector, the sampler, the printer,
+//! the pipeline) that [`Running::wait`] drains on shutdown. `run`, `demo`
+//! and the tests all start the agent this way.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use oomlens_common::client::ClientConfig;
+use oomlens_common::process::{Drain, Shutdown};
+use oomlens_proto::v1::{AgentHello, OomEvent};
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::cgroup::{self, Sampler, SamplerConfig, SamplerMetrics, Schedule, Selection, WarningRules};
+use crate::event::NodeContext;
+use crate::kmsg::{ReaderMetrics, StartAt};
+use crate::output::Format;
+use crate::pipeline::metrics::PipelineMetrics;
+use crate::pipeline::{self, Enrichers, EventSink, PipelineConfig, PipelineStats};
+use crate::pods::{IdentityMetrics, IdentitySource, cri};
+use crate::ship::{self, SenderMetrics, SharedSpool, ShipperConfig, SideItem, SpoolMetrics};
+use crate::telemetry::{self, Readiness};
+
+/// Every metric the agent exports: each component's own set, registered
+/// in one registry.
+#[derive(Debug)]
+pub struct AgentMetrics {
+    registry: Arc<Registry>,
+    pub readiness: Arc<Readiness>,
+    pub reader: ReaderMetrics,
+    pub pipeline: PipelineMetrics,
+    pub sampler: SamplerMetrics,
+    pub spool: SpoolMetrics,
+    pub sender: SenderMetrics,
+    pub identity: IdentityMetrics,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("oomlens_agent");
+        let metrics = Self {
+            registry: Arc::default(),
+            readiness: Arc::default(),
+            reader: ReaderMetrics::default(),
+            pipeline: PipelineMetrics::default(),
+            sampler: SamplerMetrics::default(),
+            spool: SpoolMetrics::default(),
+            sender: SenderMetrics::default(),
+            identity: IdentityMetrics::default(),
+        };
+        metrics.pipeline.register(&mut registry);
+        metrics.reader.register(&mut registry);
+        metrics.sampler.register(&mut registry);
+        metrics.spool.register(&mut registry);
+        metrics.sender.register(&mut registry);
+        metrics.identity.register(&mut registry);
+        Self {
+            registry: Arc::new(registry),
+            ..metrics
+        }
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        telemetry::encode(&self.registry)
+    }
+}
+
+/// How the sampler runs.
+#[derive(Debug, Clone)]
+pub struct Sampling {
+    /// Also systemd services and plain Docker containers.
+    pub include_other: bool,
+    pub schedule: Schedule,
+    /// How long a removed cgroup's history is kept.
+    pub grace: Duration,
+    pub warnings: WarningRules,
+}
+
+/// Where pod and container names come from.
+#[derive(Debug, Clone)]
+pub enum CriSocket {
+    /// containerd's or CRI-O's default socket, whichever exists.
+    Detect,
+    Off,
+    At(PathBuf),
+}
+
+/// Where events go besides standard output.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// Nowhere: printed and logged only.
+    Local,
+    /// An embedded collector on `listen` storing in `database` (default:
+    /// `oomlens.db` in the state directory). Needs the `standalone` feature.
+    Standalone {
+        listen: String,
+        database: Option<String>,
+    },
+    /// A remote collector.
+    Collector(ClientConfig),
+}
+
+/// What the agent runs with; every path is configurable.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kmsg: PathBuf,
+    pub proc_root: PathBuf,
+    pub cgroup_root: PathBuf,
+    /// Holds the kernel log cursor, the spool and (standalone) the database.
+    pub state_dir: PathBuf,
+    /// Default: the host name.
+    pub node_name: Option<String>,
+    /// Where to start without a cursor of this boot.
+    pub start_without_cursor: StartAt,
+    /// None: no sampler (events carry no history).
+    pub sampling: Option<Sampling>,
+    pub cri_socket: CriSocket,
+    pub kubernetes_api: bool,
+    pub metrics_listen: Option<SocketAddr>,
+    /// None: events are not printed.
+    pub output: Option<Format>,
+    pub delivery: Delivery,
+    pub spool_max_bytes: u64,
+}
+
+/// A checked configuration with the node's facts read.
+#[derive(Debug)]
+pub struct Agent {
+    config: Config,
+    node: NodeContext,
+    sampler: Option<SamplerConfig>,
+    cgroup_mode: String,
+    cri_socket: Option<PathBuf>,
+    pub metrics: Arc<AgentMetrics>,
+}
+
+impl Config {
+    /// Reads the node's facts and checks what can be checked before any
+    /// task starts.
+    pub fn build(self) -> anyhow::Result<Agent> {
+        let boot_id = crate::procfs::read_boot_id(&self.proc_root)
+            .with_context(|| format!("cannot read the boot id under {}", self.proc_root.display()))?;
+        std::fs::create_dir_all(&self.state_dir)
+            .with_context(|| format!("cannot create the state directory {}", self.state_dir.display()))?;
+        if matches!(self.delivery, Delivery::Standalone { .. }) && !cfg!(feature = "standalone") {
+            anyhow::bail!(
+                "this oomlens-agent was built without an embedded collector (the `standalone` feature): use --collector"
+            );
+        }
+        let node = NodeContext {
+            node: self
+                .node_name
+                .clone()
+                .or_else(|| crate::procfs::hostname(&self.proc_root))
+                .unwrap_or_else(|| "unknown".to_owned()),
+            boot_id,
+            boot_wall_us: crate::clock::boot_wall_us(),
+            kernel_release: crate::procfs::kernel_release(&self.proc_root),
+        };
+        let (sampler, cgroup_mode) = match &self.sampling {
+            None => (None, String::new()),
+            Some(sampling) => match cgroup::detect(&self.cgroup_root) {
+                Ok(root) => {
+                    let mode = root.mode.to_string();
+                    let config = SamplerConfig {
+                        selection: Selection {
+                            include_other: sampling.include_other,
+                        },
+                        schedule: sampling.schedule,
+                        grace: sampling.grace,
+                        warnings: sampling.warnings,
+                        ..SamplerConfig::new(root, self.proc_root.clone(), node.node.clone())
+                    };
+                    (Some(config), mode)
+                }
+                Err(error) => {
+                    warn!(%error, "kills are reported without memory history");
+                    (None, String::new())
+                }
+            },
+        };
+        let cri_socket = match &self.cri_socket {
+            CriSocket::Off => None,
+            CriSocket::At(path) => Some(path.clone()),
+            CriSocket::Detect => cri::DEFAULT_SOCKETS
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists()),
+        };
+        Ok(Agent {
+            config: self,
+            node,
+            sampler,
+            cgroup_mode,
+            cri_socket,
+            metrics: Arc::new(AgentMetrics::new()),
+        })
+    }
+}
+
+/// The started agent's tasks, in the order they are drained.
+#[derive(Debug)]
+pub struct Running {
+    pipeline: JoinHandle<Result<PipelineStats, pipeline::PipelineError>>,
+    printer: Option<JoinHandle<std::io::Result<()>>>,
+    sampler: Option<JoinHandle<()>>,
+    /// Told when the pipeline is done, so the sender drains after it.
+    shipping: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    #[cfg(feature = "standalone")]
+    embedded: Option<oomlens_collector::server::Embedded>,
+    collector_endpoint: Option<String>,
+    metrics: Arc<AgentMetrics>,
+}
+
+/// How long a stopping agent waits for the pipeline, the sampler and the
+/// printer; the sender has its own drain (`ShipperConfig::drain`) inside.
+const STOP_DEADLINE: Duration = Duration::from_secs(15);
+
+impl Agent {
+    pub fn node(&self) -> &NodeContext {
+        &self.node
+    }
+
+    /// Starts and runs until `shutdown`, then drains.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<PipelineStats> {
+        self.start(shutdown).await?.wait().await
+    }
+
+    /// Starts every task; they stop on `shutdown`.
+    pub async fn start(self, shutdown: Shutdown) -> anyhow::Result<Running> {
+        let Self {
+            config,
+            node,
+            sampler: sampler_config,
+            cgroup_mode,
+            cri_socket,
+            metrics,
+        } = self;
+        if let Some(addr) = config.metrics_listen {
+            let listener = telemetry::bind(addr).await?;
+            let serving = telemetry::serve(
+                listener,
+                metrics.registry(),
+                Arc::clone(&metrics.readiness),
+                shutdown.wait(),
+            );
+            tokio::spawn(async move {
+                if let Err(error) = serving.await {
+                    warn!(%error, "metrics endpoint stopped");
+                }
+            });
+        }
+        let mut enrichers = Enrichers::default();
+        if let Some(socket) = cri_socket {
+            enrichers.cri = start_cri(&socket, sampling_grace(&config), &shutdown).await;
+            if enrichers.cri.is_some() {
+                metrics.identity.in_use(IdentitySource::Cri);
+            }
+        } else {
+            info!("no container runtime socket: identity from cgroup paths only");
+        }
+        if config.kubernetes_api {
+            enrichers.kube = start_kube(&node.node, &shutdown).await;
+            if enrichers.kube.is_some() {
+                metrics.identity.in_use(IdentitySource::KubernetesApi);
+            }
+        }
+        // Shipping: the embedded collector (standalone) or a remote one.
+        #[cfg(feature = "standalone")]
+        let mut embedded = None;
+        let client = match &config.delivery {
+            Delivery::Local => None,
+            Delivery::Collector(client) => Some(client.clone()),
+            #[cfg(feature = "standalone")]
+            Delivery::Standalone { listen, database } => {
+                let database = database
+                    .clone()
+                    .unwrap_or_else(|| config.state_dir.join("oomlens.db").display().to_string());
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen} for the embedded collector"))?;
+                let collector = oomlens_collector::server::Embedded::start(
+                    &database,
+                    listener,
+                    oomlens_collector::server::ServerConfig::default(),
+                )
+                .await?;
+                info!(address = %collector.address(), database = %oomlens_collector::store::redact(&database), "embedded collector serving; try `oomlens events`");
+                let endpoint = collector.endpoint();
+                embedded = Some(collector);
+                Some(ClientConfig {
+                    endpoint,
+                    ..ClientConfig::default()
+                })
+            }
+            #[cfg(not(feature = "standalone"))]
+            Delivery::Standalone { .. } => unreachable!("refused by Config::build"),
+        };
+        let collector_endpoint = client.as_ref().map(|c| c.endpoint.clone());
+        let (side_sender, side_receiver) = mpsc::channel::<SideItem>(64);
+        let mut shipping = None;
+        let mut spool = None;
+        if let Some(client) = client {
+            let dir = config.state_dir.join("spool");
+            let shared = SharedSpool::open(&dir, config.spool_max_bytes, metrics.spool.clone())
+                .with_context(|| format!("cannot open the spool under {}", config.state_dir.display()))?;
+            let stats = shared.stats();
+            if stats.events > 0 || stats.corrupt > 0 {
+                info!(
+                    events = stats.events,
+                    corrupt = stats.corrupt,
+                    "spooled events from the last run will be sent"
+                );
+            }
+            let hello = AgentHello {
+                node: node.node.clone(),
+                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                boot_id: node.boot_id.clone(),
+                kernel_release: node.kernel_release.clone().unwrap_or_default(),
+                cgroup_mode,
+            };
+            info!(collector = %client.endpoint, "sending events to the collector");
+            let (pipeline_done, pipeline_finished) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(ship::run_shipper(
+                shared.clone(),
+                ShipperConfig::new(client, hello),
+                side_receiver,
+                metrics.sender.clone(),
+                async move {
+                    let _ = pipeline_finished.await;
+                },
+            ));
+            shipping = Some((pipeline_done, task));
+            spool = Some(shared);
+        } else {
+            drop(side_receiver);
+        }
+        let mut sampler_task = None;
+        if let Some(sampler_config) = sampler_config {
+            let (handle, requests) = Sampler::channel();
+            let (warnings, warning_rx) = mpsc::channel(256);
+            let sampler = Sampler::new(sampler_config, warnings)
+                .with_metrics(metrics.sampler.clone(), Arc::clone(&metrics.readiness));
+            sampler_task = Some(tokio::spawn(sampler.run(requests, shutdown.wait())));
+            if shipping.is_some() {
+                tokio::spawn(ship::status::report(
+                    handle.clone(),
+                    enrichers.cri.clone(),
+                    warning_rx,
+                    side_sender,
+                    Duration::from_secs(5),
+                ));
+            } else {
+                tokio::spawn(ship::status::log_warnings(warning_rx));
+            }
+            enrichers.sampler = Some(handle);
+        }
+        let (printer, printer_task) = match config.output {
+            Some(format) => {
+                let (sender, receiver) = mpsc::channel::<OomEvent>(1024);
+                let task = tokio::task::spawn_blocking(move || crate::output::print(receiver, format));
+                (Some(sender), Some(task))
+            }
+            None => (None, None),
+        };
+        let pipeline_config = PipelineConfig {
+            state_dir: Some(config.state_dir.clone()),
+            start_without_cursor: config.start_without_cursor,
+            enrichers,
+            metrics: metrics.pipeline.clone(),
+            reader_metrics: metrics.reader.clone(),
+            readiness: Arc::clone(&metrics.readiness),
+            ..PipelineConfig::new(config.kmsg.clone(), config.proc_root.clone(), node)
+        };
+        let sink = EventSink {
+            spool,
+            channel: None,
+            printer,
+        };
+        let pipeline = tokio::spawn(pipeline::run(pipeline_config, sink, shutdown.wait()));
+        Ok(Running {
+            pipeline,
+            printer: printer_task,
+            sampler: sampler_task,
+            shipping,
+            #[cfg(feature = "standalone")]
+            embedded,
+            collector_endpoint,
+            metrics,
+        })
+    }
+}
+
+impl Running {
+    /// The collector events go to (the embedded one's, standalone).
+    pub fn collector_endpoint(&self) -> Option<&str> {
+        self.collector_endpoint.as_deref()
+    }
+
+    /// Waits for the tasks to stop after the shutdown: the pipeline (which
+    /// spools its last kills), the printer and the sampler; then the sender
+    /// delivers what is spooled (within its drain); then the embedded
+    /// collector stops.
+    pub async fn wait(self) -> anyhow::Result<PipelineStats> {
+        let stats = self.pipeline.await??;
+        let drain = Drain::within(STOP_DEADLINE);
+        if let Some(printer) = self.printer
+            && let Some(printed) = drain.wait("printer", printer).await
+        {
+            printed??;
+        }
+        if let Some(sampler) = self.sampler {
+            drain.wait("sampler", sampler).await.transpose()?;
+        }
+        if let Some((pipeline_done, task)) = self.shipping {
+            let _ = pipeline_done.send(());
+            task.await?;
+        }
+        #[cfg(feature = "standalone")]
+        if let Some(collector) = self.embedded {
+            collector.stop().await?;
+        }
+        info!(
+            events = stats.events,
+            lost_records = stats.reader.lost,
+            forged = stats.parser.forged,
+            spooled = self.metrics.spool.waiting_events(),
+            "agent stopped"
+        );
+        Ok(stats)
+    }
+}
+
+fn sampling_grace(config: &Config) -> Duration {
+    config
+        .sampling
+        .as_ref()
+        .map_or(Duration::from_secs(120), |s| s.grace)
+}
+
+/// The runtime's names and main pids, relisted every second as the kubelet
+/// does: a container that dies of memory soon after starting still has its
+/// main pid.
+async fn start_cri(socket: &std::path::Path, grace: Duration, shutdown: &Shutdown) -> Option<cri::CriHandle> {
+    match cri::CriClient::connect(socket).await {
+        Ok(client) => {
+            let (handle, requests) = cri::CriResolver::channel();
+            let resolver = cri::CriResolver::new(client, grace, Duration::from_secs(1));
+            tokio::spawn(resolver.run(requests, shutdown.wait()));
+            Some(handle)
+        }
+        Err(error) => {
+            warn!(%error, "pod and container names unavailable: identity from cgroup paths only");
+            None
+        }
+    }
+}
+
+/// This node's pods from the Kubernetes API: owners, requests and limits.
+async fn start_kube(node: &str, shutdown: &Shutdown) -> Option<Arc<crate::pods::kube::KubeEnricher>> {
+    match kube::Client::try_default().await {
+        Ok(client) => {
+            let (enricher, reflector) = crate::pods::kube::KubeEnricher::start(client, node);
+            let stopping = shutdown.wait();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = reflector => {}
+                    () = stopping => {}
+                }
+            });
+            Some(Arc::new(enricher))
+        }
+        Err(error) => {
+            warn!(%error, "Kubernetes API unavailable: no owners, requests or limits on events");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::attribute::Placement;
+    use crate::pipeline::metrics::{KillReported, KillsMissed};
+    use crate::telemetry::Happening as _;
+    use oomlens_proto::v1::{Pod, Scope};
+
+    #[test]
+    fn kills_are_counted_by_scope_and_namespace() {
+        let metrics = AgentMetrics::new();
+        let event = OomEvent {
+            scope: Scope::PodLimit as i32,
+            pod: Some(Pod {
+                namespace: Some("shop".into()),
+                ..Pod::default()
+            }),
+            partial: true,
+            ..OomEvent::default()
+        };
+        for _ in 0..2 {
+            KillReported {
+                event: &event,
+                placement: Placement::Counter,
+            }
+            .emit(&metrics.pipeline);
+        }
+        metrics.reader.count(10, 3);
+        metrics.reader.count(5, 0);
+        KillsMissed { total: 2, new: true }.emit(&metrics.pipeline);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"oomlens_agent_oom_kills_total{scope="pod_limit",namespace="shop"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains("oomlens_agent_oom_kills_partial_total 2"), "{text}");
+        assert!(text.contains("oomlens_agent_kmsg_records_total 15"), "{text}");
+        assert!(text.contains("oomlens_agent_kmsg_lost_records_total 3"), "{text}");
+        assert!(text.contains("oomlens_agent_missed_kills 2"), "{text}");
+        assert!(
+            text.contains(r#"oomlens_agent_kill_placements_total{by="counter"} 2"#),
+            "{text}"
+        );
+    }
+}

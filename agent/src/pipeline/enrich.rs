@@ -1,0 +1,68 @@
+//! What a placed kill gets before it leaves: the memory history from the
+//! sampler, names and the main pid from the container runtime, owners and
+//! requests from the Kubernetes API. Each source has a deadline: a slow
+//! source costs its data, never the event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oomlens_proto::v1::OomEvent;
+use tracing::{debug, warn};
+
+use crate::cgroup::SamplerHandle;
+use crate::pods::cri::CriHandle;
+use crate::pods::kube::KubeEnricher;
+
+/// How long an event waits for the container runtime's (or the
+/// Kubernetes API's) answer.
+const CRI_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long an event waits for the sampler's snapshot before it goes out
+/// without one.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The sources an event is enriched from; each optional.
+#[derive(Debug, Clone, Default)]
+pub struct Enrichers {
+    pub sampler: Option<SamplerHandle>,
+    pub cri: Option<CriHandle>,
+    pub kube: Option<Arc<KubeEnricher>>,
+}
+
+impl Enrichers {
+    pub async fn enrich(&self, event: &mut OomEvent) {
+        if let Some(sampler) = &self.sampler {
+            attach_snapshot(sampler, event).await;
+        }
+        if let (Some(cri), Some(id)) = (&self.cri, event.container.as_ref().map(|c| c.id.clone())) {
+            match tokio::time::timeout(CRI_TIMEOUT, cri.resolve(&id)).await {
+                Ok(Some(resolved)) => crate::event::apply_runtime(event, &resolved),
+                Ok(None) => debug!(id = %event.id, container = %id, "container unknown to the runtime"),
+                Err(_) => warn!(id = %event.id, "the container runtime did not answer in time"),
+            }
+        }
+        if let Some(kube) = &self.kube
+            && tokio::time::timeout(CRI_TIMEOUT, kube.enrich(event))
+                .await
+                .is_err()
+        {
+            warn!(id = %event.id, "the Kubernetes API did not answer in time");
+        }
+    }
+}
+
+/// Attaches the memory history of the victim's cgroup (and of the limited
+/// cgroup when it is another level) up to the kill, and the node view.
+async fn attach_snapshot(sampler: &SamplerHandle, event: &mut OomEvent) {
+    let until_ms = super::event_time_ms(event);
+    let request = sampler.snapshot(event.task_memcg.clone(), event.oom_memcg.clone(), until_ms);
+    match tokio::time::timeout(SNAPSHOT_TIMEOUT, request).await {
+        Ok(Some(snapshot)) => {
+            event.history = snapshot.victim;
+            event.oom_memcg_history = snapshot.oom_memcg;
+            event.node_memory = snapshot.node;
+        }
+        Ok(None) => warn!(id = %event.id, "the sampler is gone; event sent without history"),
+        Err(_) => warn!(id = %event.id, "the sampler did not answer in time; event sent without history"),
+    }
+}

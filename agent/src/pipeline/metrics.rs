@@ -1,0 +1,194 @@
+//! What the pipeline counts, and the happenings that count it (each also
+//! writes its log line).
+
+use std::fmt::Write as _;
+
+use oomlens_proto::json::JsonEnum;
+use oomlens_proto::v1::{OomEvent, Scope};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tracing::{debug, info, warn};
+
+use super::attribute::Placement;
+use crate::telemetry::Happening;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KillLabels {
+    /// `Scope` as its JSON word (8 values).
+    pub scope: String,
+    /// The pod's namespace; empty when unknown (identity from the path
+    /// only). Bounded by the cluster's namespaces.
+    pub namespace: String,
+}
+
+impl EncodeLabelValue for Placement {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.word())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlacementLabels {
+    pub by: Placement,
+}
+
+/// The pipeline's counters. Clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineMetrics {
+    kills: Family<KillLabels, Counter>,
+    partial_kills: Counter,
+    placements: Family<PlacementLabels, Counter>,
+    forged_lines: Counter,
+    missed_kills: Gauge,
+    printer_dropped: Counter,
+}
+
+impl PipelineMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "oom_kills",
+            "OOM kills reported, by scope and namespace",
+            self.kills.clone(),
+        );
+        registry.register(
+            "oom_kills_partial",
+            "OOM kills whose report the kernel rate-limited (no cgroup path in the log)",
+            self.partial_kills.clone(),
+        );
+        registry.register(
+            "kill_placements",
+            "How each reported kill's cgroup was found (report, proc, process_list, notice, counter, unplaced)",
+            self.placements.clone(),
+        );
+        registry.register(
+            "kmsg_forged_lines",
+            "Kill-like kernel log lines not written by the kernel (ignored)",
+            self.forged_lines.clone(),
+        );
+        registry.register(
+            "missed_kills",
+            "OOM kills /proc/vmstat counted that the kernel log did not show",
+            self.missed_kills.clone(),
+        );
+        registry.register(
+            "printed_events_dropped",
+            "Events not printed on standard output because it did not keep up (still spooled and logged)",
+            self.printer_dropped.clone(),
+        );
+    }
+
+    /// Kills counted so far with this scope word and namespace.
+    pub fn kills(&self, scope: &str, namespace: &str) -> u64 {
+        self.kills
+            .get_or_create(&KillLabels {
+                scope: scope.to_owned(),
+                namespace: namespace.to_owned(),
+            })
+            .get()
+    }
+}
+
+/// A kill leaves the pipeline: counted by scope, namespace and how it was
+/// placed, and logged with what an SRE needs to find it.
+#[derive(Debug)]
+pub struct KillReported<'a> {
+    pub event: &'a OomEvent,
+    pub placement: Placement,
+}
+
+impl Happening for KillReported<'_> {
+    type Metrics = PipelineMetrics;
+    fn emit(self, metrics: &PipelineMetrics) {
+        let event = self.event;
+        let scope = Scope::try_from(event.scope)
+            .ok()
+            .and_then(JsonEnum::word)
+            .unwrap_or_default();
+        let namespace = event
+            .pod
+            .as_ref()
+            .and_then(|p| p.namespace.clone())
+            .unwrap_or_default();
+        let victim = event.victim.as_ref();
+        info!(
+            id = %event.id,
+            scope = %scope,
+            pid = victim.and_then(|v| v.pid),
+            comm = victim.and_then(|v| v.comm.as_deref()).unwrap_or("?"),
+            oom_memcg = event.oom_memcg.as_deref().unwrap_or("?"),
+            task_memcg = event.task_memcg.as_deref().unwrap_or("?"),
+            placed_by = self.placement.word(),
+            partial = event.partial,
+            "OOM kill"
+        );
+        if self.placement == Placement::Unplaced {
+            warn!(id = %event.id, "kill without a cgroup path: no evidence placed it without a guess");
+        }
+        metrics
+            .kills
+            .get_or_create(&KillLabels { scope, namespace })
+            .inc();
+        metrics
+            .placements
+            .get_or_create(&PlacementLabels { by: self.placement })
+            .inc();
+        if event.partial {
+            metrics.partial_kills.inc();
+        }
+    }
+}
+
+/// A kill-like line that the kernel did not write (someone writes to
+/// `/dev/kmsg`): ignored.
+#[derive(Debug)]
+pub struct ForgedLines(pub u64);
+
+impl Happening for ForgedLines {
+    type Metrics = PipelineMetrics;
+    fn emit(self, metrics: &PipelineMetrics) {
+        if self.0 > 0 {
+            warn!(
+                lines = self.0,
+                "ignored kill-like kernel log lines not written by the kernel"
+            );
+            metrics.forged_lines.inc_by(self.0);
+        }
+    }
+}
+
+/// `/proc/vmstat` counted kills that the log did not show (in total).
+#[derive(Debug)]
+pub struct KillsMissed {
+    pub total: u64,
+    pub new: bool,
+}
+
+impl Happening for KillsMissed {
+    type Metrics = PipelineMetrics;
+    fn emit(self, metrics: &PipelineMetrics) {
+        if self.new {
+            warn!(
+                missed = self.total,
+                "the kernel counted OOM kills that its log did not show"
+            );
+        }
+        metrics
+            .missed_kills
+            .set(i64::try_from(self.total).unwrap_or(i64::MAX));
+    }
+}
+
+/// Standard output did not keep up: an event was not printed.
+#[derive(Debug)]
+pub struct PrintDropped<'a>(pub &'a str);
+
+impl Happening for PrintDropped<'_> {
+    type Metrics = PipelineMetrics;
+    fn emit(self, metrics: &PipelineMetrics) {
+        debug!(id = %self.0, "standard output is not keeping up; event not printed");
+        metrics.printer_dropped.inc();
+    }
+}

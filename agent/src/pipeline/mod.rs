@@ -1,0 +1,451 @@
+//! The live pipeline: kernel log records in, enriched OOM events out.
+//!
+//! ```text
+//! records (a Stream: /dev/kmsg, or fixtures in tests)
+//!   -> oom::Parser                      one report per killed process
+//!   -> event::event_from_report         the event, placed by its report's paths
+//!   -> attribute::Attributor            kills without a path: /proc, the sampler's evidence
+//!   -> enrich::Enrichers                history, runtime names, Kubernetes owners
+//!   -> EventSink                        spool (durable), then printer and channel
+//! ```
+//!
+//! One task owns all of it. The cursor (the last record fully handled)
+//! never moves past a report still open or a kill still waiting to be
+//! placed, and moves past a kill only once it is spooled: a restart replays
+//! exactly what was not delivered. [`run`] reads `/dev/kmsg`; [`run_on`]
+//! takes any stream of records, so the whole pipeline runs in component
+//! tests without root (with tokio's paused clock for its waits).
+
+pub mod attribute;
+mod enrich;
+pub mod metrics;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt as _};
+use oomlens_proto::v1::OomEvent;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use self::attribute::{ATTRIBUTION_WAIT, Attributor, PID_LOOKBACK_MS, Placement};
+pub use self::enrich::Enrichers;
+use self::metrics::{ForgedLines, KillReported, KillsMissed, PipelineMetrics, PrintDropped};
+use crate::event::{NodeContext, attribute, event_from_report};
+use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, ReaderMetrics, ReaderStats, StartAt};
+use crate::oom::{OomReport, Parser, ParserStats};
+use crate::telemetry::{Happening as _, Readiness};
+use crate::vmstat::{Reconciler, read_vmstat_oom_kill};
+
+/// Where finished events go: the durable spool (written before the kernel
+/// log cursor moves past the kill), then the outputs.
+#[derive(Debug, Clone, Default)]
+pub struct EventSink {
+    pub spool: Option<crate::ship::SharedSpool>,
+    /// A consumer that must see every event (tests, the demo): the
+    /// pipeline waits for room.
+    pub channel: Option<mpsc::Sender<OomEvent>>,
+    /// Best-effort output (the terminal): never waited for, so a stuck
+    /// stdout cannot stall reading the kernel log; an event that finds it
+    /// full is not printed (it is still spooled and logged), and counted.
+    pub printer: Option<mpsc::Sender<OomEvent>>,
+}
+
+impl From<mpsc::Sender<OomEvent>> for EventSink {
+    fn from(channel: mpsc::Sender<OomEvent>) -> Self {
+        Self {
+            channel: Some(channel),
+            ..Self::default()
+        }
+    }
+}
+
+/// Where the pipeline reads and keeps its state, and who it reports to.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub kmsg_path: PathBuf,
+    pub proc_root: PathBuf,
+    /// Holds `kmsg.cursor`; None: no resume across restarts.
+    pub state_dir: Option<PathBuf>,
+    pub node: NodeContext,
+    /// Where to start without a cursor of this boot.
+    pub start_without_cursor: StartAt,
+    /// After this long without a record, finished kills are reported
+    /// without waiting for the next record.
+    pub idle_flush: Duration,
+    /// Memory history, runtime names, Kubernetes owners; each optional.
+    /// The sampler also places kills whose report named no cgroup.
+    pub enrichers: Enrichers,
+    pub metrics: PipelineMetrics,
+    pub reader_metrics: ReaderMetrics,
+    pub readiness: Arc<Readiness>,
+}
+
+impl PipelineConfig {
+    /// Reads `kmsg_path` from its end (without a cursor), with `/proc`
+    /// under `proc_root`; no state, no enrichment.
+    pub fn new(kmsg_path: PathBuf, proc_root: PathBuf, node: NodeContext) -> Self {
+        Self {
+            kmsg_path,
+            proc_root,
+            state_dir: None,
+            node,
+            start_without_cursor: StartAt::End,
+            idle_flush: Duration::from_millis(20),
+            enrichers: Enrichers::default(),
+            metrics: PipelineMetrics::default(),
+            reader_metrics: ReaderMetrics::default(),
+            readiness: Arc::default(),
+        }
+    }
+}
+
+/// What the pipeline counted, for the shutdown log and tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PipelineStats {
+    pub reader: ReaderStats,
+    pub parser: ParserStats,
+    pub events: u64,
+    /// Kills `/proc/vmstat` counted that the log never showed.
+    pub missed_kills: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Kmsg(#[from] KmsgError),
+    #[error("the event consumer went away")]
+    SinkClosed,
+}
+
+/// A kill waiting for the sampler's evidence (see [`attribute`]).
+#[derive(Debug)]
+struct Waiting {
+    due: tokio::time::Instant,
+    event: OomEvent,
+    seq: Option<u64>,
+}
+
+/// The kernel log position: the last record read, and the last one saved.
+#[derive(Debug)]
+struct Position {
+    cursor_path: Option<PathBuf>,
+    last_seq: Option<u64>,
+    saved_seq: Option<u64>,
+}
+
+struct Pipeline {
+    config: PipelineConfig,
+    parser: Parser,
+    forged_seen: u64,
+    vmstat: Option<Reconciler>,
+    sink: EventSink,
+    position: Position,
+    events: u64,
+    waiting: VecDeque<Waiting>,
+    attributor: Attributor,
+}
+
+/// Unix milliseconds of a kill (now, when its time is unknown).
+pub(crate) fn event_time_ms(event: &OomEvent) -> u64 {
+    event
+        .time
+        .as_ref()
+        .map_or_else(oomlens_proto::time::now_unix_ms, oomlens_proto::time::unix_ms)
+}
+
+impl Pipeline {
+    fn push(&mut self, line: &crate::oom::InputLine<'_>) {
+        self.parser.push(line);
+        let forged = self.parser.stats().forged;
+        ForgedLines(forged - self.forged_seen).emit(&self.config.metrics);
+        self.forged_seen = forged;
+    }
+
+    /// Places, enriches and sends every finished report; kills that need
+    /// the sampler's evidence wait.
+    async fn take_reports(&mut self) -> Result<(), PipelineError> {
+        while let Some(report) = self.parser.next_report() {
+            if let (Some(vmstat), Some(us)) = (self.vmstat.as_mut(), report.kill_stamp.monotonic_us) {
+                vmstat.kill_seen(us);
+            }
+            let mut event = event_from_report(&report, &self.config.node, self.events);
+            let placement = self.place_at_once(&report, &mut event).await;
+            self.find_limit(&mut event).await;
+            if let (Some(path), Some(us)) = (
+                &event.task_memcg,
+                event.kernel.as_ref().and_then(|k| k.monotonic_us),
+            ) {
+                self.attributor.placed(path, us, event_time_ms(&event));
+            }
+            match placement {
+                Some(placement) => self.send(event, placement).await?,
+                None if self.config.enrichers.sampler.is_some() => self.waiting.push_back(Waiting {
+                    due: tokio::time::Instant::now() + ATTRIBUTION_WAIT,
+                    event,
+                    seq: report.kill_stamp.seq,
+                }),
+                None => self.send(event, Placement::Unplaced).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// reported → Placed(Report | Proc | ProcessList), or None: waiting.
+    async fn place_at_once(&self, report: &OomReport, event: &mut OomEvent) -> Option<Placement> {
+        if event.task_memcg.is_some() {
+            return Some(Placement::Report);
+        }
+        let pid = u32::try_from(report.victim.pid).ok()?;
+        // A bare kill line: the victim is dying right now, and its /proc
+        // entry usually still names its cgroup.
+        if let Some(path) = crate::procfs::memory_cgroup_of(&self.config.proc_root, pid) {
+            attribute(event, None, Some(&path));
+            return Some(Placement::Proc);
+        }
+        // Gone from /proc: the sampler lists the processes of cgroups near
+        // their limit, where memcg kills happen.
+        let sampler = self.config.enrichers.sampler.as_ref()?;
+        let since = event_time_ms(event).saturating_sub(PID_LOOKBACK_MS);
+        let path = sampler.cgroup_of_pid(pid, since).await?;
+        attribute(event, None, Some(&path));
+        Some(Placement::ProcessList)
+    }
+
+    /// A memcg kill placed by its victim's cgroup alone: which limit was
+    /// hit (the container's or the pod's decides the scope), from the
+    /// sampled usage just before the kill.
+    async fn find_limit(&self, event: &mut OomEvent) {
+        let (Some(sampler), Some(task)) = (&self.config.enrichers.sampler, event.task_memcg.clone()) else {
+            return;
+        };
+        if event.oom_memcg.is_some() || event.constraint != oomlens_proto::v1::Constraint::Memcg as i32 {
+            return;
+        }
+        if let Some(limited) = sampler.limited_cgroup(task, event_time_ms(event)).await {
+            attribute(event, Some(&limited), None);
+        }
+    }
+
+    /// Waiting → Placed(Notice | Counter) or Unplaced, for the kills that
+    /// are due (all of them when `all`, at shutdown).
+    async fn release_waiting(&mut self, all: bool) -> Result<(), PipelineError> {
+        let now = tokio::time::Instant::now();
+        while self.waiting.front().is_some_and(|w| all || w.due <= now) {
+            let Some(Waiting { mut event, .. }) = self.waiting.pop_front() else {
+                break;
+            };
+            let placement = self.place_by_evidence(&mut event).await;
+            self.send(event, placement).await?;
+        }
+        Ok(())
+    }
+
+    async fn place_by_evidence(&mut self, event: &mut OomEvent) -> Placement {
+        let Some(sampler) = self.config.enrichers.sampler.clone() else {
+            return Placement::Unplaced;
+        };
+        if let Some(kill_us) = event.kernel.as_ref().and_then(|k| k.monotonic_us) {
+            let (from, to) = Attributor::notice_window(kill_us);
+            let notices = sampler.oom_notices(from, to).await;
+            if let Some(place) = self.attributor.place_by_notices(kill_us, notices) {
+                attribute(event, place.oom_memcg.as_deref(), place.task_memcg.as_deref());
+                return Placement::Notice;
+            }
+        }
+        let kill_ms = event_time_ms(event);
+        let (from, to) = Attributor::step_window(kill_ms);
+        let steps = sampler.oom_steps(from, to).await;
+        match self.attributor.place_by_steps(kill_ms, steps) {
+            Ok(cgroup) => {
+                attribute(event, None, Some(&cgroup));
+                self.find_limit(event).await;
+                Placement::Counter
+            }
+            Err(candidates) => {
+                info!(id = %event.id, candidates, "no unambiguous OOM counter step for a kill without cgroup path");
+                Placement::Unplaced
+            }
+        }
+    }
+
+    async fn send(&mut self, mut event: OomEvent, placement: Placement) -> Result<(), PipelineError> {
+        self.config.enrichers.enrich(&mut event).await;
+        KillReported {
+            event: &event,
+            placement,
+        }
+        .emit(&self.config.metrics);
+        if let Some(spool) = &self.sink.spool {
+            spool.append_retrying(&event).await;
+        }
+        if let Some(printer) = &self.sink.printer
+            && printer.try_send(event.clone()).is_err()
+        {
+            PrintDropped(&event.id).emit(&self.config.metrics);
+        }
+        if let Some(channel) = &self.sink.channel {
+            channel.send(event).await.map_err(|_| PipelineError::SinkClosed)?;
+        }
+        self.events += 1;
+        Ok(())
+    }
+
+    /// The cursor may advance to the last record read, except past the
+    /// start of a report still in progress or a kill still waiting.
+    fn save_cursor(&mut self) {
+        let position = &mut self.position;
+        let (Some(path), Some(last)) = (&position.cursor_path, position.last_seq) else {
+            return;
+        };
+        let waiting = self.waiting.iter().filter_map(|w| w.seq);
+        let safe = self
+            .parser
+            .oldest_open_seq()
+            .into_iter()
+            .chain(waiting)
+            .map(|seq| seq.saturating_sub(1))
+            .fold(last, u64::min);
+        if position.saved_seq == Some(safe) {
+            return;
+        }
+        let cursor = Cursor {
+            boot_id: self.config.node.boot_id.clone(),
+            seq: safe,
+        };
+        match cursor.save(path) {
+            Ok(()) => position.saved_seq = Some(safe),
+            Err(error) => warn!(%error, "kmsg cursor not saved; a restart may report kills twice"),
+        }
+    }
+
+    /// Once a second: the vmstat cross-check.
+    fn tick(&mut self) {
+        match read_vmstat_oom_kill(&self.config.proc_root) {
+            Ok(Some(value)) => {
+                let now = crate::clock::monotonic_us();
+                let vmstat = self.vmstat.get_or_insert_with(|| Reconciler::new(now, value));
+                let before = vmstat.missed();
+                vmstat.counter(now, value);
+                KillsMissed {
+                    total: vmstat.missed(),
+                    new: vmstat.missed() > before,
+                }
+                .emit(&self.config.metrics);
+            }
+            Ok(None) => {}
+            Err(error) => warn!(%error, "cannot read vmstat"),
+        }
+        self.save_cursor();
+    }
+}
+
+/// Sleeps until the first waiting kill is due; forever when none is.
+async fn sleep_until_due(waiting: &VecDeque<Waiting>) {
+    match waiting.front() {
+        Some(first) => tokio::time::sleep_until(first.due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the kernel log at `config.kmsg_path` (from the saved cursor of
+/// this boot, else `config.start_without_cursor`) until `shutdown`
+/// completes, then reports what is finished, saves the cursor and returns.
+pub async fn run(
+    config: PipelineConfig,
+    sink: impl Into<EventSink>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<PipelineStats, PipelineError> {
+    let cursor = match config
+        .state_dir
+        .as_deref()
+        .map(|dir| Cursor::load(&dir.join(CURSOR_FILE)))
+    {
+        Some(Ok(cursor)) => cursor,
+        Some(Err(error)) => {
+            warn!(%error, "starting without a resume cursor");
+            None
+        }
+        None => None,
+    };
+    let start = Cursor::start_for(cursor.as_ref(), &config.node.boot_id, config.start_without_cursor);
+    info!(path = %config.kmsg_path.display(), ?start, boot_id = %config.node.boot_id, "reading the kernel log");
+    let reader = KmsgReader::open(&config.kmsg_path, start)?.with_metrics(config.reader_metrics.clone());
+    config.readiness.set_kmsg_ready();
+    run_on(config, reader.into_stream(), sink, shutdown).await
+}
+
+/// The cursor's file in the state directory.
+pub const CURSOR_FILE: &str = "kmsg.cursor";
+
+/// Runs the pipeline on `records` until `shutdown` completes (a stream
+/// that ends just stops yielding records) or a read fails.
+pub async fn run_on(
+    config: PipelineConfig,
+    records: impl Stream<Item = Result<KmsgItem, KmsgError>>,
+    sink: impl Into<EventSink>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<PipelineStats, PipelineError> {
+    let mut pipeline = Pipeline {
+        parser: Parser::new(),
+        forged_seen: 0,
+        vmstat: None,
+        sink: sink.into(),
+        position: Position {
+            cursor_path: config.state_dir.as_ref().map(|dir| dir.join(CURSOR_FILE)),
+            last_seq: None,
+            saved_seq: None,
+        },
+        events: 0,
+        waiting: VecDeque::new(),
+        attributor: Attributor::default(),
+        config,
+    };
+    pipeline.tick();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut records = std::pin::pin!(records);
+    let mut records_open = true;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let idle = tokio::time::sleep(pipeline.config.idle_flush);
+        tokio::select! {
+            item = records.next(), if records_open => match item.transpose()? {
+                Some(KmsgItem::Record(record)) => {
+                    pipeline.push(&record.input_line());
+                    pipeline.position.last_seq = Some(record.seq);
+                    pipeline.take_reports().await?;
+                }
+                // The reader logged and counted these.
+                Some(KmsgItem::Gap { .. } | KmsgItem::Malformed(_)) => {}
+                None => records_open = false,
+            },
+            () = idle, if pipeline.parser.has_open_reports() => {
+                pipeline.parser.flush_killed();
+                pipeline.take_reports().await?;
+                pipeline.save_cursor();
+            }
+            () = sleep_until_due(&pipeline.waiting) => {
+                pipeline.release_waiting(false).await?;
+                pipeline.save_cursor();
+            }
+            _ = ticker.tick() => pipeline.tick(),
+            () = &mut shutdown => break,
+        }
+    }
+    pipeline.parser.flush_killed();
+    pipeline.take_reports().await?;
+    pipeline.release_waiting(true).await?;
+    pipeline.save_cursor();
+    let stats = PipelineStats {
+        reader: pipeline.config.reader_metrics.stats(),
+        parser: pipeline.parser.stats(),
+        events: pipeline.events,
+        missed_kills: pipeline.vmstat.as_ref().map_or(0, Reconciler::missed),
+    };
+    info!(?stats, "stopped reading the kernel log");
+    Ok(stats)
+}
