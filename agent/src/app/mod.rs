@@ -14,75 +14,24 @@ use anyhow::Context as _;
 use oomlens_common::client::ClientConfig;
 use oomlens_common::process::{Drain, Shutdown};
 use oomlens_proto::v1::{AgentHello, OomEvent};
-use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::cgroup::{self, Sampler, SamplerConfig, SamplerMetrics, Schedule, Selection, WarningRules};
+use crate::cgroup::{self, Sampler, SamplerConfig, Schedule, Selection, WarningRules};
 use crate::event::NodeContext;
-use crate::kmsg::{ReaderMetrics, StartAt};
+use crate::kmsg::StartAt;
 use crate::output::Format;
-use crate::pipeline::metrics::PipelineMetrics;
 use crate::pipeline::{self, Enrichers, EventSink, PipelineConfig, PipelineStats};
-use crate::pods::{IdentityMetrics, IdentitySource, cri};
-use crate::ship::{self, SenderMetrics, SharedSpool, ShipperConfig, SideItem, SpoolMetrics};
-use crate::telemetry::{self, Readiness};
+use crate::pods::{IdentitySource, cri};
+use crate::ship::{self, SharedSpool, ShipperConfig, SideItem};
+use crate::telemetry;
 
-/// Every metric the agent exports: each component's own set, registered
-/// in one registry.
-#[derive(Debug)]
-pub struct AgentMetrics {
-    registry: Arc<Registry>,
-    pub readiness: Arc<Readiness>,
-    pub reader: ReaderMetrics,
-    pub pipeline: PipelineMetrics,
-    pub sampler: SamplerMetrics,
-    pub spool: SpoolMetrics,
-    pub sender: SenderMetrics,
-    pub identity: IdentityMetrics,
-}
+mod metrics;
+mod sources;
 
-impl Default for AgentMetrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl AgentMetrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("oomlens_agent");
-        let metrics = Self {
-            registry: Arc::default(),
-            readiness: Arc::default(),
-            reader: ReaderMetrics::default(),
-            pipeline: PipelineMetrics::default(),
-            sampler: SamplerMetrics::default(),
-            spool: SpoolMetrics::default(),
-            sender: SenderMetrics::default(),
-            identity: IdentityMetrics::default(),
-        };
-        metrics.pipeline.register(&mut registry);
-        metrics.reader.register(&mut registry);
-        metrics.sampler.register(&mut registry);
-        metrics.spool.register(&mut registry);
-        metrics.sender.register(&mut registry);
-        metrics.identity.register(&mut registry);
-        Self {
-            registry: Arc::new(registry),
-            ..metrics
-        }
-    }
-
-    pub fn registry(&self) -> Arc<Registry> {
-        Arc::clone(&self.registry)
-    }
-
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
-        telemetry::encode(&self.registry)
-    }
-}
+pub use metrics::AgentMetrics;
+use sources::{start_cri, start_kube};
 
 /// How the sampler runs.
 #[derive(Debug, Clone)]
@@ -455,89 +404,4 @@ fn sampling_grace(config: &Config) -> Duration {
         .sampling
         .as_ref()
         .map_or(Duration::from_secs(120), |s| s.grace)
-}
-
-/// The runtime's names and main pids, relisted every second as the kubelet
-/// does: a container that dies of memory soon after starting still has its
-/// main pid.
-async fn start_cri(socket: &std::path::Path, grace: Duration, shutdown: &Shutdown) -> Option<cri::CriHandle> {
-    match cri::CriClient::connect(socket).await {
-        Ok(client) => {
-            let (handle, requests) = cri::CriResolver::channel();
-            let resolver = cri::CriResolver::new(client, grace, Duration::from_secs(1));
-            tokio::spawn(resolver.run(requests, shutdown.wait()));
-            Some(handle)
-        }
-        Err(error) => {
-            warn!(%error, "pod and container names unavailable: identity from cgroup paths only");
-            None
-        }
-    }
-}
-
-/// This node's pods from the Kubernetes API: owners, requests and limits.
-async fn start_kube(node: &str, shutdown: &Shutdown) -> Option<Arc<crate::pods::kube::KubeEnricher>> {
-    match kube::Client::try_default().await {
-        Ok(client) => {
-            let (enricher, reflector) = crate::pods::kube::KubeEnricher::start(client, node);
-            let stopping = shutdown.wait();
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = reflector => {}
-                    () = stopping => {}
-                }
-            });
-            Some(Arc::new(enricher))
-        }
-        Err(error) => {
-            warn!(%error, "Kubernetes API unavailable: no owners, requests or limits on events");
-            None
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pipeline::attribute::Placement;
-    use crate::pipeline::metrics::{KillReported, KillsMissed};
-    use crate::telemetry::Happening as _;
-    use oomlens_proto::v1::{Pod, Scope};
-
-    #[test]
-    fn kills_are_counted_by_scope_and_namespace() {
-        let metrics = AgentMetrics::new();
-        let event = OomEvent {
-            scope: Scope::PodLimit as i32,
-            pod: Some(Pod {
-                namespace: Some("shop".into()),
-                ..Pod::default()
-            }),
-            partial: true,
-            ..OomEvent::default()
-        };
-        for _ in 0..2 {
-            KillReported {
-                event: &event,
-                placement: Placement::Counter,
-            }
-            .emit(&metrics.pipeline);
-        }
-        metrics.reader.count(10, 3);
-        metrics.reader.count(5, 0);
-        KillsMissed { total: 2, new: true }.emit(&metrics.pipeline);
-        let text = metrics.encode();
-        assert!(
-            text.contains(r#"oomlens_agent_oom_kills_total{scope="pod_limit",namespace="shop"} 2"#),
-            "{text}"
-        );
-        assert!(text.contains("oomlens_agent_oom_kills_partial_total 2"), "{text}");
-        assert!(text.contains("oomlens_agent_kmsg_records_total 15"), "{text}");
-        assert!(text.contains("oomlens_agent_kmsg_lost_records_total 3"), "{text}");
-        assert!(text.contains("oomlens_agent_missed_kills 2"), "{text}");
-        assert!(
-            text.contains(r#"oomlens_agent_kill_placements_total{by="counter"} 2"#),
-            "{text}"
-        );
-    }
 }

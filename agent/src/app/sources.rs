@@ -1,0 +1,57 @@
+//! Identity sources started with the agent: the container runtime and the
+//! Kubernetes API. Either may be missing; identity then comes from cgroup
+//! paths.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oomlens_common::process::Shutdown;
+use tracing::warn;
+
+use crate::pods::cri;
+
+/// The runtime's names and main pids, relisted every second as the kubelet
+/// does: a container that dies of memory soon after starting still has its
+/// main pid.
+pub(super) async fn start_cri(
+    socket: &std::path::Path,
+    grace: Duration,
+    shutdown: &Shutdown,
+) -> Option<cri::CriHandle> {
+    match cri::CriClient::connect(socket).await {
+        Ok(client) => {
+            let (handle, requests) = cri::CriResolver::channel();
+            let resolver = cri::CriResolver::new(client, grace, Duration::from_secs(1));
+            tokio::spawn(resolver.run(requests, shutdown.wait()));
+            Some(handle)
+        }
+        Err(error) => {
+            warn!(%error, "pod and container names unavailable: identity from cgroup paths only");
+            None
+        }
+    }
+}
+
+/// This node's pods from the Kubernetes API: owners, requests and limits.
+pub(super) async fn start_kube(
+    node: &str,
+    shutdown: &Shutdown,
+) -> Option<Arc<crate::pods::kube::KubeEnricher>> {
+    match kube::Client::try_default().await {
+        Ok(client) => {
+            let (enricher, reflector) = crate::pods::kube::KubeEnricher::start(client, node);
+            let stopping = shutdown.wait();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = reflector => {}
+                    () = stopping => {}
+                }
+            });
+            Some(Arc::new(enricher))
+        }
+        Err(error) => {
+            warn!(%error, "Kubernetes API unavailable: no owners, requests or limits on events");
+            None
+        }
+    }
+}
