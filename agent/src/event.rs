@@ -26,7 +26,7 @@ pub fn classify_scope(constraint: ReportConstraint, oom_memcg: Option<&str>) -> 
         ReportConstraint::Global => pb::Scope::NodeOom,
         ReportConstraint::Cpuset => pb::Scope::Cpuset,
         ReportConstraint::MemoryPolicy => pb::Scope::Mempolicy,
-        ReportConstraint::Unknown => pb::Scope::Unknown,
+        ReportConstraint::Unknown => pb::Scope::NodeOom,
         ReportConstraint::Memcg => match oom_memcg.map(|m| parse_cgroup_path(m).level) {
             Some(Level::Container) => pb::Scope::ContainerLimit,
             Some(Level::Pod) => pb::Scope::PodLimit,
@@ -43,7 +43,8 @@ fn constraint_of(constraint: ReportConstraint) -> pb::Constraint {
         ReportConstraint::Global => pb::Constraint::Global,
         ReportConstraint::Cpuset => pb::Constraint::Cpuset,
         ReportConstraint::MemoryPolicy => pb::Constraint::Mempolicy,
-        ReportConstraint::Unknown => pb::Constraint::Unspecified,
+        // Nothing in the report says: the documented default.
+        ReportConstraint::Unknown => pb::Constraint::Global,
     }
 }
 
@@ -79,7 +80,6 @@ pub fn event_from_report(report: &OomReport, ctx: &NodeContext, ordinal: u64) ->
     let constraint = report.constraint();
     let oom_memcg = report.oom_memcg().map(str::to_owned);
     let task_memcg = report.task_memcg().map(str::to_owned);
-    let summary = report.summary.as_ref();
 
     let victim = &report.victim;
     let mut event = pb::OomEvent {
@@ -89,11 +89,9 @@ pub fn event_from_report(report: &OomReport, ctx: &NodeContext, ordinal: u64) ->
         constraint: constraint_of(constraint) as i32,
         scope: classify_scope(constraint, oom_memcg.as_deref()) as i32,
         victim: Some(pb::Victim {
-            pid: Some(victim.pid),
-            comm: Some(victim.comm.clone()),
-            uid: victim
-                .uid
-                .or(summary.filter(|s| s.pid == Some(victim.pid)).and_then(|s| s.uid)),
+            pid: victim.pid,
+            comm: victim.comm.clone(),
+            uid: victim.uid,
             total_vm_kb: victim.total_vm_kb,
             anon_rss_kb: victim.anon_rss_kb,
             file_rss_kb: victim.file_rss_kb,
@@ -142,6 +140,7 @@ pub fn event_from_report(report: &OomReport, ctx: &NodeContext, ordinal: u64) ->
                 monotonic_us: line.stamp.monotonic_us,
                 level: line.stamp.level.map(u32::from),
                 text: line.text.clone(),
+                input_line: line.stamp.line,
             })
             .collect(),
         kernel: (stamp.seq.is_some() || stamp.monotonic_us.is_some()).then(|| pb::KernelRef {

@@ -77,6 +77,17 @@ pub fn parse(request: &ParseRequest<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every kill in a saved log, as events (node: the host the log shows).
+pub fn events_from_text(text: &str, year: i64) -> Vec<oomlens_proto::v1::OomEvent> {
+    let (reports, _) = reports_from_text(text, year);
+    let ctx = NodeContext::default();
+    reports
+        .iter()
+        .enumerate()
+        .map(|(ordinal, report)| event_from_report(report, &ctx, ordinal as u64))
+        .collect()
+}
+
 /// This year, for syslog timestamps.
 pub fn current_year() -> i64 {
     let days = oomlens_proto::time::now_unix_ms() / 86_400_000;

@@ -66,6 +66,7 @@ fn node_kill() -> OomEvent {
             monotonic_us: Some(86_400_123_456),
             level: Some(3),
             text: "Out of memory: Killed process 7 (worker) total-vm:1kB, anon-rss:2kB".into(),
+            input_line: None,
         }],
         ..OomEvent::default()
     }

@@ -150,6 +150,7 @@ fn full_event() -> OomEvent {
             monotonic_us: Some(10_837_389_275),
             level: Some(3),
             text: "Memory cgroup out of memory: Killed process 2061 (tail)".into(),
+            input_line: None,
         }],
         kernel: Some(KernelRef {
             boot_id: Some("boot".into()),

@@ -204,7 +204,12 @@ async fn forged_kill_lines_yield_no_event() {
     parser.finish();
     while let Some(report) = parser.next_report() {
         assert!(
-            !report.victim.comm.contains(&marker),
+            !report
+                .victim
+                .comm
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&marker),
             "forged kill reported: {report:?}"
         );
     }

@@ -51,6 +51,7 @@ impl Record {
                 monotonic_us: Some(self.timestamp_us),
                 wall: None,
                 level: Some(self.level),
+                line: None,
             },
         }
     }

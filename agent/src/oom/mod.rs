@@ -1,8 +1,14 @@
 //! Turning kernel log lines into OOM reports: [`lines`] recognises each line
-//! of a report, [`parser`] assembles them into one report per kill. Both are
-//! pure and shared by the live `/dev/kmsg` path and the post-mortem parser.
+//! of a report (with [`fields`] for the values inside), [`parser`] groups
+//! them into bursts, [`assemble`] turns a burst into one [`OomReport`] per
+//! kill by the rules in [`report`]. All pure, and shared by the live
+//! `/dev/kmsg` path and the post-mortem parser.
 
+mod assemble;
+pub mod fields;
 pub mod lines;
 pub mod parser;
+pub mod report;
 
-pub use parser::{InputLine, OomReport, Parser, ParserStats, ReportConstraint, Stamp};
+pub use parser::{InputLine, Parser, ParserStats, Unused, UnusedLine};
+pub use report::{Anchor, EvidenceLine, OomReport, ReportConstraint, Stamp, VictimInfo};

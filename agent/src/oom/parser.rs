@@ -1,19 +1,25 @@
 //! The OOM report state machine: kernel lines in, one [`OomReport`] per
 //! killed process out. Pure: no I/O, no clock; time comes from the lines.
 //!
-//! A report is a burst of lines that starts at `invoked oom-killer` and ends
-//! at `Killed process` (plus, for `memory.oom.group`, the kills of the rest
-//! of the group). A burst is closed, and its kills reported, when the same
-//! CPU/task starts another one, when a line stamped more than
-//! [`KILL_SETTLE_US`] after its kill arrives, or when the caller flushes
-//! (the reader does after a short idle; text input at its end). Lines are
-//! routed to bursts by the printk caller id when the kernel provides one, so
-//! reports interleaved by two CPUs stay apart; without it, by the pid named
-//! on the summary and kill lines.
+//! A report is a burst of lines: usually `invoked oom-killer` ... `Killed
+//! process` (plus, for `memory.oom.group`, the kills of the rest of the
+//! group). Logs people paste have lost parts of it, so any anchor opens a
+//! burst too: a summary line (`oom-kill:...`, with its kill line joined by
+//! pid, before or after it), a `Task in` line, a `Kill process ... or
+//! sacrifice child` line, or a kill line alone (rate-limited header). A
+//! burst is closed, and its kills reported, when its printer starts another
+//! one, when a line stamped more than [`KILL_SETTLE_US`] after its kill
+//! arrives, or when the caller flushes (the live reader after a short idle;
+//! text input at its end). A burst that never reached an anchor is no
+//! kill. Lines are routed to bursts by the printk caller id when the kernel
+//! provides one, so reports interleaved by two CPUs stay apart; without
+//! it, by the pid named on the summary and kill lines.
 
 use std::collections::VecDeque;
 
-use super::lines::{self, CounterKind, KillLine, MemcgCounter, OomLine, Summary, TriggerLine};
+use super::assemble::{BurstParts, Choice, Kill};
+use super::lines::{self, ChooseLine, CounterKind, KillLine, MemcgCounter, OomLine, Summary, TriggerLine};
+use super::report::{EvidenceLine, OomReport, Stamp, SummaryInfo, TaskInfo, TriggerInfo, VictimInfo};
 
 /// After its kill line, a burst waits this long (kernel time) for the rest
 /// of a group kill before it is reported.
@@ -26,19 +32,8 @@ const MAX_OPEN_BURSTS: usize = 16;
 const MAX_EVIDENCE: usize = 64;
 /// Task table rows kept per report.
 const MAX_TASKS: usize = 4096;
-
-/// When and where a line was logged; each field only when the source has it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stamp {
-    /// Kernel record sequence number (`/dev/kmsg`, raw record dumps).
-    pub seq: Option<u64>,
-    /// Kernel timestamp, microseconds since boot.
-    pub monotonic_us: Option<u64>,
-    /// Wall-clock time as the log shows it: Unix seconds and nanoseconds.
-    pub wall: Option<(i64, u32)>,
-    /// Syslog level.
-    pub level: Option<u8>,
-}
+/// Notes on unused lines kept until taken (with `explain` on).
+const MAX_NOTES: usize = 4096;
 
 /// One line offered to the parser.
 #[derive(Debug, Clone, Copy)]
@@ -54,161 +49,43 @@ pub struct InputLine<'a> {
     pub stamp: Stamp,
 }
 
-/// A kernel line kept as evidence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EvidenceLine {
-    pub stamp: Stamp,
-    pub text: String,
+/// Why an OOM-looking line made no report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unused {
+    /// Written by a program, not the kernel.
+    NotKernel,
+    /// Part of a report that never named a killed process (a header, a
+    /// stack, a task table whose kill line was cut or filtered out).
+    NoKill,
+    /// `Out of memory and no killable processes`.
+    NoKillable,
+    /// `oom_reaper` reaps after a kill; it is not one.
+    AfterKill,
+    /// A memcg stats, counter or task table line outside any report.
+    Fragment,
+    /// The same process printed twice in one report (group kills).
+    Duplicate,
 }
 
-/// What the kernel was constrained by, after applying the traps of real
-/// logs (see [`OomReport::constraint`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportConstraint {
-    Memcg,
-    Global,
-    Cpuset,
-    MemoryPolicy,
-    Unknown,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TriggerInfo {
-    pub pid: Option<i32>,
-    pub comm: String,
-    pub gfp_mask: Option<String>,
-    pub order: Option<i32>,
-    pub oom_score_adj: Option<i32>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SummaryInfo {
-    pub constraint: Option<String>,
-    pub nodemask: Option<String>,
-    pub cpuset: Option<String>,
-    pub mems_allowed: Option<String>,
-    pub oom_memcg: Option<String>,
-    pub task_memcg: Option<String>,
-    pub global_oom: bool,
-    pub task: Option<String>,
-    pub pid: Option<i32>,
-    pub uid: Option<u32>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VictimInfo {
-    pub pid: i32,
-    pub comm: String,
-    pub uid: Option<u32>,
-    pub total_vm_kb: Option<u64>,
-    pub anon_rss_kb: Option<u64>,
-    pub file_rss_kb: Option<u64>,
-    pub shmem_rss_kb: Option<u64>,
-    pub pgtables_kb: Option<u64>,
-    pub oom_score_adj: Option<i32>,
-    /// Badness score from pre-5.1 `Kill process ... score N` lines.
-    pub oom_score: Option<i64>,
-}
-
-/// One task table row. Sizes as printed (pages, except `pgtables_bytes`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TaskInfo {
-    pub pid: i32,
-    pub uid: Option<u32>,
-    pub tgid: Option<i32>,
-    pub total_vm_pages: Option<u64>,
-    pub rss_pages: Option<u64>,
-    pub pgtables_bytes: Option<u64>,
-    pub swapents: Option<u64>,
-    pub oom_score_adj: Option<i32>,
-    pub comm: String,
-}
-
-/// One killed process and everything the kernel said about its kill.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct OomReport {
-    pub victim: VictimInfo,
-    /// Text before `Killed process` (the kill's stated reason).
-    pub kill_prefix: String,
-    /// The `Killed process` line's stamp: its seq identifies the kill.
-    pub kill_stamp: Stamp,
-    pub host: Option<String>,
-    pub trigger: Option<TriggerInfo>,
-    pub summary: Option<SummaryInfo>,
-    /// Pre-4.19 `Task in A killed as a result of limit of B`: (A, B).
-    pub task_in: Option<(String, String)>,
-    /// Pre-5.1 `... Kill process N (comm) score N or sacrifice child`
-    /// prefix, which carries the reason on those kernels.
-    pub choose_prefix: Option<String>,
-    /// `Memory cgroup stats for X:` (cgroup v1 prints the OOM memcg).
-    pub stats_memcg: Option<String>,
-    pub memory: Option<MemcgCounter>,
-    pub memory_swap: Option<MemcgCounter>,
-    pub kmem: Option<MemcgCounter>,
-    pub tasks: Vec<TaskInfo>,
-    /// The cgroup of a `memory.oom.group` kill this was part of.
-    pub group_memcg: Option<String>,
-    /// The kernel rate-limited the header: no trigger, paths or task table.
-    pub partial: bool,
-    pub evidence: Vec<EvidenceLine>,
-}
-
-impl OomReport {
-    /// The constraint, resolving traps seen in real logs: some kernels print
-    /// `CONSTRAINT_NONE` for memcg kills, so the memcg kill text, an
-    /// `oom_memcg` below the root or a `Task in` line win over it.
-    pub fn constraint(&self) -> ReportConstraint {
-        let memcg_evidence = self.victim_kill_says_memcg()
-            || self
-                .summary
-                .as_ref()
-                .and_then(|s| s.oom_memcg.as_deref())
-                .is_some_and(|m| m != "/")
-            || self.task_in.is_some()
-            || self.memory.is_some();
-        match self.summary.as_ref().and_then(|s| s.constraint.as_deref()) {
-            Some("CONSTRAINT_MEMCG") => ReportConstraint::Memcg,
-            Some("CONSTRAINT_CPUSET") => ReportConstraint::Cpuset,
-            Some("CONSTRAINT_MEMORY_POLICY") => ReportConstraint::MemoryPolicy,
-            _ if memcg_evidence => ReportConstraint::Memcg,
-            Some("CONSTRAINT_NONE") => ReportConstraint::Global,
-            _ if self.kill_prefix.starts_with("Out of memory")
-                || self
-                    .choose_prefix
-                    .as_deref()
-                    .is_some_and(|p| p.starts_with("Out of memory")) =>
-            {
-                ReportConstraint::Global
-            }
-            _ => ReportConstraint::Unknown,
+impl Unused {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::NotKernel => "written by another program, not the kernel",
+            Self::NoKill => "part of a report with no kill line, summary or Task in line",
+            Self::NoKillable => "the kernel found no process to kill",
+            Self::AfterKill => "oom_reaper reaps after a kill; the kill line itself is missing",
+            Self::Fragment => "a memory stats, counter or task table line outside any report",
+            Self::Duplicate => "the same process printed twice in one report",
         }
     }
+}
 
-    fn victim_kill_says_memcg(&self) -> bool {
-        self.kill_prefix.starts_with("Memory cgroup out of memory")
-            || self
-                .choose_prefix
-                .as_deref()
-                .is_some_and(|p| p.starts_with("Memory cgroup out of memory"))
-    }
-
-    /// The memcg whose limit was hit; `/` for a global OOM.
-    pub fn oom_memcg(&self) -> Option<&str> {
-        let from_summary = self.summary.as_ref().and_then(|s| s.oom_memcg.as_deref());
-        from_summary
-            .or(self.task_in.as_ref().map(|(_, limit)| limit.as_str()))
-            .or(self.stats_memcg.as_deref())
-            .or(match self.constraint() {
-                ReportConstraint::Global => Some("/"),
-                _ => None,
-            })
-    }
-
-    /// The victim's memcg.
-    pub fn task_memcg(&self) -> Option<&str> {
-        let from_summary = self.summary.as_ref().and_then(|s| s.task_memcg.as_deref());
-        from_summary.or(self.task_in.as_ref().map(|(task, _)| task.as_str()))
-    }
+/// An OOM-looking line that made no report, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusedLine {
+    pub stamp: Stamp,
+    pub text: String,
+    pub why: Unused,
 }
 
 /// Counters the parser keeps about its input.
@@ -221,12 +98,14 @@ pub struct ParserStats {
     pub reports: u64,
     /// Kills whose header the kernel rate-limited.
     pub partial: u64,
-    /// Reports started (`invoked oom-killer`) that never reached a kill.
+    /// Reports started that never reached an anchor.
     pub abandoned: u64,
     /// `Out of memory and no killable processes`.
     pub no_killable: u64,
     /// A victim printed twice in one report (group kills), reported once.
     pub duplicate_kills: u64,
+    /// OOM-looking lines that made no report (all reasons).
+    pub unused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -235,9 +114,9 @@ struct Burst {
     opened_us: Option<u64>,
     host: Option<String>,
     trigger: Option<TriggerInfo>,
-    summary: Option<SummaryInfo>,
-    task_in: Option<(String, String)>,
-    choose: Option<(i32, Option<i64>, String)>,
+    summary: Option<(SummaryInfo, Stamp)>,
+    task_in: Option<(String, Option<String>, Stamp)>,
+    choice: Option<Choice>,
     stats_memcg: Option<String>,
     memory: Option<MemcgCounter>,
     memory_swap: Option<MemcgCounter>,
@@ -246,19 +125,35 @@ struct Burst {
     tasks: Vec<TaskInfo>,
     group: Option<String>,
     no_killable: bool,
-    kills: Vec<(VictimInfo, String, Stamp)>,
+    kills: Vec<Kill>,
     last_kill_us: Option<u64>,
     evidence: Vec<EvidenceLine>,
 }
 
 impl Burst {
+    /// A line of `host` may belong here: the same host, or either unknown.
+    fn compatible(&self, host: Option<&str>) -> bool {
+        self.host.is_none() || host.is_none() || self.host.as_deref() == host
+    }
+
     fn note(&mut self, line: &InputLine<'_>) {
+        if self.host.is_none() {
+            self.host = line.host.map(str::to_owned);
+        }
         if self.evidence.len() < MAX_EVIDENCE {
             self.evidence.push(EvidenceLine {
                 stamp: line.stamp,
                 text: line.text.trim_end().to_owned(),
             });
         }
+    }
+
+    /// It names a killed process (or the task chosen), so it is a kill.
+    fn anchored(&self) -> bool {
+        !self.kills.is_empty()
+            || self.summary.as_ref().is_some_and(|(s, _)| s.pid.is_some())
+            || self.task_in.is_some()
+            || self.choice.is_some()
     }
 }
 
@@ -269,11 +164,27 @@ pub struct Parser {
     bursts: Vec<Burst>,
     ready: VecDeque<OomReport>,
     stats: ParserStats,
+    /// Keep the text of unused lines (for `parse --explain`).
+    explain: bool,
+    notes: VecDeque<UnusedLine>,
+    /// A task table read while no report was open (a paste that starts in
+    /// the middle of one): the next report opened by its anchor adopts it.
+    orphan_columns: Vec<String>,
+    orphan_tasks: Vec<TaskInfo>,
 }
 
 impl Parser {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A parser that also keeps each unused OOM-looking line, for
+    /// [`Parser::next_unused`].
+    pub fn explaining() -> Self {
+        Self {
+            explain: true,
+            ..Self::default()
+        }
     }
 
     pub fn stats(&self) -> ParserStats {
@@ -301,6 +212,22 @@ impl Parser {
         self.ready.pop_front()
     }
 
+    /// The next unused OOM-looking line (kept only when explaining).
+    pub fn next_unused(&mut self) -> Option<UnusedLine> {
+        self.notes.pop_front()
+    }
+
+    fn unused(&mut self, stamp: Stamp, text: &str, why: Unused) {
+        self.stats.unused += 1;
+        if self.explain && self.notes.len() < MAX_NOTES {
+            self.notes.push_back(UnusedLine {
+                stamp,
+                text: text.trim_end().to_owned(),
+                why,
+            });
+        }
+    }
+
     /// Offers one line.
     pub fn push(&mut self, line: &InputLine<'_>) {
         self.stats.lines += 1;
@@ -309,27 +236,57 @@ impl Parser {
         }
         let classified = lines::classify(line.text);
         if let Some(now) = line.stamp.monotonic_us {
-            self.age_out(now);
+            self.age_out(now, line.host);
         }
         let Some(kind) = classified else { return };
         if !line.from_kernel {
             if matches!(
                 kind,
-                OomLine::Trigger(_) | OomLine::Summary(_) | OomLine::Kill(_) | OomLine::ChooseVictim { .. }
+                OomLine::Trigger(_)
+                    | OomLine::Summary(_)
+                    | OomLine::Kill(_)
+                    | OomLine::ChooseVictim(_)
+                    | OomLine::TaskIn { .. }
             ) {
                 self.stats.forged += 1;
+                self.unused(line.stamp, line.text, Unused::NotKernel);
             }
             return;
         }
         match kind {
-            OomLine::Trigger(trigger) => self.open(line, trigger),
+            OomLine::Trigger(trigger) => self.open_trigger(line, trigger),
             OomLine::Kill(kill) => self.kill(line, kill),
-            OomLine::Reaped { .. } => {}
-            other => {
-                if let Some(index) = self.route(line.caller) {
-                    self.absorb(index, line, other);
-                }
+            OomLine::Summary(summary) => self.summary(line, summary),
+            OomLine::ChooseVictim(choice) => self.choose(line, choice),
+            OomLine::TaskIn {
+                task_memcg,
+                limit_memcg,
+            } => self.task_in(line, task_memcg, limit_memcg),
+            OomLine::Reaped { .. } => self.unused(line.stamp, line.text, Unused::AfterKill),
+            OomLine::TasksHeader(columns) if self.table_is_orphan(line) => {
+                self.orphan_columns = columns.into_iter().map(str::to_owned).collect();
+                self.orphan_tasks.clear();
             }
+            OomLine::TaskRow { values, name } if self.table_is_orphan(line) => {
+                if self.orphan_tasks.len() < MAX_TASKS {
+                    self.orphan_tasks
+                        .push(task_from_row(&self.orphan_columns, &values, name));
+                }
+                self.unused(line.stamp, line.text, Unused::Fragment);
+            }
+            other => match self.route(line) {
+                Some(index) => self.absorb(index, line, other),
+                None => {
+                    let why = match other {
+                        OomLine::NoKillable => Unused::NoKillable,
+                        _ => Unused::Fragment,
+                    };
+                    if why == Unused::NoKillable {
+                        self.stats.no_killable += 1;
+                    }
+                    self.unused(line.stamp, line.text, why);
+                }
+            },
         }
     }
 
@@ -348,22 +305,23 @@ impl Parser {
         }
     }
 
-    /// End of input: reports everything that reached a kill and counts the
-    /// rest as abandoned.
+    /// End of input: reports everything that reached an anchor and counts
+    /// the rest as abandoned.
     pub fn finish(&mut self) {
         while !self.bursts.is_empty() {
             self.close(0);
         }
     }
 
-    fn open(&mut self, line: &InputLine<'_>, trigger: TriggerLine<'_>) {
-        // A new report from the same printer ends its previous one; without
-        // caller ids, a new report ends every report that already killed.
+    /// Opens a burst for `line`. A new report from the same printer ends
+    /// its previous one; without caller ids, a new report ends every report
+    /// that already has its anchor.
+    fn open(&mut self, line: &InputLine<'_>, burst: Burst) -> usize {
         let mut index = 0;
         while index < self.bursts.len() {
-            let burst = &self.bursts[index];
-            let same_printer = line.caller.is_some() && burst.caller.as_deref() == line.caller;
-            if same_printer || (line.caller.is_none() && !burst.kills.is_empty()) {
+            let open = &self.bursts[index];
+            let same_printer = line.caller.is_some() && open.caller.as_deref() == line.caller;
+            if open.compatible(line.host) && (same_printer || (line.caller.is_none() && open.anchored())) {
                 self.close(index);
             } else {
                 index += 1;
@@ -372,10 +330,36 @@ impl Parser {
         if self.bursts.len() >= MAX_OPEN_BURSTS {
             self.close(0);
         }
-        let mut burst = Burst {
+        self.bursts.push(Burst {
             caller: line.caller.map(str::to_owned),
             opened_us: line.stamp.monotonic_us,
             host: line.host.map(str::to_owned),
+            ..burst
+        });
+        self.bursts.len() - 1
+    }
+
+    /// A task table line with no report to go to (none open, or the open
+    /// one already killed: the table is the next report's).
+    fn table_is_orphan(&self, line: &InputLine<'_>) -> bool {
+        self.route(line)
+            .is_none_or(|i| !self.bursts[i].kills.is_empty() && self.bursts[i].group.is_none())
+    }
+
+    /// A burst opened by an anchor (a header was filtered out or cut) takes
+    /// the task table read just before it.
+    fn adopt_orphans(&mut self, index: usize) {
+        let burst = &mut self.bursts[index];
+        if burst.tasks.is_empty() && burst.trigger.is_none() {
+            burst.tasks = std::mem::take(&mut self.orphan_tasks);
+            burst.columns = std::mem::take(&mut self.orphan_columns);
+        }
+    }
+
+    fn open_trigger(&mut self, line: &InputLine<'_>, trigger: TriggerLine<'_>) {
+        self.orphan_tasks.clear();
+        self.orphan_columns.clear();
+        let burst = Burst {
             trigger: Some(TriggerInfo {
                 pid: None,
                 comm: trigger.comm.to_owned(),
@@ -385,19 +369,76 @@ impl Parser {
             }),
             ..Burst::default()
         };
-        burst.note(line);
-        self.bursts.push(burst);
+        let index = self.open(line, burst);
+        self.bursts[index].note(line);
     }
 
-    /// The burst a non-kill line belongs to: its printer's, else the newest.
-    fn route(&self, caller: Option<&str>) -> Option<usize> {
-        match caller {
-            Some(caller) => self
-                .bursts
-                .iter()
-                .rposition(|b| b.caller.as_deref() == Some(caller)),
-            None => self.bursts.len().checked_sub(1),
-        }
+    /// The newest burst of this printer (any, without caller ids) and
+    /// host that `fits`.
+    fn find(&self, line: &InputLine<'_>, fits: impl Fn(&Burst) -> bool) -> Option<usize> {
+        self.bursts.iter().rposition(|b| {
+            (line.caller.is_none() || b.caller.as_deref() == line.caller)
+                && b.compatible(line.host)
+                && fits(b)
+        })
+    }
+
+    /// The burst a non-anchor line belongs to: its printer's, else the
+    /// newest, of its host.
+    fn route(&self, line: &InputLine<'_>) -> Option<usize> {
+        self.find(line, |_| true)
+    }
+
+    fn summary(&mut self, line: &InputLine<'_>, summary: Summary<'_>) {
+        // The summary of a burst in progress, or of a kill line printed
+        // (or pasted) before it.
+        // A vendor kernel may print both a `Task in` line and the summary:
+        // the same report when they name the same cgroups.
+        let same_cgroups = |b: &Burst| {
+            b.task_in.as_ref().is_none_or(|(task, limit, _)| {
+                summary.task_memcg == Some(task.as_str())
+                    || limit.as_deref().is_some_and(|l| summary.oom_memcg == Some(l))
+            })
+        };
+        let index = self
+            .find(line, |b| {
+                b.summary.is_none()
+                    && same_cgroups(b)
+                    && (b.kills.is_empty() || b.kills.iter().any(|k| k.victim.pid == summary.pid))
+            })
+            .unwrap_or_else(|| self.open(line, Burst::default()));
+        self.adopt_orphans(index);
+        let burst = &mut self.bursts[index];
+        burst.summary = Some((owned_summary(summary), line.stamp));
+        burst.note(line);
+    }
+
+    fn task_in(&mut self, line: &InputLine<'_>, task: &str, limit: Option<&str>) {
+        let index = self
+            .find(line, |b| {
+                b.task_in.is_none() && b.kills.is_empty() && b.choice.is_none()
+            })
+            .unwrap_or_else(|| self.open(line, Burst::default()));
+        self.adopt_orphans(index);
+        let burst = &mut self.bursts[index];
+        burst.task_in = Some((task.to_owned(), limit.map(str::to_owned), line.stamp));
+        burst.note(line);
+    }
+
+    fn choose(&mut self, line: &InputLine<'_>, choice: ChooseLine<'_>) {
+        let index = self
+            .find(line, |b| b.choice.is_none() && b.kills.is_empty())
+            .unwrap_or_else(|| self.open(line, Burst::default()));
+        self.adopt_orphans(index);
+        let burst = &mut self.bursts[index];
+        burst.choice = Some(Choice {
+            pid: choice.pid,
+            comm: choice.comm.to_owned(),
+            score: choice.score,
+            prefix: choice.prefix.to_owned(),
+            stamp: line.stamp,
+        });
+        burst.note(line);
     }
 
     fn absorb(&mut self, index: usize, line: &InputLine<'_>, kind: OomLine<'_>) {
@@ -420,12 +461,10 @@ impl Parser {
                 }
                 *slot = Some(counter);
             }
-            OomLine::TaskIn {
-                task_memcg,
-                limit_memcg,
-            } => {
-                burst.task_in = Some((task_memcg.to_owned(), limit_memcg.to_owned()));
-            }
+            OomLine::LimitOf { limit_memcg } => match burst.task_in.as_mut() {
+                Some((_, limit @ None, _)) => *limit = Some(limit_memcg.to_owned()),
+                _ => return,
+            },
             OomLine::StatsFor { memcg } => {
                 if burst.stats_memcg.is_none() {
                     burst.stats_memcg = Some(memcg.to_owned());
@@ -435,15 +474,10 @@ impl Parser {
                 burst.columns = columns.into_iter().map(str::to_owned).collect();
             }
             OomLine::TaskRow { values, name } => {
-                if !burst.columns.is_empty() && burst.tasks.len() < MAX_TASKS {
+                if burst.tasks.len() < MAX_TASKS {
                     burst.tasks.push(task_from_row(&burst.columns, &values, name));
                 }
                 return;
-            }
-            OomLine::Summary(summary) => burst.summary = Some(owned_summary(summary)),
-            OomLine::ChooseVictim { pid, comm: _, score } => {
-                let prefix = line.text.split("Kill process ").next().unwrap_or_default();
-                burst.choose = Some((pid, score, prefix.trim_end().trim_end_matches(':').to_owned()));
             }
             OomLine::GroupKill { memcg } => burst.group = Some(memcg.to_owned()),
             OomLine::NoKillable => {
@@ -451,71 +485,68 @@ impl Parser {
                 burst.note(line);
                 if burst.kills.is_empty() {
                     self.stats.no_killable += 1;
-                    self.bursts.remove(index);
+                    let burst = self.bursts.remove(index);
+                    self.unused(line.stamp, line.text, Unused::NoKillable);
+                    for line in burst.evidence.iter().filter(|l| l.stamp != line.stamp) {
+                        self.unused(line.stamp, &line.text, Unused::NoKill);
+                    }
                 }
                 return;
             }
-            OomLine::Trigger(_) | OomLine::Kill(_) | OomLine::Reaped { .. } => return,
+            OomLine::Trigger(_)
+            | OomLine::Kill(_)
+            | OomLine::Reaped { .. }
+            | OomLine::Summary(_)
+            | OomLine::ChooseVictim(_)
+            | OomLine::TaskIn { .. } => return,
         }
         burst.note(line);
     }
 
     fn kill(&mut self, line: &InputLine<'_>, kill: KillLine<'_>) {
-        let target = match line.caller {
-            Some(caller) => self
-                .bursts
-                .iter()
-                .rposition(|b| b.caller.as_deref() == Some(caller)),
-            None => self
-                .bursts
-                .iter()
-                .rposition(|b| b.kills.is_empty() && b.summary.as_ref().and_then(|s| s.pid) == Some(kill.pid))
-                .or_else(|| self.bursts.iter().rposition(|b| b.kills.is_empty()))
-                .or_else(|| self.bursts.iter().rposition(|b| b.group.is_some())),
-        };
         let victim = VictimInfo {
-            pid: kill.pid,
-            comm: kill.comm.to_owned(),
-            uid: kill.uid,
-            total_vm_kb: kill.total_vm_kb,
-            anon_rss_kb: kill.anon_rss_kb,
-            file_rss_kb: kill.file_rss_kb,
-            shmem_rss_kb: kill.shmem_rss_kb,
-            pgtables_kb: kill.pgtables_kb,
-            oom_score_adj: kill.oom_score_adj,
+            pid: Some(kill.pid),
+            comm: Some(kill.comm.to_owned()),
+            uid: kill.fields.uid,
+            total_vm_kb: kill.fields.total_vm_kb,
+            anon_rss_kb: kill.fields.anon_rss_kb,
+            file_rss_kb: kill.fields.file_rss_kb,
+            shmem_rss_kb: kill.fields.shmem_rss_kb,
+            pgtables_kb: kill.fields.pgtables_kb,
+            oom_score_adj: kill.fields.oom_score_adj,
             oom_score: None,
         };
+        let summary_pid = |b: &Burst| b.summary.as_ref().and_then(|(s, _)| s.pid);
+        let target = match line.caller {
+            Some(_) => self.route(line),
+            None => self
+                .find(line, |b| b.kills.is_empty() && summary_pid(b) == Some(kill.pid))
+                .or_else(|| self.find(line, |b| b.kills.is_empty()))
+                .or_else(|| self.find(line, |b| b.group.is_some())),
+        }
         // A burst that already killed takes more kills only as a group kill.
-        let target = target.filter(|&i| self.bursts[i].kills.is_empty() || self.bursts[i].group.is_some());
-        let Some(index) = target else {
-            // Rate-limited header: the kill line alone.
-            if let Some(index) = line
-                .caller
-                .and_then(|c| self.bursts.iter().position(|b| b.caller.as_deref() == Some(c)))
-            {
-                self.close(index);
-            }
-            self.stats.partial += 1;
-            self.emit(OomReport {
-                victim,
-                kill_prefix: kill.prefix.to_owned(),
-                kill_stamp: line.stamp,
-                host: line.host.map(str::to_owned),
-                partial: true,
-                evidence: vec![EvidenceLine {
-                    stamp: line.stamp,
-                    text: line.text.trim_end().to_owned(),
-                }],
-                ..OomReport::default()
-            });
-            return;
+        .filter(|&i| self.bursts[i].kills.is_empty() || self.bursts[i].group.is_some());
+        let index = match target {
+            Some(index) => index,
+            // The kill line alone (a rate-limited header, or a filtered
+            // log): a burst of its own, which a summary may still join.
+            None => self.open(line, Burst::default()),
         };
+        self.adopt_orphans(index);
         let burst = &mut self.bursts[index];
-        if burst.kills.iter().any(|(v, _, _)| v.pid == victim.pid) {
+        if burst.host.is_none() {
+            burst.host = line.host.map(str::to_owned);
+        }
+        if burst.kills.iter().any(|k| k.victim.pid == victim.pid) {
             self.stats.duplicate_kills += 1;
+            self.unused(line.stamp, line.text, Unused::Duplicate);
             return;
         }
-        burst.kills.push((victim, kill.prefix.to_owned(), line.stamp));
+        burst.kills.push(Kill {
+            victim,
+            prefix: kill.prefix.to_owned(),
+            stamp: line.stamp,
+        });
         burst.last_kill_us = line.stamp.monotonic_us;
         // Kill lines are always kept as evidence.
         burst.evidence.push(EvidenceLine {
@@ -524,10 +555,16 @@ impl Parser {
         });
     }
 
-    fn age_out(&mut self, now_us: u64) {
+    /// Closes the bursts of `host` whose time has passed (another host's
+    /// clock says nothing about them).
+    fn age_out(&mut self, now_us: u64, host: Option<&str>) {
         let mut index = 0;
         while index < self.bursts.len() {
             let burst = &self.bursts[index];
+            if !burst.compatible(host) {
+                index += 1;
+                continue;
+            }
             let settled = burst
                 .last_kill_us
                 .is_some_and(|t| now_us.saturating_sub(t) > KILL_SETTLE_US);
@@ -545,53 +582,40 @@ impl Parser {
 
     fn close(&mut self, index: usize) {
         let burst = self.bursts.remove(index);
-        if burst.kills.is_empty() {
+        if !burst.anchored() {
             if !burst.no_killable {
                 self.stats.abandoned += 1;
             }
+            for line in &burst.evidence {
+                self.unused(line.stamp, &line.text, Unused::NoKill);
+            }
             return;
         }
-        let choose = burst.choose.clone();
-        let mut context = OomReport {
-            host: burst.host,
-            trigger: burst.trigger,
-            summary: burst.summary,
-            task_in: burst.task_in,
-            choose_prefix: choose.as_ref().map(|(_, _, prefix)| prefix.clone()),
-            stats_memcg: burst.stats_memcg,
-            memory: burst.memory,
-            memory_swap: burst.memory_swap,
-            kmem: burst.kmem,
-            tasks: burst.tasks,
-            group_memcg: burst.group,
-            partial: false,
-            evidence: burst.evidence,
-            ..OomReport::default()
-        };
-        let count = burst.kills.len();
-        for (index, (mut victim, prefix, stamp)) in burst.kills.into_iter().enumerate() {
-            if let Some((pid, score, _)) = &choose
-                && *pid == victim.pid
-            {
-                victim.oom_score = *score;
+        for report in super::assemble::reports(burst_parts(burst)) {
+            if report.partial {
+                self.stats.partial += 1;
             }
-            // Each kill of a group shares the report's context; the last
-            // one takes it without a copy.
-            let mut report = if index + 1 == count {
-                std::mem::take(&mut context)
-            } else {
-                context.clone()
-            };
-            report.victim = victim;
-            report.kill_prefix = prefix;
-            report.kill_stamp = stamp;
-            self.emit(report);
+            self.stats.reports += 1;
+            self.ready.push_back(report);
         }
     }
+}
 
-    fn emit(&mut self, report: OomReport) {
-        self.stats.reports += 1;
-        self.ready.push_back(report);
+fn burst_parts(burst: Burst) -> BurstParts {
+    BurstParts {
+        host: burst.host,
+        trigger: burst.trigger,
+        summary: burst.summary,
+        task_in: burst.task_in,
+        choice: burst.choice,
+        stats_memcg: burst.stats_memcg,
+        memory: burst.memory,
+        memory_swap: burst.memory_swap,
+        kmem: burst.kmem,
+        tasks: burst.tasks,
+        group: burst.group,
+        kills: burst.kills,
+        evidence: burst.evidence,
     }
 }
 
@@ -613,14 +637,30 @@ fn owned_summary(summary: Summary<'_>) -> SummaryInfo {
 
 /// Maps a task table row onto the header's columns (which differ between
 /// kernel versions: `nr_ptes nr_pmds` on 4.x, `pgtables_bytes` on 4.19+,
-/// `rss_anon rss_file rss_shmem` on 6.x).
+/// `rss_anon rss_file rss_shmem` on 6.x, `cpu oom_adj` on 2.6.32).
 fn task_from_row(columns: &[String], values: &[&str], name: &str) -> TaskInfo {
     let mut task = TaskInfo {
         comm: name.to_owned(),
         ..TaskInfo::default()
     };
     task.pid = values.first().and_then(|v| v.parse().ok()).unwrap_or_default();
-    for (column, value) in columns.iter().zip(values.iter().skip(1)) {
+    // A row with fewer values than the header has columns (wrapped in a
+    // paste) may have lost any of them: then only uid and tgid, first, are
+    // trusted.
+    // Without a header (a paste that starts below it), the layout every
+    // kernel shares: uid first, oom_score_adj last, in a complete row.
+    if columns.is_empty() {
+        task.uid = values.get(1).and_then(|v| v.parse().ok());
+        if values.len() >= 8 {
+            task.oom_score_adj = values.last().and_then(|v| v.parse().ok());
+        }
+        return task;
+    }
+    let short = values.len() < columns.len();
+    for (at, (column, value)) in columns.iter().zip(values.iter().skip(1)).enumerate() {
+        if short && at >= 2 {
+            break;
+        }
         match column.as_str() {
             "uid" => task.uid = value.parse().ok(),
             "tgid" => task.tgid = value.parse().ok(),
@@ -636,120 +676,5 @@ fn task_from_row(columns: &[String], values: &[&str], name: &str) -> TaskInfo {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// Real report lines, as building blocks for random sequences.
-    const FRAGMENTS: &[&str] = &[
-        "tail invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
-        "CPU: 0 UID: 0 PID: 2061 Comm: tail Not tainted 6.18.44 #1",
-        "memory: usage 32768kB, limit 32768kB, failcnt 19",
-        "memory+swap: usage 32768kB, limit 9007199254740988kB, failcnt 0",
-        "Task in /kubepods/pod1/abc killed as a result of limit of /kubepods/pod1",
-        "Memory cgroup stats for /oomlens:",
-        "Tasks state (memory values in pages):",
-        "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
-        "[   2061]     0  2061     8869     8524   118784        0             0 tail",
-        "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/a,task_memcg=/a/b,task=tail,pid=2061,uid=0",
-        "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task=x,pid=1,uid=0",
-        "Memory cgroup out of memory: Kill process 2061 (tail) score 1000 or sacrifice child",
-        "Memory cgroup out of memory: Killed process 2061 (tail) total-vm:35476kB, anon-rss:32512kB, file-rss:1584kB, shmem-rss:0kB, UID:0 pgtables:116kB oom_score_adj:0",
-        "Out of memory: Killed process 7 (x) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB",
-        "Killed process 9 (y), UID 5, total-vm:1kB, anon-rss:1kB, file-rss:0kB",
-        "Tasks in /a are going to be killed due to memory.oom.group set",
-        "Out of memory and no killable processes...",
-        "oom_reaper: reaped process 2061 (tail), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB",
-        " dump_stack_lvl+0x57/0x80",
-    ];
-
-    fn line_strategy() -> impl Strategy<Value = (String, bool, Option<u8>, Option<u64>)> {
-        let text = prop_oneof![
-            4 => proptest::sample::select(FRAGMENTS).prop_map(str::to_owned),
-            // Real fragments cut or extended at random: truncated kernel lines.
-            2 => (proptest::sample::select(FRAGMENTS), 0usize..200, "\\PC{0,12}").prop_map(|(f, cut, tail)| {
-                let cut = f.char_indices().map(|(i, _)| i).nth(cut).unwrap_or(f.len());
-                format!("{}{tail}", &f[..cut])
-            }),
-            1 => "\\PC{0,120}",
-        ];
-        (
-            text,
-            any::<bool>(),
-            proptest::option::of(0u8..3),
-            proptest::option::of(0u64..5_000_000),
-        )
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
-
-        #[test]
-        fn no_line_sequence_panics_and_reports_need_kill_lines(lines in proptest::collection::vec(line_strategy(), 0..80)) {
-            let mut parser = Parser::new();
-            let callers = ["T1", "T2", "C0"];
-            let mut kill_lines = 0u64;
-            let mut reports = 0u64;
-            for (seq, (text, from_kernel, caller, ts)) in lines.iter().enumerate() {
-                if *from_kernel && matches!(lines::classify(text), Some(lines::OomLine::Kill(_))) {
-                    kill_lines += 1;
-                }
-                parser.push(&InputLine {
-                    text,
-                    from_kernel: *from_kernel,
-                    caller: caller.map(|c| callers[usize::from(c)]),
-                    host: None,
-                    stamp: Stamp { seq: Some(seq as u64), monotonic_us: *ts, wall: None, level: None },
-                });
-                while parser.next_report().is_some() {
-                    reports += 1;
-                }
-            }
-            parser.finish();
-            while parser.next_report().is_some() {
-                reports += 1;
-            }
-            prop_assert!(!parser.has_open_reports());
-            // Every report comes from one kernel kill line (duplicates in a
-            // group are dropped, never invented).
-            prop_assert!(reports <= kill_lines, "{reports} reports from {kill_lines} kill lines");
-            prop_assert_eq!(reports + parser.stats().duplicate_kills, kill_lines);
-        }
-
-        #[test]
-        fn classify_never_panics(text in "\\PC{0,200}") {
-            let _ = lines::classify(&text);
-            let _ = lines::may_start_report(&text);
-        }
-    }
-
-    #[test]
-    fn a_report_waits_for_its_group_then_settles_on_time() {
-        let mut parser = Parser::new();
-        let at = |us: u64, text: &'static str| InputLine {
-            text,
-            from_kernel: true,
-            caller: None,
-            host: None,
-            stamp: Stamp {
-                seq: Some(us),
-                monotonic_us: Some(us),
-                wall: None,
-                level: None,
-            },
-        };
-        parser.push(&at(10, FRAGMENTS[0]));
-        parser.push(&at(20, FRAGMENTS[12]));
-        assert!(parser.next_report().is_none(), "held for a possible group kill");
-        assert_eq!(parser.oldest_open_seq(), Some(10));
-        parser.push(&at(20 + KILL_SETTLE_US + 1, "eth0: link up"));
-        let report = parser.next_report().expect("settled");
-        assert_eq!(report.victim.pid, 2061);
-        assert_eq!(parser.oldest_open_seq(), None);
-        // A report that never reaches a kill is abandoned after a while.
-        parser.push(&at(5_000_000, FRAGMENTS[0]));
-        parser.push(&at(5_000_000 + ABANDON_US + 1, "eth0: link up"));
-        assert_eq!(parser.stats().abandoned, 1);
-        assert!(!parser.has_open_reports());
-    }
-}
+#[path = "parser_tests.rs"]
+mod tests;

@@ -199,7 +199,7 @@ impl Pipeline {
         if event.task_memcg.is_some() {
             return Some(Placement::Report);
         }
-        let pid = u32::try_from(report.victim.pid).ok()?;
+        let pid = u32::try_from(report.victim.pid?).ok()?;
         // A bare kill line: the victim is dying right now, and its /proc
         // entry usually still names its cgroup.
         if let Some(path) = crate::procfs::memory_cgroup_of(&self.config.proc_root, pid) {

@@ -1,0 +1,415 @@
+//! A whole saved log through the OOM parser, as a stream with bounded
+//! memory: lines are read one at a time and cut at [`MAX_LINE`] (a 10 MB
+//! line or `/dev/zero` costs no more than a short one); a line a terminal
+//! or mail client wrapped is joined back; a log printed newest first (log
+//! viewers' exports) is put back in order; several hosts in one file stay
+//! apart (the parser routes by host).
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+
+use super::parse_line;
+use crate::oom::lines::{self, OomLine};
+use crate::oom::{InputLine, OomReport, Parser, ParserStats, Stamp, UnusedLine};
+
+/// The longest line kept; the rest of a longer one is skipped and counted.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Lines looked at before deciding a log's order.
+const SNIFF_LINES: usize = 512;
+/// Lines held to reverse a newest-first log; more are put back in order a
+/// chunk at a time.
+const MAX_REVERSED: usize = 200_000;
+/// Programs that kill processes for memory from user space: their
+/// messages are not the kernel's kills, and a log holding only them is
+/// told so.
+const USER_SPACE_KILLERS: &[&str] = &[
+    "systemd-oomd",
+    "earlyoom",
+    "oomd",
+    "nohang",
+    "OOMController",
+    "low-memory-monitor",
+];
+
+/// What the reader hands out.
+#[derive(Debug)]
+pub enum ReadItem {
+    Report(Box<OomReport>),
+    /// An OOM-looking line that made no report (with `explain` on).
+    Unused(UnusedLine),
+}
+
+/// What the reader counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadStats {
+    /// Physical lines read.
+    pub lines: u64,
+    /// Lines longer than [`MAX_LINE`] (cut).
+    pub cut_lines: u64,
+    /// Wrapped lines joined back.
+    pub joined_lines: u64,
+    /// The log was newest first.
+    pub newest_first: bool,
+    /// Lines from a user-space OOM killer (not the kernel's kills).
+    pub user_space_killer_lines: u64,
+    pub parser: ParserStats,
+}
+
+/// A logical line, owned: held while it may still be continued, or while
+/// the log's order is decided.
+#[derive(Debug, Clone)]
+struct Held {
+    message: String,
+    host: Option<String>,
+    caller: Option<String>,
+    from_kernel: bool,
+    stamp: Stamp,
+}
+
+impl Held {
+    fn input(&self) -> InputLine<'_> {
+        InputLine {
+            text: &self.message,
+            from_kernel: self.from_kernel,
+            caller: self.caller.as_deref(),
+            host: self.host.as_deref(),
+            stamp: self.stamp,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Order {
+    Sniffing(Vec<Held>),
+    OldestFirst,
+    NewestFirst(Vec<Held>),
+}
+
+/// Reads a saved log and yields its kills (and, explaining, its unused
+/// OOM-looking lines) as it goes.
+#[derive(Debug)]
+pub struct LogReader<R> {
+    input: R,
+    year: i64,
+    parser: Parser,
+    line: Vec<u8>,
+    /// A line that may continue on the next physical line.
+    pending: Option<Held>,
+    order: Order,
+    out: VecDeque<ReadItem>,
+    stats: ReadStats,
+    done: bool,
+}
+
+impl<R: BufRead> LogReader<R> {
+    pub fn new(input: R, year: i64) -> Self {
+        Self::with_parser(input, year, Parser::new())
+    }
+
+    /// A reader that also yields each unused OOM-looking line, and why.
+    pub fn explaining(input: R, year: i64) -> Self {
+        Self::with_parser(input, year, Parser::explaining())
+    }
+
+    fn with_parser(input: R, year: i64, parser: Parser) -> Self {
+        Self {
+            input,
+            year,
+            parser,
+            line: Vec::new(),
+            pending: None,
+            order: Order::Sniffing(Vec::new()),
+            out: VecDeque::new(),
+            stats: ReadStats::default(),
+            done: false,
+        }
+    }
+
+    pub fn stats(&self) -> ReadStats {
+        ReadStats {
+            parser: self.parser.stats(),
+            ..self.stats
+        }
+    }
+
+    /// The next kill (or unused line); None at the end of the input. A read
+    /// error ends the input like its end does.
+    pub fn next_item(&mut self) -> Option<ReadItem> {
+        loop {
+            if let Some(item) = self.out.pop_front() {
+                return Some(item);
+            }
+            if self.done {
+                return None;
+            }
+            match self.read_line() {
+                Some(line) => self.physical(&line),
+                None => self.finish(),
+            }
+        }
+    }
+
+    /// Reads one physical line (without its newline), cut at [`MAX_LINE`].
+    fn read_line(&mut self) -> Option<String> {
+        self.line.clear();
+        let mut cut = false;
+        let mut any = false;
+        loop {
+            let buffer = match self.input.fill_buf() {
+                Ok(buffer) => buffer,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            if buffer.is_empty() {
+                break;
+            }
+            any = true;
+            let newline = memchr::memchr(b'\n', buffer);
+            let take = newline.unwrap_or(buffer.len());
+            let room = MAX_LINE.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&buffer[..take.min(room)]);
+            cut |= take > room;
+            self.input.consume(newline.map_or(take, |at| at + 1));
+            if newline.is_some() {
+                break;
+            }
+        }
+        if !any {
+            return None;
+        }
+        self.stats.lines += 1;
+        if cut {
+            self.stats.cut_lines += 1;
+        }
+        if self.line.last() == Some(&b'\r') {
+            self.line.pop();
+        }
+        Some(String::from_utf8_lossy(&self.line).into_owned())
+    }
+
+    fn physical(&mut self, raw: &str) {
+        let parsed = parse_line(raw, self.year);
+        let line_no = self.stats.lines;
+        if USER_SPACE_KILLERS
+            .iter()
+            .any(|name| parsed.program.is_some_and(|p| p.starts_with(name)) || raw.contains(name))
+        {
+            self.stats.user_space_killer_lines += 1;
+        }
+        let message = parsed.message.clone().into_owned();
+        let classified = lines::classify(&message);
+        // The rest of a wrapped line: no prefix of its own, nothing by
+        // itself, and the line before is the better for it.
+        if let Some(pending) = self.pending.as_mut()
+            && !parsed.prefixed
+            && classified.is_none()
+            && let Some(joined) = join(&pending.message, raw.trim_start())
+        {
+            pending.message = joined;
+            self.stats.joined_lines += 1;
+            return;
+        }
+        if let Some(pending) = self.pending.take() {
+            self.logical(pending);
+        }
+        let held = Held {
+            message: message.clone(),
+            host: parsed.host.map(str::to_owned),
+            caller: parsed.caller.map(str::to_owned),
+            from_kernel: parsed.from_kernel(),
+            stamp: Stamp {
+                line: Some(line_no),
+                ..parsed.stamp
+            },
+        };
+        if may_continue(&message, classified.as_ref()) {
+            self.pending = Some(held);
+        } else {
+            self.logical(held);
+        }
+    }
+
+    /// A whole line, in physical order: to the parser, once the log's
+    /// order is known.
+    fn logical(&mut self, line: Held) {
+        match &mut self.order {
+            Order::OldestFirst => self.feed(&line),
+            Order::NewestFirst(held) => {
+                if relevant(&line.message) {
+                    held.push(line);
+                }
+                if held.len() >= MAX_REVERSED {
+                    self.flush_reversed();
+                }
+            }
+            Order::Sniffing(held) => {
+                held.push(line);
+                if held.len() >= SNIFF_LINES {
+                    self.decide_order();
+                }
+            }
+        }
+    }
+
+    /// Newest first when most consecutive stamps (of one host, of one
+    /// kind) go down.
+    fn decide_order(&mut self) {
+        let Order::Sniffing(held) = std::mem::replace(&mut self.order, Order::OldestFirst) else {
+            return;
+        };
+        let (mut up, mut down) = (0u32, 0u32);
+        for pair in held.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            if a.host != b.host {
+                continue;
+            }
+            let order = match (
+                a.stamp.wall,
+                b.stamp.wall,
+                a.stamp.monotonic_us,
+                b.stamp.monotonic_us,
+            ) {
+                (Some(x), Some(y), _, _) => x.cmp(&y),
+                (None, None, Some(x), Some(y)) => x.cmp(&y),
+                _ => continue,
+            };
+            match order {
+                std::cmp::Ordering::Less => up += 1,
+                std::cmp::Ordering::Greater => down += 1,
+                std::cmp::Ordering::Equal => {}
+            }
+        }
+        if down >= 3 && down > 2 * up {
+            self.stats.newest_first = true;
+            self.order = Order::NewestFirst(held.into_iter().filter(|l| relevant(&l.message)).collect());
+        } else {
+            for line in &held {
+                self.feed(line);
+            }
+        }
+    }
+
+    fn flush_reversed(&mut self) {
+        if let Order::NewestFirst(held) = &mut self.order {
+            let lines = std::mem::take(held);
+            for line in lines.iter().rev() {
+                self.feed(line);
+            }
+        }
+    }
+
+    fn feed(&mut self, line: &Held) {
+        self.parser.push(&line.input());
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(report) = self.parser.next_report() {
+            self.out.push_back(ReadItem::Report(Box::new(report)));
+        }
+        while let Some(unused) = self.parser.next_unused() {
+            self.out.push_back(ReadItem::Unused(unused));
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.logical(pending);
+        }
+        if matches!(self.order, Order::Sniffing(_)) {
+            self.decide_order();
+        }
+        self.flush_reversed();
+        self.parser.finish();
+        self.drain();
+        self.done = true;
+    }
+}
+
+/// Could this line go on on the next physical line? An OOM line missing
+/// its end, or a line that stops inside an anchor's words.
+fn may_continue(message: &str, classified: Option<&OomLine<'_>>) -> bool {
+    match classified {
+        Some(OomLine::Kill(kill)) => !kill_complete(message, kill),
+        Some(OomLine::Summary(summary)) => summary.uid.is_none(),
+        Some(OomLine::TaskIn { limit_memcg, .. }) => limit_memcg.is_some(),
+        Some(OomLine::ChooseVictim(_)) => !message.ends_with("child"),
+        Some(_) => false,
+        None => {
+            let trimmed = message.trim_end();
+            [
+                "Killed",
+                "Killed process",
+                "Out of memory:",
+                "Memory cgroup out of memory:",
+                "Task in",
+            ]
+            .iter()
+            .any(|start| trimmed.ends_with(start))
+                || trimmed.starts_with("oom-kill:")
+        }
+    }
+}
+
+/// A kill line that ends where every era's kill line ends.
+fn kill_complete(message: &str, kill: &crate::oom::lines::KillLine<'_>) -> bool {
+    let message = message.trim_end();
+    kill.fields.file_rss_kb.is_some() && (message.ends_with("kB") || kill.fields.oom_score_adj.is_some())
+        || kill.fields.oom_score_adj.is_some()
+}
+
+/// `pending` continued by `next`, if that makes a better line: an anchor
+/// where there was none, or the same kind of line with more of its fields
+/// (so prose or a fence after a line cut short is never glued onto it).
+fn join(pending: &str, next: &str) -> Option<String> {
+    let next = next.trim_end();
+    if next.is_empty() {
+        return None;
+    }
+    // A terminal cuts at a column, inside a word; a mail client wraps at a
+    // space, which the trimmed line no longer shows.
+    [format!("{pending}{next}"), format!("{pending} {next}")]
+        .into_iter()
+        .find(|joined| better(pending, joined, next))
+}
+
+fn better(pending: &str, joined: &str, next: &str) -> bool {
+    match (lines::classify(pending), lines::classify(joined)) {
+        (
+            None,
+            Some(OomLine::Kill(_) | OomLine::Summary(_) | OomLine::TaskIn { .. } | OomLine::ChooseVictim(_)),
+        ) => true,
+        (Some(OomLine::Kill(before)), Some(OomLine::Kill(after))) => {
+            count_kill(&after.fields) > count_kill(&before.fields)
+        }
+        (Some(OomLine::Summary(before)), Some(OomLine::Summary(after))) => {
+            before.uid.is_none() && after.uid.is_some()
+        }
+        // A path cut at a fixed width: the rest is one token of a path.
+        (Some(OomLine::TaskIn { .. }), Some(OomLine::TaskIn { .. })) => {
+            !next.contains(' ') && next.bytes().all(|b| b.is_ascii_graphic())
+        }
+        (Some(OomLine::ChooseVictim(_)), Some(OomLine::ChooseVictim(_))) => next.ends_with("child"),
+        _ => false,
+    }
+}
+
+fn count_kill(fields: &crate::oom::fields::KillFields) -> usize {
+    [
+        fields.uid.is_some(),
+        fields.total_vm_kb.is_some(),
+        fields.anon_rss_kb.is_some(),
+        fields.file_rss_kb.is_some(),
+        fields.shmem_rss_kb.is_some(),
+        fields.pgtables_kb.is_some(),
+        fields.oom_score_adj.is_some(),
+    ]
+    .into_iter()
+    .filter(|present| *present)
+    .count()
+}
+
+/// Lines worth holding to reverse: those the parser can use.
+fn relevant(message: &str) -> bool {
+    lines::may_start_report(message) || lines::classify(message).is_some()
+}
