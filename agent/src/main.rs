@@ -219,6 +219,10 @@ struct ParseArgs {
     /// Node name for the events (default: the host name the log shows, if any).
     #[arg(long)]
     node: Option<String>,
+    /// Also list, on standard error, each line that looked like part of an
+    /// OOM report but made no kill, and why.
+    #[arg(long)]
+    explain: bool,
 }
 
 fn main() -> ExitCode {
@@ -229,8 +233,9 @@ fn main() -> ExitCode {
             format: args.output.into(),
             year: args.year.unwrap_or_else(current_year),
             node: args.node,
+            explain: args.explain,
         })
-        .map(|()| ExitCode::SUCCESS),
+        .map(|_| ExitCode::SUCCESS),
         Some(Command::Run(args)) => run(*args),
         Some(Command::Demo(args)) => demo(&args),
         #[cfg(feature = "standalone")]

@@ -285,3 +285,75 @@ async fn a_rate_limited_storm_is_placed_kill_by_kill_without_guessing() {
         .expect("saved");
     assert_eq!((cursor.boot_id.as_str(), cursor.seq), ("boot-1", 9));
 }
+
+/// A RHEL 7 (3.10) memcg kill: the kernel logs `Task in` in two pieces
+/// when another CPU prints between them, and names no constraint; the live
+/// path joins the pieces and reads the kind and both cgroups.
+#[tokio::test(start_paused = true)]
+async fn an_old_kernels_kill_logged_in_pieces_keeps_its_cgroups() {
+    let pod = "/kubepods/burstable/pod95387fa4-da9c-11e7-9d36-5254b24cbf5e";
+    let container = format!("{pod}/6895a3e13439535852d3184ac2aadd26d7363cc035f171545ec7d4ce74073b0b");
+    let split = |seq: u64, flag: char, message: &str| Record {
+        flag,
+        ..record(seq, 1_000_000 + seq, 0, message)
+    };
+    let records = vec![
+        split(
+            1,
+            '-',
+            "java invoked oom-killer: gfp_mask=0xd0, order=0, oom_score_adj=-998",
+        ),
+        split(2, 'c', &format!("Task in {container} killed")),
+        split(3, '-', "e1000: eth0 NIC Link is Up"),
+        split(4, '+', &format!(" as a result of limit of {container}")),
+        split(5, '-', "memory: usage 1048576kB, limit 1048576kB, failcnt 3051"),
+        split(
+            6,
+            '-',
+            "Memory cgroup out of memory: Kill process 24572 (sh) score 0 or sacrifice child",
+        ),
+        split(
+            7,
+            '-',
+            "Killed process 28438 (java) total-vm:20255636kB, anon-rss:466160kB, file-rss:13684kB",
+        ),
+    ];
+    let node = NodeContext {
+        node: "rhel7".into(),
+        boot_id: "boot-1".into(),
+        boot_wall_us: Some(BOOT_WALL_US),
+        kernel_release: Some("3.10.0-327.4.5.el7.x86_64".into()),
+    };
+    let proc_root = tempfile::tempdir().expect("proc root");
+    let config = PipelineConfig::new("/nonexistent/kmsg".into(), proc_root.path().to_path_buf(), node);
+    let (events_tx, mut events) = mpsc::channel(4);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let pipeline = tokio::spawn(pipeline::run_on(
+        config,
+        stream::iter(records.into_iter().map(|r| Ok(KmsgItem::Record(r)))),
+        EventSink::from(events_tx),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("in time")
+        .expect("an event");
+    stop.send(()).expect("stop");
+    pipeline.await.expect("task").expect("pipeline");
+    assert_eq!(event.victim.as_ref().and_then(|v| v.pid), Some(28438));
+    assert_eq!(
+        Scope::try_from(event.scope)
+            .ok()
+            .and_then(|s| s.word())
+            .as_deref(),
+        Some("container_limit")
+    );
+    assert_eq!(event.oom_memcg.as_deref(), Some(container.as_str()));
+    assert_eq!(event.task_memcg.as_deref(), Some(container.as_str()));
+    assert_eq!(
+        event.pod.as_ref().map(|p| p.uid.as_str()),
+        Some("95387fa4-da9c-11e7-9d36-5254b24cbf5e")
+    );
+}

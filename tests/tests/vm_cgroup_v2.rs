@@ -110,6 +110,9 @@ echo OOMLENS-EVENTS-END
 echo OOMLENS-LOG-BEGIN
 tail -n 60 /tmp/agent.log
 echo OOMLENS-LOG-END
+echo OOMLENS-DMESG-BEGIN
+dmesg
+echo OOMLENS-DMESG-END
 poweroff -f
 "#
     )
@@ -330,5 +333,29 @@ fn cgroup_v2_and_whole_node_ooms_in_a_vm() {
         "{dump}"
     );
     assert_eq!(found[0].systemd_unit.as_deref(), Some("hog.service"), "{dump}");
-    assert_eq!(found[0].oom_memcg.as_deref(), Some("/"), "{dump}");
+    // No cgroup's limit was hit (#14: it was "/").
+    assert_eq!(found[0].oom_memcg.as_deref(), None, "{dump}");
+
+    // 7. The post-mortem parser reads the guest's own kernel log (`dmesg`)
+    // as the live agent read /dev/kmsg: the same kills, the same places.
+    let dmesg = vm::section(&run.console, "DMESG").join("\n");
+    if let Some(dir) = std::env::var_os("OOMLENS_SAVE_VM_DMESG") {
+        std::fs::write(std::path::Path::new(&dir).join("vm-dmesg.txt"), &dmesg).expect("save dmesg");
+    }
+    let parsed = oomlens_agent::postmortem::events_from_text(&dmesg, 2026);
+    let key = |e: &OomEvent| {
+        (
+            e.victim.as_ref().and_then(|v| v.pid),
+            e.constraint,
+            e.oom_memcg.clone(),
+            e.task_memcg.clone(),
+        )
+    };
+    let mut live: Vec<_> = run.events.iter().map(key).collect();
+    let mut post_mortem: Vec<_> = parsed.iter().map(key).collect();
+    live.sort();
+    post_mortem.sort();
+    // Kills the agent placed by evidence (none here: every report was
+    // whole) would have paths only it knows; the log alone must agree.
+    assert_eq!(post_mortem, live, "dmesg:\n{dmesg}");
 }

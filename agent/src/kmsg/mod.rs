@@ -3,9 +3,11 @@
 //! persists the position across restarts.
 
 pub mod cursor;
+pub mod fragments;
 pub mod reader;
 pub mod record;
 
 pub use cursor::{Cursor, CursorError};
+pub use fragments::LineJoiner;
 pub use reader::{KmsgError, KmsgItem, KmsgReader, ReaderMetrics, ReaderStats, StartAt};
 pub use record::{Record, RecordError, parse_record};

@@ -13,6 +13,7 @@
 
 mod anchor;
 mod clock;
+pub mod json;
 mod prefix;
 pub mod stream;
 
@@ -54,6 +55,9 @@ pub struct TextLine<'a> {
     /// The line had a prefix of a known shape (a stamp, a source): a line
     /// without one in a log with them may be the rest of a wrapped line.
     pub prefixed: bool,
+    /// The message is a JSON record's value, and what the line says of the
+    /// record's source (the reader weighs the lines around it too).
+    pub json: Option<json::Provenance>,
 }
 
 impl TextLine<'_> {
@@ -63,6 +67,9 @@ impl TextLine<'_> {
     pub fn from_kernel(&self) -> bool {
         if self.echo {
             return false;
+        }
+        if let Some(source) = self.json {
+            return source.kernel && !source.echo;
         }
         if let Some(program) = self.program {
             return program == "kernel";
@@ -84,7 +91,6 @@ impl TextLine<'_> {
 /// Splits one line of saved log text. `year` completes syslog timestamps,
 /// which have none.
 pub fn parse_line(line: &str, year: i64) -> TextLine<'_> {
-    let mut rest = prefix::strip_decorations(line);
     let mut out = TextLine {
         message: "".into(),
         program: None,
@@ -94,7 +100,20 @@ pub fn parse_line(line: &str, year: i64) -> TextLine<'_> {
         stamp: Stamp::default(),
         echo: false,
         prefixed: false,
+        json: None,
     };
+    if let Some(value) = json::message_value(line) {
+        let start = if crate::oom::lines::classify(&value).is_some() {
+            0
+        } else {
+            anchor::find(&value).unwrap_or(0)
+        };
+        out.message = value[start..].trim_end().to_owned().into();
+        out.json = Some(json::provenance(line));
+        out.prefixed = true;
+        return out;
+    }
+    let mut rest = prefix::strip_decorations(line);
     if let Some(parsed) = prefix::raw_record(rest) {
         return parsed;
     }

@@ -91,6 +91,7 @@ pub(super) fn raw_record(line: &str) -> Option<TextLine<'_>> {
         },
         echo: false,
         prefixed: true,
+        json: None,
     })
 }
 

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::io::BufRead;
 
+use super::json::{self, Provenance};
 use super::parse_line;
 use crate::oom::lines::{self, OomLine};
 use crate::oom::{InputLine, OomReport, Parser, ParserStats, Stamp, UnusedLine};
@@ -19,6 +20,13 @@ const SNIFF_LINES: usize = 512;
 /// Lines held to reverse a newest-first log; more are put back in order a
 /// chunk at a time.
 const MAX_REVERSED: usize = 200_000;
+/// A JSON record's source marks count this many lines before or after its
+/// message (a pretty-printed record spans a few dozen lines).
+const JSON_WINDOW: u64 = 40;
+/// A run of spaces this long inside a line is a terminal's padding where
+/// a copy joined a wrapped line (it can fall inside a word).
+const PADDING: &str = "                ";
+
 /// Programs that kill processes for memory from user space: their
 /// messages are not the kernel's kills, and a log holding only them is
 /// told so.
@@ -60,6 +68,8 @@ pub struct ReadStats {
 #[derive(Debug, Clone)]
 struct Held {
     message: String,
+    /// A JSON record's value whose source is still to be weighed.
+    json: Option<(Provenance, u64)>,
     host: Option<String>,
     caller: Option<String>,
     from_kernel: bool,
@@ -96,6 +106,11 @@ pub struct LogReader<R> {
     /// A line that may continue on the next physical line.
     pending: Option<Held>,
     order: Order,
+    /// Lines held behind a JSON value whose record's source is not known
+    /// yet (the marks may come after it).
+    waiting: VecDeque<Held>,
+    /// Line numbers of JSON source marks seen lately: (line, kernel, echo).
+    marks: VecDeque<(u64, Provenance)>,
     out: VecDeque<ReadItem>,
     stats: ReadStats,
     done: bool,
@@ -119,6 +134,8 @@ impl<R: BufRead> LogReader<R> {
             line: Vec::new(),
             pending: None,
             order: Order::Sniffing(Vec::new()),
+            waiting: VecDeque::new(),
+            marks: VecDeque::new(),
             out: VecDeque::new(),
             stats: ReadStats::default(),
             done: false,
@@ -130,6 +147,11 @@ impl<R: BufRead> LogReader<R> {
             parser: self.parser.stats(),
             ..self.stats
         }
+    }
+
+    /// Unused OOM-looking lines so far, by reason.
+    pub fn unused_counts(&self) -> impl Iterator<Item = (crate::oom::Unused, u64)> + '_ {
+        self.parser.unused_counts()
     }
 
     /// The next kill (or unused line); None at the end of the input. A read
@@ -188,8 +210,27 @@ impl<R: BufRead> LogReader<R> {
     }
 
     fn physical(&mut self, raw: &str) {
+        let unpadded;
+        let raw = if raw.contains(PADDING) {
+            unpadded = collapse_padding(raw);
+            unpadded.as_str()
+        } else {
+            raw
+        };
         let parsed = parse_line(raw, self.year);
         let line_no = self.stats.lines;
+        let source = json::provenance(raw);
+        if source.kernel || source.echo {
+            self.marks.push_back((line_no, source));
+            while self
+                .marks
+                .front()
+                .is_some_and(|(at, _)| at + 2 * JSON_WINDOW < line_no)
+            {
+                self.marks.pop_front();
+            }
+        }
+        self.release_waiting(line_no, false);
         if USER_SPACE_KILLERS
             .iter()
             .any(|name| parsed.program.is_some_and(|p| p.starts_with(name)) || raw.contains(name))
@@ -213,6 +254,7 @@ impl<R: BufRead> LogReader<R> {
             self.logical(pending);
         }
         let held = Held {
+            json: parsed.json.map(|source| (source, line_no)),
             message: message.clone(),
             host: parsed.host.map(str::to_owned),
             caller: parsed.caller.map(str::to_owned),
@@ -229,9 +271,52 @@ impl<R: BufRead> LogReader<R> {
         }
     }
 
+    /// A whole line, in physical order: held while a JSON value before it
+    /// waits for its record's source, then to the order stage.
+    fn logical(&mut self, line: Held) {
+        let undecided = line
+            .json
+            .is_some_and(|(source, _)| !source.kernel && !source.echo && relevant(&line.message));
+        if undecided || !self.waiting.is_empty() {
+            self.waiting.push_back(line);
+            self.release_waiting(self.stats.lines, false);
+        } else {
+            self.ordered(line);
+        }
+    }
+
+    /// Decides the JSON values held whose record's source is known (or
+    /// whose window has passed, or all at the end), and passes the lines
+    /// on in order.
+    fn release_waiting(&mut self, now: u64, all: bool) {
+        while let Some(front) = self.waiting.front() {
+            if let Some((source, at)) = front.json {
+                let near = |mark_at: u64| mark_at + JSON_WINDOW >= at && mark_at <= at + JSON_WINDOW;
+                let echo = source.echo || self.marks.iter().any(|(m, p)| p.echo && near(*m));
+                let kernel = source.kernel || self.marks.iter().any(|(m, p)| p.kernel && near(*m));
+                let decided = echo || kernel || all || now > at + JSON_WINDOW;
+                if !decided {
+                    return;
+                }
+                let Some(mut line) = self.waiting.pop_front() else {
+                    return;
+                };
+                // No mark, no kill: a document quoting a kill line is not one.
+                line.from_kernel = kernel && !echo;
+                line.json = None;
+                self.ordered(line);
+            } else {
+                let Some(line) = self.waiting.pop_front() else {
+                    return;
+                };
+                self.ordered(line);
+            }
+        }
+    }
+
     /// A whole line, in physical order: to the parser, once the log's
     /// order is known.
-    fn logical(&mut self, line: Held) {
+    fn ordered(&mut self, line: Held) {
         match &mut self.order {
             Order::OldestFirst => self.feed(&line),
             Order::NewestFirst(held) => {
@@ -316,6 +401,7 @@ impl<R: BufRead> LogReader<R> {
         if let Some(pending) = self.pending.take() {
             self.logical(pending);
         }
+        self.release_waiting(self.stats.lines, true);
         if matches!(self.order, Order::Sniffing(_)) {
             self.decide_order();
         }
@@ -407,6 +493,28 @@ fn count_kill(fields: &crate::oom::fields::KillFields) -> usize {
     .into_iter()
     .filter(|present| *present)
     .count()
+}
+
+/// Runs of padding collapsed to one space.
+fn collapse_padding(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut spaces = 0;
+    for c in raw.chars() {
+        if c == ' ' {
+            spaces += 1;
+            continue;
+        }
+        if spaces > 0 {
+            out.push_str(if spaces >= PADDING.len() {
+                " "
+            } else {
+                &PADDING[..spaces]
+            });
+            spaces = 0;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Lines worth holding to reverse: those the parser can use.

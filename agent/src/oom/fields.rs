@@ -29,13 +29,14 @@ pub fn leading_int<T: std::str::FromStr>(text: &str) -> Option<T> {
     text[..end].parse().ok()
 }
 
-/// `12345kB`, `12345 kB`, `12345`, and digits grouped with commas
-/// (`26,184,840kB`: some tools reformat numbers on the way).
+/// `12345kB`, `12345 kB`, `12345`, digits grouped with commas
+/// (`26,184,840kB`: some tools reformat numbers on the way), and the unit
+/// as people retype or cut it (`kb`, `KB`, `k`).
 pub fn kb_value(text: &str) -> Option<u64> {
     let text = text.trim();
-    let digits = text
-        .strip_suffix("kB")
-        .or_else(|| text.strip_suffix("KB"))
+    let digits = ["kB", "KB", "kb", "Kb", "k", "K"]
+        .iter()
+        .find_map(|unit| text.strip_suffix(unit))
         .unwrap_or(text)
         .trim_end();
     if digits.is_empty()

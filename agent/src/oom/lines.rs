@@ -185,8 +185,8 @@ pub fn classify(text: &str) -> Option<OomLine<'_>> {
         b'T' => classify_task_in(text).or_else(|| classify_general(text)),
         // A pasted log that lost the `Task in ` words.
         b'/' => classify_task_in(text).or_else(|| classify_general(text)),
-        b'a' if text.starts_with("as a result of limit of ") => Some(OomLine::LimitOf {
-            limit_memcg: text["as a result of limit of ".len()..].trim(),
+        b'a' | b' ' if text.trim_start().starts_with("as a result of limit of ") => Some(OomLine::LimitOf {
+            limit_memcg: text.trim_start()["as a result of limit of ".len()..].trim(),
         }),
         _ => classify_general(text),
     }
@@ -386,6 +386,13 @@ fn classify_table(text: &str) -> Option<OomLine<'_>> {
 
 fn parse_summary(rest: &str) -> Summary<'_> {
     let mut summary = Summary::default();
+    // The key of the field the line ends in, which may be cut: a value
+    // followed by a comma is whole even when the rest is gone.
+    let cut_key = rest
+        .rsplit(',')
+        .next()
+        .and_then(|last| last.split_once('='))
+        .map(|(key, _)| key);
     let mut last_key = "";
     for field in rest.split(',') {
         match field.split_once('=') {
@@ -418,8 +425,10 @@ fn parse_summary(rest: &str) -> Summary<'_> {
     }
     // A line cut short (a paste, a log shipper's limit) ends in a value
     // that may itself be cut: the kernel always ends with `uid=N`.
-    if summary.uid.is_none() {
-        match last_key {
+    if summary.uid.is_none()
+        && let Some(cut_key) = cut_key
+    {
+        match cut_key {
             "oom_memcg" => summary.oom_memcg = None,
             "task_memcg" => summary.task_memcg = None,
             "task" => summary.task = None,

@@ -68,6 +68,27 @@ pub enum Unused {
 }
 
 impl Unused {
+    pub const ALL: [Unused; 6] = [
+        Self::NotKernel,
+        Self::NoKill,
+        Self::NoKillable,
+        Self::AfterKill,
+        Self::Fragment,
+        Self::Duplicate,
+    ];
+
+    /// A short plural label, for counts.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NotKernel => "written by another program",
+            Self::NoKill => "in reports with no kill line",
+            Self::NoKillable => "with no process to kill",
+            Self::AfterKill => "oom_reaper lines without their kill",
+            Self::Fragment => "stats or task table lines outside a report",
+            Self::Duplicate => "repeated kill lines",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Self::NotKernel => "written by another program, not the kernel",
@@ -171,6 +192,8 @@ pub struct Parser {
     /// the middle of one): the next report opened by its anchor adopts it.
     orphan_columns: Vec<String>,
     orphan_tasks: Vec<TaskInfo>,
+    /// Unused lines by reason (in [`Unused::ALL`]'s order).
+    unused_by: [u64; 6],
 }
 
 impl Parser {
@@ -217,8 +240,19 @@ impl Parser {
         self.notes.pop_front()
     }
 
+    /// Unused OOM-looking lines so far, by reason.
+    pub fn unused_counts(&self) -> impl Iterator<Item = (Unused, u64)> + '_ {
+        Unused::ALL
+            .into_iter()
+            .zip(self.unused_by)
+            .filter(|(_, count)| *count > 0)
+    }
+
     fn unused(&mut self, stamp: Stamp, text: &str, why: Unused) {
         self.stats.unused += 1;
+        if let Some(at) = Unused::ALL.iter().position(|u| *u == why) {
+            self.unused_by[at] += 1;
+        }
         if self.explain && self.notes.len() < MAX_NOTES {
             self.notes.push_back(UnusedLine {
                 stamp,

@@ -35,7 +35,7 @@ use self::attribute::{ATTRIBUTION_WAIT, Attributor, PID_LOOKBACK_MS, Placement};
 pub use self::enrich::Enrichers;
 use self::metrics::{ForgedLines, KillReported, KillsMissed, PipelineMetrics, PrintDropped};
 use crate::event::{NodeContext, attribute, event_from_report};
-use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, ReaderMetrics, ReaderStats, StartAt};
+use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, LineJoiner, ReaderMetrics, ReaderStats, StartAt};
 use crate::oom::{OomReport, Parser, ParserStats};
 use crate::telemetry::{Happening as _, Readiness};
 use crate::vmstat::{Reconciler, read_vmstat_oom_kill};
@@ -139,6 +139,7 @@ struct Position {
 
 struct Pipeline {
     config: PipelineConfig,
+    joiner: LineJoiner,
     parser: Parser,
     forged_seen: u64,
     vmstat: Option<Reconciler>,
@@ -158,6 +159,23 @@ pub(crate) fn event_time_ms(event: &OomEvent) -> u64 {
 }
 
 impl Pipeline {
+    /// A record to the parser, once the line it is part of is whole.
+    fn record(&mut self, record: crate::kmsg::Record) {
+        self.position.last_seq = Some(record.seq);
+        for line in self.joiner.push(record) {
+            self.push(&line.input_line());
+        }
+    }
+
+    /// After a pause: a line left open is as whole as it gets, and kills
+    /// reported need not wait for the next record.
+    fn flush(&mut self) {
+        if let Some(line) = self.joiner.flush() {
+            self.push(&line.input_line());
+        }
+        self.parser.flush_killed();
+    }
+
     fn push(&mut self, line: &crate::oom::InputLine<'_>) {
         self.parser.push(line);
         let forged = self.parser.stats().forged;
@@ -306,6 +324,7 @@ impl Pipeline {
             .parser
             .oldest_open_seq()
             .into_iter()
+            .chain(self.joiner.open_seq())
             .chain(waiting)
             .map(|seq| seq.saturating_sub(1))
             .fold(last, u64::min);
@@ -390,6 +409,7 @@ pub async fn run_on(
     shutdown: impl Future<Output = ()>,
 ) -> Result<PipelineStats, PipelineError> {
     let mut pipeline = Pipeline {
+        joiner: LineJoiner::default(),
         parser: Parser::new(),
         forged_seen: 0,
         vmstat: None,
@@ -415,16 +435,15 @@ pub async fn run_on(
         tokio::select! {
             item = records.next(), if records_open => match item.transpose()? {
                 Some(KmsgItem::Record(record)) => {
-                    pipeline.push(&record.input_line());
-                    pipeline.position.last_seq = Some(record.seq);
+                    pipeline.record(record);
                     pipeline.take_reports().await?;
                 }
                 // The reader logged and counted these.
                 Some(KmsgItem::Gap { .. } | KmsgItem::Malformed(_)) => {}
                 None => records_open = false,
             },
-            () = idle, if pipeline.parser.has_open_reports() => {
-                pipeline.parser.flush_killed();
+            () = idle, if pipeline.parser.has_open_reports() || pipeline.joiner.open_seq().is_some() => {
+                pipeline.flush();
                 pipeline.take_reports().await?;
                 pipeline.save_cursor();
             }
@@ -436,7 +455,7 @@ pub async fn run_on(
             () = &mut shutdown => break,
         }
     }
-    pipeline.parser.flush_killed();
+    pipeline.flush();
     pipeline.take_reports().await?;
     pipeline.release_waiting(true).await?;
     pipeline.save_cursor();
