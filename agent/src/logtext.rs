@@ -216,6 +216,7 @@ const MONTHS: &[[&str; 12]] = &[
 
 /// The month (1..=12) of a name in any known locale; numeric months
 /// (`6月`, `06`) too.
+#[allow(clippy::cast_possible_truncation)] // rewritten in #14
 fn month_number(name: &str) -> Option<u32> {
     let name = name.trim_end_matches('.').to_lowercase();
     let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
@@ -238,6 +239,7 @@ fn hms(text: &str) -> Option<(i64, i64, f64)> {
     (parts.next().is_none() && h < 24 && m < 60 && (0.0..61.0).contains(&s)).then_some((h, m, s))
 }
 
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // rewritten in #14
 fn wall_from(year: i64, month: u32, day: u32, (h, m, s): (i64, i64, f64)) -> Option<(i64, u32)> {
     // Years outside this range are garbage in a log, and would overflow.
     if !(1..=31).contains(&day) || !(1..=9999).contains(&year) {
@@ -316,6 +318,7 @@ const FACILITIES: &[&str] = &[
 const LEVELS: &[&str] = &["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug"];
 
 /// `dmesg -x`: `kern  :err   : message`.
+#[allow(clippy::cast_possible_truncation)] // rewritten in #14
 fn dmesg_decoded_prefix(line: &str) -> Option<(u8, u8, &str)> {
     let (facility, rest) = line.split_once(':')?;
     let facility = facility.trim_end();

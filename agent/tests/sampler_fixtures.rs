@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use oomlens_agent::cgroup::{MemcgReader, Mode, Sampler, SamplerConfig, Selection, Version, detect};
+use oomlens_proto::time::unix_ms;
 use tokio::sync::mpsc;
 
 const UID: &str = "8a1b7c6d-1111-2222-3333-444455556666";
@@ -652,7 +653,7 @@ fn a_pod_climbing_fast_turns_hot_on_its_usage_samples() {
     // Real time: histories are stamped with the wall clock.
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(3_200) {
-        let climbed = (start.elapsed().as_millis() as u64) * (50 << 20) / 1000;
+        let climbed = u64::try_from(start.elapsed().as_millis()).unwrap() * (50 << 20) / 1000;
         write(
             &pod,
             "memory.usage_in_bytes",
@@ -667,12 +668,12 @@ fn a_pod_climbing_fast_turns_hot_on_its_usage_samples() {
         .oom_memcg
         .expect("pod history");
     let last = history.samples.last().and_then(|s| s.time).expect("sampled");
-    let last_ms = last.seconds as u64 * 1000 + last.nanos as u64 / 1_000_000;
+    let last_ms = unix_ms(&last);
     let recent = history
         .samples
         .iter()
         .filter_map(|s| s.time)
-        .filter(|t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000 + 500 >= last_ms)
+        .filter(|t| unix_ms(t) + 500 >= last_ms)
         .count();
     let usage = history.samples.last().and_then(|s| s.usage_bytes).unwrap_or(0);
     assert!(usage < (512 << 20) * 8 / 10, "still below the 80% rule: {usage}");

@@ -50,6 +50,12 @@ fn known(value: u64) -> Option<u64> {
     (value != UNKNOWN).then_some(value)
 }
 
+/// A PSI average as stored: f32 takes half the room.
+#[allow(clippy::cast_possible_truncation)] // 0..=100 with two decimals: f32 keeps them
+fn compact_pressure(avg10: f64) -> f32 {
+    avg10 as f32
+}
+
 fn known_f32(value: f32) -> Option<f64> {
     (!value.is_nan()).then_some(f64::from(value))
 }
@@ -129,7 +135,9 @@ impl History {
             previous_inactive_file: 0,
             limit: None,
             // The window, plus the second held until the next prune.
-            fine_capacity: ((windows.fine_ms + 1000) / fast_interval_ms.max(1)) as usize + 8,
+            fine_capacity: usize::try_from((windows.fine_ms + 1000) / fast_interval_ms.max(1))
+                .unwrap_or(usize::MAX)
+                .saturating_add(8),
         }
     }
 
@@ -177,8 +185,8 @@ impl History {
         self.last_full_ms = t_ms;
         self.limit = sample.limit;
         if self.full.capacity() == 0 {
-            self.full
-                .reserve_exact((self.windows.fine_ms / 1000) as usize + 4);
+            let seconds = usize::try_from(self.windows.fine_ms / 1000).unwrap_or(usize::MAX);
+            self.full.reserve_exact(seconds.saturating_add(4));
         }
         self.full.push_back(Full {
             t_ms,
@@ -187,8 +195,12 @@ impl History {
             file: sample.stat.file.unwrap_or(UNKNOWN),
             shmem: sample.stat.shmem.unwrap_or(UNKNOWN),
             limit: sample.limit.unwrap_or(UNKNOWN),
-            pressure_some: sample.pressure.map_or(f32::NAN, |p| p.some_avg10 as f32),
-            pressure_full: sample.pressure.map_or(f32::NAN, |p| p.full_avg10 as f32),
+            pressure_some: sample
+                .pressure
+                .map_or(f32::NAN, |p| compact_pressure(p.some_avg10)),
+            pressure_full: sample
+                .pressure
+                .map_or(f32::NAN, |p| compact_pressure(p.full_avg10)),
         });
         self.push(
             Fine {
@@ -509,9 +521,9 @@ mod tests {
         // Nothing after the kill time is exported.
         let cut = history.export("/kubepods/x", base + 50_000, 100);
         assert!(
-            cut.samples
-                .iter()
-                .all(|s| s.time.as_ref().expect("t").seconds <= ((base + 50_000) / 1000) as i64)
+            cut.samples.iter().all(
+                |s| s.time.as_ref().expect("t").seconds <= i64::try_from((base + 50_000) / 1000).unwrap()
+            )
         );
     }
 

@@ -99,7 +99,9 @@ pub fn encode_file(event: &OomEvent) -> Vec<u8> {
     let body = event.encode_to_vec();
     let mut out = Vec::with_capacity(HEADER + body.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    // A body past 4 GiB (far above any spool budget) cannot be described:
+    // u32::MAX then fails the length check on read.
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&crc32(&body).to_le_bytes());
     out.extend_from_slice(&body);
     out
