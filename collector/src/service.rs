@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use oomlens_proto::json::JsonEnum as _;
+use oomlens_proto::time::timestamp_from_unix_us;
 use oomlens_proto::v1::event_service_server::EventService;
 use oomlens_proto::v1::ingest_service_server::IngestService;
 use oomlens_proto::v1::{
@@ -477,7 +478,9 @@ impl EventService for Events {
             .summary(request.filter.as_ref(), by)
             .await
             .map_err(store_status)?;
-        let total = rows.iter().map(|r| r.count as u64).sum();
+        // Counts from SQL are never negative.
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let total = rows.iter().map(|r| count(r.count)).sum();
         let groups = rows
             .into_iter()
             .map(|row| {
@@ -493,10 +496,10 @@ impl EventService for Events {
                 };
                 SummaryGroup {
                     key,
-                    count: row.count as u64,
-                    silent: row.silent as u64,
-                    first: Some(timestamp_from_us(row.first_us)),
-                    last: Some(timestamp_from_us(row.last_us)),
+                    count: count(row.count),
+                    silent: count(row.silent),
+                    first: Some(timestamp_from_unix_us(row.first_us)),
+                    last: Some(timestamp_from_unix_us(row.last_us)),
                 }
             })
             .collect();
@@ -535,13 +538,6 @@ impl EventService for Events {
         containers.sort_by(|a, b| ratio(b).total_cmp(&ratio(a)));
         containers.truncate(limit);
         Ok(Response::new(TopResponse { containers }))
-    }
-}
-
-pub fn timestamp_from_us(us: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: us.div_euclid(1_000_000),
-        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
     }
 }
 

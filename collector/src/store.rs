@@ -384,7 +384,7 @@ impl Store {
                     SqlValue::Int(c.scope),
                     SqlValue::Int(c.constraint),
                     SqlValue::Int(c.silent),
-                    SqlValue::Int(body.len() as i64),
+                    SqlValue::Int(i64::try_from(body.len()).unwrap_or(i64::MAX)),
                     SqlValue::Bytes(body),
                 ]
                 .into_iter()
