@@ -80,7 +80,7 @@ impl Process {
     /// SIGTERM and wait; the exit status.
     fn stop(&mut self) -> std::process::ExitStatus {
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::unistd::Pid::from_raw(oomlens_tests::kernel_pid(self.child.id())),
             nix::sys::signal::Signal::SIGTERM,
         );
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -351,7 +351,7 @@ async fn kills_in_containerd_reach_a_watch_subscriber_once_each_with_their_histo
             &pod,
             "api",
             &main_process_hog(wait, FEED),
-            Some(LIMIT as i64),
+            Some(i64::try_from(LIMIT).unwrap()),
         )
         .await
         .unwrap();
@@ -379,7 +379,13 @@ async fn kills_in_containerd_reach_a_watch_subscriber_once_each_with_their_histo
         .await
         .unwrap();
     let id = containerd
-        .run_container(&mut cri, &pod, "worker", &child_hog(wait), Some(LIMIT as i64))
+        .run_container(
+            &mut cri,
+            &pod,
+            "worker",
+            &child_hog(wait),
+            Some(i64::try_from(LIMIT).unwrap()),
+        )
         .await
         .unwrap();
     expected.insert(
@@ -477,7 +483,7 @@ async fn kills_in_containerd_reach_a_watch_subscriber_once_each_with_their_histo
                     &pod,
                     &container,
                     &storm_hog(gun.port),
-                    Some(STORM_LIMIT as i64),
+                    Some(i64::try_from(STORM_LIMIT).unwrap()),
                 )
                 .await
                 .unwrap();
