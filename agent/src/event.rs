@@ -1,6 +1,7 @@
 //! Assembling the `oomlens.v1.OomEvent` from a parsed report and what the
 //! agent knows about its node.
 
+use oomlens_proto::time::timestamp_from_unix_us;
 use oomlens_proto::v1 as pb;
 use prost_types::Timestamp;
 
@@ -48,13 +49,6 @@ fn constraint_of(constraint: ReportConstraint) -> pb::Constraint {
     }
 }
 
-fn timestamp_from_us(us: i64) -> Timestamp {
-    Timestamp {
-        seconds: us.div_euclid(1_000_000),
-        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
-
 /// Builds the event. `ordinal` (the report's position in its input) keys
 /// the id only when the log has neither sequence numbers nor timestamps.
 pub fn event_from_report(report: &OomReport, ctx: &NodeContext, ordinal: u64) -> pb::OomEvent {
@@ -62,19 +56,24 @@ pub fn event_from_report(report: &OomReport, ctx: &NodeContext, ordinal: u64) ->
     let key = stamp
         .seq
         .or(stamp.monotonic_us)
-        .or(stamp
-            .wall
-            .map(|(s, n)| (s as u64).wrapping_mul(1_000_000_000).wrapping_add(u64::from(n))))
+        .or(stamp.wall.map(|(s, n)| {
+            s.cast_unsigned()
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(u64::from(n))
+        }))
         .unwrap_or(ordinal);
     let node = Some(ctx.node.clone())
         .filter(|n| !n.is_empty())
         .or_else(|| report.host.clone());
     let time = match (stamp.wall, stamp.monotonic_us, ctx.boot_wall_us) {
+        // The parsers keep nanos below 10^9: it fits an i32.
         (Some((seconds, nanos)), _, _) => Some(Timestamp {
             seconds,
-            nanos: nanos as i32,
+            nanos: i32::try_from(nanos).unwrap_or(0),
         }),
-        (None, Some(mono), Some(boot)) => Some(timestamp_from_us(boot + mono as i64)),
+        (None, Some(mono), Some(boot)) => Some(timestamp_from_unix_us(
+            boot.saturating_add(i64::try_from(mono).unwrap_or(i64::MAX)),
+        )),
         _ => None,
     };
     let constraint = report.constraint();

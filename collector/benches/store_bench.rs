@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_collector::store::Store;
 use oomlens_common::client::ClientConfig;
+use oomlens_common::units::saturating_u64;
 use oomlens_proto::v1::{
     EventFilter, IngestAck, IngestRequest, MemoryHistory, MemorySample, OomEvent, Pod, QueryRequest,
     ingest_request,
@@ -55,7 +56,8 @@ impl prost::Message for Preencoded {
 }
 
 fn event(n: u64, samples: usize) -> OomEvent {
-    let t = START + (n as i64 * 2_592_000) / 1_000_000; // 30 days over 1M events
+    // 30 days over 1M events.
+    let t = START + (i64::try_from(n).expect("bench sizes fit") * 2_592_000) / 1_000_000;
     OomEvent {
         id: oomlens_proto::event_id(&format!("node-{}", n % 20), "bench", n),
         node: Some(format!("node-{}", n % 20)),
@@ -73,8 +75,8 @@ fn event(n: u64, samples: usize) -> OomEvent {
             samples: (0..samples)
                 .map(|i| MemorySample {
                     time: Some(Timestamp {
-                        seconds: t - 60 + i as i64 / 10,
-                        nanos: ((i % 10) * 100_000_000) as i32,
+                        seconds: t - 60 + i64::try_from(i / 10).expect("bench sizes fit"),
+                        nanos: i32::try_from((i % 10) * 100_000_000).expect("below 10^9"),
                     }),
                     working_set_bytes: Some(100_000_000 + i as u64 * 91_111),
                     usage_bytes: Some(110_000_000 + i as u64 * 91_111),
@@ -170,15 +172,17 @@ async fn ingest_bench(label: &str, database: &str) {
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+    let at = saturating_u64(((sorted.len() as f64 - 1.0) * p).round());
+    sorted[usize::try_from(at).unwrap_or(usize::MAX)]
 }
 
 async fn query_bench(label: &str, database: &str, count: u64) {
     let store = Store::open(database).await.expect("open store");
     let (have, _) = store.totals().await.expect("totals");
-    if (have as u64) < count {
+    let have = u64::try_from(have).expect("a count");
+    if have < count {
         let started = Instant::now();
-        let mut n = have as u64;
+        let mut n = have;
         while n < count {
             let batch: Vec<OomEvent> = (n..(n + 2000).min(count)).map(|i| event(i, 10)).collect();
             store.insert_batch(&batch).await.expect("insert");
@@ -203,7 +207,7 @@ async fn query_bench(label: &str, database: &str, count: u64) {
     for q in 0..1000u64 {
         // A pseudo-random namespace and day.
         let mix = q.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20;
-        let day = (mix % 29) as i64;
+        let day = i64::try_from(mix % 29).expect("below 29");
         let filter = EventFilter {
             namespaces: vec![format!("ns-{}", mix % 50)],
             since: Some(Timestamp {

@@ -17,7 +17,7 @@
 
 use oomlens_proto::v1::{Analysis, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
 
-use oomlens_common::units::{human_bytes, quantity};
+use oomlens_common::units::{human_bytes, quantity, saturating_u64};
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -140,7 +140,7 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
     let peak = history
         .and_then(|h| h.peak_working_set_bytes)
         .into_iter()
-        .chain(points.iter().map(|p| p.1 as u64))
+        .chain(points.iter().map(|p| saturating_u64(p.1)))
         .max();
     let recommends = matches!(scope, Scope::ContainerLimit | Scope::PodLimit);
     let (verdict, reasoning) = classify(&points, limit, history, rules);
@@ -151,7 +151,7 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
         recommendation_reasoning: None,
     };
     if recommends && let Some(peak) = peak.or(kernel_usage) {
-        let wanted = (peak as f64 * (1.0 + rules.headroom)) as u64;
+        let wanted = saturating_u64(peak as f64 * (1.0 + rules.headroom));
         let recommended = clean_limit(wanted.max(limit.unwrap_or(0) + 1));
         let mut why = format!(
             "peak working set {} + {:.0}% headroom = {}, rounded up to {}",
@@ -244,10 +244,10 @@ fn classify(
                 Verdict::Spike,
                 format!(
                     "working set climbed from {} ({:.0}% of the {} limit) to {} in {:.1} s",
-                    human_bytes(low_y as u64),
+                    human_bytes(saturating_u64(low_y)),
                     low_y / limit_f * 100.0,
                     human_bytes(limit),
-                    human_bytes(last_y as u64),
+                    human_bytes(saturating_u64(last_y)),
                     climb_s
                 ),
             );
@@ -266,9 +266,9 @@ fn classify(
             format!(
                 "working set grew steadily by {} over {:.0} s ({}/s, straight-line fit R² {:.2}) \
                  until it reached the {} limit",
-                human_bytes(rise as u64),
+                human_bytes(saturating_u64(rise)),
                 span,
-                human_bytes(slope as u64),
+                human_bytes(saturating_u64(slope)),
                 r2,
                 human_bytes(limit)
             ),
@@ -293,7 +293,7 @@ fn classify(
              steady leak ({}/s overall)",
             human_bytes(limit),
             span,
-            human_bytes(slope.max(0.0) as u64)
+            human_bytes(saturating_u64(slope.max(0.0)))
         ),
     )
 }
@@ -311,8 +311,8 @@ mod tests {
                 .iter()
                 .map(|(t, ws)| MemorySample {
                     time: Some(Timestamp {
-                        seconds: 1_700_000_000 + t.floor() as i64,
-                        nanos: ((t.fract()) * 1e9) as i32,
+                        seconds: 1_700_000_000 + i64::try_from(saturating_u64(t.floor())).unwrap(),
+                        nanos: i32::try_from(saturating_u64(t.fract() * 1e9)).unwrap(),
                     }),
                     working_set_bytes: Some(*ws),
                     limit_bytes: Some(limit),
@@ -351,7 +351,8 @@ mod tests {
     fn a_sudden_climb_is_a_spike() {
         let limit = 100 * MIB;
         let mut points: Vec<(f64, u64)> = (0..50).map(|i| (f64::from(i) * 0.1, 20 * MIB)).collect();
-        points.extend((0..10).map(|i| (5.0 + f64::from(i) * 0.1, 20 * MIB + (i as u64 + 1) * 8 * MIB)));
+        points
+            .extend((0..10u32).map(|i| (5.0 + f64::from(i) * 0.1, 20 * MIB + (u64::from(i) + 1) * 8 * MIB)));
         let analysis = analyse(&container_kill(history(&points, limit, 0.2)), &Rules::default());
         assert_eq!(analysis.verdict, Verdict::Spike as i32, "{}", analysis.reasoning);
         assert!(
@@ -366,8 +367,8 @@ mod tests {
     #[test]
     fn steady_growth_is_a_suspected_leak() {
         let limit = 200 * MIB;
-        let points: Vec<(f64, u64)> = (0..600)
-            .map(|i| (f64::from(i) * 0.1, 60 * MIB + i as u64 * (140 * MIB / 600)))
+        let points: Vec<(f64, u64)> = (0..600u32)
+            .map(|i| (f64::from(i) * 0.1, 60 * MIB + u64::from(i) * (140 * MIB / 600)))
             .collect();
         let analysis = analyse(&container_kill(history(&points, limit, 4.0)), &Rules::default());
         assert_eq!(
@@ -389,7 +390,7 @@ mod tests {
     fn a_plateau_near_the_limit_means_the_limit_is_too_low() {
         let limit = 100 * MIB;
         let mut points: Vec<(f64, u64)> = (0..10).map(|i| (f64::from(i) * 0.1, 60 * MIB)).collect();
-        points.extend((0..80).map(|i| (1.0 + f64::from(i) * 0.1, 95 * MIB + (i % 3) as u64 * MIB)));
+        points.extend((0..80u32).map(|i| (1.0 + f64::from(i) * 0.1, 95 * MIB + u64::from(i % 3) * MIB)));
         let analysis = analyse(&container_kill(history(&points, limit, 8.0)), &Rules::default());
         assert_eq!(
             analysis.verdict,

@@ -202,7 +202,7 @@ async fn a_slow_subscriber_is_told_it_lagged_and_still_gets_every_event() {
     }
     let mut seen = Vec::new();
     let mut lagged = 0;
-    while seen.len() < total as usize {
+    while seen.len() < usize::try_from(total).unwrap() {
         let response = tokio::time::timeout(Duration::from_secs(20), stream.message())
             .await
             .expect("the stream keeps delivering")

@@ -38,7 +38,7 @@ async fn idempotent_inserts(store: &Store) {
 async fn filters_pages_and_summaries(store: &Store) {
     let namespaces = ["shop", "payments", "batch"];
     let events: Vec<_> = (0..250u64)
-        .map(|n| event(n, namespaces[n as usize % 3], 5))
+        .map(|n| event(n, namespaces[usize::try_from(n % 3).unwrap()], 5))
         .collect();
     for chunk in events.chunks(64) {
         store.insert_batch(chunk).await.unwrap();
@@ -115,10 +115,13 @@ async fn filters_pages_and_summaries(store: &Store) {
     assert_eq!(pod_limit.count, 50);
     assert_eq!(
         pod_limit.silent,
-        events
-            .iter()
-            .filter(|e| e.scope == Scope::PodLimit as i32 && e.silent == Some(true))
-            .count() as i64
+        i64::try_from(
+            events
+                .iter()
+                .filter(|e| e.scope == Scope::PodLimit as i32 && e.silent == Some(true))
+                .count()
+        )
+        .unwrap()
     );
     // Backfill by sequence: in order, after the cursor only.
     let all = store.after_seq(0, None, 1000).await.unwrap();
@@ -135,7 +138,8 @@ async fn retention(store: &Store) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs() as i64;
+        .as_secs();
+    let now = i64::try_from(now).unwrap();
     recent.time = Some(Timestamp {
         seconds: now,
         nanos: 0,
@@ -157,7 +161,7 @@ async fn retention(store: &Store) {
         .unwrap();
     let (_, bytes) = store.totals().await.unwrap();
     let deleted = store
-        .enforce_retention(None, Some(bytes as u64 / 3))
+        .enforce_retention(None, Some(u64::try_from(bytes).unwrap() / 3))
         .await
         .unwrap();
     assert_eq!(deleted, 2);

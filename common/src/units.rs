@@ -19,6 +19,15 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// `value` rounded toward zero, saturating: negative and NaN give 0, past
+/// `u64::MAX` gives `u64::MAX`. For sizes and rates computed in f64.
+// f64 has no `TryFrom` into integers; `as` does exactly this, and a byte
+// fraction is not worth showing.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+pub fn saturating_u64(value: f64) -> u64 {
+    value as u64
+}
+
 /// A Kubernetes quantity, exact: `1280Mi`, `2Gi`, `1536Ki`.
 pub fn quantity(bytes: u64) -> String {
     const KI: u64 = 1024;

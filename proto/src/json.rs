@@ -137,10 +137,9 @@ pub mod timestamp {
         };
         let (seconds, nanos) = crate::time::parse_rfc3339(&text)
             .ok_or_else(|| D::Error::custom(format!("invalid RFC 3339 timestamp {text:?}")))?;
-        Ok(Some(Timestamp {
-            seconds,
-            // parse_rfc3339 keeps nanos below 10^9.
-            nanos: nanos as i32,
-        }))
+        // parse_rfc3339 keeps nanos below 10^9: never an error.
+        let nanos = i32::try_from(nanos)
+            .map_err(|_| D::Error::custom(format!("timestamp nanos out of range: {nanos}")))?;
+        Ok(Some(Timestamp { seconds, nanos }))
     }
 }

@@ -51,6 +51,9 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 }
 
 /// The (year, month, day) of a day count since 1970-01-01.
+// The algorithm keeps the day in 1..=31 and the month in 1..=12: the casts
+// to u32 are exact.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -111,10 +114,11 @@ pub fn parse_rfc3339(text: &str) -> Option<(i64, u32)> {
         if digits == 0 {
             return None;
         }
-        for (i, b) in fraction.bytes().take(digits).enumerate() {
-            if i < 9 {
-                nanos += u32::from(b - b'0') * 10u32.pow(8 - i as u32);
-            }
+        // Digits past the ninth (below a nanosecond) are ignored.
+        let mut scale = 100_000_000;
+        for b in fraction.bytes().take(digits.min(9)) {
+            nanos += u32::from(b - b'0') * scale;
+            scale /= 10;
         }
         rest = &fraction[digits..];
     }
@@ -135,7 +139,8 @@ pub fn parse_rfc3339(text: &str) -> Option<(i64, u32)> {
             sign * (h * 3600 + m * 60)
         }
     };
-    let days = days_from_civil(year, month as u32, day as u32);
+    // Both are checked above to be small and positive.
+    let days = days_from_civil(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?);
     Some((days * 86_400 + hour * 3600 + minute * 60 + second - offset, nanos))
 }
 

@@ -14,11 +14,11 @@ fn ts(seconds: i64, nanos: i32) -> Option<Timestamp> {
 fn sample_history(cgroup: &str) -> MemoryHistory {
     MemoryHistory {
         cgroup: cgroup.into(),
-        samples: (0..3)
+        samples: (0..3u8)
             .map(|i| MemorySample {
-                time: ts(1_719_309_930, i * 100_000_000),
-                working_set_bytes: Some(30_000_000 + i as u64 * 1_000_000),
-                usage_bytes: Some(31_000_000 + i as u64 * 1_000_000),
+                time: ts(1_719_309_930, i32::from(i) * 100_000_000),
+                working_set_bytes: Some(30_000_000 + u64::from(i) * 1_000_000),
+                usage_bytes: Some(31_000_000 + u64::from(i) * 1_000_000),
                 anon_bytes: Some(29_000_000),
                 file_bytes: Some(1_000_000),
                 shmem_bytes: Some(0),

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use oomlens_common::client::ClientConfig;
+use oomlens_common::units::saturating_u64;
 use oomlens_proto::v1::{SubscribeRequest, subscribe_response};
 use oomlens_tests::{ScratchTree, agent_binary, free_port, real_kernel_unavailable, run_hog, unique};
 
@@ -20,7 +21,7 @@ struct StopOnDrop(std::process::Child);
 impl StopOnDrop {
     fn stop(&mut self) {
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::unistd::Pid::from_raw(oomlens_tests::kernel_pid(self.0.id())),
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.0.wait();
@@ -91,7 +92,10 @@ fn main() {
                     && event.oom_memcg.as_deref().is_some_and(|m| m.starts_with(&prefix))
                     && let Some(t) = event.time
                 {
-                    let killed = Duration::new(t.seconds as u64, t.nanos as u32);
+                    let killed = Duration::new(
+                        u64::try_from(t.seconds).unwrap_or(0),
+                        u32::try_from(t.nanos).unwrap_or(0),
+                    );
                     latencies.push(received.saturating_sub(killed));
                 }
             }
@@ -113,7 +117,10 @@ fn main() {
     agent.stop();
     let mut sorted = latencies.clone();
     sorted.sort();
-    let pct = |p: f64| sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
+    let pct = |p: f64| {
+        let at = saturating_u64(((sorted.len() as f64 - 1.0) * p).round());
+        sorted[usize::try_from(at).unwrap_or(usize::MAX)].as_secs_f64() * 1e3
+    };
     assert!(!sorted.is_empty(), "no kill reached the subscriber");
     println!(
         "kill -> subscriber: {} of {kills} kills received: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

@@ -31,12 +31,21 @@ const CONTAINERS_PER_POD: usize = 2;
 
 fn thread_cpu_ns() -> u64 {
     let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).expect("thread clock");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    nanos(Duration::from(t))
 }
 
 fn process_cpu_ns() -> u64 {
     let t = clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).expect("process clock");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    nanos(Duration::from(t))
+}
+
+/// The bench's durations in u64 (584 years of nanoseconds).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).expect("a bench's duration")
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).expect("a bench's duration")
 }
 
 /// CPU time of one measured phase.
@@ -69,7 +78,7 @@ fn run_ticks(
     let (thread, process) = (thread_cpu_ns(), process_cpu_ns());
     let wall = Instant::now();
     for k in ticks {
-        let at = start + step * k as u32;
+        let at = start + step * u32::try_from(k).expect("a bench's tick count");
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
@@ -116,7 +125,7 @@ fn main() {
     };
     let schedule = config.schedule;
     let step = schedule.hot.min(schedule.fast);
-    let ticks = MEASURED.as_millis() as u64 / step.as_millis() as u64;
+    let ticks = millis(MEASURED) / millis(step);
     let rss_before = rss_kib();
 
     let mut rounds = Vec::new();
@@ -242,7 +251,7 @@ fn sampler_round(config: &SamplerConfig, step: Duration, ticks: u64) -> (Sampler
     let start = Instant::now();
     sampler.tick(start);
     let first_pass_ns = thread_cpu_ns() - first_pass;
-    let warm_up = (config.schedule.limits.as_secs() + 2) * 1000 / step.as_millis() as u64;
+    let warm_up = (config.schedule.limits.as_secs() + 2) * 1000 / millis(step);
     run_ticks(start, step, 1..=warm_up, |_| sampler.tick(Instant::now()));
     let before = sampler.stats();
     let phase = run_ticks(start, step, warm_up + 1..=warm_up + ticks, |_| {
@@ -265,7 +274,7 @@ fn sampler_round(config: &SamplerConfig, step: Duration, ticks: u64) -> (Sampler
 fn raw_round(sampler: &Sampler, schedule: Schedule, step: Duration, ticks: u64) -> Measured {
     let memory_root = Path::new("/sys/fs/cgroup/memory");
     let paths = sampler.tracked_paths();
-    let ticks_of = |every: Duration| (every.as_millis() / step.as_millis()).max(1) as u64;
+    let ticks_of = |every: Duration| (millis(every) / millis(step)).max(1);
     // (ticks between full samples, ticks between usage samples) per cgroup.
     let cadence: Vec<(u64, Option<u64>)> = paths
         .iter()

@@ -317,7 +317,7 @@ state = "{root}/state"
 impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::unistd::Pid::from_raw(crate::kernel_pid(self.child.id())),
             nix::sys::signal::Signal::SIGTERM,
         );
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -142,6 +142,12 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// A `std::process` id (u32) as the kernel and the contract type pids
+/// (i32).
+pub fn kernel_pid(id: u32) -> i32 {
+    i32::try_from(id).expect("Linux pids stay below 2^22")
+}
+
 /// Runs `tail /dev/zero` (which buffers without bound) inside `cgroup` and
 /// waits for it to die. Returns its pid and exit status.
 pub fn run_hog(cgroup: &Path) -> (u32, std::process::ExitStatus) {

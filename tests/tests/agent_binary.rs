@@ -81,7 +81,7 @@ fn the_agent_binary_reports_a_real_kill_with_history_and_metrics() {
     let (status, metrics) = http_get(port, "/metrics").expect("metrics");
 
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::unistd::Pid::from_raw(oomlens_tests::kernel_pid(agent.id())),
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("SIGTERM");
@@ -210,7 +210,7 @@ fn standalone_mode_answers_the_cli_about_a_real_kill() {
         "{summary}"
     );
     let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::unistd::Pid::from_raw(oomlens_tests::kernel_pid(agent.id())),
         nix::sys::signal::Signal::SIGTERM,
     );
     assert!(agent.wait().unwrap().success());
@@ -310,7 +310,7 @@ fn top_shows_a_live_container_close_to_its_limit() {
     let _ = hog.kill();
     let _ = hog.wait();
     let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::unistd::Pid::from_raw(oomlens_tests::kernel_pid(agent.id())),
         nix::sys::signal::Signal::SIGTERM,
     );
     assert!(agent.wait().unwrap().success());

@@ -74,7 +74,7 @@ impl Drop for CollectorProcess {
 }
 
 fn synthetic(n: u64) -> OomEvent {
-    let t = 1_795_000_000 + n as i64;
+    let t = 1_795_000_000 + i64::try_from(n).unwrap();
     OomEvent {
         id: oomlens_proto::event_id("delivery-node", "boot", n),
         node: Some("delivery-node".into()),
@@ -88,10 +88,10 @@ fn synthetic(n: u64) -> OomEvent {
                 .map(|i| MemorySample {
                     time: Some(prost_types::Timestamp {
                         seconds: t - 60 + i / 10,
-                        nanos: ((i % 10) * 100_000_000) as i32,
+                        nanos: i32::try_from((i % 10) * 100_000_000).unwrap(),
                     }),
-                    working_set_bytes: Some(1_000_000 + i as u64 * 1000),
-                    usage_bytes: Some(1_100_000 + i as u64 * 1000),
+                    working_set_bytes: Some(1_000_000 + u64::try_from(i).unwrap() * 1000),
+                    usage_bytes: Some(1_100_000 + u64::try_from(i).unwrap() * 1000),
                     ..MemorySample::default()
                 })
                 .collect(),
@@ -219,7 +219,7 @@ async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice()
     let unique_ids: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique_ids.len(), ids.len(), "no event stored twice");
     let expected: HashSet<String> = (0..total).map(|n| synthetic(n).id).collect();
-    assert_eq!(ids.len(), total as usize, "every event stored");
+    assert_eq!(ids.len(), usize::try_from(total).unwrap(), "every event stored");
     assert!(ids.iter().all(|id| expected.contains(id)));
     let text = metrics.encode();
     eprintln!(
@@ -296,7 +296,7 @@ fn start_agent(collector: &str, state: &Path) -> Child {
 
 fn stop(child: &mut Child) {
     let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(oomlens_tests::kernel_pid(child.id())),
         nix::sys::signal::Signal::SIGTERM,
     );
     let status = child.wait().unwrap();

@@ -13,7 +13,9 @@ use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt};
 use oomlens_agent::oom::{OomReport, Parser};
 use oomlens_agent::pipeline::{self, PipelineConfig};
 use oomlens_proto::v1::{Constraint, OomEvent, QosClass, Scope};
-use oomlens_tests::{ScratchTree, SysctlGuard, pod_and_container_ids, require_real_kernel, run_hog, unique};
+use oomlens_tests::{
+    ScratchTree, SysctlGuard, kernel_pid, pod_and_container_ids, require_real_kernel, run_hog, unique,
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// Held for a whole test: each test has its own runtime and thread, and
@@ -93,7 +95,7 @@ async fn real_container_limit_kill_is_read_back_live() {
     assert_eq!(event.scope, Scope::ContainerLimit as i32, "{json}");
     assert_eq!(event.task_memcg.as_deref(), Some(kernel_path.as_str()), "{json}");
     let victim = event.victim.as_ref().expect("victim");
-    assert_eq!(victim.pid, Some(pid as i32), "{json}");
+    assert_eq!(victim.pid, Some(kernel_pid(pid)), "{json}");
     assert_eq!(victim.comm.as_deref(), Some("tail"), "{json}");
     assert!(victim.anon_rss_kb.unwrap_or(0) > 20 * 1024, "{json}");
     let pod = event.pod.as_ref().expect("pod");
@@ -109,12 +111,13 @@ async fn real_container_limit_kill_is_read_back_live() {
         event.trigger.as_ref().and_then(|t| t.comm.as_deref()),
         Some("tail")
     );
-    assert!(event.tasks.iter().any(|t| t.pid == pid as i32), "{json}");
+    assert!(event.tasks.iter().any(|t| t.pid == kernel_pid(pid)), "{json}");
     // The wall-clock time is within a minute of now.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
-        .as_secs() as i64;
+        .as_secs();
+    let now = i64::try_from(now).unwrap();
     let time = event.time.as_ref().expect("time").seconds;
     assert!((now - time).abs() < 60, "kill time {time} vs now {now}");
     assert!(reader.stats().lost == 0 || reader.stats().overruns > 0);
@@ -365,7 +368,7 @@ async fn restart_resumes_without_duplicates_and_reports_kills_made_while_stopped
     };
     assert_eq!(
         victims(&first, &tree.kernel_path("a")),
-        [pid_a as i32],
+        [kernel_pid(pid_a)],
         "first run"
     );
     assert_eq!(
@@ -375,7 +378,7 @@ async fn restart_resumes_without_duplicates_and_reports_kills_made_while_stopped
     );
     assert_eq!(
         victims(&second, &tree.kernel_path("b")),
-        [pid_b as i32],
+        [kernel_pid(pid_b)],
         "B, killed while stopped"
     );
 }

@@ -72,7 +72,7 @@ async fn wait_tracked(handle: &SamplerHandle, path: &str) {
 }
 
 fn ms_of(sample_time: &prost_types::Timestamp) -> u64 {
-    sample_time.seconds as u64 * 1000 + sample_time.nanos as u64 / 1_000_000
+    oomlens_proto::time::unix_ms(sample_time)
 }
 
 fn samples_between(history: &MemoryHistory, from_ms: u64, to_ms: u64) -> usize {

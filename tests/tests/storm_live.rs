@@ -13,7 +13,7 @@ use oomlens_agent::cgroup::Sampler;
 use oomlens_agent::pipeline::{self, Enrichers};
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::OomEvent;
-use oomlens_tests::{ScratchTree, pod_and_container_ids, require_real_kernel, run_hog, unique};
+use oomlens_tests::{ScratchTree, kernel_pid, pod_and_container_ids, require_real_kernel, run_hog, unique};
 use tokio::sync::{mpsc, watch};
 
 const KILLS: usize = 14;
@@ -77,7 +77,7 @@ async fn a_storm_of_kills_is_reported_once_each_and_attributed() {
     for relative in &containers {
         let dir = tree.path(relative);
         let (pid, _) = tokio::task::block_in_place(|| run_hog(&dir));
-        pids.insert(tree.kernel_path(relative), pid as i32);
+        pids.insert(tree.kernel_path(relative), kernel_pid(pid));
     }
     let storm = started.elapsed();
 

@@ -18,6 +18,7 @@
 use std::time::{Duration, Instant};
 
 use oomlens_proto::json::{event_from_json, event_to_json_line};
+use oomlens_proto::time::unix_ms;
 use oomlens_proto::v1::{OomEvent, Scope, Verdict};
 use oomlens_tests::vm;
 
@@ -234,19 +235,11 @@ fn cgroup_v2_and_whole_node_ooms_in_a_vm() {
         "{dump}"
     );
     let history = e.history.as_ref().unwrap_or_else(|| panic!("no history: {dump}"));
-    let kill_ms = e
-        .time
-        .as_ref()
-        .map(|t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000)
-        .expect("time");
+    let kill_ms = e.time.as_ref().map(unix_ms).expect("time");
     let last_second = history
         .samples
         .iter()
-        .filter(|s| {
-            s.time
-                .as_ref()
-                .is_some_and(|t| (t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000) + 1000 >= kill_ms)
-        })
+        .filter(|s| s.time.as_ref().is_some_and(|t| unix_ms(t) + 1000 >= kill_ms))
         .count();
     assert!(
         last_second >= 10,

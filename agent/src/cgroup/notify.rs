@@ -58,8 +58,10 @@ pub struct OomNotifier {
 }
 
 fn monotonic_us() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+    // The monotonic clock never reads negative.
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0) / 1000
+    })
 }
 
 /// Token of the inotify descriptor in the epoll set (eventfds use their

@@ -59,27 +59,36 @@ pub(super) fn month_number(name: &str) -> Option<u32> {
         table
             .iter()
             .position(|m| name == *m || (name.chars().count() >= 3 && name.starts_with(m)))
-            .map(|i| i as u32 + 1)
+            .and_then(|i| u32::try_from(i + 1).ok())
     })
 }
 
-fn hms(text: &str) -> Option<(i64, i64, f64)> {
+/// `10:05:31[.123456]` (or `,123456`): hours, minutes, seconds and
+/// nanoseconds; a fraction's digits beyond nine are dropped.
+fn hms(text: &str) -> Option<(i64, i64, i64, u32)> {
     let mut parts = text.split(':');
     let h = parts.next()?.parse::<i64>().ok()?;
     let m = parts.next()?.parse::<i64>().ok()?;
-    let s = parts.next()?.parse::<f64>().ok()?;
-    (parts.next().is_none() && h < 24 && m < 60 && (0.0..61.0).contains(&s)).then_some((h, m, s))
+    let seconds = parts.next()?;
+    let (whole, fraction) = seconds.split_once(['.', ',']).unwrap_or((seconds, ""));
+    let s = whole.parse::<i64>().ok()?;
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos = format!("{:0<9}", &fraction[..fraction.len().min(9)])
+        .parse()
+        .ok()?;
+    (parts.next().is_none() && (0..24).contains(&h) && (0..60).contains(&m) && (0..61).contains(&s))
+        .then_some((h, m, s, nanos))
 }
 
-fn wall_from(year: i64, month: u32, day: u32, (h, m, s): (i64, i64, f64)) -> Option<(i64, u32)> {
+fn wall_from(year: i64, month: u32, day: u32, (h, m, s, nanos): (i64, i64, i64, u32)) -> Option<(i64, u32)> {
     // Years outside this range are garbage in a log, and would overflow.
     if !(1..=31).contains(&day) || !(1..=9999).contains(&year) {
         return None;
     }
     let days = oomlens_proto::time::days_from_civil(year, month, day);
-    let whole = s.trunc() as i64;
-    let nanos = ((s - s.trunc()) * 1e9).round() as u32;
-    Some((days * 86_400 + h * 3600 + m * 60 + whole, nanos.min(999_999_999)))
+    Some((days * 86_400 + h * 3600 + m * 60 + s, nanos))
 }
 
 /// `Jun 25 10:05:31[.123456] ` (BSD syslog, journalctl short/precise) or

@@ -142,8 +142,8 @@ pub(super) fn dmesg_decoded_prefix(line: &str) -> Option<(u8, u8, &str)> {
     let (level, rest) = rest.split_once(':')?;
     let level = LEVELS.iter().position(|l| *l == level.trim_end())?;
     Some((
-        facility as u8,
-        level as u8,
+        u8::try_from(facility).ok()?,
+        u8::try_from(level).ok()?,
         rest.strip_prefix(' ').unwrap_or(rest),
     ))
 }

@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt as _};
+use oomlens_common::units::saturating_u64;
 use oomlens_proto::v1 as pb;
 use tracing::{debug, info, warn};
 
@@ -82,7 +83,7 @@ pub fn parse_memory_quantity(quantity: &str) -> Option<u64> {
         _ => return None,
     };
     let bytes = number * factor;
-    (bytes.is_finite() && bytes >= 0.0).then(|| bytes.ceil() as u64)
+    (bytes.is_finite() && bytes >= 0.0).then(|| saturating_u64(bytes.ceil()))
 }
 
 fn memory(container: &Container, which: &str) -> Option<u64> {

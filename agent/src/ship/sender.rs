@@ -185,7 +185,7 @@ async fn session(
     loop {
         // Top up the window, oldest first; nothing to read when every
         // spooled event is already in flight.
-        let unsent = spool.stats().events as usize > sent.len();
+        let unsent = usize::try_from(spool.stats().events).unwrap_or(usize::MAX) > sent.len();
         if unsent && sent.len() < config.max_in_flight {
             let room = config.max_in_flight - sent.len();
             let exclude = sent.clone();

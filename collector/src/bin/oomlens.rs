@@ -194,8 +194,9 @@ fn event_filter(filter: &Filter) -> Result<EventFilter, Usage> {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         f.since = Some(prost_types::Timestamp {
-            seconds: since.as_secs() as i64,
-            nanos: since.subsec_nanos() as i32,
+            seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            // Below 10^9: fits.
+            nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
         });
     }
     Ok(f)
@@ -244,7 +245,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         Output::Json => writeln!(out, "{}", event_to_json_line(event))?,
                     }
                 }
-                printed += page.events.len() as u32;
+                // A page holds at most page_size (u32) events.
+                printed += u32::try_from(page.events.len()).unwrap_or(u32::MAX);
                 if page.next_page_token.is_empty() || page.events.is_empty() {
                     break;
                 }

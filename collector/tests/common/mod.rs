@@ -13,7 +13,7 @@ pub const BASE_SECS: i64 = 1_795_000_000;
 
 /// A container-limit kill with `samples` of 10 Hz history.
 pub fn event(n: u64, namespace: &str, samples: usize) -> OomEvent {
-    let time = BASE_SECS + n as i64;
+    let time = BASE_SECS + i64::try_from(n).unwrap();
     let limit = 256 * 1024 * 1024u64;
     OomEvent {
         id: oomlens_proto::event_id("node-a", "boot-1", n),
@@ -31,7 +31,7 @@ pub fn event(n: u64, namespace: &str, samples: usize) -> OomEvent {
         oom_memcg: Some(format!("/kubepods/burstable/pod{n}/c{n}")),
         task_memcg: Some(format!("/kubepods/burstable/pod{n}/c{n}")),
         victim: Some(Victim {
-            pid: Some(1000 + n as i32),
+            pid: Some(1000 + i32::try_from(n).unwrap()),
             comm: Some("java".into()),
             anon_rss_kb: Some(limit / 1024),
             ..Victim::default()
@@ -64,11 +64,11 @@ pub fn event(n: u64, namespace: &str, samples: usize) -> OomEvent {
             cgroup: format!("/kubepods/burstable/pod{n}/c{n}"),
             samples: (0..samples)
                 .map(|i| {
-                    let t_ms = time * 1000 - (samples - i) as i64 * 100;
+                    let t_ms = time * 1000 - i64::try_from(samples - i).unwrap() * 100;
                     MemorySample {
                         time: Some(Timestamp {
                             seconds: t_ms.div_euclid(1000),
-                            nanos: (t_ms.rem_euclid(1000) * 1_000_000) as i32,
+                            nanos: i32::try_from(t_ms.rem_euclid(1000) * 1_000_000).unwrap(),
                         }),
                         working_set_bytes: Some(limit / 2 + (i as u64 * (limit / 2)) / samples.max(1) as u64),
                         usage_bytes: Some(

@@ -2,7 +2,7 @@
 
 use oomlens_proto::v1::MemoryHistory;
 
-use crate::units::human_bytes;
+use crate::units::{human_bytes, saturating_u64};
 
 /// A chart of the working set before the kill: `rows` lines of `width`
 /// columns, time left to right, with the limit marked.
@@ -36,7 +36,8 @@ pub fn memory_chart(history: &MemoryHistory, width: usize, rows: usize) -> Vec<S
     let mut columns: Vec<Option<u64>> = vec![None; width];
     for (t, ws) in &points {
         let x = if t1 > t0 {
-            (((t - t0) / (t1 - t0)) * (width - 1) as f64).round() as usize
+            let x = saturating_u64((((t - t0) / (t1 - t0)) * (width - 1) as f64).round());
+            usize::try_from(x).unwrap_or(usize::MAX)
         } else {
             width - 1
         };
@@ -50,7 +51,10 @@ pub fn memory_chart(history: &MemoryHistory, width: usize, rows: usize) -> Vec<S
             None => *column = previous,
         }
     }
-    let limit_row = limit.map(|l| ((l as f64 / top as f64) * rows as f64).ceil() as usize);
+    let limit_row = limit.map(|l| {
+        let row = saturating_u64(((l as f64 / top as f64) * rows as f64).ceil());
+        usize::try_from(row).unwrap_or(usize::MAX)
+    });
     let label_width = 7;
     let mut lines = Vec::with_capacity(rows + 2);
     for row in (1..=rows).rev() {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use oomlens_proto::json::JsonEnum;
 use oomlens_proto::v1::{Container, ContainerMemoryStatus, OomEvent, Pod, Scope, SummaryGroup, Verdict};
 
-use crate::units::{human_bytes, truncate};
+use crate::units::{human_bytes, saturating_u64, truncate};
 
 mod chart;
 mod show;
@@ -62,7 +62,11 @@ fn utc(t: Option<&prost_types::Timestamp>, millis: bool) -> String {
         Some(t) => {
             let text = oomlens_proto::time::format_rfc3339(
                 t.seconds,
-                if millis { t.nanos.max(0) as u32 } else { 0 },
+                if millis {
+                    u32::try_from(t.nanos).unwrap_or(0)
+                } else {
+                    0
+                },
             );
             let text = text.trim_end_matches('Z').replace('T', " ");
             if millis {
@@ -224,7 +228,7 @@ pub fn top_row(status: &ContainerMemoryStatus, style: Style) -> String {
             } else {
                 "+"
             },
-            human_bytes(status.growth_bytes_per_second.abs() as u64)
+            human_bytes(saturating_u64(status.growth_bytes_per_second.abs()))
         )
     };
     let to_limit = match status.seconds_to_limit {

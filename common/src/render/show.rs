@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use oomlens_proto::v1::{Constraint, ContainerRole, OomEvent, QosClass, Runtime, Scope, Verdict};
 
 use super::{Style, chart::memory_chart, scope_code, utc, word};
-use crate::units::{human_bytes, quantity};
+use crate::units::{human_bytes, quantity, saturating_u64};
 
 fn describe_scope(event: &OomEvent) -> &'static str {
     match Scope::try_from(event.scope).unwrap_or(Scope::Unknown) {
@@ -189,7 +189,7 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
                 heading,
                 ", {}{}/s over the last minute",
                 if growth < 0.0 { "-" } else { "+" },
-                human_bytes(growth.abs() as u64)
+                human_bytes(saturating_u64(growth.abs()))
             );
         }
         heading.push_str("):");

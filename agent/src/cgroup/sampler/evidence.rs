@@ -84,7 +84,7 @@ impl PidPlaces {
 
     /// Forgets the processes not seen for [`PID_MEMORY`] before `t_ms`.
     pub(super) fn forget_old(&mut self, t_ms: u64) {
-        let horizon = t_ms.saturating_sub(PID_MEMORY.as_millis() as u64);
+        let horizon = t_ms.saturating_sub(u64::try_from(PID_MEMORY.as_millis()).unwrap_or(u64::MAX));
         self.places.retain(|_, place| place.seen_ms >= horizon);
     }
 }

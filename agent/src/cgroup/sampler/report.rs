@@ -45,7 +45,7 @@ impl Sampler {
 
     /// Frozen histories up to `until_ms`.
     pub fn snapshot(&self, victim: Option<&str>, oom_memcg: Option<&str>, until_ms: u64) -> Snapshot {
-        let interval = self.config.schedule.fast.as_millis() as u32;
+        let interval = u32::try_from(self.config.schedule.fast.as_millis()).unwrap_or(u32::MAX);
         let export = |path: Option<&str>| {
             let tracked = self.lookup(path?)?;
             Some(tracked.history.export(&tracked.path, until_ms, interval))
@@ -156,10 +156,10 @@ pub(super) fn warning_due(
         limit_bytes: limit,
         growth_bytes_per_second: growth,
         seconds_to_limit: Some(seconds_to_limit),
-        history: Some(
-            tracked
-                .history
-                .export(path, t_ms, config.schedule.fast.as_millis() as u32),
-        ),
+        history: Some(tracked.history.export(
+            path,
+            t_ms,
+            u32::try_from(config.schedule.fast.as_millis()).unwrap_or(u32::MAX),
+        )),
     })
 }

@@ -195,7 +195,10 @@ impl Tracked {
                     let limit = effective_limit(self.history.limit(), self.ancestor_limit);
                     // Over the last second, or two usage intervals
                     // for levels sampled once a second.
-                    let window = usage_every.map_or(1_000, |every| (2 * every.as_millis() as u64).max(1_000));
+                    let window = usage_every.map_or(1_000, |every| {
+                        let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+                        every_ms.saturating_mul(2).max(1_000)
+                    });
                     let growth = self.history.short_growth(window);
                     self.hot = is_hot(schedule, working_set, limit, growth);
                 }

@@ -43,8 +43,8 @@ impl Sampler {
             }
         };
         debug!(cgroup = %found.relative, "following cgroup");
-        let history =
-            History::with_interval(self.config.windows, self.config.schedule.fast.as_millis() as u64);
+        let fast_ms = u64::try_from(self.config.schedule.fast.as_millis()).unwrap_or(u64::MAX);
+        let history = History::with_interval(self.config.windows, fast_ms);
         let entry = Tracked::new(found.relative.clone(), found.identity, reader, history, now);
         if let Some(notifier) = &self.notifier {
             notifier.register(&found.relative, &dir);

@@ -3,30 +3,32 @@
 //!
 //! One file per event (`NNNNNNNNNNNNNNNNNNNN.event`, numbered in arrival
 //! order): kills are rare enough that a file each is cheap, and a
-//! corrupted file costs one event, never the spool. Each file is
-//! `OOMLSPL1`, the body's length and CRC-32 (little endian u32s), then the
-//! protobuf `OomEvent`. Written to a temporary name, synced, renamed, and
-//! the directory synced: a crash leaves the old state or the new one.
+//! corrupted file costs one event, never the spool. The file format is in
+//! `file`. Written to a temporary name, synced, renamed, and the directory
+//! synced: a crash leaves the old state or the new one.
 //!
 //! Bounded: when a new event would exceed the budget, the histories of the
-//! oldest events are thinned first (every other sample dropped, then the
-//! buckets), and only then are the oldest events dropped, each counted.
-//! A file that cannot be read back is moved to `corrupt/`, reported and
-//! counted; the rest of the spool goes on.
+//! oldest events are thinned first (`thin`: every other sample dropped,
+//! then the buckets), and only then are the oldest events dropped, each
+//! counted. A file that cannot be read back is moved to `corrupt/`,
+//! reported and counted; the rest of the spool goes on.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use oomlens_proto::v1::{MemoryHistory, OomEvent};
-use prost::Message as _;
+use oomlens_proto::v1::OomEvent;
 use tracing::warn;
 
 use super::metrics::SpoolMetrics;
 
-const MAGIC: &[u8; 8] = b"OOMLSPL1";
-const HEADER: usize = 16;
+mod file;
+mod thin;
+
+pub use file::{decode_file, encode_file};
+pub use thin::thin_event;
+
 const SUFFIX: &str = "event";
 
 #[derive(Debug, thiserror::Error)]
@@ -76,86 +78,6 @@ pub struct Spool {
     entries: BTreeMap<u64, Entry>,
     next: u64,
     metrics: SpoolMetrics,
-}
-
-/// CRC-32 (IEEE), bitwise: spool files are small and written rarely.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for byte in data {
-        crc ^= u32::from(*byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// An event as spool file bytes.
-pub fn encode_file(event: &OomEvent) -> Vec<u8> {
-    let body = event.encode_to_vec();
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
-}
-
-/// Spool file bytes back into an event; the error says what is wrong.
-pub fn decode_file(bytes: &[u8]) -> Result<OomEvent, String> {
-    if bytes.len() < HEADER {
-        return Err(format!("{} bytes, shorter than the header", bytes.len()));
-    }
-    if &bytes[..8] != MAGIC {
-        return Err("not a spool file (bad magic)".to_owned());
-    }
-    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    let len = word(8) as usize;
-    let body = &bytes[HEADER..];
-    if body.len() != len {
-        return Err(format!(
-            "body is {} bytes, header says {len} (truncated write?)",
-            body.len()
-        ));
-    }
-    if crc32(body) != word(12) {
-        return Err("checksum mismatch".to_owned());
-    }
-    OomEvent::decode(body).map_err(|e| format!("not an event: {e}"))
-}
-
-/// Halves a history's samples (keeping the newest), then its buckets.
-fn thin_history(history: &mut MemoryHistory) -> bool {
-    if history.samples.len() > 1 {
-        let newest = history.samples.len() - 1;
-        let mut index = 0;
-        history.samples.retain(|_| {
-            let keep = (newest - index).is_multiple_of(2);
-            index += 1;
-            keep
-        });
-        true
-    } else if history.buckets.len() > 1 {
-        let mut index = 0usize;
-        history.buckets.retain(|_| {
-            index += 1;
-            index.is_multiple_of(2)
-        });
-        true
-    } else {
-        false
-    }
-}
-
-/// Thins both histories of `event`; false when nothing was left to thin.
-pub fn thin_event(event: &mut OomEvent) -> bool {
-    let a = event.history.as_mut().is_some_and(thin_history);
-    let b = event.oom_memcg_history.as_mut().is_some_and(thin_history);
-    a || b
 }
 
 impl Spool {
@@ -439,7 +361,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oomlens_proto::v1::MemorySample;
+    use oomlens_proto::v1::{MemoryHistory, MemorySample};
 
     fn event(id: &str, samples: usize) -> OomEvent {
         OomEvent {
@@ -457,11 +379,6 @@ mod tests {
             }),
             ..OomEvent::default()
         }
-    }
-
-    #[test]
-    fn the_crc_matches_the_standard_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
     #[test]

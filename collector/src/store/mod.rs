@@ -1,0 +1,240 @@
+//! Event storage through sqlx: SQLite (one file, WAL; the default) or
+//! PostgreSQL (a `postgres://` URL; several collector replicas share it).
+//!
+//! Events are stored whole (protobuf) with their filterable fields in
+//! indexed columns. `seq` orders events by storage: it is the subscription
+//! cursor. Inserts are idempotent by event id. On PostgreSQL every insert
+//! transaction takes one advisory lock, so `seq` order is commit order
+//! across replicas (a reader that has seen `seq` N has seen everything
+//! before it), and notifies `oomlens_events` so that every replica's
+//! subscribers hear of it.
+//!
+//! This module opens the store and holds what every part shares; the
+//! schema and its migrations, writes, queries and retention each have
+//! their own module.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use oomlens_proto::v1::OomEvent;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tracing::{info, warn};
+
+use crate::filter::Placeholders;
+
+/// Advisory lock key serialising inserts (ASCII "oomlens"); migrations
+/// take the next key.
+const INSERT_LOCK: i64 = 0x006f_6f6d_6c65_6e73;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {target}: {source}")]
+    Open { target: String, source: sqlx::Error },
+    #[error("database migration {version} failed: {source}")]
+    Migrate { version: i64, source: sqlx::Error },
+    #[error("database error while {doing}: {source}")]
+    Sql {
+        doing: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("stored event {seq} cannot be decoded: {source}")]
+    Corrupt { seq: i64, source: prost::DecodeError },
+    #[error("invalid page token {0:?}")]
+    PageToken(String),
+}
+
+fn sql(doing: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Sql { doing, source }
+}
+
+/// An event with its storage sequence number.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub event: OomEvent,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The event store. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+// The binding macros come before the submodules: `macro_rules!` is seen
+// only by code after it.
+
+/// Binds owned `values` to a query, in order (no copy of event bodies).
+macro_rules! bind_owned {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                SqlValue::Text(text) => query.bind(text),
+                SqlValue::Int(int) => query.bind(int),
+                SqlValue::Bytes(bytes) => query.bind(bytes),
+                SqlValue::Null => query.bind(None::<String>),
+            };
+        }
+        query
+    }};
+}
+
+/// Binds `values` to a query, in order.
+macro_rules! bind_all {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                SqlValue::Text(text) => query.bind(text.clone()),
+                SqlValue::Int(int) => query.bind(*int),
+                SqlValue::Bytes(bytes) => query.bind(bytes.clone()),
+                SqlValue::Null => query.bind(None::<String>),
+            };
+        }
+        query
+    }};
+}
+
+mod queries;
+mod retention;
+mod schema;
+mod writes;
+
+pub use queries::{GroupColumn, GroupRow, PageToken};
+pub use writes::{Inserted, NOTIFY_CHANNEL};
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `target`: a
+    /// `postgres://` / `postgresql://` URL, or a SQLite file path (also
+    /// `sqlite://path`).
+    pub async fn open(target: &str) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            target: redact(target),
+            source,
+        };
+        let backend = if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(target)
+                .await
+                .map_err(open_err)?;
+            Backend::Postgres(pool)
+        } else {
+            let path = target.strip_prefix("sqlite://").unwrap_or(target);
+            let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+                .map_err(open_err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit is on disk before the agent is told it is stored.
+                .synchronous(SqliteSynchronous::Full)
+                // Events are ~25 KiB with a full history: bigger pages, fewer
+                // overflow pages per event (only applies to a new file).
+                .page_size(16384)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await
+                .map_err(open_err)?;
+            Backend::Sqlite(pool)
+        };
+        let store = Self { backend };
+        store.migrate().await?;
+        store.optimize(true).await;
+        info!(database = %redact(target), backend = store.backend_name(), "event store open");
+        Ok(store)
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The PostgreSQL pool, for LISTEN.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.backend {
+            Backend::Postgres(pool) => Some(pool),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    fn style(&self) -> Placeholders {
+        match self.backend {
+            Backend::Sqlite(_) => Placeholders::Question,
+            Backend::Postgres(_) => Placeholders::Dollar,
+        }
+    }
+
+    /// Refreshes the planner's statistics (SQLite: `PRAGMA optimize`,
+    /// which analyses only what changed; PostgreSQL's autovacuum does this
+    /// itself). Without them SQLite may scan a day of all namespaces
+    /// instead of one namespace's index range.
+    pub async fn optimize(&self, at_open: bool) {
+        if let Backend::Sqlite(pool) = &self.backend {
+            let pragma = if at_open {
+                "PRAGMA optimize=0x10002"
+            } else {
+                "PRAGMA optimize"
+            };
+            if let Err(error) = sqlx::query(pragma).execute(pool).await {
+                warn!(%error, "PRAGMA optimize failed; queries may be slower");
+            }
+        }
+    }
+
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// The target without a password, for logs and errors.
+pub fn redact(target: &str) -> String {
+    match (target.find("://"), target.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &target[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &target[..scheme + 3], &target[at..]),
+                None => target.to_owned(),
+            }
+        }
+        _ => target.to_owned(),
+    }
+}
+
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redact("postgres://oomlens:s3cret@db:5432/oomlens"),
+            "postgres://oomlens:***@db:5432/oomlens"
+        );
+        assert_eq!(
+            redact("/var/lib/oomlens/oomlens.db"),
+            "/var/lib/oomlens/oomlens.db"
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! Reading events back: by id, filtered pages newest first, backfill by
+//! sequence number, totals and grouped summaries.
+
+use oomlens_proto::v1::{EventFilter, OomEvent};
+use prost::Message as _;
+use sqlx::Row as _;
+use tracing::warn;
+
+use crate::filter::{SqlValue, SqlWhere, to_sql};
+
+use super::{Backend, Store, StoreError, StoredEvent, sql};
+
+/// One group of a summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRow {
+    /// None: events without the grouped field (e.g. no namespace).
+    pub key: Option<String>,
+    pub count: i64,
+    pub silent: i64,
+    pub first_us: i64,
+    pub last_us: i64,
+}
+
+/// What a summary groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupColumn {
+    Scope,
+    Namespace,
+    Node,
+    Workload,
+}
+
+impl GroupColumn {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Scope => "CAST(scope AS TEXT)",
+            Self::Namespace => "namespace",
+            Self::Node => "node",
+            Self::Workload => "workload",
+        }
+    }
+}
+
+/// Position in a newest-first listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageToken {
+    pub time_us: i64,
+    pub seq: i64,
+}
+
+impl PageToken {
+    pub fn encode(self) -> String {
+        format!("{}.{}", self.time_us, self.seq)
+    }
+
+    pub fn decode(text: &str) -> Result<Self, StoreError> {
+        let bad = || StoreError::PageToken(text.to_owned());
+        let (time, seq) = text.split_once('.').ok_or_else(bad)?;
+        Ok(Self {
+            time_us: time.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+fn decode_rows(rows: Vec<(i64, Vec<u8>)>) -> Vec<StoredEvent> {
+    rows.into_iter()
+        .filter_map(|(seq, body)| match OomEvent::decode(body.as_slice()) {
+            Ok(event) => Some(StoredEvent { seq, event }),
+            Err(source) => {
+                // One bad row must not hide the others.
+                warn!(error = %StoreError::Corrupt { seq, source }, "skipping a stored event");
+                None
+            }
+        })
+        .collect()
+}
+
+impl Store {
+    async fn fetch_events(&self, query: &str, values: &[SqlValue]) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> = match &self.backend {
+            Backend::Sqlite(pool) => bind_all!(sqlx::query_as(query), values)
+                .fetch_all(pool)
+                .await
+                .map_err(sql("reading events"))?,
+            Backend::Postgres(pool) => bind_all!(sqlx::query_as(query), values)
+                .fetch_all(pool)
+                .await
+                .map_err(sql("reading events"))?,
+        };
+        Ok(decode_rows(rows))
+    }
+
+    /// One event by id.
+    pub async fn get(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let mut w = SqlWhere::new();
+        let mark = w.bind(self.style(), SqlValue::Text(id.to_owned()));
+        let query = format!("SELECT seq, body FROM events WHERE id = {mark}");
+        Ok(self.fetch_events(&query, &w.values).await?.into_iter().next())
+    }
+
+    /// Events whose id starts with `prefix` (at most `limit`), for ids
+    /// people type from a table.
+    pub async fn by_id_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        // Ids are lowercase hex: nothing to escape for LIKE.
+        if !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Vec::new());
+        }
+        let mut w = SqlWhere::new();
+        let pattern = w.bind(
+            self.style(),
+            SqlValue::Text(format!("{}%", prefix.to_ascii_lowercase())),
+        );
+        let limit = w.bind(self.style(), SqlValue::Int(i64::from(limit)));
+        let query =
+            format!("SELECT seq, body FROM events WHERE id LIKE {pattern} ORDER BY seq LIMIT {limit}");
+        self.fetch_events(&query, &w.values).await
+    }
+
+    /// Events matching `filter`, newest first, `page_size` at a time;
+    /// returns the token of the next page when there may be one.
+    pub async fn query(
+        &self,
+        filter: Option<&EventFilter>,
+        page_size: u32,
+        after: Option<PageToken>,
+    ) -> Result<(Vec<StoredEvent>, Option<PageToken>), StoreError> {
+        let style = self.style();
+        let mut w = to_sql(filter, style);
+        if let Some(token) = after {
+            let t1 = w.bind(style, SqlValue::Int(token.time_us));
+            let t2 = w.bind(style, SqlValue::Int(token.time_us));
+            let s = w.bind(style, SqlValue::Int(token.seq));
+            w.clauses
+                .push(format!("(time_us < {t1} OR (time_us = {t2} AND seq < {s}))"));
+        }
+        let limit = w.bind(style, SqlValue::Int(i64::from(page_size)));
+        let query = format!(
+            "SELECT seq, body FROM events{} ORDER BY time_us DESC, seq DESC LIMIT {limit}",
+            w.sql()
+        );
+        let events = self.fetch_events(&query, &w.values).await?;
+        let next = (events.len() == page_size as usize)
+            .then(|| events.last())
+            .flatten()
+            .map(|last| PageToken {
+                time_us: crate::filter::event_time_us(&last.event),
+                seq: last.seq,
+            });
+        Ok((events, next))
+    }
+
+    /// Events stored after `seq` that match `filter`, oldest first, at most
+    /// `limit`: subscription backfill.
+    pub async fn after_seq(
+        &self,
+        seq: i64,
+        filter: Option<&EventFilter>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let style = self.style();
+        let mut w = to_sql(filter, style);
+        let mark = w.bind(style, SqlValue::Int(seq));
+        w.clauses.push(format!("seq > {mark}"));
+        let limit = w.bind(style, SqlValue::Int(i64::from(limit)));
+        let query = format!(
+            "SELECT seq, body FROM events{} ORDER BY seq LIMIT {limit}",
+            w.sql()
+        );
+        self.fetch_events(&query, &w.values).await
+    }
+
+    /// The highest stored sequence number (0 when empty).
+    pub async fn last_seq(&self) -> Result<i64, StoreError> {
+        let query = "SELECT COALESCE(MAX(seq), 0) FROM events";
+        let seq: i64 = match &self.backend {
+            Backend::Sqlite(pool) => sqlx::query_scalar(query).fetch_one(pool).await,
+            Backend::Postgres(pool) => sqlx::query_scalar(query).fetch_one(pool).await,
+        }
+        .map_err(sql("reading the last sequence number"))?;
+        Ok(seq)
+    }
+
+    /// Number of stored events and their encoded size.
+    pub async fn totals(&self) -> Result<(i64, i64), StoreError> {
+        let query = "SELECT COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM events";
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlx::query_as(query).fetch_one(pool).await,
+            Backend::Postgres(pool) => sqlx::query_as(query).fetch_one(pool).await,
+        }
+        .map_err(sql("counting events"))
+    }
+
+    /// Counts grouped by `by`, largest first.
+    pub async fn summary(
+        &self,
+        filter: Option<&EventFilter>,
+        by: GroupColumn,
+    ) -> Result<Vec<GroupRow>, StoreError> {
+        let w = to_sql(filter, self.style());
+        let key = by.sql();
+        let query = format!(
+            "SELECT {key} AS k, COUNT(*) AS n, CAST(COALESCE(SUM(silent), 0) AS BIGINT) AS s, \
+             MIN(time_us) AS first_us, MAX(time_us) AS last_us FROM events{} \
+             GROUP BY {key} ORDER BY n DESC, k",
+            w.sql()
+        );
+        macro_rules! rows {
+            ($pool:expr) => {
+                bind_all!(sqlx::query(&query), &w.values)
+                    .fetch_all($pool)
+                    .await
+                    .map_err(sql("summarising events"))?
+                    .into_iter()
+                    .map(|row| GroupRow {
+                        key: row.get("k"),
+                        count: row.get("n"),
+                        silent: row.get("s"),
+                        first_us: row.get("first_us"),
+                        last_us: row.get("last_us"),
+                    })
+                    .collect()
+            };
+        }
+        Ok(match &self.backend {
+            Backend::Sqlite(pool) => rows!(pool),
+            Backend::Postgres(pool) => rows!(pool),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let token = PageToken {
+            time_us: 1_700_000_000_000_000,
+            seq: 42,
+        };
+        assert_eq!(PageToken::decode(&token.encode()).unwrap(), token);
+        assert!(PageToken::decode("nonsense").is_err());
+        assert!(PageToken::decode("1.x").is_err());
+    }
+}

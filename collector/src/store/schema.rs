@@ -1,0 +1,122 @@
+//! The schema, per backend, and the migrations that create it: each runs
+//! once, recorded in `schema_migrations`, inside one transaction.
+
+use crate::filter::{SqlValue, SqlWhere};
+
+use super::{Backend, INSERT_LOCK, Store, StoreError, now_us, sql};
+
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        time_us INTEGER NOT NULL,
+        received_us INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        namespace TEXT,
+        pod TEXT,
+        container TEXT,
+        workload TEXT,
+        scope INTEGER NOT NULL,
+        constraint_kind INTEGER NOT NULL,
+        silent INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX events_time ON events (time_us, seq);
+    CREATE INDEX events_namespace_time ON events (namespace, time_us, seq);
+    CREATE INDEX events_node_time ON events (node, time_us, seq);
+    CREATE INDEX events_pod_time ON events (pod, time_us, seq);",
+)];
+
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE events (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        time_us BIGINT NOT NULL,
+        received_us BIGINT NOT NULL,
+        node TEXT NOT NULL,
+        namespace TEXT,
+        pod TEXT,
+        container TEXT,
+        workload TEXT,
+        scope BIGINT NOT NULL,
+        constraint_kind BIGINT NOT NULL,
+        silent BIGINT NOT NULL,
+        bytes BIGINT NOT NULL,
+        body BYTEA NOT NULL
+    );
+    CREATE INDEX events_time ON events (time_us, seq);
+    CREATE INDEX events_namespace_time ON events (namespace, time_us, seq);
+    CREATE INDEX events_node_time ON events (node, time_us, seq);
+    CREATE INDEX events_pod_time ON events (pod, time_us, seq);",
+)];
+
+impl Store {
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        const LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
+                              (version BIGINT PRIMARY KEY, applied_us BIGINT NOT NULL)";
+        let now = now_us();
+        let mut w = SqlWhere::new();
+        let (version, applied) = (
+            w.bind(self.style(), SqlValue::Int(0)),
+            w.bind(self.style(), SqlValue::Int(0)),
+        );
+        let is_done = format!("SELECT version FROM schema_migrations WHERE version = {version}");
+        let record =
+            format!("INSERT INTO schema_migrations (version, applied_us) VALUES ({version}, {applied})");
+        // The same steps on either backend's transaction.
+        macro_rules! apply {
+            ($tx:expr, $migrations:expr) => {
+                sqlx::query(LEDGER)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(sql("creating schema_migrations"))?;
+                for (version, script) in $migrations {
+                    let done: Option<i64> = sqlx::query_scalar(&is_done)
+                        .bind(version)
+                        .fetch_optional(&mut *$tx)
+                        .await
+                        .map_err(sql("reading schema_migrations"))?;
+                    if done.is_some() {
+                        continue;
+                    }
+                    sqlx::raw_sql(script)
+                        .execute(&mut *$tx)
+                        .await
+                        .map_err(|source| StoreError::Migrate {
+                            version: *version,
+                            source,
+                        })?;
+                    sqlx::query(&record)
+                        .bind(version)
+                        .bind(now)
+                        .execute(&mut *$tx)
+                        .await
+                        .map_err(sql("recording a migration"))?;
+                }
+                $tx.commit()
+                    .await
+                    .map_err(sql("committing the migration"))?;
+            };
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(sql("starting the migration"))?;
+                apply!(tx, SQLITE_MIGRATIONS);
+            }
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(sql("starting the migration"))?;
+                // Replicas starting together migrate one at a time.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(INSERT_LOCK + 1)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql("locking for the migration"))?;
+                apply!(tx, POSTGRES_MIGRATIONS);
+            }
+        }
+        Ok(())
+    }
+}
