@@ -7,11 +7,15 @@
 //!    ordinary kernel chatter, taken from this machine's own log shapes).
 //! 2. Microseconds to parse one complete OOM report (the 103-record report
 //!    captured from this machine's kernel).
+//! 3. Saved-log text through `LogReader` (`oomlens-agent parse`): syslog
+//!    lines with hosts, one in 10,000 in an OOM report, in MiB/s and
+//!    lines/s.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use oomlens_agent::kmsg::parse_record;
+use oomlens_agent::logtext::{LogReader, ReadItem};
 use oomlens_agent::oom::Parser;
 
 const CHATTER: &[&str] = &[
@@ -47,6 +51,10 @@ fn feed(parser: &mut Parser, raw: &[u8]) -> usize {
 }
 
 fn main() {
+    // `OOMLENS_BENCH_ONLY=report` (or `stream`, `text`) runs one part, for
+    // a profiler.
+    let only = std::env::var("OOMLENS_BENCH_ONLY").ok();
+    let runs = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let report = oom_report();
     // 1 in 10,000 records belongs to an OOM report.
     let total = 2_000_000usize;
@@ -69,6 +77,9 @@ fn main() {
     let stream: Vec<Vec<u8>> = stream.into_iter().take(total).collect();
 
     for round in 0..3 {
+        if !runs("stream") {
+            break;
+        }
         let mut parser = Parser::new();
         let start = Instant::now();
         let mut reports = 0;
@@ -88,7 +99,7 @@ fn main() {
         );
     }
 
-    let iterations = 20_000;
+    let iterations = if runs("report") { 20_000 } else { 1 };
     let start = Instant::now();
     for _ in 0..iterations {
         let mut parser = Parser::new();
@@ -107,4 +118,38 @@ fn main() {
         "one complete OOM report ({} records): {per_report:.2} µs",
         report.len()
     );
+
+    if !runs("text") {
+        return;
+    }
+    // The same stream as a saved syslog file, as `parse` reads it.
+    let mut text = String::new();
+    for raw in &stream {
+        let record = parse_record(raw).expect("valid record");
+        text.push_str("Jun 25 10:05:31 node-a kernel: [");
+        text.push_str(&format!(
+            "{:>5}.{:06}] ",
+            record.timestamp_us / 1_000_000,
+            record.timestamp_us % 1_000_000
+        ));
+        text.push_str(&record.message);
+        text.push('\n');
+    }
+    for round in 0..3 {
+        let start = Instant::now();
+        let mut reader = LogReader::new(black_box(text.as_bytes()), 2024);
+        let mut reports = 0;
+        while let Some(item) = reader.next_item() {
+            if let ReadItem::Report(_) = item {
+                reports += 1;
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        println!(
+            "saved log round {round}: {:.0} MiB in {elapsed:.3} s = {:.0} MiB/s, {:.0} lines/s ({reports} reports)",
+            text.len() as f64 / 1_048_576.0,
+            text.len() as f64 / 1_048_576.0 / elapsed,
+            stream.len() as f64 / elapsed
+        );
+    }
 }

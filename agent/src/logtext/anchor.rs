@@ -36,23 +36,32 @@ const ECHO_MARKS: &[&str] = &[
     "\":\"",
 ];
 
+const TRIGGER: &str = " invoked oom-killer: ";
+
+/// Every anchor and the trigger's words, found in one pass.
+static SEARCH: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+        .build(ANCHORS.iter().chain(std::iter::once(&TRIGGER)))
+        .unwrap_or_else(|e| unreachable!("fixed patterns: {e}"))
+});
+
 /// The byte offset where a kernel message starts in `text`, if one of the
-/// anchors is there (the earliest), with its comm when it is a trigger
-/// line (`COMM invoked oom-killer:`).
+/// anchors is there (the earliest); for a trigger line (`COMM invoked
+/// oom-killer:`), where its comm starts.
 pub(super) fn find(text: &str) -> Option<usize> {
-    let earliest = ANCHORS.iter().filter_map(|a| text.find(a)).min();
-    let trigger = text.find(" invoked oom-killer: ").map(|at| {
-        // The comm is the word before: a prefix of unknown shape makes a
-        // comm with spaces ambiguous, and the trigger's comm is evidence,
-        // not a reported field.
-        text[..at]
-            .rfind([' ', ']', ':', '|'])
-            .map_or(0, |space| space + 1)
-    });
-    match (earliest, trigger) {
-        (Some(a), Some(t)) => Some(a.min(t)),
-        (a, t) => a.or(t),
+    let found = SEARCH.find(text)?;
+    if found.pattern().as_usize() < ANCHORS.len() {
+        return Some(found.start());
     }
+    // The comm is the word before: a prefix of unknown shape makes a comm
+    // with spaces ambiguous, and the trigger's comm is evidence, not a
+    // reported field.
+    Some(
+        text[..found.start()]
+            .rfind([' ', ']', ':', '|'])
+            .map_or(0, |space| space + 1),
+    )
 }
 
 /// Whether the text before a kernel message is another tool echoing it.

@@ -50,17 +50,29 @@ const MONTHS: &[[&str; 12]] = &[
 /// The month (1..=12) of a name in any known locale; numeric months
 /// (`6月`, `06`) too.
 pub(super) fn month_number(name: &str) -> Option<u32> {
-    let name = name.trim_end_matches('.').to_lowercase();
-    let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
-    if !digits.is_empty() {
-        return digits.parse().ok().filter(|m| (1..=12).contains(m));
+    let name = name.trim_end_matches('.');
+    let digits = name.bytes().take_while(u8::is_ascii_digit).count();
+    if digits > 0 {
+        return name[..digits].parse().ok().filter(|m| (1..=12).contains(m));
     }
-    MONTHS.iter().find_map(|table| {
-        table
-            .iter()
-            .position(|m| name == *m || (name.chars().count() >= 3 && name.starts_with(m)))
-            .and_then(|i| u32::try_from(i + 1).ok())
-    })
+    // English names first, without allocating: most logs have them.
+    let ascii = |table: &[&str; 12]| {
+        table.iter().position(|m| {
+            name.len() >= 3
+                && name.len() >= m.len()
+                && name.is_char_boundary(m.len())
+                && name[..m.len()].eq_ignore_ascii_case(m)
+        })
+    };
+    let found = ascii(&MONTHS[0]).or_else(|| {
+        let lower = name.to_lowercase();
+        MONTHS.iter().find_map(|table| {
+            table
+                .iter()
+                .position(|m| lower == *m || (lower.chars().count() >= 3 && lower.starts_with(m)))
+        })
+    });
+    found.and_then(|i| u32::try_from(i + 1).ok())
 }
 
 /// `10:05:31[.123456]` (or `,123456`): hours, minutes, seconds and

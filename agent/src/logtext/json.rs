@@ -3,8 +3,16 @@
 //! documents that quote a kill line (Kubernetes events, alerts). A JSON
 //! value is the kernel's only where its record says so. Pure.
 
-/// Keys whose string value is the logged line.
-const MESSAGE_KEYS: &[&str] = &["MESSAGE", "message", "log", "line", "msg", "textPayload", "_raw"];
+/// Keys whose string value is the logged line, quoted.
+const MESSAGE_KEYS: &[&str] = &[
+    "\"MESSAGE\"",
+    "\"message\"",
+    "\"log\"",
+    "\"line\"",
+    "\"msg\"",
+    "\"textPayload\"",
+    "\"_raw\"",
+];
 
 /// What names a record's source as the kernel.
 const KERNEL_MARKS: &[&str] = &[
@@ -48,8 +56,9 @@ pub fn provenance(line: &str) -> Provenance {
 
 /// The unescaped value of the line's message key, if it has one.
 pub fn message_value(line: &str) -> Option<String> {
+    memchr::memchr(b'"', line.as_bytes())?;
     MESSAGE_KEYS.iter().find_map(|key| {
-        let at = line.find(&format!("\"{key}\""))? + key.len() + 2;
+        let at = line.find(key)? + key.len();
         let rest = line[at..].trim_start().strip_prefix(':')?.trim_start();
         let body = rest.strip_prefix('"')?;
         Some(unescape(body))

@@ -16,6 +16,7 @@ mod clock;
 pub mod json;
 mod prefix;
 pub mod stream;
+mod wrap;
 
 use crate::kmsg::record::KERNEL_FACILITY;
 use crate::oom::{InputLine, OomReport, ParserStats, Stamp};

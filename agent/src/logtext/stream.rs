@@ -10,7 +10,8 @@ use std::io::BufRead;
 
 use super::json::{self, Provenance};
 use super::parse_line;
-use crate::oom::lines::{self, OomLine};
+use super::wrap::{PADDING_RUN, collapse_padding, join, may_continue};
+use crate::oom::lines;
 use crate::oom::{InputLine, OomReport, Parser, ParserStats, Stamp, UnusedLine};
 
 /// The longest line kept; the rest of a longer one is skipped and counted.
@@ -23,21 +24,19 @@ const MAX_REVERSED: usize = 200_000;
 /// A JSON record's source marks count this many lines before or after its
 /// message (a pretty-printed record spans a few dozen lines).
 const JSON_WINDOW: u64 = 40;
-/// A run of spaces this long inside a line is a terminal's padding where
-/// a copy joined a wrapped line (it can fall inside a word).
-const PADDING: &str = "                ";
-
 /// Programs that kill processes for memory from user space: their
 /// messages are not the kernel's kills, and a log holding only them is
 /// told so.
-const USER_SPACE_KILLERS: &[&str] = &[
-    "systemd-oomd",
-    "earlyoom",
-    "oomd",
-    "nohang",
-    "OOMController",
-    "low-memory-monitor",
-];
+static USER_SPACE_KILLERS: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::new([
+        "oomd",
+        "earlyoom",
+        "nohang",
+        "OOMController",
+        "low-memory-monitor",
+    ])
+    .unwrap_or_else(|e| unreachable!("fixed patterns: {e}"))
+});
 
 /// What the reader hands out.
 #[derive(Debug)]
@@ -211,7 +210,7 @@ impl<R: BufRead> LogReader<R> {
 
     fn physical(&mut self, raw: &str) {
         let unpadded;
-        let raw = if raw.contains(PADDING) {
+        let raw = if PADDING_RUN.find(raw.as_bytes()).is_some() {
             unpadded = collapse_padding(raw);
             unpadded.as_str()
         } else {
@@ -231,18 +230,23 @@ impl<R: BufRead> LogReader<R> {
             }
         }
         self.release_waiting(line_no, false);
-        if USER_SPACE_KILLERS
-            .iter()
-            .any(|name| parsed.program.is_some_and(|p| p.starts_with(name)) || raw.contains(name))
-        {
+        if USER_SPACE_KILLERS.is_match(raw) {
             self.stats.user_space_killer_lines += 1;
         }
-        let message = parsed.message.clone().into_owned();
+        let from_kernel = parsed.from_kernel();
+        let (prefixed, host, caller, json_source, stamp) = (
+            parsed.prefixed,
+            parsed.host.map(str::to_owned),
+            parsed.caller.map(str::to_owned),
+            parsed.json,
+            parsed.stamp,
+        );
+        let message = parsed.message.into_owned();
         let classified = lines::classify(&message);
         // The rest of a wrapped line: no prefix of its own, nothing by
         // itself, and the line before is the better for it.
         if let Some(pending) = self.pending.as_mut()
-            && !parsed.prefixed
+            && !prefixed
             && classified.is_none()
             && let Some(joined) = join(&pending.message, raw.trim_start())
         {
@@ -253,18 +257,19 @@ impl<R: BufRead> LogReader<R> {
         if let Some(pending) = self.pending.take() {
             self.logical(pending);
         }
+        let continues = may_continue(&message, classified.as_ref());
         let held = Held {
-            json: parsed.json.map(|source| (source, line_no)),
-            message: message.clone(),
-            host: parsed.host.map(str::to_owned),
-            caller: parsed.caller.map(str::to_owned),
-            from_kernel: parsed.from_kernel(),
+            json: json_source.map(|source| (source, line_no)),
+            message,
+            host,
+            caller,
+            from_kernel,
             stamp: Stamp {
                 line: Some(line_no),
-                ..parsed.stamp
+                ..stamp
             },
         };
-        if may_continue(&message, classified.as_ref()) {
+        if continues {
             self.pending = Some(held);
         } else {
             self.logical(held);
@@ -410,111 +415,6 @@ impl<R: BufRead> LogReader<R> {
         self.drain();
         self.done = true;
     }
-}
-
-/// Could this line go on on the next physical line? An OOM line missing
-/// its end, or a line that stops inside an anchor's words.
-fn may_continue(message: &str, classified: Option<&OomLine<'_>>) -> bool {
-    match classified {
-        Some(OomLine::Kill(kill)) => !kill_complete(message, kill),
-        Some(OomLine::Summary(summary)) => summary.uid.is_none(),
-        Some(OomLine::TaskIn { limit_memcg, .. }) => limit_memcg.is_some(),
-        Some(OomLine::ChooseVictim(_)) => !message.ends_with("child"),
-        Some(_) => false,
-        None => {
-            let trimmed = message.trim_end();
-            [
-                "Killed",
-                "Killed process",
-                "Out of memory:",
-                "Memory cgroup out of memory:",
-                "Task in",
-            ]
-            .iter()
-            .any(|start| trimmed.ends_with(start))
-                || trimmed.starts_with("oom-kill:")
-        }
-    }
-}
-
-/// A kill line that ends where every era's kill line ends.
-fn kill_complete(message: &str, kill: &crate::oom::lines::KillLine<'_>) -> bool {
-    let message = message.trim_end();
-    kill.fields.file_rss_kb.is_some() && (message.ends_with("kB") || kill.fields.oom_score_adj.is_some())
-        || kill.fields.oom_score_adj.is_some()
-}
-
-/// `pending` continued by `next`, if that makes a better line: an anchor
-/// where there was none, or the same kind of line with more of its fields
-/// (so prose or a fence after a line cut short is never glued onto it).
-fn join(pending: &str, next: &str) -> Option<String> {
-    let next = next.trim_end();
-    if next.is_empty() {
-        return None;
-    }
-    // A terminal cuts at a column, inside a word; a mail client wraps at a
-    // space, which the trimmed line no longer shows.
-    [format!("{pending}{next}"), format!("{pending} {next}")]
-        .into_iter()
-        .find(|joined| better(pending, joined, next))
-}
-
-fn better(pending: &str, joined: &str, next: &str) -> bool {
-    match (lines::classify(pending), lines::classify(joined)) {
-        (
-            None,
-            Some(OomLine::Kill(_) | OomLine::Summary(_) | OomLine::TaskIn { .. } | OomLine::ChooseVictim(_)),
-        ) => true,
-        (Some(OomLine::Kill(before)), Some(OomLine::Kill(after))) => {
-            count_kill(&after.fields) > count_kill(&before.fields)
-        }
-        (Some(OomLine::Summary(before)), Some(OomLine::Summary(after))) => {
-            before.uid.is_none() && after.uid.is_some()
-        }
-        // A path cut at a fixed width: the rest is one token of a path.
-        (Some(OomLine::TaskIn { .. }), Some(OomLine::TaskIn { .. })) => {
-            !next.contains(' ') && next.bytes().all(|b| b.is_ascii_graphic())
-        }
-        (Some(OomLine::ChooseVictim(_)), Some(OomLine::ChooseVictim(_))) => next.ends_with("child"),
-        _ => false,
-    }
-}
-
-fn count_kill(fields: &crate::oom::fields::KillFields) -> usize {
-    [
-        fields.uid.is_some(),
-        fields.total_vm_kb.is_some(),
-        fields.anon_rss_kb.is_some(),
-        fields.file_rss_kb.is_some(),
-        fields.shmem_rss_kb.is_some(),
-        fields.pgtables_kb.is_some(),
-        fields.oom_score_adj.is_some(),
-    ]
-    .into_iter()
-    .filter(|present| *present)
-    .count()
-}
-
-/// Runs of padding collapsed to one space.
-fn collapse_padding(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut spaces = 0;
-    for c in raw.chars() {
-        if c == ' ' {
-            spaces += 1;
-            continue;
-        }
-        if spaces > 0 {
-            out.push_str(if spaces >= PADDING.len() {
-                " "
-            } else {
-                &PADDING[..spaces]
-            });
-            spaces = 0;
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Lines worth holding to reverse: those the parser can use.

@@ -44,81 +44,91 @@ pub(super) struct BurstParts {
 
 /// The reports of a burst that reached an anchor.
 pub(super) fn reports(parts: BurstParts) -> Vec<OomReport> {
-    let summary = parts.summary.as_ref().map(|(s, _)| s);
-    let context = OomReport {
-        host: parts.host.clone(),
-        trigger: parts.trigger.clone(),
-        summary: summary.cloned(),
-        task_in: parts
-            .task_in
-            .as_ref()
-            .map(|(task, limit, _)| (task.clone(), limit.clone())),
-        choose_prefix: parts.choice.as_ref().map(|c| c.prefix.clone()),
-        stats_memcg: parts.stats_memcg.clone(),
-        memory: parts.memory,
-        memory_swap: parts.memory_swap,
-        kmem: parts.kmem,
-        tasks: parts.tasks.clone(),
-        group_memcg: parts.group.clone(),
-        evidence: parts.evidence.clone(),
-        ..OomReport::default()
-    };
     // Only a kill line with nothing around it is a rate-limited header.
     let alone = parts.trigger.is_none()
         && parts.summary.is_none()
         && parts.task_in.is_none()
         && parts.choice.is_none()
         && parts.memory.is_none();
-    let row_of = |pid: Option<i32>| pid.and_then(|pid| parts.tasks.iter().find(|t| t.pid == pid));
-    if !parts.kills.is_empty() {
-        return parts
-            .kills
-            .iter()
-            .map(|kill| {
-                let mut victim = kill.victim.clone();
-                if let Some(choice) = parts.choice.as_ref().filter(|c| Some(c.pid) == victim.pid) {
-                    victim.oom_score = choice.score;
-                }
-                if victim.uid.is_none() {
-                    victim.uid = summary.filter(|s| s.pid == victim.pid).and_then(|s| s.uid);
-                }
-                let row = row_of(victim.pid);
-                fill_from_row(&mut victim, row);
-                OomReport {
-                    victim,
-                    anchor: Anchor::Kill,
-                    kill_prefix: kill.prefix.clone(),
-                    kill_stamp: kill.stamp,
-                    partial: alone,
-                    ..context.clone()
-                }
-            })
-            .collect();
+    let summary_stamp = parts.summary.as_ref().map(|(s, stamp)| (s.pid, *stamp));
+    let task_in_stamp = parts.task_in.as_ref().map(|(_, _, stamp)| *stamp);
+    let choice = parts.choice.clone();
+    let kills = parts.kills;
+    let mut context = OomReport {
+        host: parts.host,
+        trigger: parts.trigger,
+        summary: parts.summary.map(|(s, _)| s),
+        task_in: parts.task_in.map(|(task, limit, _)| (task, limit)),
+        choose_prefix: parts.choice.map(|c| c.prefix),
+        stats_memcg: parts.stats_memcg,
+        memory: parts.memory,
+        memory_swap: parts.memory_swap,
+        kmem: parts.kmem,
+        tasks: parts.tasks,
+        group_memcg: parts.group,
+        evidence: parts.evidence,
+        ..OomReport::default()
+    };
+    if !kills.is_empty() {
+        let count = kills.len();
+        let mut reports = Vec::with_capacity(count);
+        for (at, kill) in kills.into_iter().enumerate() {
+            let mut victim = kill.victim;
+            if let Some(choice) = choice.as_ref().filter(|c| Some(c.pid) == victim.pid) {
+                victim.oom_score = choice.score;
+            }
+            if victim.uid.is_none() {
+                let summary = context.summary.as_ref().filter(|s| s.pid == victim.pid);
+                victim.uid = summary.and_then(|s| s.uid);
+            }
+            fill_from_row(&mut victim, &context.tasks);
+            // A group's kills share the report's context; the last one
+            // takes it without a copy.
+            let shared = if at + 1 == count {
+                std::mem::take(&mut context)
+            } else {
+                context.clone()
+            };
+            reports.push(OomReport {
+                victim,
+                anchor: Anchor::Kill,
+                kill_prefix: kill.prefix,
+                kill_stamp: kill.stamp,
+                partial: alone,
+                ..shared
+            });
+        }
+        return reports;
     }
-    let (anchor, mut victim, stamp) =
-        if let Some((s, stamp)) = parts.summary.as_ref().filter(|(s, _)| s.pid.is_some()) {
+    let (anchor, mut victim, stamp) = match (summary_stamp, task_in_stamp, &choice) {
+        (Some((Some(_), stamp)), _, _) => {
+            let summary = context.summary.as_ref();
             let victim = VictimInfo {
-                pid: s.pid,
-                comm: s.task.clone(),
-                uid: s.uid,
+                pid: summary.and_then(|s| s.pid),
+                comm: summary.and_then(|s| s.task.clone()),
+                uid: summary.and_then(|s| s.uid),
                 ..VictimInfo::default()
             };
-            (Anchor::Summary, victim, *stamp)
-        } else {
-            let chosen = parts.choice.as_ref().map(|c| VictimInfo {
-                pid: Some(c.pid),
-                comm: Some(c.comm.clone()),
-                oom_score: c.score,
-                ..VictimInfo::default()
-            });
-            match (&parts.task_in, &parts.choice) {
-                (Some((_, _, stamp)), _) => (Anchor::TaskIn, chosen.unwrap_or_default(), *stamp),
-                (None, Some(choice)) => (Anchor::Choice, chosen.unwrap_or_default(), choice.stamp),
+            (Anchor::Summary, victim, stamp)
+        }
+        (_, task_in, choice) => {
+            let chosen = choice
+                .as_ref()
+                .map(|c| VictimInfo {
+                    pid: Some(c.pid),
+                    comm: Some(c.comm.clone()),
+                    oom_score: c.score,
+                    ..VictimInfo::default()
+                })
+                .unwrap_or_default();
+            match (task_in, choice) {
+                (Some(stamp), _) => (Anchor::TaskIn, chosen, stamp),
+                (None, Some(choice)) => (Anchor::Choice, chosen, choice.stamp),
                 (None, None) => return Vec::new(),
             }
-        };
-    let row = row_of(victim.pid);
-    fill_from_row(&mut victim, row);
+        }
+    };
+    fill_from_row(&mut victim, &context.tasks);
     vec![OomReport {
         victim,
         anchor,
@@ -128,7 +138,11 @@ pub(super) fn reports(parts: BurstParts) -> Vec<OomReport> {
 }
 
 /// The victim's task table row gives what its kill line did not print.
-fn fill_from_row(victim: &mut VictimInfo, row: Option<&TaskInfo>) {
+fn fill_from_row(victim: &mut VictimInfo, tasks: &[TaskInfo]) {
+    if victim.uid.is_some() && victim.oom_score_adj.is_some() {
+        return;
+    }
+    let row = victim.pid.and_then(|pid| tasks.iter().find(|t| t.pid == pid));
     if let Some(row) = row {
         victim.uid = victim.uid.or(row.uid);
         victim.oom_score_adj = victim.oom_score_adj.or(row.oom_score_adj);

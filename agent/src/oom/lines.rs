@@ -179,7 +179,9 @@ pub fn classify(text: &str) -> Option<OomLine<'_>> {
             }
             classify_general(text)
         }
-        b'm' | b'k' | b's' => classify_counter(text).or_else(|| classify_general(text)),
+        b'm' | b'k' | b's' if text.contains(": usage ") => {
+            classify_counter(text).or_else(|| classify_general(text))
+        }
         b'C' if text.starts_with("CPU: ") => classify_cpu(text),
         b'P' if text.starts_with("Pid: ") => classify_old_cpu(text),
         b'T' => classify_task_in(text).or_else(|| classify_general(text)),
@@ -259,8 +261,9 @@ fn classify_general(text: &str) -> Option<OomLine<'_>> {
             });
         }
     }
-    // A comm never starts with a space; stack frames always do.
-    if first == b' ' {
+    // A comm never starts with a space; stack frames always do. The memory
+    // stats dump (most of a v1 report) has no colon at all.
+    if first == b' ' || memchr::memchr(b':', text.as_bytes()).is_none() {
         return None;
     }
     let at = TRIGGER.find(text.as_bytes())?;

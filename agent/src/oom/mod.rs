@@ -4,11 +4,14 @@
 //! kill by the rules in [`report`]. All pure, and shared by the live
 //! `/dev/kmsg` path and the post-mortem parser.
 
+mod anchors;
 mod assemble;
+mod burst;
 pub mod fields;
 pub mod lines;
 pub mod parser;
 pub mod report;
+mod unused;
 
 pub use parser::{InputLine, Parser, ParserStats, Unused, UnusedLine};
 pub use report::{Anchor, EvidenceLine, OomReport, ReportConstraint, Stamp, VictimInfo};

@@ -17,9 +17,10 @@
 
 use std::collections::VecDeque;
 
-use super::assemble::{BurstParts, Choice, Kill};
-use super::lines::{self, ChooseLine, CounterKind, KillLine, MemcgCounter, OomLine, Summary, TriggerLine};
-use super::report::{EvidenceLine, OomReport, Stamp, SummaryInfo, TaskInfo, TriggerInfo, VictimInfo};
+use super::burst::{Burst, burst_parts, task_from_row};
+use super::lines::{self, CounterKind, OomLine, TriggerLine};
+use super::report::{OomReport, Stamp, TaskInfo, TriggerInfo};
+pub use super::unused::{Unused, UnusedLine};
 
 /// After its kill line, a burst waits this long (kernel time) for the rest
 /// of a group kill before it is reported.
@@ -29,7 +30,7 @@ pub const ABANDON_US: u64 = 30_000_000;
 /// At most this many reports in progress at once (one per CPU in practice).
 const MAX_OPEN_BURSTS: usize = 16;
 /// Evidence lines kept per report besides the kill lines.
-const MAX_EVIDENCE: usize = 64;
+pub(super) const MAX_EVIDENCE: usize = 64;
 /// Task table rows kept per report.
 const MAX_TASKS: usize = 4096;
 /// Notes on unused lines kept until taken (with `explain` on).
@@ -47,66 +48,6 @@ pub struct InputLine<'a> {
     /// Host name, when the log names it (syslog, journal).
     pub host: Option<&'a str>,
     pub stamp: Stamp,
-}
-
-/// Why an OOM-looking line made no report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Unused {
-    /// Written by a program, not the kernel.
-    NotKernel,
-    /// Part of a report that never named a killed process (a header, a
-    /// stack, a task table whose kill line was cut or filtered out).
-    NoKill,
-    /// `Out of memory and no killable processes`.
-    NoKillable,
-    /// `oom_reaper` reaps after a kill; it is not one.
-    AfterKill,
-    /// A memcg stats, counter or task table line outside any report.
-    Fragment,
-    /// The same process printed twice in one report (group kills).
-    Duplicate,
-}
-
-impl Unused {
-    pub const ALL: [Unused; 6] = [
-        Self::NotKernel,
-        Self::NoKill,
-        Self::NoKillable,
-        Self::AfterKill,
-        Self::Fragment,
-        Self::Duplicate,
-    ];
-
-    /// A short plural label, for counts.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::NotKernel => "written by another program",
-            Self::NoKill => "in reports with no kill line",
-            Self::NoKillable => "with no process to kill",
-            Self::AfterKill => "oom_reaper lines without their kill",
-            Self::Fragment => "stats or task table lines outside a report",
-            Self::Duplicate => "repeated kill lines",
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::NotKernel => "written by another program, not the kernel",
-            Self::NoKill => "part of a report with no kill line, summary or Task in line",
-            Self::NoKillable => "the kernel found no process to kill",
-            Self::AfterKill => "oom_reaper reaps after a kill; the kill line itself is missing",
-            Self::Fragment => "a memory stats, counter or task table line outside any report",
-            Self::Duplicate => "the same process printed twice in one report",
-        }
-    }
-}
-
-/// An OOM-looking line that made no report, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnusedLine {
-    pub stamp: Stamp,
-    pub text: String,
-    pub why: Unused,
 }
 
 /// Counters the parser keeps about its input.
@@ -129,71 +70,22 @@ pub struct ParserStats {
     pub unused: u64,
 }
 
-#[derive(Debug, Default)]
-struct Burst {
-    caller: Option<String>,
-    opened_us: Option<u64>,
-    host: Option<String>,
-    trigger: Option<TriggerInfo>,
-    summary: Option<(SummaryInfo, Stamp)>,
-    task_in: Option<(String, Option<String>, Stamp)>,
-    choice: Option<Choice>,
-    stats_memcg: Option<String>,
-    memory: Option<MemcgCounter>,
-    memory_swap: Option<MemcgCounter>,
-    kmem: Option<MemcgCounter>,
-    columns: Vec<String>,
-    tasks: Vec<TaskInfo>,
-    group: Option<String>,
-    no_killable: bool,
-    kills: Vec<Kill>,
-    last_kill_us: Option<u64>,
-    evidence: Vec<EvidenceLine>,
-}
-
-impl Burst {
-    /// A line of `host` may belong here: the same host, or either unknown.
-    fn compatible(&self, host: Option<&str>) -> bool {
-        self.host.is_none() || host.is_none() || self.host.as_deref() == host
-    }
-
-    fn note(&mut self, line: &InputLine<'_>) {
-        if self.host.is_none() {
-            self.host = line.host.map(str::to_owned);
-        }
-        if self.evidence.len() < MAX_EVIDENCE {
-            self.evidence.push(EvidenceLine {
-                stamp: line.stamp,
-                text: line.text.trim_end().to_owned(),
-            });
-        }
-    }
-
-    /// It names a killed process (or the task chosen), so it is a kill.
-    fn anchored(&self) -> bool {
-        !self.kills.is_empty()
-            || self.summary.as_ref().is_some_and(|(s, _)| s.pid.is_some())
-            || self.task_in.is_some()
-            || self.choice.is_some()
-    }
-}
-
 /// The OOM report state machine. Feed it lines with [`Parser::push`], take
 /// reports with [`Parser::next_report`].
 #[derive(Debug, Default)]
 pub struct Parser {
-    bursts: Vec<Burst>,
-    ready: VecDeque<OomReport>,
-    stats: ParserStats,
+    pub(super) bursts: Vec<Burst>,
+    pub(super) ready: VecDeque<OomReport>,
+    pub(super) stats: ParserStats,
     /// Keep the text of unused lines (for `parse --explain`).
-    explain: bool,
-    notes: VecDeque<UnusedLine>,
+    pub(super) explain: bool,
+    pub(super) notes: VecDeque<UnusedLine>,
     /// A task table read while no report was open (a paste that starts in
     /// the middle of one): the next report opened by its anchor adopts it.
-    orphan_columns: Vec<String>,
-    orphan_tasks: Vec<TaskInfo>,
+    pub(super) orphan_columns: Vec<String>,
+    pub(super) orphan_tasks: Vec<TaskInfo>,
     /// Unused lines by reason (in [`Unused::ALL`]'s order).
-    unused_by: [u64; 6],
+    pub(super) unused_by: [u64; 6],
 }
 
 impl Parser {
@@ -248,7 +140,7 @@ impl Parser {
             .filter(|(_, count)| *count > 0)
     }
 
-    fn unused(&mut self, stamp: Stamp, text: &str, why: Unused) {
+    pub(super) fn unused(&mut self, stamp: Stamp, text: &str, why: Unused) {
         self.stats.unused += 1;
         if let Some(at) = Unused::ALL.iter().position(|u| *u == why) {
             self.unused_by[at] += 1;
@@ -350,7 +242,7 @@ impl Parser {
     /// Opens a burst for `line`. A new report from the same printer ends
     /// its previous one; without caller ids, a new report ends every report
     /// that already has its anchor.
-    fn open(&mut self, line: &InputLine<'_>, burst: Burst) -> usize {
+    pub(super) fn open(&mut self, line: &InputLine<'_>, burst: Burst) -> usize {
         let mut index = 0;
         while index < self.bursts.len() {
             let open = &self.bursts[index];
@@ -382,7 +274,7 @@ impl Parser {
 
     /// A burst opened by an anchor (a header was filtered out or cut) takes
     /// the task table read just before it.
-    fn adopt_orphans(&mut self, index: usize) {
+    pub(super) fn adopt_orphans(&mut self, index: usize) {
         let burst = &mut self.bursts[index];
         if burst.tasks.is_empty() && burst.trigger.is_none() {
             burst.tasks = std::mem::take(&mut self.orphan_tasks);
@@ -409,7 +301,7 @@ impl Parser {
 
     /// The newest burst of this printer (any, without caller ids) and
     /// host that `fits`.
-    fn find(&self, line: &InputLine<'_>, fits: impl Fn(&Burst) -> bool) -> Option<usize> {
+    pub(super) fn find(&self, line: &InputLine<'_>, fits: impl Fn(&Burst) -> bool) -> Option<usize> {
         self.bursts.iter().rposition(|b| {
             (line.caller.is_none() || b.caller.as_deref() == line.caller)
                 && b.compatible(line.host)
@@ -419,60 +311,8 @@ impl Parser {
 
     /// The burst a non-anchor line belongs to: its printer's, else the
     /// newest, of its host.
-    fn route(&self, line: &InputLine<'_>) -> Option<usize> {
+    pub(super) fn route(&self, line: &InputLine<'_>) -> Option<usize> {
         self.find(line, |_| true)
-    }
-
-    fn summary(&mut self, line: &InputLine<'_>, summary: Summary<'_>) {
-        // The summary of a burst in progress, or of a kill line printed
-        // (or pasted) before it.
-        // A vendor kernel may print both a `Task in` line and the summary:
-        // the same report when they name the same cgroups.
-        let same_cgroups = |b: &Burst| {
-            b.task_in.as_ref().is_none_or(|(task, limit, _)| {
-                summary.task_memcg == Some(task.as_str())
-                    || limit.as_deref().is_some_and(|l| summary.oom_memcg == Some(l))
-            })
-        };
-        let index = self
-            .find(line, |b| {
-                b.summary.is_none()
-                    && same_cgroups(b)
-                    && (b.kills.is_empty() || b.kills.iter().any(|k| k.victim.pid == summary.pid))
-            })
-            .unwrap_or_else(|| self.open(line, Burst::default()));
-        self.adopt_orphans(index);
-        let burst = &mut self.bursts[index];
-        burst.summary = Some((owned_summary(summary), line.stamp));
-        burst.note(line);
-    }
-
-    fn task_in(&mut self, line: &InputLine<'_>, task: &str, limit: Option<&str>) {
-        let index = self
-            .find(line, |b| {
-                b.task_in.is_none() && b.kills.is_empty() && b.choice.is_none()
-            })
-            .unwrap_or_else(|| self.open(line, Burst::default()));
-        self.adopt_orphans(index);
-        let burst = &mut self.bursts[index];
-        burst.task_in = Some((task.to_owned(), limit.map(str::to_owned), line.stamp));
-        burst.note(line);
-    }
-
-    fn choose(&mut self, line: &InputLine<'_>, choice: ChooseLine<'_>) {
-        let index = self
-            .find(line, |b| b.choice.is_none() && b.kills.is_empty())
-            .unwrap_or_else(|| self.open(line, Burst::default()));
-        self.adopt_orphans(index);
-        let burst = &mut self.bursts[index];
-        burst.choice = Some(Choice {
-            pid: choice.pid,
-            comm: choice.comm.to_owned(),
-            score: choice.score,
-            prefix: choice.prefix.to_owned(),
-            stamp: line.stamp,
-        });
-        burst.note(line);
     }
 
     fn absorb(&mut self, index: usize, line: &InputLine<'_>, kind: OomLine<'_>) {
@@ -537,58 +377,6 @@ impl Parser {
         burst.note(line);
     }
 
-    fn kill(&mut self, line: &InputLine<'_>, kill: KillLine<'_>) {
-        let victim = VictimInfo {
-            pid: Some(kill.pid),
-            comm: Some(kill.comm.to_owned()),
-            uid: kill.fields.uid,
-            total_vm_kb: kill.fields.total_vm_kb,
-            anon_rss_kb: kill.fields.anon_rss_kb,
-            file_rss_kb: kill.fields.file_rss_kb,
-            shmem_rss_kb: kill.fields.shmem_rss_kb,
-            pgtables_kb: kill.fields.pgtables_kb,
-            oom_score_adj: kill.fields.oom_score_adj,
-            oom_score: None,
-        };
-        let summary_pid = |b: &Burst| b.summary.as_ref().and_then(|(s, _)| s.pid);
-        let target = match line.caller {
-            Some(_) => self.route(line),
-            None => self
-                .find(line, |b| b.kills.is_empty() && summary_pid(b) == Some(kill.pid))
-                .or_else(|| self.find(line, |b| b.kills.is_empty()))
-                .or_else(|| self.find(line, |b| b.group.is_some())),
-        }
-        // A burst that already killed takes more kills only as a group kill.
-        .filter(|&i| self.bursts[i].kills.is_empty() || self.bursts[i].group.is_some());
-        let index = match target {
-            Some(index) => index,
-            // The kill line alone (a rate-limited header, or a filtered
-            // log): a burst of its own, which a summary may still join.
-            None => self.open(line, Burst::default()),
-        };
-        self.adopt_orphans(index);
-        let burst = &mut self.bursts[index];
-        if burst.host.is_none() {
-            burst.host = line.host.map(str::to_owned);
-        }
-        if burst.kills.iter().any(|k| k.victim.pid == victim.pid) {
-            self.stats.duplicate_kills += 1;
-            self.unused(line.stamp, line.text, Unused::Duplicate);
-            return;
-        }
-        burst.kills.push(Kill {
-            victim,
-            prefix: kill.prefix.to_owned(),
-            stamp: line.stamp,
-        });
-        burst.last_kill_us = line.stamp.monotonic_us;
-        // Kill lines are always kept as evidence.
-        burst.evidence.push(EvidenceLine {
-            stamp: line.stamp,
-            text: line.text.trim_end().to_owned(),
-        });
-    }
-
     /// Closes the bursts of `host` whose time has passed (another host's
     /// clock says nothing about them).
     fn age_out(&mut self, now_us: u64, host: Option<&str>) {
@@ -633,80 +421,6 @@ impl Parser {
             self.ready.push_back(report);
         }
     }
-}
-
-fn burst_parts(burst: Burst) -> BurstParts {
-    BurstParts {
-        host: burst.host,
-        trigger: burst.trigger,
-        summary: burst.summary,
-        task_in: burst.task_in,
-        choice: burst.choice,
-        stats_memcg: burst.stats_memcg,
-        memory: burst.memory,
-        memory_swap: burst.memory_swap,
-        kmem: burst.kmem,
-        tasks: burst.tasks,
-        group: burst.group,
-        kills: burst.kills,
-        evidence: burst.evidence,
-    }
-}
-
-fn owned_summary(summary: Summary<'_>) -> SummaryInfo {
-    let owned = |v: Option<&str>| v.map(str::to_owned);
-    SummaryInfo {
-        constraint: owned(summary.constraint),
-        nodemask: owned(summary.nodemask),
-        cpuset: owned(summary.cpuset),
-        mems_allowed: summary.mems_allowed,
-        oom_memcg: owned(summary.oom_memcg),
-        task_memcg: owned(summary.task_memcg),
-        global_oom: summary.global_oom,
-        task: owned(summary.task),
-        pid: summary.pid,
-        uid: summary.uid,
-    }
-}
-
-/// Maps a task table row onto the header's columns (which differ between
-/// kernel versions: `nr_ptes nr_pmds` on 4.x, `pgtables_bytes` on 4.19+,
-/// `rss_anon rss_file rss_shmem` on 6.x, `cpu oom_adj` on 2.6.32).
-fn task_from_row(columns: &[String], values: &[&str], name: &str) -> TaskInfo {
-    let mut task = TaskInfo {
-        comm: name.to_owned(),
-        ..TaskInfo::default()
-    };
-    task.pid = values.first().and_then(|v| v.parse().ok()).unwrap_or_default();
-    // A row with fewer values than the header has columns (wrapped in a
-    // paste) may have lost any of them: then only uid and tgid, first, are
-    // trusted.
-    // Without a header (a paste that starts below it), the layout every
-    // kernel shares: uid first, oom_score_adj last, in a complete row.
-    if columns.is_empty() {
-        task.uid = values.get(1).and_then(|v| v.parse().ok());
-        if values.len() >= 8 {
-            task.oom_score_adj = values.last().and_then(|v| v.parse().ok());
-        }
-        return task;
-    }
-    let short = values.len() < columns.len();
-    for (at, (column, value)) in columns.iter().zip(values.iter().skip(1)).enumerate() {
-        if short && at >= 2 {
-            break;
-        }
-        match column.as_str() {
-            "uid" => task.uid = value.parse().ok(),
-            "tgid" => task.tgid = value.parse().ok(),
-            "total_vm" => task.total_vm_pages = value.parse().ok(),
-            "rss" => task.rss_pages = value.parse().ok(),
-            "pgtables_bytes" => task.pgtables_bytes = value.parse().ok(),
-            "swapents" => task.swapents = value.parse().ok(),
-            "oom_score_adj" => task.oom_score_adj = value.parse().ok(),
-            _ => {}
-        }
-    }
-    task
 }
 
 #[cfg(test)]
