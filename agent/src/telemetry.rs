@@ -24,13 +24,16 @@ pub trait Happening {
     fn emit(self, metrics: &Self::Metrics);
 }
 
-/// What `/readyz` waits for: the kernel log is being read, and the sampler
-/// (when enabled) has scanned the cgroup tree.
+/// What `/readyz` waits for: the kernel log is being read, the sampler
+/// (when enabled) has scanned the cgroup tree, and the state directory
+/// takes writes (the cursor, the spool: without them kills are only logged).
 #[derive(Debug, Default)]
 pub struct Readiness {
     kmsg: AtomicBool,
     sampler_enabled: AtomicBool,
     sampler_ready: AtomicBool,
+    state_unwritable: AtomicBool,
+    spool_unavailable: AtomicBool,
 }
 
 impl Readiness {
@@ -46,9 +49,20 @@ impl Readiness {
         self.sampler_ready.store(true, Ordering::Relaxed);
     }
 
+    pub fn set_state_writable(&self, writable: bool) {
+        self.state_unwritable.store(!writable, Ordering::Relaxed);
+    }
+
+    /// The spool could not be opened: not ready until a restart opens it.
+    pub fn set_spool_unavailable(&self) {
+        self.spool_unavailable.store(true, Ordering::Relaxed);
+    }
+
     pub fn ready(&self) -> bool {
         self.kmsg.load(Ordering::Relaxed)
             && (!self.sampler_enabled.load(Ordering::Relaxed) || self.sampler_ready.load(Ordering::Relaxed))
+            && !self.state_unwritable.load(Ordering::Relaxed)
+            && !self.spool_unavailable.load(Ordering::Relaxed)
     }
 }
 
@@ -129,5 +143,15 @@ mod tests {
         assert!(!readiness.ready());
         readiness.set_sampler_ready();
         assert!(readiness.ready());
+        readiness.set_state_writable(false);
+        assert!(!readiness.ready(), "kills would only be logged");
+        readiness.set_state_writable(true);
+        assert!(readiness.ready());
+        readiness.set_spool_unavailable();
+        readiness.set_state_writable(true);
+        assert!(
+            !readiness.ready(),
+            "a working cursor does not make up for no spool"
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod collector;
 pub mod containerd;
+pub mod tmpfs;
 pub mod vm;
 
 /// The cgroup v1 memory controller's mount point.

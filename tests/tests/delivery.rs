@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,63 +15,8 @@ use oomlens_agent::app::AgentMetrics;
 use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
 use oomlens_common::client::ClientConfig;
 use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent, QueryRequest};
-use oomlens_tests::{
-    ScratchTree, cli_binary, collector_binary, free_port, metric, require_real_kernel, run_hog, unique,
-};
-
-/// The collector binary on a fixed port and database, restartable.
-struct CollectorProcess {
-    port: u16,
-    database: PathBuf,
-    child: Option<Child>,
-}
-
-impl CollectorProcess {
-    fn start(database: &Path) -> Self {
-        let mut process = Self {
-            port: free_port(),
-            database: database.to_owned(),
-            child: None,
-        };
-        process.restart();
-        process
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new(collector_binary())
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--database", &self.database.display().to_string()])
-            .args(["--metrics-listen", ""])
-            .env("OOMLENS_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start oomlens-collector");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "the collector did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL: no graceful shutdown, whatever was in flight is cut off.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for CollectorProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use oomlens_tests::collector::CollectorProcess;
+use oomlens_tests::{ScratchTree, cli_binary, metric, require_real_kernel, run_hog, unique};
 
 fn synthetic(n: u64) -> OomEvent {
     let t = 1_795_000_000 + i64::try_from(n).unwrap();

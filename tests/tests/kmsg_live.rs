@@ -382,3 +382,98 @@ async fn restart_resumes_without_duplicates_and_reports_kills_made_while_stopped
         "B, killed while stopped"
     );
 }
+
+/// Collects the events of `memcg` until `wait` passes.
+async fn wait_for_memcg(events: &mut mpsc::Receiver<OomEvent>, memcg: &str, wait: Duration) -> Vec<OomEvent> {
+    let deadline = Instant::now() + wait;
+    let mut found = Vec::new();
+    while found.is_empty() && Instant::now() < deadline {
+        if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+            && event.oom_memcg.as_deref() == Some(memcg)
+        {
+            found.push(event);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_kill_while_stopped_after_a_quiet_first_run_is_still_read() {
+    require_real_kernel!();
+    let _serial = SERIAL.lock().await;
+    let state = tempfile::tempdir().expect("state dir");
+    let tree = ScratchTree::new(&unique("oomlens-test"));
+    let cgroup = tree.create("quiet");
+    tree.limit("quiet", LIMIT);
+    let config = oomlens_tests::test_pipeline_config(state.path());
+
+    // The first run reads nothing (a quiet log) and is stopped: no record
+    // ever moved the cursor, yet the next run must start where this one did.
+    let (stop, _events, task) = start_pipeline(config.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).expect("stop");
+    task.await.expect("first run");
+    assert!(
+        state.path().join(pipeline::CURSOR_FILE).exists(),
+        "the starting position is saved at once"
+    );
+
+    let (pid, status) = tokio::task::spawn_blocking(move || run_hog(&cgroup))
+        .await
+        .expect("hog");
+    assert_killed(status);
+
+    let (stop, mut events, task) = start_pipeline(config);
+    let found = wait_for_memcg(&mut events, &tree.kernel_path("quiet"), Duration::from_secs(5)).await;
+    stop.send(()).expect("stop");
+    task.await.expect("second run");
+    assert_eq!(
+        found
+            .iter()
+            .filter_map(|e| e.victim.as_ref()?.pid)
+            .collect::<Vec<_>>(),
+        [kernel_pid(pid)],
+        "the kill made while no agent ran"
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_ahead_of_the_log_reads_the_log_again() {
+    require_real_kernel!();
+    let _serial = SERIAL.lock().await;
+    let state = tempfile::tempdir().expect("state dir");
+    let tree = ScratchTree::new(&unique("oomlens-test"));
+    let cgroup = tree.create("ahead");
+    tree.limit("ahead", LIMIT);
+    // A cursor of this boot far past the newest record.
+    let newest = KmsgReader::open("/dev/kmsg", StartAt::End)
+        .expect("open /dev/kmsg")
+        .last_seq()
+        .unwrap_or(0);
+    let config = oomlens_tests::test_pipeline_config(state.path());
+    oomlens_agent::kmsg::Cursor {
+        boot_id: config.node.boot_id.clone(),
+        seq: newest + 1_000_000,
+    }
+    .save(&state.path().join(pipeline::CURSOR_FILE))
+    .expect("cursor");
+    let metrics = config.reader_metrics.clone();
+    let (stop, mut events, task) = start_pipeline(config);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (pid, status) = tokio::task::spawn_blocking(move || run_hog(&cgroup))
+        .await
+        .expect("hog");
+    assert_killed(status);
+    let found = wait_for_memcg(&mut events, &tree.kernel_path("ahead"), Duration::from_secs(5)).await;
+    stop.send(()).expect("stop");
+    task.await.expect("run");
+    assert_eq!(
+        found
+            .iter()
+            .filter_map(|e| e.victim.as_ref()?.pid)
+            .collect::<Vec<_>>(),
+        [kernel_pid(pid)],
+        "the kill after a cursor ahead of the log"
+    );
+    assert_eq!(metrics.stats().cursor_resets, 1, "the reset is counted");
+}

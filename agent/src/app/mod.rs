@@ -268,10 +268,29 @@ impl Agent {
         let (side_sender, side_receiver) = mpsc::channel::<SideItem>(64);
         let mut shipping = None;
         let mut spool = None;
-        if let Some(client) = client {
+        let opened = client.map(|client| {
             let dir = config.state_dir.join("spool");
-            let shared = SharedSpool::open(&dir, config.spool_max_bytes, metrics.spool.clone())
-                .with_context(|| format!("cannot open the spool under {}", config.state_dir.display()))?;
+            (
+                client,
+                SharedSpool::open(&dir, config.spool_max_bytes, metrics.spool.clone()),
+            )
+        });
+        let client = match opened {
+            Some((client, Ok(shared))) => Some((client, shared)),
+            Some((_, Err(error))) => {
+                // An existing spool that cannot be read back. Kills are
+                // still read, logged and printed; not ready until a
+                // restart opens it.
+                tracing::error!(
+                    %error,
+                    "cannot open the spool: kills are logged and printed but not sent; not ready until a restart opens it"
+                );
+                metrics.readiness.set_spool_unavailable();
+                None
+            }
+            None => None,
+        };
+        if let Some((client, shared)) = client {
             let stats = shared.stats();
             if stats.events > 0 || stats.corrupt > 0 {
                 info!(

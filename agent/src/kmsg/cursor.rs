@@ -58,11 +58,17 @@ impl Cursor {
             source,
         };
         let tmp = path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(error)?;
         // A struct of a string and a number always serialises.
         let text = serde_json::to_vec(self).unwrap_or_default();
-        file.write_all(&text).map_err(error)?;
-        file.sync_all().map_err(error)?;
+        let written = std::fs::File::create(&tmp).and_then(|mut file| {
+            file.write_all(&text)?;
+            file.sync_all()
+        });
+        if let Err(source) = written {
+            // A partial file on a full disk would only take more room.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(error(source));
+        }
         std::fs::rename(&tmp, path).map_err(error)
     }
 

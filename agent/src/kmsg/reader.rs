@@ -70,6 +70,7 @@ pub struct ReaderMetrics {
     lost: Counter,
     overruns: Counter,
     malformed: Counter,
+    cursor_resets: Counter,
 }
 
 impl ReaderMetrics {
@@ -82,6 +83,7 @@ impl ReaderMetrics {
             overruns: self.overruns.get(),
             lost: self.lost.get(),
             skipped: 0,
+            cursor_resets: self.cursor_resets.get(),
         }
     }
 
@@ -110,6 +112,31 @@ impl ReaderMetrics {
             "Kernel log records that could not be parsed",
             self.malformed.clone(),
         );
+        registry.register(
+            "kmsg_cursor_resets",
+            "Resume cursors ahead of the kernel log (read again from its oldest record)",
+            self.cursor_resets.clone(),
+        );
+    }
+}
+
+/// The resume cursor names a record the log has not reached: read from
+/// the oldest record instead of waiting for it forever.
+#[derive(Debug)]
+struct CursorAhead {
+    cursor: u64,
+    newest: u64,
+}
+
+impl Happening for CursorAhead {
+    type Metrics = ReaderMetrics;
+    fn emit(self, metrics: &ReaderMetrics) {
+        warn!(
+            cursor = self.cursor,
+            newest = self.newest,
+            "the resume cursor is ahead of the kernel log; reading this boot's log from its oldest record (kills already sent are stored once)"
+        );
+        metrics.cursor_resets.inc();
     }
 }
 
@@ -155,6 +182,8 @@ pub struct ReaderStats {
     pub lost: u64,
     /// Records skipped because a resume cursor had already covered them.
     pub skipped: u64,
+    /// Resume cursors found ahead of the log (read from its oldest record).
+    pub cursor_resets: u64,
 }
 
 #[derive(Debug)]
@@ -198,6 +227,16 @@ impl KmsgReader {
     /// Opens `path` (normally `/dev/kmsg`) non-blocking. Must be called
     /// inside a tokio runtime.
     pub fn open(path: impl AsRef<Path>, start: StartAt) -> Result<Self, KmsgError> {
+        Self::open_with(path, start, ReaderMetrics::default())
+    }
+
+    /// [`KmsgReader::open`], counting into `metrics` (registered by the
+    /// caller) from the start.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        start: StartAt,
+        metrics: ReaderMetrics,
+    ) -> Result<Self, KmsgError> {
         let path = path.as_ref().to_path_buf();
         let file = OpenOptions::new()
             .read(true)
@@ -207,6 +246,7 @@ impl KmsgReader {
                 path: path.clone(),
                 source,
             })?;
+        let mut cursor_reset = None;
         let (last_seq, skip_through) = match start {
             // Reading what the ring holds (instead of only seeking to its
             // end) tells the sequence number we start after, without which an
@@ -222,7 +262,24 @@ impl KmsgReader {
                 }
             },
             StartAt::Oldest => (None, None),
-            StartAt::After(seq) => (Some(seq), Some(seq)),
+            StartAt::After(seq) => {
+                // A cursor past the newest record (a log reset the boot id
+                // did not show, a cursor from elsewhere) would skip every
+                // record to come: read this boot's log again instead (the
+                // collector keeps one copy of each kill, by id).
+                let newest = last_record_seq(&file, &path)?;
+                lseek(&file, 0, Whence::SeekSet).map_err(|source| KmsgError::Seek {
+                    path: path.clone(),
+                    source,
+                })?;
+                match newest {
+                    Some(newest) if newest < seq => {
+                        cursor_reset = Some((seq, newest));
+                        (None, None)
+                    }
+                    _ => (Some(seq), Some(seq)),
+                }
+            }
         };
         // The one unsafe expression of the workspace (see Cargo.toml).
         // SAFETY: `register` needs the descriptor to stay open and unchanged
@@ -233,6 +290,9 @@ impl KmsgReader {
             path: path.clone(),
             source: source.into(),
         })?;
+        if let Some((cursor, newest)) = cursor_reset {
+            CursorAhead { cursor, newest }.emit(&metrics);
+        }
         Ok(Self {
             path,
             fd,
@@ -240,16 +300,9 @@ impl KmsgReader {
             last_seq,
             skip_through,
             pending: None,
-            metrics: ReaderMetrics::default(),
+            metrics,
             skipped: 0,
         })
-    }
-
-    /// Counts into `metrics` (registered by the caller). Opening counts
-    /// nothing, so nothing is lost by switching after it.
-    pub fn with_metrics(mut self, metrics: ReaderMetrics) -> Self {
-        self.metrics = metrics;
-        self
     }
 
     pub fn stats(&self) -> ReaderStats {

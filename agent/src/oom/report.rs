@@ -146,6 +146,16 @@ fn path(value: Option<&str>) -> Option<&str> {
 }
 
 impl OomReport {
+    /// The sequence number of the report's first record (its kill line's
+    /// when no earlier line is known): reading again from there gives the
+    /// whole report.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.evidence
+            .first()
+            .and_then(|line| line.stamp.seq)
+            .or(self.kill_stamp.seq)
+    }
+
     /// The constraint, resolving traps seen in real logs: some kernels print
     /// `CONSTRAINT_NONE` for memcg kills, so the memcg kill text, an
     /// `oom_memcg` below the root or a `Task in` line win over it; a vendor

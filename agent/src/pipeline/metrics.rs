@@ -44,6 +44,9 @@ pub struct PipelineMetrics {
     forged_lines: Counter,
     missed_kills: Gauge,
     printer_dropped: Counter,
+    state_unwritable: Gauge,
+    unspooled: Gauge,
+    unspooled_dropped: Counter,
 }
 
 impl PipelineMetrics {
@@ -74,6 +77,21 @@ impl PipelineMetrics {
             self.missed_kills.clone(),
         );
         registry.register(
+            "state_unwritable",
+            "1 while the state directory takes no writes (cursor, spool): kills are then only logged and printed",
+            self.state_unwritable.clone(),
+        );
+        registry.register(
+            "unspooled_events",
+            "Kills the spool did not take (state directory full or unwritable), kept in memory and offered again",
+            self.unspooled.clone(),
+        );
+        registry.register(
+            "unspooled_events_dropped",
+            "Kills dropped from memory while the spool took no writes (a restart reads them again from the kernel log)",
+            self.unspooled_dropped.clone(),
+        );
+        registry.register(
             "printed_events_dropped",
             "Events not printed on standard output because it did not keep up (still spooled and logged)",
             self.printer_dropped.clone(),
@@ -88,6 +106,14 @@ impl PipelineMetrics {
                 namespace: namespace.to_owned(),
             })
             .get()
+    }
+
+    pub(super) fn set_unspooled(&self, kept: usize) {
+        self.unspooled.set(i64::try_from(kept).unwrap_or(i64::MAX));
+    }
+
+    pub(super) fn unspooled_dropped(&self) {
+        self.unspooled_dropped.inc();
     }
 }
 
@@ -178,6 +204,32 @@ impl Happening for KillsMissed {
         metrics
             .missed_kills
             .set(i64::try_from(self.total).unwrap_or(i64::MAX));
+    }
+}
+
+/// The state directory stopped taking writes (said once, until it does
+/// again), or took one again.
+#[derive(Debug)]
+pub struct StateWrites<'a> {
+    pub writable: bool,
+    /// What failed (or worked again), and why.
+    pub what: &'a str,
+    pub error: Option<String>,
+}
+
+impl Happening for StateWrites<'_> {
+    type Metrics = PipelineMetrics;
+    fn emit(self, metrics: &PipelineMetrics) {
+        if self.writable {
+            info!(what = self.what, "the state directory takes writes again: ready");
+        } else {
+            tracing::error!(
+                what = self.what,
+                error = %self.error.unwrap_or_default(),
+                "the state directory takes no writes: kills are logged, printed and kept in memory until it does; not ready until then"
+            );
+        }
+        metrics.state_unwritable.set(i64::from(!self.writable));
     }
 }
 

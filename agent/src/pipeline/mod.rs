@@ -19,6 +19,7 @@
 pub mod attribute;
 mod enrich;
 pub mod metrics;
+mod state;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -34,6 +35,7 @@ use tracing::{info, warn};
 use self::attribute::{ATTRIBUTION_WAIT, Attributor, PID_LOOKBACK_MS, Placement};
 pub use self::enrich::Enrichers;
 use self::metrics::{ForgedLines, KillReported, KillsMissed, PipelineMetrics, PrintDropped};
+use self::state::StateDir;
 use crate::event::{NodeContext, attribute, event_from_report};
 use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, LineJoiner, ReaderMetrics, ReaderStats, StartAt};
 use crate::oom::{OomReport, Parser, ParserStats};
@@ -126,15 +128,8 @@ pub enum PipelineError {
 struct Waiting {
     due: tokio::time::Instant,
     event: OomEvent,
+    /// Its report's first record.
     seq: Option<u64>,
-}
-
-/// The kernel log position: the last record read, and the last one saved.
-#[derive(Debug)]
-struct Position {
-    cursor_path: Option<PathBuf>,
-    last_seq: Option<u64>,
-    saved_seq: Option<u64>,
 }
 
 struct Pipeline {
@@ -144,7 +139,7 @@ struct Pipeline {
     forged_seen: u64,
     vmstat: Option<Reconciler>,
     sink: EventSink,
-    position: Position,
+    state: StateDir,
     events: u64,
     waiting: VecDeque<Waiting>,
     attributor: Attributor,
@@ -161,7 +156,7 @@ pub(crate) fn event_time_ms(event: &OomEvent) -> u64 {
 impl Pipeline {
     /// A record to the parser, once the line it is part of is whole.
     fn record(&mut self, record: crate::kmsg::Record) {
-        self.position.last_seq = Some(record.seq);
+        self.state.last_seq = Some(record.seq);
         for line in self.joiner.push(record) {
             self.push(&line.input_line());
         }
@@ -190,6 +185,7 @@ impl Pipeline {
             if let (Some(vmstat), Some(us)) = (self.vmstat.as_mut(), report.kill_stamp.monotonic_us) {
                 vmstat.kill_seen(us);
             }
+            let first_seq = report.first_seq();
             let mut event = event_from_report(&report, &self.config.node, self.events);
             let placement = self.place_at_once(&report, &mut event).await;
             self.find_limit(&mut event).await;
@@ -200,13 +196,13 @@ impl Pipeline {
                 self.attributor.placed(path, us, event_time_ms(&event));
             }
             match placement {
-                Some(placement) => self.send(event, placement).await?,
+                Some(placement) => self.send(event, placement, first_seq).await?,
                 None if self.config.enrichers.sampler.is_some() => self.waiting.push_back(Waiting {
                     due: tokio::time::Instant::now() + ATTRIBUTION_WAIT,
                     event,
-                    seq: report.kill_stamp.seq,
+                    seq: first_seq,
                 }),
-                None => self.send(event, Placement::Unplaced).await?,
+                None => self.send(event, Placement::Unplaced, first_seq).await?,
             }
         }
         Ok(())
@@ -253,11 +249,11 @@ impl Pipeline {
     async fn release_waiting(&mut self, all: bool) -> Result<(), PipelineError> {
         let now = tokio::time::Instant::now();
         while self.waiting.front().is_some_and(|w| all || w.due <= now) {
-            let Some(Waiting { mut event, .. }) = self.waiting.pop_front() else {
+            let Some(Waiting { mut event, seq, .. }) = self.waiting.pop_front() else {
                 break;
             };
             let placement = self.place_by_evidence(&mut event).await;
-            self.send(event, placement).await?;
+            self.send(event, placement, seq).await?;
         }
         Ok(())
     }
@@ -290,7 +286,14 @@ impl Pipeline {
         }
     }
 
-    async fn send(&mut self, mut event: OomEvent, placement: Placement) -> Result<(), PipelineError> {
+    /// Enriches, counts, spools, prints and passes on a kill whose report
+    /// starts at record `first_seq`.
+    async fn send(
+        &mut self,
+        mut event: OomEvent,
+        placement: Placement,
+        first_seq: Option<u64>,
+    ) -> Result<(), PipelineError> {
         self.config.enrichers.enrich(&mut event).await;
         KillReported {
             event: &event,
@@ -298,7 +301,10 @@ impl Pipeline {
         }
         .emit(&self.config.metrics);
         if let Some(spool) = &self.sink.spool {
-            spool.append_retrying(&event).await;
+            let metrics = &self.config.metrics;
+            self.state
+                .spool(spool, &event, first_seq, metrics, &self.config.readiness)
+                .await;
         }
         if let Some(printer) = &self.sink.printer
             && printer.try_send(event.clone()).is_err()
@@ -315,34 +321,26 @@ impl Pipeline {
     /// The cursor may advance to the last record read, except past the
     /// start of a report still in progress or a kill still waiting.
     fn save_cursor(&mut self) {
-        let position = &mut self.position;
-        let (Some(path), Some(last)) = (&position.cursor_path, position.last_seq) else {
-            return;
-        };
         let waiting = self.waiting.iter().filter_map(|w| w.seq);
-        let safe = self
+        let open = self
             .parser
             .oldest_open_seq()
             .into_iter()
             .chain(self.joiner.open_seq())
-            .chain(waiting)
-            .map(|seq| seq.saturating_sub(1))
-            .fold(last, u64::min);
-        if position.saved_seq == Some(safe) {
-            return;
-        }
-        let cursor = Cursor {
-            boot_id: self.config.node.boot_id.clone(),
-            seq: safe,
-        };
-        match cursor.save(path) {
-            Ok(()) => position.saved_seq = Some(safe),
-            Err(error) => warn!(%error, "kmsg cursor not saved; a restart may report kills twice"),
-        }
+            .chain(waiting);
+        let config = &self.config;
+        self.state
+            .save_cursor(&config.node.boot_id, open, &config.metrics, &config.readiness);
     }
 
-    /// Once a second: the vmstat cross-check.
-    fn tick(&mut self) {
+    /// Once a second: the vmstat cross-check, kills kept from the spool
+    /// offered again, the cursor saved.
+    async fn tick(&mut self) {
+        if let Some(spool) = &self.sink.spool {
+            self.state
+                .offer_kept(spool, &self.config.metrics, &self.config.readiness)
+                .await;
+        }
         match read_vmstat_oom_kill(&self.config.proc_root) {
             Ok(Some(value)) => {
                 let now = crate::clock::monotonic_us();
@@ -392,9 +390,13 @@ pub async fn run(
     };
     let start = Cursor::start_for(cursor.as_ref(), &config.node.boot_id, config.start_without_cursor);
     info!(path = %config.kmsg_path.display(), ?start, boot_id = %config.node.boot_id, "reading the kernel log");
-    let reader = KmsgReader::open(&config.kmsg_path, start)?.with_metrics(config.reader_metrics.clone());
+    let reader = KmsgReader::open_with(&config.kmsg_path, start, config.reader_metrics.clone())?;
     config.readiness.set_kmsg_ready();
-    run_on(config, reader.into_stream(), sink, shutdown).await
+    // The position we start from is saved at once: a restart after a
+    // quiet spell resumes here, and a kill made while the agent was down
+    // is still read (without a cursor, a restart would start at the end).
+    let from = reader.last_seq();
+    run_from(config, reader.into_stream(), from, sink, shutdown).await
 }
 
 /// The cursor's file in the state directory.
@@ -408,23 +410,31 @@ pub async fn run_on(
     sink: impl Into<EventSink>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<PipelineStats, PipelineError> {
+    run_from(config, records, None, sink, shutdown).await
+}
+
+/// [`run_on`] for records that follow `from` (the sequence number the
+/// stream starts after, saved as the cursor at once).
+async fn run_from(
+    config: PipelineConfig,
+    records: impl Stream<Item = Result<KmsgItem, KmsgError>>,
+    from: Option<u64>,
+    sink: impl Into<EventSink>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<PipelineStats, PipelineError> {
     let mut pipeline = Pipeline {
         joiner: LineJoiner::default(),
         parser: Parser::new(),
         forged_seen: 0,
         vmstat: None,
         sink: sink.into(),
-        position: Position {
-            cursor_path: config.state_dir.as_ref().map(|dir| dir.join(CURSOR_FILE)),
-            last_seq: None,
-            saved_seq: None,
-        },
+        state: StateDir::new(config.state_dir.as_ref().map(|dir| dir.join(CURSOR_FILE)), from),
         events: 0,
         waiting: VecDeque::new(),
         attributor: Attributor::default(),
         config,
     };
-    pipeline.tick();
+    pipeline.tick().await;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut records = std::pin::pin!(records);
@@ -451,14 +461,21 @@ pub async fn run_on(
                 pipeline.release_waiting(false).await?;
                 pipeline.save_cursor();
             }
-            _ = ticker.tick() => pipeline.tick(),
+            _ = ticker.tick() => pipeline.tick().await,
             () = &mut shutdown => break,
         }
     }
     pipeline.flush();
     pipeline.take_reports().await?;
     pipeline.release_waiting(true).await?;
-    pipeline.save_cursor();
+    pipeline.tick().await;
+    let unspooled = pipeline.state.unspooled_ids();
+    if !unspooled.is_empty() {
+        tracing::error!(
+            ?unspooled,
+            "stopping with kills the spool did not take; the cursor stays before them, so the next start reads them again"
+        );
+    }
     let stats = PipelineStats {
         reader: pipeline.config.reader_metrics.stats(),
         parser: pipeline.parser.stats(),

@@ -66,12 +66,13 @@ impl SharedSpool {
     }
 
     /// Appends, retrying a failing disk a few times; a failure is logged
-    /// and counted. The pipeline's cursor moves past the kill once this
-    /// returns.
-    pub async fn append_retrying(&self, event: &OomEvent) {
+    /// and counted, and returned. The pipeline's cursor moves past the kill
+    /// once this returns.
+    pub async fn append_retrying(&self, event: &OomEvent) -> Result<(), SpoolError> {
+        let mut last_error = None;
         for attempt in 1..=SPOOL_ATTEMPTS {
             match self.append(event.clone()).await {
-                Ok(_) => return,
+                Ok(_) => return Ok(()),
                 Err(error) if attempt < SPOOL_ATTEMPTS => {
                     warn!(%error, id = %event.id, attempt, "cannot spool an event; retrying");
                     tokio::time::sleep(SPOOL_RETRY_PAUSE).await;
@@ -83,9 +84,11 @@ impl SharedSpool {
                         error: &error,
                     }
                     .emit(&metrics);
+                    last_error = Some(error);
                 }
             }
         }
+        Err(last_error.unwrap_or_else(|| unreachable!("at least one attempt")))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Spool> {

@@ -78,20 +78,35 @@ pub struct Spool {
     entries: BTreeMap<u64, Entry>,
     next: u64,
     metrics: SpoolMetrics,
+    /// The directory exists (else the next write creates it).
+    created: bool,
 }
 
 impl Spool {
     /// Opens (creating) the spool in `dir`, reading back what a previous
     /// run left. Unreadable files are quarantined and counted in `metrics`.
+    ///
+    /// A directory that does not exist and cannot be created yet (a full
+    /// or read-only disk) is no error: the spool starts empty and creates
+    /// it at its first write, which fails until the disk takes writes.
     pub fn open(dir: &Path, max_bytes: u64, metrics: SpoolMetrics) -> Result<Self, SpoolError> {
-        fs::create_dir_all(dir).map_err(io(dir))?;
         let mut spool = Self {
             dir: dir.to_owned(),
             max_bytes,
             entries: BTreeMap::new(),
             next: 1,
             metrics,
+            created: true,
         };
+        if let Err(error) = fs::create_dir_all(dir) {
+            if fs::symlink_metadata(dir).is_ok() {
+                return Err(io(dir)(error));
+            }
+            warn!(dir = %dir.display(), %error, "cannot create the spool directory yet; trying again at each write");
+            spool.created = false;
+            spool.refresh_stats();
+            return Ok(spool);
+        }
         let mut keys = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;
@@ -185,12 +200,24 @@ impl Spool {
         self.entries.remove(&key);
     }
 
-    fn write_file(&self, key: u64, bytes: &[u8]) -> Result<(), SpoolError> {
+    fn write_file(&mut self, key: u64, bytes: &[u8]) -> Result<(), SpoolError> {
+        if !self.created {
+            fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+            self.created = true;
+        }
         let tmp = self.dir.join(format!(".tmp-{key:020}"));
         let path = self.path(key);
-        let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
+        let written = fs::File::create(&tmp)
+            .and_then(|mut file| {
+                file.write_all(bytes)?;
+                file.sync_all()
+            })
+            .map_err(io(&tmp));
+        if let Err(error) = written {
+            // A partial file on a full disk would only take more room.
+            let _ = fs::remove_file(&tmp);
+            return Err(error);
+        }
         fs::rename(&tmp, &path).map_err(io(&path))?;
         fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
@@ -394,6 +421,19 @@ mod tests {
         assert_eq!(spool.read(b).unwrap().unwrap().id, "b");
         // New keys continue after the old ones.
         assert!(spool.append(&event("c", 1)).unwrap() > b);
+    }
+
+    #[test]
+    fn a_spool_that_cannot_be_created_yet_is_created_at_a_later_write() {
+        let root = tempfile::tempdir().unwrap();
+        let parent = root.path().join("state");
+        fs::write(&parent, b"a file where the directory goes").unwrap();
+        let mut spool = Spool::open(&parent.join("spool"), 1 << 20, SpoolMetrics::default()).unwrap();
+        assert!(spool.is_empty());
+        assert!(spool.append(&event("a", 1)).is_err());
+        fs::remove_file(&parent).unwrap();
+        let key = spool.append(&event("a", 1)).unwrap();
+        assert_eq!(spool.pending(), vec![(key, "a".to_owned())]);
     }
 
     #[test]
