@@ -1,14 +1,18 @@
 //! Fan-out of new events and warnings to this replica's subscribers.
 //!
-//! A bounded broadcast ring: a subscriber that falls more than its
-//! capacity behind is told it lagged, and (for events) catches up from the
-//! store, so lagging costs latency, not events. Warnings are not stored:
-//! those a lagging subscriber skipped are gone, and it is told how many.
+//! One ring shared by all subscribers, bounded in items and in bytes: each
+//! subscriber only keeps its position in it, so a subscriber that stops
+//! reading pins nothing. One that falls out of the ring is told it lagged
+//! and (for events) catches up from the store, so lagging costs latency,
+//! not events. Warnings are not stored: those a lagging subscriber skipped
+//! are gone, and it is told how many.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use oomlens_proto::v1::MemoryWarning;
-use tokio::sync::broadcast;
+use prost::Message as _;
+use tokio::sync::watch;
 
 use crate::store::StoredEvent;
 
@@ -19,28 +23,223 @@ pub enum Published {
     Warning(Arc<MemoryWarning>),
 }
 
+impl Published {
+    /// Its encoded size: what it costs to keep in the ring.
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Event(stored) => stored.event.encoded_len(),
+            Self::Warning(warning) => warning.encoded_len(),
+        }
+    }
+}
+
+/// How much of the recent past the ring keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    pub items: usize,
+    pub bytes: usize,
+}
+
+impl Default for HubLimits {
+    /// 1024 items or 64 MiB, whichever is reached first.
+    fn default() -> Self {
+        Self {
+            items: 1024,
+            bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Ring {
+    /// Items with their position (consecutive, oldest first) and size.
+    items: VecDeque<(u64, Published, usize)>,
+    bytes: usize,
+    next: u64,
+    limits: HubLimits,
+}
+
+impl Ring {
+    fn oldest(&self) -> u64 {
+        self.items.front().map_or(self.next, |(at, _, _)| *at)
+    }
+}
+
 /// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Hub {
-    sender: broadcast::Sender<Published>,
+    ring: Arc<Mutex<Ring>>,
+    /// The next position; changes wake waiting subscribers.
+    published: Arc<watch::Sender<u64>>,
+}
+
+/// Why [`HubReceiver::recv`] returned no item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvError {
+    /// This many items were dropped from the ring before this subscriber
+    /// read them; it continues from the oldest one kept.
+    Lagged(u64),
+}
+
+/// One subscriber's position in the ring.
+#[derive(Debug)]
+pub struct HubReceiver {
+    ring: Arc<Mutex<Ring>>,
+    published: watch::Receiver<u64>,
+    next: u64,
 }
 
 impl Hub {
-    pub fn new(capacity: usize) -> Self {
-        let (sender, _) = broadcast::channel(capacity);
-        Self { sender }
+    pub fn new(limits: HubLimits) -> Self {
+        Self {
+            ring: Arc::new(Mutex::new(Ring {
+                items: VecDeque::new(),
+                bytes: 0,
+                next: 0,
+                limits: HubLimits {
+                    items: limits.items.max(1),
+                    bytes: limits.bytes,
+                },
+            })),
+            published: Arc::new(watch::Sender::new(0)),
+        }
     }
 
     pub fn publish(&self, item: Published) {
-        // No receivers is the ordinary case (nobody subscribed).
-        let _ = self.sender.send(item);
+        let bytes = item.bytes();
+        let next = {
+            let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+            let at = ring.next;
+            ring.items.push_back((at, item, bytes));
+            ring.bytes += bytes;
+            ring.next += 1;
+            // The newest item stays even when it alone is over the budget.
+            while ring.items.len() > 1
+                && (ring.items.len() > ring.limits.items || ring.bytes > ring.limits.bytes)
+            {
+                if let Some((_, _, dropped)) = ring.items.pop_front() {
+                    ring.bytes -= dropped;
+                }
+            }
+            ring.next
+        };
+        self.published.send_replace(next);
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
-        self.sender.subscribe()
+    /// A receiver of what is published from now on.
+    pub fn subscribe(&self) -> HubReceiver {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        HubReceiver {
+            ring: Arc::clone(&self.ring),
+            published: self.published.subscribe(),
+            next: ring.next,
+        }
     }
 
-    pub fn subscribers(&self) -> usize {
-        self.sender.receiver_count()
+    /// Items and bytes held now.
+    pub fn held(&self) -> (usize, usize) {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        (ring.items.len(), ring.bytes)
+    }
+}
+
+impl HubReceiver {
+    /// The next item, waiting for one; pending forever once the hub is gone.
+    pub async fn recv(&mut self) -> Result<Published, RecvError> {
+        loop {
+            // Marks what is published so far as seen before looking, so a
+            // publish after the look wakes the wait below.
+            self.published.borrow_and_update();
+            {
+                let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+                let oldest = ring.oldest();
+                if self.next < oldest {
+                    let missed = oldest - self.next;
+                    self.next = oldest;
+                    return Err(RecvError::Lagged(missed));
+                }
+                let index = usize::try_from(self.next - oldest).unwrap_or(usize::MAX);
+                if let Some((_, item, _)) = ring.items.get(index) {
+                    self.next += 1;
+                    return Ok(item.clone());
+                }
+            }
+            if self.published.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oomlens_proto::v1::OomEvent;
+
+    use super::*;
+
+    fn event(seq: i64, bytes: usize) -> Published {
+        Published::Event(Arc::new(StoredEvent {
+            seq,
+            event: OomEvent {
+                id: "x".repeat(bytes),
+                ..OomEvent::default()
+            },
+        }))
+    }
+
+    fn seq_of(item: &Published) -> i64 {
+        match item {
+            Published::Event(stored) => stored.seq,
+            Published::Warning(_) => -1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_reads_in_order_what_was_published_after_it_subscribed() {
+        let hub = Hub::new(HubLimits::default());
+        hub.publish(event(1, 10));
+        let mut receiver = hub.subscribe();
+        hub.publish(event(2, 10));
+        hub.publish(event(3, 10));
+        assert_eq!(seq_of(&receiver.recv().await.unwrap()), 2);
+        assert_eq!(seq_of(&receiver.recv().await.unwrap()), 3);
+        let waiting = tokio::spawn(async move { seq_of(&receiver.recv().await.unwrap()) });
+        tokio::task::yield_now().await;
+        hub.publish(event(4, 10));
+        assert_eq!(waiting.await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_ring_is_bounded_in_bytes_and_a_slow_subscriber_is_told_it_lagged() {
+        let hub = Hub::new(HubLimits {
+            items: 1000,
+            bytes: 10_000,
+        });
+        let mut slow = hub.subscribe();
+        for seq in 1..=100 {
+            hub.publish(event(seq, 1000));
+        }
+        let (items, bytes) = hub.held();
+        assert!(bytes <= 10_000, "{bytes} bytes held");
+        let items = u8::try_from(items).expect("at most 10 items held");
+        assert!(items < 11, "{items} items held");
+        assert_eq!(
+            slow.recv().await.unwrap_err(),
+            RecvError::Lagged(100 - u64::from(items))
+        );
+        assert_eq!(seq_of(&slow.recv().await.unwrap()), 100 - i64::from(items) + 1);
+    }
+
+    #[tokio::test]
+    async fn an_item_over_the_budget_alone_is_still_delivered() {
+        let hub = Hub::new(HubLimits {
+            items: 10,
+            bytes: 100,
+        });
+        let mut receiver = hub.subscribe();
+        hub.publish(event(1, 1000));
+        assert_eq!(seq_of(&receiver.recv().await.unwrap()), 1);
+        hub.publish(event(2, 1000));
+        assert_eq!(hub.held().0, 1);
     }
 }

@@ -23,6 +23,9 @@ pub struct CollectorMetrics {
     agents: Gauge,
     subscribers: Gauge,
     subscriber_lagged: Counter,
+    subscribers_dropped: Counter,
+    statuses: Gauge,
+    statuses_dropped: Counter,
     query_seconds: Histogram,
     retention_deleted: Counter,
     stored_events: Gauge,
@@ -72,6 +75,24 @@ impl CollectorMetrics {
             "Times a subscriber fell behind and was caught up from the store",
             subscriber_lagged.clone(),
         );
+        let subscribers_dropped = Counter::default();
+        registry.register(
+            "subscribers_dropped",
+            "Subscribers dropped for taking no response within the patience (they resume from their cursor)",
+            subscribers_dropped.clone(),
+        );
+        let statuses = Gauge::default();
+        registry.register(
+            "container_statuses",
+            "Live containers on the status board (for Top)",
+            statuses.clone(),
+        );
+        let statuses_dropped = Counter::default();
+        registry.register(
+            "container_statuses_dropped",
+            "Statuses of new containers not kept because the status board was full",
+            statuses_dropped.clone(),
+        );
         let query_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         registry.register(
             "query_duration_seconds",
@@ -101,6 +122,9 @@ impl CollectorMetrics {
             agents,
             subscribers,
             subscriber_lagged,
+            subscribers_dropped,
+            statuses,
+            statuses_dropped,
             query_seconds,
             retention_deleted,
             stored_events,
@@ -134,6 +158,22 @@ impl CollectorMetrics {
 
     pub fn subscribers(&self, delta: i64) {
         self.subscribers.inc_by(delta);
+    }
+
+    pub fn subscriber_count(&self) -> i64 {
+        self.subscribers.get()
+    }
+
+    pub fn subscriber_dropped(&self) {
+        self.subscribers_dropped.inc();
+    }
+
+    pub fn statuses(&self, live: usize) {
+        self.statuses.set(i64::try_from(live).unwrap_or(i64::MAX));
+    }
+
+    pub fn status_dropped(&self) {
+        self.statuses_dropped.inc();
     }
 
     pub fn subscriber_lagged(&self) {

@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     pub tokens: Tokens,
     pub retention: Retention,
+    /// Bounds on what is held for clients.
+    pub limits: crate::service::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +165,7 @@ async fn enforce_retention(collector: Collector, retention: Retention) {
 pub struct Embedded {
     address: std::net::SocketAddr,
     store: crate::store::Store,
+    metrics: std::sync::Arc<crate::metrics::CollectorMetrics>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -186,7 +189,8 @@ impl Embedded {
         let address = listener.local_addr().map_err(EmbeddedError::Address)?;
         let store = crate::store::Store::open(database).await?;
         let metrics = std::sync::Arc::new(crate::metrics::CollectorMetrics::new());
-        let collector = Collector::start(store.clone(), metrics).await?;
+        let collector =
+            Collector::start_with(store.clone(), std::sync::Arc::clone(&metrics), config.limits).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(collector, listener, config, async move {
             let _ = stopped.await;
@@ -194,6 +198,7 @@ impl Embedded {
         Ok(Self {
             address,
             store,
+            metrics,
             stop,
             task,
         })
@@ -201,6 +206,11 @@ impl Embedded {
 
     pub fn address(&self) -> std::net::SocketAddr {
         self.address
+    }
+
+    /// Its metrics (also served by `oomlens-collector serve`).
+    pub fn metrics(&self) -> &crate::metrics::CollectorMetrics {
+        &self.metrics
     }
 
     /// `http://ADDRESS`, for clients.

@@ -106,6 +106,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .then(|| Duration::from_secs(u64::from(args.retention_days) * 86_400)),
             max_bytes: (args.retention_mib > 0).then(|| args.retention_mib * 1024 * 1024),
         },
+        limits: oomlens_collector::service::Limits::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -114,7 +115,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let store = Store::open(&args.database).await?;
         let metrics = Arc::new(CollectorMetrics::new());
-        let collector = Collector::start(store.clone(), Arc::clone(&metrics)).await?;
+        let collector = Collector::start_with(store.clone(), Arc::clone(&metrics), config.limits).await?;
         let shutdown = Shutdown::on_signals();
         if !args.metrics_listen.trim().is_empty() {
             let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen.trim())

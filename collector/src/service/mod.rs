@@ -5,10 +5,9 @@
 //! events, `queries` answers the CLI, `subscribe` streams events and
 //! warnings to subscribers.
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use oomlens_proto::v1::ContainerMemoryStatus;
@@ -16,22 +15,49 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::analysis::Rules;
-use crate::hub::Hub;
+use crate::hub::{Hub, HubLimits};
 use crate::metrics::CollectorMetrics;
 use crate::store::{Store, StoreError};
 
 mod ingest;
+mod outbox;
 mod queries;
+mod statuses;
 mod subscribe;
 
 pub use ingest::Ingest;
 pub use queries::Events;
+pub use statuses::{MAX_STATUSES, STATUS_TTL};
+pub use subscribe::{MAX_SUBSCRIBERS, SLOW_AFTER, SUBSCRIBER_BYTES};
 
 use ingest::{WRITE_QUEUE, WriteRequest, write_batches};
 
-/// The latest status of each live container, by (node, cgroup), with
-/// when it arrived.
-type StatusBoard = HashMap<(String, String), (Instant, ContainerMemoryStatus)>;
+/// The bounds on what the collector holds for its clients (documented in
+/// docs/reliability.md).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The recent past kept for live subscribers.
+    pub hub: HubLimits,
+    /// Responses one subscriber's client may leave waiting.
+    pub subscriber_bytes: usize,
+    /// How long a subscriber's client may take nothing while responses wait.
+    pub slow_after: Duration,
+    pub max_subscribers: i64,
+    /// Containers on the status board.
+    pub max_statuses: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            hub: HubLimits::default(),
+            subscriber_bytes: SUBSCRIBER_BYTES,
+            slow_after: SLOW_AFTER,
+            max_subscribers: MAX_SUBSCRIBERS,
+            max_statuses: MAX_STATUSES,
+        }
+    }
+}
 
 /// The state the services share. Cheap to clone.
 #[derive(Clone)]
@@ -39,9 +65,10 @@ pub struct Collector {
     store: Store,
     hub: Hub,
     writes: mpsc::Sender<WriteRequest>,
-    statuses: Arc<Mutex<StatusBoard>>,
+    statuses: Arc<statuses::StatusBoard>,
     metrics: Arc<CollectorMetrics>,
     rules: Rules,
+    limits: Limits,
     /// Set when the server shuts down: open streams end so it can.
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -58,7 +85,16 @@ impl Collector {
     /// Starts the batch writer (and, on PostgreSQL, the listener that
     /// brings other replicas' events to this replica's subscribers).
     pub async fn start(store: Store, metrics: Arc<CollectorMetrics>) -> Result<Self, StoreError> {
-        let hub = Hub::new(1024);
+        Self::start_with(store, metrics, Limits::default()).await
+    }
+
+    /// [`Collector::start`] with other bounds.
+    pub async fn start_with(
+        store: Store,
+        metrics: Arc<CollectorMetrics>,
+        limits: Limits,
+    ) -> Result<Self, StoreError> {
+        let hub = Hub::new(limits.hub);
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let shared = store.postgres_pool().is_some();
         tokio::spawn(write_batches(
@@ -72,13 +108,16 @@ impl Collector {
             let last = store.last_seq().await?;
             tokio::spawn(crate::replicas::relay(store.clone(), hub.clone(), last));
         }
+        let statuses = Arc::new(statuses::StatusBoard::new(limits.max_statuses));
+        tokio::spawn(prune_statuses(Arc::downgrade(&statuses), Arc::clone(&metrics)));
         Ok(Self {
             store,
             hub,
             writes,
-            statuses: Arc::default(),
+            statuses,
             metrics,
             rules: Rules::default(),
+            limits,
             closing: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -106,12 +145,22 @@ impl Collector {
     }
 
     fn record_status(&self, status: ContainerMemoryStatus) {
-        let key = (status.node.clone(), status.cgroup.clone());
-        let mut statuses = self
-            .statuses
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        statuses.insert(key, (Instant::now(), status));
+        if self.statuses.record(status, Instant::now()) == statuses::Recorded::Dropped {
+            self.metrics.status_dropped();
+        }
+    }
+}
+
+/// Prunes the status board every few seconds, while the collector lives.
+async fn prune_statuses(board: std::sync::Weak<statuses::StatusBoard>, metrics: Arc<CollectorMetrics>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(board) = board.upgrade() else {
+            return;
+        };
+        metrics.statuses(board.prune(Instant::now()));
     }
 }
 

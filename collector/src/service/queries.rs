@@ -2,7 +2,7 @@
 //! its id, counts by group, and the containers nearest their limits.
 //! Subscriptions are in `subscribe`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use oomlens_proto::json::JsonEnum as _;
 use oomlens_proto::time::timestamp_from_unix_us;
@@ -19,7 +19,6 @@ use crate::store::{GroupColumn, PageToken};
 use super::{BoxStream, Collector, store_status, subscribe};
 
 /// Status reports older than this are not shown by `Top`.
-const STATUS_TTL: Duration = Duration::from_secs(30);
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
@@ -144,27 +143,15 @@ impl EventService for Events {
             0 => 20,
             n => n.min(1000) as usize,
         };
-        let mut containers: Vec<ContainerMemoryStatus> = {
-            let mut statuses = self
-                .collector
-                .statuses
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            statuses.retain(|_, (seen, _)| seen.elapsed() < STATUS_TTL);
-            statuses
-                .values()
-                .map(|(_, status)| status.clone())
-                .filter(|s| s.limit_bytes.is_some_and(|l| l > 0))
-                .filter(|s| request.nodes.is_empty() || request.nodes.contains(&s.node))
-                .filter(|s| {
-                    request.namespaces.is_empty()
-                        || s.pod
-                            .as_ref()
-                            .and_then(|p| p.namespace.as_ref())
-                            .is_some_and(|ns| request.namespaces.contains(ns))
-                })
-                .collect()
-        };
+        let mut containers = self.collector.statuses.live(Instant::now(), |s| {
+            s.limit_bytes.is_some_and(|l| l > 0)
+                && (request.nodes.is_empty() || request.nodes.contains(&s.node))
+                && (request.namespaces.is_empty()
+                    || s.pod
+                        .as_ref()
+                        .and_then(|p| p.namespace.as_ref())
+                        .is_some_and(|ns| request.namespaces.contains(ns)))
+        });
         let ratio =
             |s: &ContainerMemoryStatus| s.working_set_bytes as f64 / s.limit_bytes.unwrap_or(1).max(1) as f64;
         containers.sort_by(|a, b| ratio(b).total_cmp(&ratio(a)));

@@ -1,33 +1,51 @@
 //! Subscriptions: each subscriber gets its own delivery task, which sends
 //! what was stored after its cursor, then live events (and warnings, if
 //! asked), and catches up from the store when it falls behind.
+//!
+//! Memory per subscriber is bounded: it holds its place in the shared
+//! ring (see [`crate::hub`]), one backfill page at a time, and at most
+//! [`SUBSCRIBER_BYTES`] of responses its client has not taken; a client
+//! that takes nothing for [`SLOW_AFTER`] is dropped with
+//! `RESOURCE_EXHAUSTED`, and resumes from the cursor it last received.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::Stream;
 use oomlens_proto::v1::{
     EventFilter, Lagged, MemoryWarning, SubscribeRequest, SubscribeResponse, subscribe_response,
 };
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::outbox::{Outbox, Refused};
+use super::{Collector, store_status};
 use crate::filter::matches;
-use crate::hub::Published;
+use crate::hub::{HubReceiver, Published, RecvError};
 use crate::metrics::CollectorMetrics;
 use crate::store::{Store, StoredEvent};
 
-use super::{Collector, store_status};
-
-/// Events a subscriber may have in flight before it counts as slow.
-const SUBSCRIBER_BUFFER: usize = 256;
+/// Responses a subscriber's client may leave waiting, in bytes (one
+/// larger event alone still goes).
+pub const SUBSCRIBER_BYTES: usize = 8 << 20;
+/// How long a client may take nothing while responses wait for it.
+pub const SLOW_AFTER: Duration = Duration::from_secs(30);
+/// Open subscriptions per collector; more are refused.
+pub const MAX_SUBSCRIBERS: i64 = 1024;
 /// Backfill page size when a subscriber resumes or lagged.
-const BACKFILL_PAGE: u32 = 500;
+const BACKFILL_PAGE: u32 = 64;
 
 /// Starts a subscriber's delivery task; its responses.
 pub(super) async fn start(
     collector: &Collector,
     request: SubscribeRequest,
-) -> Result<ReceiverStream<Result<SubscribeResponse, Status>>, Status> {
+) -> Result<impl Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static, Status> {
+    let limits = collector.limits;
+    if collector.metrics.subscriber_count() >= limits.max_subscribers {
+        return Err(Status::resource_exhausted(format!(
+            "this collector serves {} subscriptions already; try again later",
+            limits.max_subscribers
+        )));
+    }
     let cursor = match request.cursor.trim() {
         "" => None,
         text => Some(text.parse::<i64>().map_err(|_| {
@@ -43,23 +61,31 @@ pub(super) async fn start(
         Some(seq) => seq,
         None => collector.store.last_seq().await.map_err(store_status)?,
     };
-    let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
+    let (outbox, responses) = Outbox::new(limits.subscriber_bytes, limits.slow_after);
     let subscription = Subscription {
         store: collector.store.clone(),
         filter: request.filter,
         include_warnings: request.include_warnings,
         last: start,
-        sender,
+        sent: start,
+        slow_after: limits.slow_after,
+        outbox: Arc::clone(&outbox),
         metrics: Arc::clone(&collector.metrics),
     };
     let closed = collector.closed();
+    let metrics = Arc::clone(&collector.metrics);
+    metrics.subscribers(1);
     tokio::spawn(async move {
         tokio::select! {
             () = subscription.run(live) => {}
-            () = closed => {}
+            // The client left: counted out at once, even while nothing
+            // was being sent to it.
+            () = outbox.client_gone() => {}
+            () = closed => outbox.finish(None),
         }
+        metrics.subscribers(-1);
     });
-    Ok(ReceiverStream::new(receiver))
+    Ok(responses)
 }
 
 fn warning_matches(filter: Option<&EventFilter>, warning: &MemoryWarning) -> bool {
@@ -84,11 +110,41 @@ struct Subscription {
     include_warnings: bool,
     /// The highest seq considered (sent or filtered out).
     last: i64,
-    sender: mpsc::Sender<Result<SubscribeResponse, Status>>,
+    /// The cursor of the last response queued.
+    sent: i64,
+    slow_after: Duration,
+    outbox: Arc<Outbox>,
     metrics: Arc<CollectorMetrics>,
 }
 
 impl Subscription {
+    /// Queues a response; false when the client left or was dropped.
+    async fn send(&mut self, response: SubscribeResponse) -> bool {
+        let resume = self.sent;
+        let patience = self.slow_after.as_secs_f64();
+        let queued = self
+            .outbox
+            .push(response, || {
+                Status::resource_exhausted(format!(
+                    "this subscriber took no response for {patience} s: dropped; subscribe again with the cursor of the last response received (at most {resume})"
+                ))
+            })
+            .await;
+        match queued {
+            Ok(()) => true,
+            Err(Refused::Slow) => {
+                self.metrics.subscriber_dropped();
+                tracing::warn!(
+                    resume,
+                    "a subscriber read nothing for {} s: dropped",
+                    SLOW_AFTER.as_secs()
+                );
+                false
+            }
+            Err(Refused::Gone) => false,
+        }
+    }
+
     async fn send_event(&mut self, stored: &StoredEvent) -> bool {
         if stored.seq <= self.last {
             return true;
@@ -97,13 +153,14 @@ impl Subscription {
         if !matches(self.filter.as_ref(), &stored.event) {
             return true;
         }
-        self.sender
-            .send(Ok(SubscribeResponse {
+        let sent = self
+            .send(SubscribeResponse {
                 item: Some(subscribe_response::Item::Event(stored.event.clone())),
                 cursor: stored.seq.to_string(),
-            }))
-            .await
-            .is_ok()
+            })
+            .await;
+        self.sent = stored.seq;
+        sent
     }
 
     /// Sends every stored event after `last`; false when the client left.
@@ -116,10 +173,7 @@ impl Subscription {
             {
                 Ok(page) => page,
                 Err(error) => {
-                    let _ = self
-                        .sender
-                        .send(Err(Status::unavailable(error.to_string())))
-                        .await;
+                    self.outbox.finish(Some(store_status(error)));
                     return false;
                 }
             };
@@ -135,44 +189,40 @@ impl Subscription {
         }
     }
 
-    async fn run(mut self, mut live: broadcast::Receiver<Published>) {
-        self.metrics.subscribers(1);
-        if self.backfill().await {
-            loop {
-                let alive = match live.recv().await {
-                    Ok(Published::Event(stored)) => self.send_event(&stored).await,
-                    Ok(Published::Warning(warning)) => {
-                        if self.include_warnings && warning_matches(self.filter.as_ref(), &warning) {
-                            self.sender
-                                .send(Ok(SubscribeResponse {
-                                    item: Some(subscribe_response::Item::Warning((*warning).clone())),
-                                    cursor: self.last.to_string(),
-                                }))
-                                .await
-                                .is_ok()
-                        } else {
-                            true
-                        }
+    async fn run(mut self, mut live: HubReceiver) {
+        if !self.backfill().await {
+            return;
+        }
+        loop {
+            let alive = match live.recv().await {
+                Ok(Published::Event(stored)) => self.send_event(&stored).await,
+                Ok(Published::Warning(warning)) => {
+                    if self.include_warnings && warning_matches(self.filter.as_ref(), &warning) {
+                        let cursor = self.last.to_string();
+                        self.send(SubscribeResponse {
+                            item: Some(subscribe_response::Item::Warning((*warning).clone())),
+                            cursor,
+                        })
+                        .await
+                    } else {
+                        true
                     }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        self.metrics.subscriber_lagged();
-                        // Tell the client, then catch up on events from the store.
-                        self.sender
-                            .send(Ok(SubscribeResponse {
-                                item: Some(subscribe_response::Item::Lagged(Lagged { missed })),
-                                cursor: self.last.to_string(),
-                            }))
-                            .await
-                            .is_ok()
-                            && self.backfill().await
-                    }
-                    Err(broadcast::error::RecvError::Closed) => false,
-                };
-                if !alive {
-                    break;
                 }
+                Err(RecvError::Lagged(missed)) => {
+                    self.metrics.subscriber_lagged();
+                    // Tell the client, then catch up on events from the store.
+                    let cursor = self.last.to_string();
+                    self.send(SubscribeResponse {
+                        item: Some(subscribe_response::Item::Lagged(Lagged { missed })),
+                        cursor,
+                    })
+                    .await
+                        && self.backfill().await
+                }
+            };
+            if !alive {
+                break;
             }
         }
-        self.metrics.subscribers(-1);
     }
 }

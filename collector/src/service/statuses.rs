@@ -1,0 +1,120 @@
+//! The latest memory status of each live container, for `Top`: by (node,
+//! cgroup), kept while agents keep reporting it. Bounded: entries older
+//! than [`STATUS_TTL`] are pruned on a timer, and at most
+//! [`MAX_STATUSES`] containers are kept (statuses of new containers
+//! beyond that are dropped and counted until room frees).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use oomlens_proto::v1::ContainerMemoryStatus;
+
+/// A container not reported for this long is gone (agents report every
+/// few seconds).
+pub const STATUS_TTL: Duration = Duration::from_secs(30);
+/// Containers tracked across the cluster.
+pub const MAX_STATUSES: usize = 200_000;
+
+#[derive(Debug, Default)]
+pub(super) struct StatusBoard {
+    entries: Mutex<HashMap<(String, String), (Instant, ContainerMemoryStatus)>>,
+    max: usize,
+}
+
+/// What [`StatusBoard::record`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Recorded {
+    Kept,
+    /// A new container with the board full.
+    Dropped,
+}
+
+impl StatusBoard {
+    pub(super) fn new(max: usize) -> Self {
+        Self {
+            entries: Mutex::default(),
+            max,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (Instant, ContainerMemoryStatus)>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn record(&self, status: ContainerMemoryStatus, now: Instant) -> Recorded {
+        let key = (status.node.clone(), status.cgroup.clone());
+        let mut entries = self.lock();
+        if entries.len() >= self.max && !entries.contains_key(&key) {
+            entries.retain(|_, (seen, _)| now.duration_since(*seen) < STATUS_TTL);
+            if entries.len() >= self.max {
+                return Recorded::Dropped;
+            }
+        }
+        entries.insert(key, (now, status));
+        Recorded::Kept
+    }
+
+    /// Forgets containers not reported within [`STATUS_TTL`]; how many
+    /// remain.
+    pub(super) fn prune(&self, now: Instant) -> usize {
+        let mut entries = self.lock();
+        entries.retain(|_, (seen, _)| now.duration_since(*seen) < STATUS_TTL);
+        entries.len()
+    }
+
+    /// The live statuses that pass `keep`.
+    pub(super) fn live(
+        &self,
+        now: Instant,
+        keep: impl Fn(&ContainerMemoryStatus) -> bool,
+    ) -> Vec<ContainerMemoryStatus> {
+        self.lock()
+            .values()
+            .filter(|(seen, _)| now.duration_since(*seen) < STATUS_TTL)
+            .map(|(_, status)| status)
+            .filter(|status| keep(status))
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(node: &str, cgroup: &str) -> ContainerMemoryStatus {
+        ContainerMemoryStatus {
+            node: node.into(),
+            cgroup: cgroup.into(),
+            ..ContainerMemoryStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_board_is_capped_and_pruned_by_age() {
+        let board = StatusBoard::new(3);
+        let start = Instant::now();
+        for n in 0..3 {
+            assert_eq!(
+                board.record(status("n", &format!("/c{n}")), start),
+                Recorded::Kept
+            );
+        }
+        assert_eq!(board.record(status("n", "/c3"), start), Recorded::Dropped);
+        // A container already on the board is still updated.
+        assert_eq!(board.record(status("n", "/c0"), start), Recorded::Kept);
+        let later = start + STATUS_TTL + Duration::from_secs(1);
+        assert_eq!(
+            board.live(later, |_| true).len(),
+            0,
+            "stale entries are not shown"
+        );
+        assert_eq!(
+            board.record(status("n", "/c3"), later),
+            Recorded::Kept,
+            "stale entries make room"
+        );
+        assert_eq!(board.prune(later), 1);
+    }
+}

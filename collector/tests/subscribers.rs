@@ -1,0 +1,175 @@
+//! Subscribers cannot make the collector hold unbounded memory: one that
+//! reads nothing is dropped with `RESOURCE_EXHAUSTED` and resumes from
+//! the cursor it last received, losing nothing; clients that leave are
+//! counted out at once; beyond the limit, subscriptions are refused.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::event;
+use oomlens_collector::server::{Embedded, ServerConfig};
+use oomlens_collector::service::Limits;
+use oomlens_common::client::ClientConfig;
+use oomlens_proto::v1::{
+    IngestRequest, SubscribeRequest, SubscribeResponse, ingest_request, subscribe_response,
+};
+use tokio_stream::wrappers::ReceiverStream;
+
+async fn start(limits: Limits) -> (Embedded, ClientConfig, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("events.db").display().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = ServerConfig {
+        limits,
+        ..ServerConfig::default()
+    };
+    let server = Embedded::start(&database, listener, config).await.unwrap();
+    let client = ClientConfig {
+        endpoint: server.endpoint(),
+        ..ClientConfig::default()
+    };
+    (server, client, dir)
+}
+
+async fn ingest(config: &ClientConfig, range: std::ops::Range<u64>, samples: usize) {
+    let mut client = config.ingest_client().await.unwrap();
+    let count = range.end - range.start;
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        for n in range {
+            let item = Some(ingest_request::Item::Event(event(n, "shop", samples)));
+            if sender.send(IngestRequest { item }).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut acks = client
+        .ingest(ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..count {
+        acks.message().await.unwrap().expect("an ack per event");
+    }
+}
+
+async fn subscribe(
+    config: &ClientConfig,
+    cursor: &str,
+) -> Result<tonic::Streaming<SubscribeResponse>, tonic::Status> {
+    let mut client = config.event_client().await.unwrap();
+    Ok(client
+        .subscribe(SubscribeRequest {
+            cursor: cursor.to_owned(),
+            ..SubscribeRequest::default()
+        })
+        .await?
+        .into_inner())
+}
+
+fn gauge(server: &Embedded, name: &str) -> f64 {
+    let text = server.metrics().encode();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_reads_nothing_is_dropped_and_resumes_from_its_cursor_losing_nothing() {
+    let (server, config, _dir) = start(Limits {
+        subscriber_bytes: 256 << 10,
+        slow_after: Duration::from_secs(2),
+        ..Limits::default()
+    })
+    .await;
+    let mut stalled = subscribe(&config, "").await.unwrap();
+    // ~20 KiB events: far more than the transport's windows and the
+    // outbox hold, while the subscriber reads nothing.
+    let total = 1500u64;
+    ingest(&config, 0..total, 600).await;
+    until("the stalled subscriber dropped", || {
+        gauge(&server, "oomlens_collector_subscribers_dropped_total") >= 1.0
+    })
+    .await;
+
+    // It reads what reached it, then the status that says why it ended.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    let ended = loop {
+        match stalled.message().await {
+            Ok(Some(response)) => {
+                if let Some(subscribe_response::Item::Event(e)) = response.item {
+                    seen.push(e.id);
+                    cursor = response.cursor;
+                }
+            }
+            Ok(None) => panic!("ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::ResourceExhausted, "{ended:?}");
+    assert!(
+        ended.message().contains("cursor"),
+        "says how to resume: {ended:?}"
+    );
+    assert!((seen.len() as u64) < total, "dropped before the end");
+
+    // Resuming from its last cursor gives the rest, once each, in order.
+    let mut resumed = subscribe(&config, &cursor).await.unwrap();
+    while (seen.len() as u64) < total {
+        let response = tokio::time::timeout(Duration::from_secs(20), resumed.message())
+            .await
+            .expect("the resumed stream delivers")
+            .unwrap()
+            .unwrap();
+        if let Some(subscribe_response::Item::Event(e)) = response.item {
+            seen.push(e.id);
+        }
+    }
+    let expected: Vec<String> = (0..total).map(|n| event(n, "", 0).id).collect();
+    assert_eq!(seen, expected);
+    drop(resumed);
+    until("no subscriber left", || {
+        gauge(&server, "oomlens_collector_subscribers") == 0.0
+    })
+    .await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn clients_that_leave_idle_are_counted_out_and_the_limit_refuses_more() {
+    let (server, config, _dir) = start(Limits {
+        max_subscribers: 2,
+        ..Limits::default()
+    })
+    .await;
+    let first = subscribe(&config, "").await.unwrap();
+    let second = subscribe(&config, "").await.unwrap();
+    until("two subscribers", || {
+        gauge(&server, "oomlens_collector_subscribers") == 2.0
+    })
+    .await;
+    let refused = subscribe(&config, "").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+
+    // Nothing is published: they leave while their tasks wait for events.
+    drop(first);
+    drop(second);
+    until("both counted out", || {
+        gauge(&server, "oomlens_collector_subscribers") == 0.0
+    })
+    .await;
+    assert!(subscribe(&config, "").await.is_ok(), "room again");
+    server.stop().await.unwrap();
+}
