@@ -49,13 +49,13 @@ pub(crate) async fn relay(store: Store, hub: Hub, mut last: i64) {
         loop {
             match store.after_seq(last, None, 500).await {
                 Ok(page) => {
-                    let full = page.len() == 500;
-                    for stored in page {
+                    for stored in page.events {
                         last = stored.seq;
                         hub.publish(Published::Event(Arc::new(stored)));
                     }
-                    if !full {
-                        break;
+                    match page.more_after {
+                        Some(seq) => last = last.max(seq),
+                        None => break,
                     }
                 }
                 Err(error) => {

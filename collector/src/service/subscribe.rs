@@ -32,7 +32,7 @@ pub const SLOW_AFTER: Duration = Duration::from_secs(30);
 /// Open subscriptions per collector; more are refused.
 pub const MAX_SUBSCRIBERS: i64 = 1024;
 /// Backfill page size when a subscriber resumes or lagged.
-const BACKFILL_PAGE: u32 = 64;
+const BACKFILL_PAGE: u32 = 500;
 
 /// Starts a subscriber's delivery task; its responses.
 pub(super) async fn start(
@@ -163,7 +163,8 @@ impl Subscription {
         sent
     }
 
-    /// Sends every stored event after `last`; false when the client left.
+    /// Sends every stored event after `last`, a bounded page at a time;
+    /// false when the client left.
     async fn backfill(&mut self) -> bool {
         loop {
             let page = match self
@@ -177,14 +178,15 @@ impl Subscription {
                     return false;
                 }
             };
-            let full = page.len() == BACKFILL_PAGE as usize;
-            for stored in &page {
+            for stored in &page.events {
                 if !self.send_event(stored).await {
                     return false;
                 }
             }
-            if !full {
-                return true;
+            match page.more_after {
+                // Rows that did not decode are passed too.
+                Some(seq) => self.last = self.last.max(seq),
+                None => return true,
             }
         }
     }

@@ -109,7 +109,7 @@ mod retention;
 mod schema;
 mod writes;
 
-pub use queries::{GroupColumn, GroupRow, PageToken};
+pub use queries::{GroupColumn, GroupRow, PageToken, READ_BUDGET, SeqPage};
 pub use writes::{Inserted, NOTIFY_CHANNEL};
 
 impl Store {

@@ -63,32 +63,87 @@ impl PageToken {
     }
 }
 
-fn decode_rows(rows: Vec<(i64, Vec<u8>)>) -> Vec<StoredEvent> {
-    rows.into_iter()
-        .filter_map(|(seq, body)| match OomEvent::decode(body.as_slice()) {
-            Ok(event) => Some(StoredEvent { seq, event }),
-            Err(source) => {
-                // One bad row must not hide the others.
-                warn!(error = %StoreError::Corrupt { seq, source }, "skipping a stored event");
-                None
-            }
-        })
-        .collect()
+/// Encoded bytes of events one read returns, at most (one larger event
+/// alone is still returned): pages and backfill end early beyond it, so a
+/// response stays far below the gRPC message limit and memory is bounded.
+pub const READ_BUDGET: usize = 4 << 20;
+
+fn decode_row(seq: i64, body: &[u8]) -> Option<StoredEvent> {
+    match OomEvent::decode(body) {
+        Ok(event) => Some(StoredEvent { seq, event }),
+        Err(source) => {
+            // One bad row must not hide the others.
+            warn!(error = %StoreError::Corrupt { seq, source }, "skipping a stored event");
+            None
+        }
+    }
+}
+
+/// A page of events in stored order.
+#[derive(Debug, Default)]
+pub struct SeqPage {
+    pub events: Vec<StoredEvent>,
+    /// There may be more after this seq (the last row read).
+    pub more_after: Option<i64>,
+}
+
+/// Events read, and whether the read stopped at its byte budget before
+/// the rows ran out.
+pub(super) struct Read {
+    pub(super) events: Vec<StoredEvent>,
+    pub(super) cut: bool,
+    /// Rows read (decoded or not), and the seq of the last one.
+    pub(super) rows: usize,
+    pub(super) last_seq: Option<i64>,
 }
 
 impl Store {
-    async fn fetch_events(&self, query: &str, values: &[SqlValue]) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows: Vec<(i64, Vec<u8>)> = match &self.backend {
-            Backend::Sqlite(pool) => bind_all!(sqlx::query_as(query), values)
-                .fetch_all(pool)
-                .await
-                .map_err(sql("reading events"))?,
-            Backend::Postgres(pool) => bind_all!(sqlx::query_as(query), values)
-                .fetch_all(pool)
-                .await
-                .map_err(sql("reading events"))?,
+    /// Rows of `(seq, body)`, streamed and decoded one by one until their
+    /// bodies pass `budget` bytes.
+    async fn fetch_events(
+        &self,
+        query: &str,
+        values: &[SqlValue],
+        budget: usize,
+    ) -> Result<Read, StoreError> {
+        use futures_util::TryStreamExt as _;
+        let mut read = Read {
+            events: Vec::new(),
+            cut: false,
+            rows: 0,
+            last_seq: None,
         };
-        Ok(decode_rows(rows))
+        let mut bytes = 0usize;
+        let mut take = |(seq, body): (i64, Vec<u8>)| {
+            if bytes > 0 && bytes + body.len() > budget {
+                read.cut = true;
+                return false;
+            }
+            bytes += body.len();
+            read.rows += 1;
+            read.last_seq = Some(seq);
+            read.events.extend(decode_row(seq, &body));
+            true
+        };
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let mut rows = bind_all!(sqlx::query_as::<_, (i64, Vec<u8>)>(query), values).fetch(pool);
+                while let Some(row) = rows.try_next().await.map_err(sql("reading events"))? {
+                    if !take(row) {
+                        break;
+                    }
+                }
+            }
+            Backend::Postgres(pool) => {
+                let mut rows = bind_all!(sqlx::query_as::<_, (i64, Vec<u8>)>(query), values).fetch(pool);
+                while let Some(row) = rows.try_next().await.map_err(sql("reading events"))? {
+                    if !take(row) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(read)
     }
 
     /// One event by id.
@@ -96,7 +151,12 @@ impl Store {
         let mut w = SqlWhere::new();
         let mark = w.bind(self.style(), SqlValue::Text(id.to_owned()));
         let query = format!("SELECT seq, body FROM events WHERE id = {mark}");
-        Ok(self.fetch_events(&query, &w.values).await?.into_iter().next())
+        Ok(self
+            .fetch_events(&query, &w.values, READ_BUDGET)
+            .await?
+            .events
+            .into_iter()
+            .next())
     }
 
     /// Events whose id starts with `prefix` (at most `limit`), for ids
@@ -114,11 +174,12 @@ impl Store {
         let limit = w.bind(self.style(), SqlValue::Int(i64::from(limit)));
         let query =
             format!("SELECT seq, body FROM events WHERE id LIKE {pattern} ORDER BY seq LIMIT {limit}");
-        self.fetch_events(&query, &w.values).await
+        Ok(self.fetch_events(&query, &w.values, READ_BUDGET).await?.events)
     }
 
-    /// Events matching `filter`, newest first, `page_size` at a time;
-    /// returns the token of the next page when there may be one.
+    /// Events matching `filter`, newest first, `page_size` at a time (fewer
+    /// when their bytes pass [`READ_BUDGET`]); returns the token of the
+    /// next page when there may be one.
     pub async fn query(
         &self,
         filter: Option<&EventFilter>,
@@ -139,35 +200,42 @@ impl Store {
             "SELECT seq, body FROM events{} ORDER BY time_us DESC, seq DESC LIMIT {limit}",
             w.sql()
         );
-        let events = self.fetch_events(&query, &w.values).await?;
-        let next = (events.len() == page_size as usize)
-            .then(|| events.last())
+        let read = self.fetch_events(&query, &w.values, READ_BUDGET).await?;
+        let full = read.rows == page_size as usize;
+        let next = (full || read.cut)
+            .then(|| read.events.last())
             .flatten()
             .map(|last| PageToken {
                 time_us: crate::filter::event_time_us(&last.event),
                 seq: last.seq,
             });
-        Ok((events, next))
+        Ok((read.events, next))
     }
 
     /// Events stored after `seq` that match `filter`, oldest first, at most
-    /// `limit`: subscription backfill.
+    /// `limit` (fewer when their bytes pass [`READ_BUDGET`]): subscription
+    /// backfill and the replica relay.
     pub async fn after_seq(
         &self,
         seq: i64,
         filter: Option<&EventFilter>,
         limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    ) -> Result<SeqPage, StoreError> {
         let style = self.style();
         let mut w = to_sql(filter, style);
         let mark = w.bind(style, SqlValue::Int(seq));
         w.clauses.push(format!("seq > {mark}"));
-        let limit = w.bind(style, SqlValue::Int(i64::from(limit)));
+        let wanted = w.bind(style, SqlValue::Int(i64::from(limit)));
         let query = format!(
-            "SELECT seq, body FROM events{} ORDER BY seq LIMIT {limit}",
+            "SELECT seq, body FROM events{} ORDER BY seq LIMIT {wanted}",
             w.sql()
         );
-        self.fetch_events(&query, &w.values).await
+        let read = self.fetch_events(&query, &w.values, READ_BUDGET).await?;
+        let more = read.cut || read.rows == limit as usize;
+        Ok(SeqPage {
+            events: read.events,
+            more_after: read.last_seq.filter(|_| more),
+        })
     }
 
     /// The highest stored sequence number (0 when empty).
