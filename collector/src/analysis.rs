@@ -13,7 +13,9 @@
 //!   the kill: the workload needs more than it is given.
 //!
 //! For container- and pod-limit kills the recommended limit is the peak
-//! working set plus headroom, rounded up to a clean Mi/Gi value.
+//! working set plus headroom, rounded up to a clean Mi/Gi value. Numbers
+//! no machine has (a counter's "unlimited", a corrupt event) give no
+//! recommendation rather than a wrong one.
 
 use oomlens_proto::v1::{Analysis, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
 
@@ -21,6 +23,11 @@ use oomlens_common::units::{human_bytes, quantity, saturating_u64};
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
+
+/// The most memory believed: more than the largest machines have (a few
+/// dozen TiB). A limit above it is "unlimited" (cgroup v1 reports about
+/// 8 EiB), and a peak or a recommendation above it is a broken number.
+pub const MAX_PLAUSIBLE_BYTES: u64 = 256 * 1024 * GIB;
 
 /// Tunables, with the defaults the collector uses.
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +109,8 @@ fn linear_fit(points: &[(f64, f64)]) -> (f64, f64) {
 
 /// Rounds up to a value people write in a manifest: multiples of 16Mi up
 /// to 256Mi, 64Mi up to 1Gi, 256Mi up to 4Gi, 512Mi up to 16Gi, then 1Gi.
-pub fn clean_limit(bytes: u64) -> u64 {
+/// None when that is past `u64` (it once wrapped to 0).
+pub fn clean_limit(bytes: u64) -> Option<u64> {
     let step = match bytes {
         b if b <= 256 * MIB => 16 * MIB,
         b if b <= GIB => 64 * MIB,
@@ -110,7 +118,12 @@ pub fn clean_limit(bytes: u64) -> u64 {
         b if b <= 16 * GIB => 512 * MIB,
         _ => GIB,
     };
-    bytes.div_ceil(step).max(1) * step
+    bytes.div_ceil(step).max(1).checked_mul(step)
+}
+
+/// Kilobytes from the kernel's report as bytes; None past `u64`.
+fn kb_bytes(kb: u64) -> Option<u64> {
+    kb.checked_mul(1024)
 }
 
 /// The verdict and recommendation for `event`.
@@ -129,14 +142,16 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
                 .memcg_usage
                 .as_ref()
                 .and_then(|u| u.limit_kb)
-                .map(|kb| kb * 1024)
-        });
+                .and_then(kb_bytes)
+        })
+        // Past any machine's memory: no limit at all.
+        .filter(|l| *l <= MAX_PLAUSIBLE_BYTES);
     let points = history.map(series).unwrap_or_default();
     let kernel_usage = event
         .memcg_usage
         .as_ref()
         .and_then(|u| u.usage_kb)
-        .map(|kb| kb * 1024);
+        .and_then(kb_bytes);
     let peak = history
         .and_then(|h| h.peak_working_set_bytes)
         .into_iter()
@@ -150,9 +165,8 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
         recommended_limit_bytes: None,
         recommendation_reasoning: None,
     };
-    if recommends && let Some(peak) = peak.or(kernel_usage) {
+    if recommends && let Some((peak, recommended)) = recommendation(peak.or(kernel_usage), limit, rules) {
         let wanted = saturating_u64(peak as f64 * (1.0 + rules.headroom));
-        let recommended = clean_limit(wanted.max(limit.unwrap_or(0) + 1));
         let mut why = format!(
             "peak working set {} + {:.0}% headroom = {}, rounded up to {}",
             human_bytes(peak),
@@ -170,6 +184,18 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
         analysis.recommendation_reasoning = Some(why);
     }
     analysis
+}
+
+/// The peak and the limit to recommend, when both are believable: a
+/// peak of nothing, or of more than any machine has, gives no advice.
+fn recommendation(peak: Option<u64>, limit: Option<u64>, rules: &Rules) -> Option<(u64, u64)> {
+    let peak = peak.filter(|p| (1..=MAX_PLAUSIBLE_BYTES).contains(p))?;
+    let wanted = saturating_u64(peak as f64 * (1.0 + rules.headroom));
+    // Above the current limit, or the advice changes nothing; `limit` is
+    // at most MAX_PLAUSIBLE_BYTES, so `+ 1` cannot overflow.
+    let floor = limit.map_or(0, |l| l + 1);
+    let recommended = clean_limit(wanted.max(floor))?;
+    (recommended <= MAX_PLAUSIBLE_BYTES).then_some((peak, recommended))
 }
 
 fn node_pressure(event: &OomEvent, scope: Scope) -> Analysis {
@@ -338,13 +364,14 @@ mod tests {
 
     #[test]
     fn clean_limits_round_up_to_values_people_write() {
-        assert_eq!(clean_limit(100 * MIB), 112 * MIB);
-        assert_eq!(clean_limit(125 * MIB), 128 * MIB);
-        assert_eq!(clean_limit(300 * MIB), 320 * MIB);
-        assert_eq!(clean_limit(1100 * MIB), 1280 * MIB);
-        assert_eq!(clean_limit(5 * GIB + 1), 5 * GIB + 512 * MIB);
-        assert_eq!(clean_limit(20 * GIB + 1), 21 * GIB);
-        assert_eq!(quantity(clean_limit(1100 * MIB)), "1280Mi");
+        assert_eq!(clean_limit(100 * MIB), Some(112 * MIB));
+        assert_eq!(clean_limit(125 * MIB), Some(128 * MIB));
+        assert_eq!(clean_limit(300 * MIB), Some(320 * MIB));
+        assert_eq!(clean_limit(1100 * MIB), Some(1280 * MIB));
+        assert_eq!(clean_limit(5 * GIB + 1), Some(5 * GIB + 512 * MIB));
+        assert_eq!(clean_limit(20 * GIB + 1), Some(21 * GIB));
+        assert_eq!(clean_limit(u64::MAX), None);
+        assert_eq!(quantity(clean_limit(1100 * MIB).unwrap()), "1280Mi");
     }
 
     #[test]
@@ -452,5 +479,53 @@ mod tests {
         let analysis = analyse(&event, &Rules::default());
         assert_eq!(analysis.verdict, Verdict::LimitTooLow as i32);
         assert_eq!(analysis.recommended_limit_bytes, None);
+    }
+
+    /// Numbers no machine has once gave a recommended limit of 0 (the
+    /// rounding wrapped past u64) or of exbibytes; now they give none, and
+    /// a cgroup v1 "unlimited" limit counts as no limit.
+    #[test]
+    fn absurd_numbers_never_give_a_zero_or_absurd_recommendation() {
+        let kernel_only = |usage_kb: u64, limit_kb: u64| OomEvent {
+            scope: Scope::ContainerLimit as i32,
+            constraint: Constraint::Memcg as i32,
+            memcg_usage: Some(MemcgUsage {
+                usage_kb: Some(usage_kb),
+                limit_kb: Some(limit_kb),
+                ..MemcgUsage::default()
+            }),
+            ..OomEvent::default()
+        };
+        for (usage_kb, limit_kb) in [
+            (u64::MAX, u64::MAX),
+            (u64::MAX / 1024, u64::MAX / 1024),
+            (1 << 52, 1 << 52),
+            (0, 0),
+            (0, 51_200),
+        ] {
+            let analysis = analyse(&kernel_only(usage_kb, limit_kb), &Rules::default());
+            assert_eq!(
+                analysis.recommended_limit_bytes, None,
+                "usage {usage_kb} kB, limit {limit_kb} kB: {analysis:?}"
+            );
+            assert_eq!(analysis.recommendation_reasoning, None);
+        }
+        let mut peak_only = container_kill(history(&[(0.0, 64 * MIB); 10], 100 * MIB, 0.0));
+        if let Some(h) = peak_only.history.as_mut() {
+            h.peak_working_set_bytes = Some(u64::MAX);
+        }
+        assert_eq!(
+            analyse(&peak_only, &Rules::default()).recommended_limit_bytes,
+            None
+        );
+        // cgroup v1's "unlimited" (PAGE_COUNTER_MAX pages) is no limit: the
+        // recommendation follows the peak, not 8 EiB + 1.
+        let unlimited = kernel_only(51_200, 0x7FFF_FFFF_FFFF_F000 / 1024);
+        let analysis = analyse(&unlimited, &Rules::default());
+        assert_eq!(analysis.recommended_limit_bytes, Some(64 * MIB), "{analysis:?}");
+        assert!(
+            analysis.reasoning.contains("no memory limit known"),
+            "{analysis:?}"
+        );
     }
 }
