@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-/// `33554432` -> `32Mi`; one decimal below 10 units.
+/// `33554432` -> `32Mi`; one decimal below 10 units. Up to `Ei`, so that
+/// any `u64` (16Ei at most) fits a table's six columns.
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "Ki", "Mi", "Gi", "Ti"];
+    const UNITS: [&str; 7] = ["B", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
     let mut value = bytes as f64;
     let mut unit = 0;
     while value >= 1024.0 && unit < UNITS.len() - 1 {
@@ -82,6 +83,8 @@ mod tests {
         assert_eq!(human_bytes(512), "512B");
         assert_eq!(human_bytes(33_554_432), "32Mi");
         assert_eq!(human_bytes(1_610_612_736), "1.5Gi");
+        assert_eq!(human_bytes(u64::MAX), "16Ei");
+        assert_eq!(human_bytes(3 << 50), "3Pi");
         assert_eq!(quantity(1280 * 1024 * 1024), "1280Mi");
         assert_eq!(quantity(2 * 1024 * 1024 * 1024), "2Gi");
         assert_eq!(quantity(1000), "1000");

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use oomlens_common::client::{ClientConfig, EventClient, status_line};
 use oomlens_common::render::{self as cli, Style};
-use oomlens_common::units::{human_bytes, parse_duration};
+use oomlens_common::units::parse_duration;
 use oomlens_proto::json::{JsonEnum as _, event_to_json_line};
 use oomlens_proto::v1::{
     EventFilter, GetRequest, GroupBy as ProtoGroupBy, QueryRequest, Scope, SubscribeRequest, SummaryRequest,
@@ -369,15 +369,7 @@ async fn watch(
                             Output::Json => writeln!(out, "{}", event_to_json_line(&event))?,
                         },
                         Some(subscribe_response::Item::Warning(warning)) => match output {
-                            Output::Table => writeln!(
-                                out,
-                                "warning: {} {} at {} of {} limit, {:.0} s to the limit",
-                                warning.node,
-                                warning.cgroup,
-                                human_bytes(warning.working_set_bytes),
-                                human_bytes(warning.limit_bytes),
-                                warning.seconds_to_limit.unwrap_or(f64::NAN)
-                            )?,
+                            Output::Table => writeln!(out, "{}", cli::warning_line(&warning))?,
                             Output::Json => writeln!(out, "{}", serde_json_line(&warning))?,
                         },
                         Some(subscribe_response::Item::Lagged(lagged)) => {
