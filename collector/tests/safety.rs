@@ -1,6 +1,8 @@
 //! Inputs that once misled the collector or its CLI, over loopback with
-//! the real `oomlens` binary where what it prints is the point: escape
-//! sequences from events.
+//! the real `oomlens` binary where what it prints is the point: filters
+//! too large for one SQL statement, times past the end of `i64`
+//! microseconds, a header printed before an error, and escape sequences
+//! from events.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,14 +10,19 @@ mod common;
 use std::process::Command;
 
 use common::event;
-use oomlens_collector::auth::Tokens;
+use oomlens_collector::auth::{Role, Tokens};
 use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_common::client::ClientConfig;
-use oomlens_proto::v1::{IngestRequest, OomEvent, ingest_request};
+use oomlens_proto::v1::{
+    EventFilter, IngestRequest, OomEvent, QueryRequest, SubscribeRequest, SummaryRequest, TopRequest,
+    ingest_request,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 const CLI: &str = env!("CARGO_BIN_EXE_oomlens");
+const READ_TOKEN: &str = "read-token-0123456789";
+const INGEST_TOKEN: &str = "ingest-token-0123456789";
 
 struct Server {
     collector: Embedded,
@@ -86,6 +93,146 @@ impl Server {
         self.collector.stop().await.unwrap();
         drop(self.dir);
     }
+}
+
+/// 40 000 namespaces once reached SQLite (at most 32 766 parameters) and
+/// came back as `UNAVAILABLE`, as if the collector were down.
+#[tokio::test]
+async fn a_filter_with_too_many_values_is_an_invalid_argument() {
+    let server = Server::start(Tokens::default()).await;
+    server.ingest(None, vec![event(1, "shop", 1)]).await;
+    let mut client = server.client(None).event_client().await.unwrap();
+    let huge = EventFilter {
+        namespaces: (0..40_000).map(|n| format!("ns-{n}")).collect(),
+        ..EventFilter::default()
+    };
+    let expected = "the filter holds 40000 values; at most 1000 are allowed, all lists together";
+    let query = client
+        .query(QueryRequest {
+            filter: Some(huge.clone()),
+            ..QueryRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(query.code(), tonic::Code::InvalidArgument, "{query:?}");
+    assert_eq!(query.message(), expected);
+    let summary = client
+        .summary(SummaryRequest {
+            filter: Some(huge.clone()),
+            ..SummaryRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(summary.code(), tonic::Code::InvalidArgument);
+    let subscribe = client
+        .subscribe(SubscribeRequest {
+            filter: Some(huge.clone()),
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(subscribe.code(), tonic::Code::InvalidArgument);
+    let top = client
+        .top(TopRequest {
+            namespaces: huge.namespaces.clone(),
+            ..TopRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(top.code(), tonic::Code::InvalidArgument);
+    // At the cap it still works.
+    let page = client
+        .query(QueryRequest {
+            filter: Some(EventFilter {
+                namespaces: (0..999)
+                    .map(|n| format!("ns-{n}"))
+                    .chain(["shop".to_owned()])
+                    .collect(),
+                ..EventFilter::default()
+            }),
+            ..QueryRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.events.len(), 1);
+    server.stop().await;
+}
+
+/// A `since` past the end of `i64` microseconds once wrapped into the
+/// past and matched every event (and an event stamped there sorted first).
+#[tokio::test]
+async fn a_since_far_in_the_future_matches_nothing() {
+    let server = Server::start(Tokens::default()).await;
+    server
+        .ingest(None, (0..3).map(|n| event(n, "shop", 1)).collect())
+        .await;
+    let mut client = server.client(None).event_client().await.unwrap();
+    for seconds in [i64::MAX / 1_000_000 + 1, i64::MAX / 1000, i64::MAX] {
+        let page = client
+            .query(QueryRequest {
+                filter: Some(EventFilter {
+                    since: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+                    ..EventFilter::default()
+                }),
+                ..QueryRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            page.events.is_empty(),
+            "since {seconds} s matched {} events",
+            page.events.len()
+        );
+    }
+    // The CLI: an age too long for u64 seconds is an error, not "forever".
+    let out = server
+        .cli(None, &["events", "--since", "30000000000000000w"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--since \"30000000000000000w\" is too long"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop().await;
+}
+
+/// `oomlens events` printed its table header, then the error: a script
+/// reading standard output saw a table with no rows instead of nothing.
+#[tokio::test]
+async fn no_table_header_is_printed_before_an_error() {
+    let mut tokens = Tokens::default();
+    tokens.insert(READ_TOKEN, Role::Read);
+    tokens.insert(INGEST_TOKEN, Role::Ingest);
+    let server = Server::start(tokens).await;
+    server.ingest(Some(INGEST_TOKEN), vec![event(1, "shop", 1)]).await;
+    for args in [
+        &["events"][..],
+        &["summary"][..],
+        &["top"][..],
+        &["show", "0123456789"][..],
+    ] {
+        let out = server.cli(Some("not-a-known-token-at-all"), args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("the token is not known to this collector"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = server.cli(Some(READ_TOKEN), &["events"]).await;
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("ID  "), "{text}");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    server.stop().await;
 }
 
 /// A pod name or kernel line with escape sequences reached the terminal

@@ -71,7 +71,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "w" => 7 * 86_400,
         _ => return Err(format!("{text:?}: the unit must be s, m, h, d or w")),
     };
-    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+    // Checked, not saturating: an overflow is a typo, not "forever".
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[cfg(test)]
@@ -97,5 +101,10 @@ mod tests {
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
         assert!(parse_duration("1y").unwrap_err().contains("unit"));
         assert!(parse_duration("soon").is_err());
+        assert!(
+            parse_duration("30000000000000000w")
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 }

@@ -226,9 +226,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = stdout.lock();
             let mut token = String::new();
             let mut printed = 0;
-            if output == Output::Table {
-                writeln!(out, "{}", cli::events_header())?;
-            }
+            // The header once the first page came back: an error (a refused
+            // token, an invalid filter) leaves standard output empty.
+            let mut header = output == Output::Table;
             while printed < limit {
                 let page = client
                     .query(QueryRequest {
@@ -239,6 +239,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .map_err(|s| anyhow::anyhow!(status_line(&s)))?
                     .into_inner();
+                if header {
+                    writeln!(out, "{}", cli::events_header())?;
+                    header = false;
+                }
                 for event in &page.events {
                     match output {
                         Output::Table => writeln!(out, "{}", cli::event_row(event, style))?,
