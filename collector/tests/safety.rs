@@ -1,12 +1,13 @@
 //! Inputs that once misled the collector or its CLI, over loopback with
 //! the real `oomlens` binary where what it prints is the point: filters
 //! too large for one SQL statement, times past the end of `i64`
-//! microseconds, a header printed before an error, and escape sequences
-//! from events.
+//! microseconds, the database's file mode, a header printed before an
+//! error, and escape sequences from events.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
 use common::event;
@@ -199,6 +200,20 @@ async fn a_since_far_in_the_future_matches_nothing() {
     server.stop().await;
 }
 
+/// The SQLite database was created 0644 (SQLite's default): every user of
+/// the host could read pod names, commands and kernel lines.
+#[tokio::test]
+async fn the_database_is_created_private() {
+    let server = Server::start(Tokens::default()).await;
+    server.ingest(None, vec![event(1, "shop", 1)]).await;
+    for name in ["events.db", "events.db-wal", "events.db-shm"] {
+        let path = server.dir.path().join(name);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}: {mode:o}");
+    }
+    server.stop().await;
+}
+
 /// `oomlens events` printed its table header, then the error: a script
 /// reading standard output saw a table with no rows instead of nothing.
 #[tokio::test]
@@ -272,4 +287,73 @@ async fn the_cli_escapes_control_characters_from_events() {
     assert_eq!(back.pod.unwrap().name.as_deref(), Some("api\x1b[2J\u{9b}31m"));
     assert!(!line.contains('\x1b'), "{line:?}");
     server.stop().await;
+}
+
+/// `oomlens-collector serve` with these arguments (on a free port, its
+/// database in `dir`): its exit code and standard error; killed if it
+/// still runs after 10 s (it started serving).
+fn collector_exit(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oomlens-collector"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
+        .arg("--database")
+        .arg(dir.join("events.db"))
+        .args(args)
+        .env_remove("OOMLENS_TOKEN_FILE")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (code, stderr)
+}
+
+/// An empty or comment-only token file once turned authentication off
+/// (`tokens=false` in the log; every caller admitted). Now it, and a
+/// token file others may read under `--strict-permissions`, stop the
+/// collector at start.
+#[test]
+fn the_collector_refuses_to_start_without_usable_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let path = tokens.display().to_string();
+    let write = |text: &str, mode: u32| {
+        std::fs::write(&tokens, text).unwrap();
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    for text in ["", "# tokens for the agents go here\n"] {
+        write(text, 0o600);
+        let (code, stderr) = collector_exit(dir.path(), &["--token-file", &path]);
+        assert_eq!(code, Some(1), "{text:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("the token file {path} holds no token")),
+            "{stderr}"
+        );
+    }
+    write("read abcdefghijklmnop#qrstuv\n", 0o600);
+    let (code, stderr) = collector_exit(dir.path(), &["--token-file", &path]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:1: a token may hold only")),
+        "{stderr}"
+    );
+    write("read abcdefghijklmnopqrstuv\n", 0o644);
+    let (code, stderr) = collector_exit(dir.path(), &["--token-file", &path, "--strict-permissions"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("has mode 0644"), "{stderr}");
+    // Without --strict-permissions it starts (and warns).
+    let (code, stderr) = collector_exit(dir.path(), &["--token-file", &path]);
+    assert_eq!(code, None, "it serves: {stderr}");
+    assert!(stderr.contains("may be read by other users"), "{stderr}");
 }
