@@ -12,12 +12,19 @@
 //! then the buckets), and only then are the oldest events dropped, each
 //! counted. A file that cannot be read back is moved to `corrupt/`,
 //! reported and counted; the rest of the spool goes on.
+//!
+//! Events name pods and commands: the directory is 0700, each file 0600.
+//! Only regular files are read, never blocking: anything else under an
+//! event's name (a FIFO would hang the agent's start) is skipped with a
+//! warning.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
+use oomlens_common::secrets::{create_new_private, create_private_dir, tighten_dir};
 use oomlens_proto::v1::OomEvent;
 use tracing::warn;
 
@@ -44,6 +51,25 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+/// Reads a spool file: a regular file only, opened without blocking (a
+/// FIFO put in its place would block a plain open until a writer came)
+/// and without following a symbolic link.
+fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW).bits())
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// What the spool holds, and what it counted since it was opened (read
@@ -84,7 +110,9 @@ impl Spool {
     /// Opens (creating) the spool in `dir`, reading back what a previous
     /// run left. Unreadable files are quarantined and counted in `metrics`.
     pub fn open(dir: &Path, max_bytes: u64, metrics: SpoolMetrics) -> Result<Self, SpoolError> {
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        create_private_dir(dir).map_err(io(dir))?;
+        // A spool an older version made with the default mode.
+        tighten_dir(dir).map_err(io(dir))?;
         let mut spool = Self {
             dir: dir.to_owned(),
             max_bytes,
@@ -99,11 +127,20 @@ impl Spool {
             let name = name.to_string_lossy();
             if name.starts_with(".tmp-") {
                 // A write that never completed: its event was never acknowledged
-                // to the pipeline, whose cursor still covers it.
+                // to the pipeline, whose cursor still covers it. (Removing
+                // never blocks, whatever the entry is.)
                 let _ = fs::remove_file(entry.path());
                 continue;
             }
             if let Some(key) = name.strip_suffix(".event").and_then(|k| k.parse::<u64>().ok()) {
+                // The entry itself, not what a link points to.
+                let regular = entry.file_type().is_ok_and(|t| t.is_file());
+                if !regular {
+                    warn!(path = %entry.path().display(), "skipping a spool entry that is not a regular file");
+                    // Never reuse its number.
+                    spool.next = spool.next.max(key + 1);
+                    continue;
+                }
                 keys.push(key);
             }
         }
@@ -111,7 +148,7 @@ impl Spool {
         for key in keys {
             spool.next = spool.next.max(key + 1);
             let path = spool.path(key);
-            match fs::read(&path).map_err(io(&path)).and_then(|bytes| {
+            match read_regular(&path).map_err(io(&path)).and_then(|bytes| {
                 decode_file(&bytes)
                     .map(|event| (event, bytes.len()))
                     .map_err(|why| SpoolError::Corrupt {
@@ -176,7 +213,7 @@ impl Spool {
     fn quarantine(&mut self, key: u64, into: &str) {
         let from = self.path(key);
         let to_dir = self.dir.join(into);
-        let moved = fs::create_dir_all(&to_dir)
+        let moved = create_private_dir(&to_dir)
             .and_then(|()| fs::rename(&from, to_dir.join(format!("{key:020}.{SUFFIX}"))));
         if let Err(error) = moved {
             warn!(path = %from.display(), %error, "cannot move a spool file aside; deleting it");
@@ -188,7 +225,7 @@ impl Spool {
     fn write_file(&self, key: u64, bytes: &[u8]) -> Result<(), SpoolError> {
         let tmp = self.dir.join(format!(".tmp-{key:020}"));
         let path = self.path(key);
-        let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
+        let mut file = create_new_private(&tmp).map_err(io(&tmp))?;
         file.write_all(bytes).map_err(io(&tmp))?;
         file.sync_all().map_err(io(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))?;
@@ -315,7 +352,7 @@ impl Spool {
             return Ok(None);
         }
         let path = self.path(key);
-        let bytes = match fs::read(&path) {
+        let bytes = match read_regular(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 self.entries.remove(&key);
@@ -417,6 +454,60 @@ mod tests {
         assert!(!dir.path().join(".tmp-00000000000000000009").exists());
         let error = decode_file(b"OOMLSPL1\x05\0\0\0\0\0\0\0ab").unwrap_err();
         assert!(error.contains("truncated"), "{error}");
+    }
+
+    /// A FIFO named like a spool file once hung the agent's start (a
+    /// plain open of a FIFO waits for a writer).
+    #[test]
+    fn a_fifo_or_link_in_the_spool_is_skipped_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 1 << 20, SpoolMetrics::default()).unwrap();
+        let a = spool.append(&event("a", 10)).unwrap();
+        drop(spool);
+        let fifo = dir.path().join(format!("{:020}.event", a + 1));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let link = dir.path().join(format!("{:020}.event", a + 2));
+        std::os::unix::fs::symlink(dir.path().join(format!("{a:020}.event")), &link).unwrap();
+        let stale_fifo = dir.path().join(".tmp-00000000000000000099");
+        nix::unistd::mkfifo(&stale_fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // On another thread: a hang fails the test instead of wedging it.
+        let path = dir.path().to_owned();
+        let (done, opened) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done
+                .send(Spool::open(&path, 1 << 20, SpoolMetrics::default()).map(|s| (s.pending(), s.next)));
+        });
+        let (pending, next) = opened
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the spool opened without blocking on the FIFO")
+            .unwrap();
+        assert_eq!(pending, vec![(a, "a".to_owned())]);
+        assert!(next > a + 2, "the FIFO's and the link's numbers are not reused");
+        assert!(fifo.exists() && link.exists(), "left for the operator to look at");
+        assert!(!stale_fifo.exists());
+        // Read directly, a FIFO is an error, not a wait.
+        let error = read_regular(&fifo).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn the_spool_is_private_to_the_agent() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        // Made by an older version with the default mode.
+        fs::create_dir(&spool_dir).unwrap();
+        fs::set_permissions(&spool_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut spool = Spool::open(&spool_dir, 1 << 20, SpoolMetrics::default()).unwrap();
+        let key = spool.append(&event("a", 10)).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&spool_dir), 0o700);
+        assert_eq!(mode(&spool.path(key)), 0o600);
+        spool.reject(key);
+        assert_eq!(mode(&spool_dir.join("rejected")), 0o700);
+        let fresh = dir.path().join("fresh/spool");
+        Spool::open(&fresh, 1 << 20, SpoolMetrics::default()).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
     }
 
     #[test]
