@@ -320,9 +320,9 @@ fn collector_exit(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String)
 }
 
 /// An empty or comment-only token file once turned authentication off
-/// (`tokens=false` in the log; every caller admitted). Now it, and a
-/// token file others may read under `--strict-permissions`, stop the
-/// collector at start.
+/// (`tokens=false` in the log; every caller admitted). Now it, a token
+/// file others may read under `--strict-permissions`, and a TLS key that
+/// is not the certificate's stop the collector at start.
 #[test]
 fn the_collector_refuses_to_start_without_usable_secrets() {
     let dir = tempfile::tempdir().unwrap();
@@ -356,4 +356,32 @@ fn the_collector_refuses_to_start_without_usable_secrets() {
     let (code, stderr) = collector_exit(dir.path(), &["--token-file", &path]);
     assert_eq!(code, None, "it serves: {stderr}");
     assert!(stderr.contains("may be read by other users"), "{stderr}");
+
+    // A key that is not the certificate's: named at start.
+    let make = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.path().join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+        std::fs::set_permissions(
+            dir.path().join(format!("{name}-key.pem")),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    };
+    make("a");
+    make("b");
+    let cert = dir.path().join("a.pem").display().to_string();
+    let key = dir.path().join("b-key.pem").display().to_string();
+    let (code, stderr) = collector_exit(dir.path(), &["--tls-cert", &cert, "--tls-key", &key]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the key {key} does not belong to the certificate {cert}"
+        )),
+        "{stderr}"
+    );
 }

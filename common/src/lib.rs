@@ -9,6 +9,8 @@
 //! - [`units`]: sizes and durations as people read and type them;
 //! - [`render`]: events, summaries and live memory for terminals (every
 //!   string from an event escaped);
+//! - [`tls`]: certificate and key files checked as they are read, and
+//!   handshake failures explained;
 //! - [`secrets`]: bearer tokens' rules, permissions of token and key
 //!   files, and state files created private;
 //! - [`ingest`]: what the collector answered for each event (a metric label
@@ -19,4 +21,5 @@ pub mod ingest;
 pub mod process;
 pub mod render;
 pub mod secrets;
+pub mod tls;
 pub mod units;

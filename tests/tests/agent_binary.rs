@@ -3,7 +3,7 @@
 //! and SIGTERM stops it cleanly.
 //!
 //! Needs root and cgroup v1 memory; elsewhere it says why it skips. The
-//! startup checks (token files, private state) run anywhere.
+//! startup checks (TLS settings, token files, private state) run anywhere.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -357,6 +357,43 @@ fn agent_exit(args: &[&str], state: &std::path::Path, within: Duration) -> (Opti
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut agent.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
     (code, stderr)
+}
+
+/// `https://` without `--ca-cert` can never connect: the agent refuses to
+/// start, saying why (it used to retry forever, spooling every kill).
+#[test]
+fn an_https_collector_without_a_ca_is_refused_at_start() {
+    let state = tempfile::tempdir().expect("state");
+    let (code, stderr) = agent_exit(
+        &["--collector", "https://127.0.0.1:9"],
+        state.path(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(1), "the agent must exit at once: {stderr}");
+    assert!(
+        stderr.contains(
+            "https://127.0.0.1:9 is TLS: give --ca-cert, the CA that signed the collector's certificate"
+        ),
+        "{stderr}"
+    );
+    // A CA file that holds no certificate: refused too, the file named.
+    let ca = state.path().join("ca.pem");
+    std::fs::write(&ca, "").expect("ca");
+    let (code, stderr) = agent_exit(
+        &[
+            "--collector",
+            "https://127.0.0.1:9",
+            "--ca-cert",
+            &ca.display().to_string(),
+        ],
+        state.path(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} holds no certificate", ca.display())),
+        "{stderr}"
+    );
 }
 
 /// An empty token file, a `#` inside the token, and (with

@@ -117,6 +117,11 @@ impl Config {
                 "this oomlens-agent was built without an embedded collector (the `standalone` feature): use --collector"
             );
         }
+        // An address, CA or client certificate that can never work is a
+        // startup error, not a sender retrying forever.
+        if let Delivery::Collector(client) = &self.delivery {
+            client.check().context("the collector settings cannot work")?;
+        }
         let node = NodeContext {
             node: self
                 .node_name

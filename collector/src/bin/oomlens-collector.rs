@@ -67,8 +67,8 @@ struct ServeArgs {
     /// error. Without it every caller is accepted.
     #[arg(long, env = "OOMLENS_TOKEN_FILE")]
     token_file: Option<PathBuf>,
-    /// Refuse to start when the token file may be read by other users
-    /// (without it: a warning).
+    /// Refuse to start when the token file or the TLS key may be read by
+    /// other users (without it: a warning).
     #[arg(long, env = "OOMLENS_STRICT_PERMISSIONS")]
     strict_permissions: bool,
     /// Metrics and health endpoint address; empty: none.
@@ -99,12 +99,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Tokens::load(path, args.strict_permissions)?,
         None => Tokens::default(),
     };
+    let tls = args.tls_cert.clone().map(|cert| TlsFiles {
+        cert,
+        key: args.tls_key.clone().unwrap_or_default(),
+        client_ca: args.tls_client_ca.clone(),
+    });
+    // Before the database is opened or a port bound: a bad file is a
+    // startup error naming it.
+    if let Some(tls) = &tls {
+        tls.check(args.strict_permissions)?;
+    }
     let config = ServerConfig {
-        tls: args.tls_cert.clone().map(|cert| TlsFiles {
-            cert,
-            key: args.tls_key.clone().unwrap_or_default(),
-            client_ca: args.tls_client_ca.clone(),
-        }),
+        tls,
         tokens,
         retention: Retention {
             max_age: (args.retention_days > 0)

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use oomlens_common::client::{ClientConfig, EventClient, status_line};
+use oomlens_common::client::{ClientConfig, EventClient};
 use oomlens_common::render::{self as cli, Style};
 use oomlens_common::units::parse_duration;
 use oomlens_proto::json::{JsonEnum as _, event_to_json_line};
@@ -237,7 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         page_token: token,
                     })
                     .await
-                    .map_err(|s| anyhow::anyhow!(status_line(&s)))?
+                    .map_err(|s| anyhow::anyhow!(config.status_line(&s)))?
                     .into_inner();
                 if header {
                     writeln!(out, "{}", cli::events_header())?;
@@ -264,7 +264,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let event = client
                 .get(GetRequest { id })
                 .await
-                .map_err(|s| anyhow::anyhow!(status_line(&s)))?
+                .map_err(|s| anyhow::anyhow!(config.status_line(&s)))?
                 .into_inner();
             let mut out = stdout.lock();
             match output {
@@ -288,7 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     group_by: group_by as i32,
                 })
                 .await
-                .map_err(|s| anyhow::anyhow!(status_line(&s)))?
+                .map_err(|s| anyhow::anyhow!(config.status_line(&s)))?
                 .into_inner();
             let mut out = stdout.lock();
             writeln!(out, "{}", cli::summary_header(name))?;
@@ -309,7 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     limit,
                 })
                 .await
-                .map_err(|s| anyhow::anyhow!(status_line(&s)))?
+                .map_err(|s| anyhow::anyhow!(config.status_line(&s)))?
                 .into_inner();
             let mut out = stdout.lock();
             writeln!(out, "{}", cli::top_header())?;
@@ -347,14 +347,14 @@ async fn watch(
         let mut stream = match stream {
             Ok(stream) => stream.into_inner(),
             Err(status) if status.code() == tonic::Code::Unavailable => {
-                eprintln!("{}; retrying", status_line(&status));
+                eprintln!("{}; retrying", config.status_line(&status));
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 if let Ok(fresh) = config.event_client().await {
                     *client = fresh;
                 }
                 continue;
             }
-            Err(status) => anyhow::bail!(status_line(&status)),
+            Err(status) => anyhow::bail!(config.status_line(&status)),
         };
         if header {
             println!("{}", cli::events_header());
@@ -388,7 +388,7 @@ async fn watch(
                 }
                 Ok(None) => break,
                 Err(status) => {
-                    eprintln!("{}; reconnecting", status_line(&status));
+                    eprintln!("{}; reconnecting", config.status_line(&status));
                     break;
                 }
             }
