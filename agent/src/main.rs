@@ -13,6 +13,7 @@ use oomlens_agent::output::Format;
 use oomlens_agent::postmortem::{ParseRequest, current_year, parse};
 use oomlens_common::client::ClientConfig;
 use oomlens_common::process::{Shutdown, init_logging};
+use oomlens_common::secrets::{check_private, read_token_file};
 
 /// The oomlens node agent: recognises every kernel OOM kill as it happens
 /// and reports it with the pod, container and memory history behind it.
@@ -173,9 +174,13 @@ struct RunArgs {
     #[arg(long, env = "OOMLENS_CLIENT_KEY", requires = "client_cert")]
     client_key: Option<PathBuf>,
     /// File holding the bearer token (an `ingest` or `admin` token) for
-    /// the collector.
+    /// the collector: one token (lines starting with # are comments).
     #[arg(long, env = "OOMLENS_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Refuse to start when the token file or the client key may be read
+    /// by other users (without it: a warning).
+    #[arg(long, env = "OOMLENS_STRICT_PERMISSIONS")]
+    strict_permissions: bool,
     /// Most the on-disk spool of unsent events may hold, MiB (older
     /// histories are thinned first, then the oldest events dropped,
     /// counted).
@@ -273,14 +278,12 @@ impl RunArgs {
             })?),
         };
         let token = match &self.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the token file {}", path.display()))?
-                    .trim()
-                    .to_owned(),
-            ),
+            Some(path) => Some(read_token_file(path, self.strict_permissions)?),
             None => None,
         };
+        if let Some(key) = &self.client_key {
+            check_private("the client key (--client-key)", key, self.strict_permissions)?;
+        }
         let delivery = match (self.standalone, self.collector) {
             (true, _) => Delivery::Standalone {
                 listen: self.listen,
@@ -345,6 +348,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Everything the agent creates (the state directory, the kernel log
+    // cursor, the spool, the standalone database) is its own: 0600/0700
+    // whatever the umask it was started with.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     init_logging(args.log_format == LogFormat::Json);
     let agent = args.into_config()?.build()?;
     // The signal handlers need the runtime: made inside it.

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use oomlens_common::render::location;
+use oomlens_common::render::{location, printable};
 use oomlens_common::units::{human_bytes, truncate};
 use oomlens_proto::json::JsonEnum;
 use oomlens_proto::v1::{OomEvent, Scope};
@@ -54,7 +54,8 @@ pub fn table_header() -> String {
     )
 }
 
-/// One event as a table row.
+/// One event as a table row; strings from the event are escaped
+/// ([`printable`]): a command name or cgroup path may hold anything.
 pub fn table_row(event: &OomEvent) -> String {
     let time = match (&event.time, &event.kernel) {
         (Some(t), _) => {
@@ -75,19 +76,25 @@ pub fn table_row(event: &OomEvent) -> String {
     let victim_text = match victim {
         Some(v) => format!(
             "{}[{}]",
-            v.comm.as_deref().unwrap_or("?"),
+            printable(v.comm.as_deref().unwrap_or("?")),
             v.pid.map_or("?".to_owned(), |p| p.to_string())
         ),
         None => "-".to_owned(),
     };
-    let rss_kb =
-        victim.and_then(|v| Some(v.anon_rss_kb? + v.file_rss_kb.unwrap_or(0) + v.shmem_rss_kb.unwrap_or(0)));
+    // Saturating: a saved log may hold any number.
+    let rss_kb = victim.and_then(|v| {
+        Some(
+            v.anon_rss_kb?
+                .saturating_add(v.file_rss_kb.unwrap_or(0))
+                .saturating_add(v.shmem_rss_kb.unwrap_or(0)),
+        )
+    });
     let limit_kb = event.memcg_usage.as_ref().and_then(|u| u.limit_kb);
     let mut row = format!(
         "{time:<19}  {scope:<16}  {:<22}  {:>8}  {:>8}  {}",
         truncate(&victim_text, 22),
-        rss_kb.map_or("-".to_owned(), |kb| human_bytes(kb * 1024)),
-        limit_kb.map_or("-".to_owned(), |kb| human_bytes(kb * 1024)),
+        rss_kb.map_or("-".to_owned(), |kb| human_bytes(kb.saturating_mul(1024))),
+        limit_kb.map_or("-".to_owned(), |kb| human_bytes(kb.saturating_mul(1024))),
         location(event),
     );
     for (flag, on) in [
@@ -138,5 +145,28 @@ mod tests {
             "{row}"
         );
         assert!(table_header().len() <= TABLE_WIDTH);
+    }
+
+    /// Command names and cgroup paths once reached the terminal raw.
+    #[test]
+    fn control_characters_are_escaped_in_rows() {
+        let event = OomEvent {
+            scope: Scope::OtherCgroup as i32,
+            victim: Some(Victim {
+                pid: Some(7),
+                comm: Some("a\x1b]0;t\x07b".into()),
+                anon_rss_kb: Some(u64::MAX),
+                file_rss_kb: Some(u64::MAX),
+                ..Default::default()
+            }),
+            oom_memcg: Some("/x\x1b[2J\ny".into()),
+            ..Default::default()
+        };
+        let row = table_row(&event);
+        assert!(!row.chars().any(char::is_control), "{row:?}");
+        assert!(row.contains("a\\x1b]0;t\\x07b[7]"), "{row}");
+        assert!(row.contains("/x\\x1b[2J\\ny"), "{row}");
+        // Numbers past u64 once overflowed here (a panic in debug builds).
+        assert!(row.contains("16Ei"), "{row}");
     }
 }

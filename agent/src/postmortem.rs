@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 
 use anyhow::Context as _;
+use oomlens_common::render::printable;
 use oomlens_proto::v1::OomEvent;
 
 use crate::event::{NodeContext, event_from_report};
@@ -109,8 +110,8 @@ pub fn parse_stream(
 fn write_evidence(out: &mut impl Write, event: &OomEvent) -> std::io::Result<()> {
     for kernel_line in &event.kernel_lines {
         match kernel_line.input_line {
-            Some(number) => writeln!(out, "    line {number}: {}", kernel_line.text)?,
-            None => writeln!(out, "    {}", kernel_line.text)?,
+            Some(number) => writeln!(out, "    line {number}: {}", printable(&kernel_line.text))?,
+            None => writeln!(out, "    {}", printable(&kernel_line.text))?,
         }
     }
     Ok(())
@@ -125,7 +126,7 @@ fn write_unused(err: &mut impl Write, unused: &UnusedLine) -> std::io::Result<()
         err,
         "{place}not used ({}): {}",
         unused.why.describe(),
-        unused.text
+        printable(&unused.text)
     )
 }
 
@@ -261,6 +262,25 @@ mod tests {
         let (_, json, _) = run(&text, Format::Json, false);
         let event: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
         assert_eq!(event["kernel_lines"][0]["input_line"], 2);
+    }
+
+    /// A saved log is anyone's text: its lines once reached the terminal
+    /// with their escape sequences.
+    #[test]
+    fn control_characters_in_the_log_are_escaped_in_the_table() {
+        let kill = "[  514.68] Memory cgroup out of memory: Killed process 15617 (py\x1b]0;x\x07thon) total-vm:11892kB, anon-rss:4292kB, file-rss:3428kB, shmem-rss:0kB\x1b[2J";
+        let grepped = "[ 1.0] ja\x1bva invoked oom-killer: gfp_mask=0xd0, order=0, oom_score_adj=0\n[ 1.1] Memory cgroup stats for /x\x1b[2J:\n";
+        let (summary, out, _) = run(&format!("{kill}\n"), Format::Table, false);
+        assert_eq!(summary.kills, 1, "{out}");
+        assert!(!out.contains('\x1b'), "{out:?}");
+        assert!(out.contains("py\\x1b]0;x\\x07thon[15"), "{out}");
+        assert!(out.contains("shmem-rss:0kB\\x1b[2J"), "{out}");
+        let (_, _, err) = run(grepped, Format::Table, true);
+        assert!(!err.contains('\x1b'), "{err:?}");
+        assert!(err.contains("/x\\x1b[2J"), "{err}");
+        // JSON stays JSON: serde escapes the same characters.
+        let (_, json, _) = run(&format!("{kill}\n"), Format::Json, false);
+        assert!(json.contains("\\u001b[2J") && !json.contains('\x1b'), "{json}");
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Bearer tokens and their roles.
 //!
-//! A token file holds one `ROLE TOKEN` pair per line (`#` starts a
-//! comment). Roles: `read` (query, get, subscribe, summary, top), `ingest`
-//! (agents sending events) and `admin` (both). Without a token file the
-//! collector accepts every caller: keep it on loopback or behind mutual
-//! TLS then.
+//! A token file holds one `ROLE TOKEN` pair per line; a line starting
+//! with `#` is a comment (a `#` anywhere else is an error, never the start
+//! of a comment that silently cuts a token). Roles: `read` (query, get,
+//! subscribe, summary, top), `ingest` (agents sending events) and `admin`
+//! (both). Tokens follow [`oomlens_common::secrets::check_token`]. A token
+//! file with no token is an error: authentication is on exactly when a
+//! token file is given. Without one the collector accepts every caller:
+//! keep it on loopback or behind mutual TLS then.
 
 use std::path::Path;
 
+use oomlens_common::secrets::{PermissionError, TokenError, check_private, check_token};
 use tonic::{Request, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +31,24 @@ impl Role {
 pub enum TokenFileError {
     #[error("cannot read the token file {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Permissions(#[from] PermissionError),
     #[error("{path}:{line}: expected `ROLE TOKEN` with ROLE read, ingest or admin")]
     Syntax { path: String, line: usize },
-    #[error("{path}:{line}: a token must be at least 16 characters")]
-    Short { path: String, line: usize },
+    #[error("{path}:{line}: text after the token; a comment is a line of its own, starting with #")]
+    Trailing { path: String, line: usize },
+    #[error("{path}:{line}: {problem}")]
+    Token {
+        path: String,
+        line: usize,
+        problem: TokenError,
+    },
+    #[error("{path}:{line}: the same token as line {first}")]
+    Repeated { path: String, line: usize, first: usize },
+    #[error(
+        "the token file {path} holds no token: every caller would be let in;          add `ROLE TOKEN` lines, or drop --token-file to run without authentication"
+    )]
+    Empty { path: String },
 }
 
 /// The accepted tokens; empty: authentication off.
@@ -48,16 +66,21 @@ impl Tokens {
         self.entries.push((token.into(), role));
     }
 
+    /// Reads a token file's text (`path` names it in errors). Fails on the
+    /// first line that breaks a rule, and when no token is left.
     pub fn parse(text: &str, path: &str) -> Result<Self, TokenFileError> {
         let mut tokens = Self::default();
+        // Line of each token, to report a repeat.
+        let mut lines = Vec::new();
         for (index, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
+            let line_number = index + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let syntax = || TokenFileError::Syntax {
                 path: path.to_owned(),
-                line: index + 1,
+                line: line_number,
             };
             let mut words = line.split_whitespace();
             let role = match words.next() {
@@ -68,20 +91,38 @@ impl Tokens {
             };
             let token = words.next().ok_or_else(syntax)?;
             if words.next().is_some() {
-                return Err(syntax());
-            }
-            if token.len() < 16 {
-                return Err(TokenFileError::Short {
+                return Err(TokenFileError::Trailing {
                     path: path.to_owned(),
-                    line: index + 1,
+                    line: line_number,
+                });
+            }
+            check_token(token).map_err(|problem| TokenFileError::Token {
+                path: path.to_owned(),
+                line: line_number,
+                problem,
+            })?;
+            if let Some(at) = tokens.entries.iter().position(|(known, _)| known == token) {
+                return Err(TokenFileError::Repeated {
+                    path: path.to_owned(),
+                    line: line_number,
+                    first: lines[at],
                 });
             }
             tokens.insert(token, role);
+            lines.push(line_number);
+        }
+        if !tokens.is_enabled() {
+            return Err(TokenFileError::Empty {
+                path: path.to_owned(),
+            });
         }
         Ok(tokens)
     }
 
-    pub fn load(path: &Path) -> Result<Self, TokenFileError> {
+    /// Loads a token file: its permissions checked first (others able to
+    /// read it: a warning, an error with `strict_permissions`).
+    pub fn load(path: &Path, strict_permissions: bool) -> Result<Self, TokenFileError> {
+        check_private("the token file", path, strict_permissions)?;
         let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
             path: path.display().to_string(),
             source,
@@ -148,7 +189,7 @@ mod tests {
     #[test]
     fn token_files_parse_roles_and_reject_mistakes() {
         let tokens = Tokens::parse(
-            "# agents\ningest aaaaaaaaaaaaaaaaaaaa\nread  rrrrrrrrrrrrrrrrrrrr # dashboards\n\nadmin xxxxxxxxxxxxxxxxxxxx\n",
+            "# agents\ningest aaaaaaaaaaaaaaaaaaaa\n  # dashboards\nread  rrrrrrrrrrrrrrrrrrrr\n\nadmin xxxxxxxxxxxxxxxxxxxx\n",
             "t",
         )
         .unwrap();
@@ -162,8 +203,57 @@ mod tests {
         );
         assert!(matches!(
             Tokens::parse("read short", "t"),
-            Err(TokenFileError::Short { line: 1, .. })
+            Err(TokenFileError::Token {
+                line: 1,
+                problem: TokenError::Short(5),
+                ..
+            })
         ));
+    }
+
+    /// A file with no token once turned authentication off (`tokens=false`
+    /// in the log, every caller admitted).
+    #[test]
+    fn a_token_file_without_tokens_is_an_error() {
+        for text in ["", "\n\n", "# no tokens yet\n  # indented comment\n"] {
+            let error = Tokens::parse(text, "/etc/oomlens/tokens").unwrap_err();
+            assert!(matches!(error, TokenFileError::Empty { .. }), "{text:?}: {error}");
+            assert!(error.to_string().contains("holds no token"), "{error}");
+        }
+    }
+
+    /// `#` inside a line once started a comment: `read abcdefghijklmnop#qr`
+    /// became the token `abcdefghijklmnop`.
+    #[test]
+    fn a_hash_inside_a_line_is_an_error_not_a_comment() {
+        let error = Tokens::parse("# ok\nread abcdefghijklmnop#qrstu\n", "t").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "t:2: a token may hold only ASCII letters, digits and - . _ ~ + / =; character 17 is '#'"
+        );
+        let error = Tokens::parse("read abcdefghijklmnopqr # dashboards\n", "t").unwrap_err();
+        assert!(
+            matches!(error, TokenFileError::Trailing { line: 1, .. }),
+            "{error}"
+        );
+        let error = Tokens::parse("read abcdefghijklmnopqr\nadmin abcdefghijklmnopqr\n", "t").unwrap_err();
+        assert_eq!(error.to_string(), "t:2: the same token as line 1");
+        let error = Tokens::parse(&format!("admin {}\n", "x".repeat(300)), "t").unwrap_err();
+        assert!(error.to_string().contains("at most 256"), "{error}");
+    }
+
+    #[test]
+    fn loading_checks_the_file_permissions() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "read rrrrrrrrrrrrrrrrrrrr\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Tokens::load(&path, false).unwrap().is_enabled());
+        let error = Tokens::load(&path, true).unwrap_err();
+        assert!(error.to_string().contains("mode 0644"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Tokens::load(&path, true).unwrap().is_enabled());
     }
 
     #[test]

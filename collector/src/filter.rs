@@ -74,14 +74,45 @@ impl Default for SqlWhere {
 
 /// Kill time as Unix microseconds (0 when the event has none).
 pub fn event_time_us(event: &OomEvent) -> i64 {
-    event
-        .time
-        .as_ref()
-        .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
+    event.time.as_ref().map_or(0, timestamp_us)
 }
 
+/// Unix microseconds, saturating: a time past what microseconds in an
+/// `i64` can hold (year 294247) is the end of time, not a wrapped value
+/// (a `since` far in the future once wrapped to the past and matched
+/// every event).
 fn timestamp_us(t: &prost_types::Timestamp) -> i64 {
-    t.seconds * 1_000_000 + i64::from(t.nanos) / 1000
+    t.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(t.nanos) / 1000)
+}
+
+/// The most values a filter may hold, all lists together. Each becomes a
+/// bound SQL parameter (SQLite takes at most 32766 in one statement,
+/// PostgreSQL 65535), and each is compared with every live event.
+pub const MAX_FILTER_VALUES: usize = 1000;
+
+/// Why a filter is refused (the caller's mistake: `INVALID_ARGUMENT`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the filter holds {values} values; at most {MAX_FILTER_VALUES} are allowed, all lists together")]
+pub struct FilterTooLarge {
+    pub values: usize,
+}
+
+/// Checks what a filter may hold before it reaches SQL or the live path.
+pub fn check(filter: Option<&EventFilter>) -> Result<(), FilterTooLarge> {
+    let Some(f) = filter else { return Ok(()) };
+    let values = f.nodes.len()
+        + f.namespaces.len()
+        + f.pods.len()
+        + f.containers.len()
+        + f.workloads.len()
+        + f.scopes.len()
+        + f.constraints.len();
+    if values > MAX_FILTER_VALUES {
+        return Err(FilterTooLarge { values });
+    }
+    Ok(())
 }
 
 /// The indexed columns of an event, as stored.
@@ -251,6 +282,58 @@ mod tests {
         assert_eq!(
             w.sql(),
             " WHERE time_us >= ? AND namespace IN (?, ?) AND scope = ?"
+        );
+    }
+
+    /// A `since` far in the future once overflowed `seconds * 10^6` into a
+    /// negative time (every event matched; a debug build panicked).
+    #[test]
+    fn times_past_the_range_saturate_instead_of_wrapping() {
+        let e = event("shop", "api-1", Scope::ContainerLimit, 100);
+        let future = EventFilter {
+            since: Some(prost_types::Timestamp {
+                seconds: i64::MAX / 1000,
+                nanos: 999_999_999,
+            }),
+            ..EventFilter::default()
+        };
+        assert!(!matches(Some(&future), &e));
+        let w = to_sql(Some(&future), Placeholders::Question);
+        assert_eq!(w.values[0], SqlValue::Int(i64::MAX));
+        let past = EventFilter {
+            until: Some(prost_types::Timestamp {
+                seconds: i64::MIN / 1000,
+                nanos: 0,
+            }),
+            ..EventFilter::default()
+        };
+        assert!(!matches(Some(&past), &e));
+        assert_eq!(
+            to_sql(Some(&past), Placeholders::Dollar).values[0],
+            SqlValue::Int(i64::MIN)
+        );
+        // An event stamped at the end of time sorts last, not first.
+        let mut late = e.clone();
+        late.time = Some(prost_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        });
+        assert_eq!(event_time_us(&late), i64::MAX);
+    }
+
+    #[test]
+    fn filters_with_too_many_values_are_refused() {
+        assert_eq!(check(None), Ok(()));
+        let mut f = EventFilter {
+            namespaces: vec!["a".into(); MAX_FILTER_VALUES],
+            ..EventFilter::default()
+        };
+        assert_eq!(check(Some(&f)), Ok(()));
+        f.scopes.push(1);
+        let error = check(Some(&f)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the filter holds 1001 values; at most 1000 are allowed, all lists together"
         );
     }
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod filter;
 pub mod hub;
 pub mod metrics;
+mod private;
 mod replicas;
 pub mod server;
 pub mod service;

@@ -1,9 +1,12 @@
 //! The gRPC server: both services behind TLS (optional, mutual optional)
 //! and bearer tokens (optional), plus the retention loop.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use oomlens_common::client::error_chain;
+use oomlens_common::secrets::{PermissionError, check_private};
+use oomlens_common::tls::{TlsFileError, read_ca, read_identity};
 use oomlens_proto::v1::event_service_server::EventServiceServer;
 use oomlens_proto::v1::ingest_service_server::IngestServiceServer;
 use tonic::transport::server::TcpIncoming;
@@ -28,6 +31,35 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+impl TlsFiles {
+    /// Reads and checks the files (a certificate and its key, a usable
+    /// CA), so that a mistake is reported at start with the file named.
+    fn load(&self) -> Result<ServerTlsConfig, ServeError> {
+        let (cert, key) = read_identity(
+            "the server certificate (--tls-cert)",
+            &self.cert,
+            "the server key (--tls-key)",
+            &self.key,
+        )?;
+        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+        if let Some(ca) = &self.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read_ca(
+                "the client CA (--tls-client-ca)",
+                ca,
+            )?));
+        }
+        Ok(config)
+    }
+
+    /// Checks the files before anything starts: readable, parsed, the key
+    /// matching the certificate, and the key private to this user (others
+    /// able to read it: a warning, an error with `strict_permissions`).
+    pub fn check(&self, strict_permissions: bool) -> Result<(), ServeError> {
+        check_private("the server key (--tls-key)", &self.key, strict_permissions)?;
+        self.load().map(drop)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Retention {
     pub max_age: Option<Duration>,
@@ -45,24 +77,15 @@ pub struct ServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("TLS configuration rejected: {0}")]
+    /// A certificate or key file that cannot be used (named in the error).
+    #[error(transparent)]
+    TlsFile(#[from] TlsFileError),
+    #[error(transparent)]
+    Permissions(#[from] PermissionError),
+    #[error("TLS configuration rejected: {}", error_chain(.0))]
     Tls(tonic::transport::Error),
-    #[error("gRPC server failed: {0}")]
+    #[error("gRPC server failed: {}", error_chain(.0))]
     Serve(tonic::transport::Error),
-}
-
-pub(crate) fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, ServeError> {
-    std::fs::read(path).map_err(|source| ServeError::Read {
-        what,
-        path: path.display().to_string(),
-        source,
-    })
 }
 
 /// Serves until `shutdown` completes; open streams are then closed.
@@ -77,15 +100,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some(tls) = &config.tls {
-        let identity = Identity::from_pem(
-            read_pem("the server certificate", &tls.cert)?,
-            read_pem("the server key", &tls.key)?,
-        );
-        let mut tls_config = ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &tls.client_ca {
-            tls_config = tls_config.client_ca_root(Certificate::from_pem(read_pem("the client CA", ca)?));
-        }
-        builder = builder.tls_config(tls_config).map_err(ServeError::Tls)?;
+        builder = builder.tls_config(tls.load()?).map_err(ServeError::Tls)?;
     }
     let ingest =
         IngestServiceServer::new(Ingest::new(collector.clone())).max_decoding_message_size(MAX_MESSAGE);

@@ -9,9 +9,11 @@ use common::event;
 use oomlens_collector::analysis::{Rules, analyse};
 use oomlens_common::render::{
     Style, WIDTH, event_row, events_header, show_event, summary_header, summary_row, top_header, top_row,
+    warning_line,
 };
 use oomlens_proto::v1::{
-    Constraint, Container, ContainerMemoryStatus, KernelLine, NodeMemory, OomEvent, Pod, Scope, SummaryGroup,
+    Constraint, Container, ContainerMemoryStatus, KernelLine, MemcgUsage, MemoryWarning, NodeMemory,
+    OomEvent, Pod, Scope, SummaryGroup, Trigger, Victim, Workload,
 };
 use prost_types::Timestamp;
 
@@ -155,4 +157,158 @@ fn summary_and_top() {
         text.push('\n');
     }
     check("summary-top.txt", &text);
+}
+
+/// What an attacker (or an unlucky kernel line) could put in a string:
+/// set the window title, clear the screen, a C1 CSI, a carriage return
+/// and a newline that forge a row, DEL.
+const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2J\u{9b}31m\r\nFAKE\x7f";
+
+fn hostile(text: &str) -> String {
+    format!("{text}{HOSTILE}")
+}
+
+/// A kill whose every string carries control characters.
+fn hostile_kill() -> OomEvent {
+    let mut e = node_kill();
+    e.id = hostile("0123");
+    e.node = Some(hostile("node"));
+    e.scope = Scope::ContainerLimit as i32;
+    e.constraint = Constraint::Memcg as i32;
+    e.oom_memcg = Some(hostile("/kubepods/pod"));
+    e.task_memcg = Some(hostile("/kubepods/pod/c"));
+    e.systemd_unit = Some(hostile("unit"));
+    e.docker_id = Some(hostile("docker"));
+    e.victim = Some(Victim {
+        pid: Some(7),
+        comm: Some(hostile("java")),
+        ..Victim::default()
+    });
+    e.trigger = Some(Trigger {
+        pid: Some(8),
+        comm: Some(hostile("trig")),
+        gfp_mask: Some(hostile("0xcc0")),
+        order: Some(0),
+        ..Trigger::default()
+    });
+    e.memcg_usage = Some(MemcgUsage {
+        usage_kb: Some(u64::MAX),
+        limit_kb: Some(u64::MAX / 1024),
+        ..MemcgUsage::default()
+    });
+    e.pod = Some(Pod {
+        uid: hostile("uid"),
+        name: Some(hostile("api")),
+        namespace: Some(hostile("shop")),
+        owner: Some(Workload {
+            kind: hostile("Deployment"),
+            name: hostile("api"),
+        }),
+        ..Pod::default()
+    });
+    e.container = Some(Container {
+        id: hostile("cid"),
+        name: Some(hostile("app")),
+        image: Some(hostile("registry/app:1")),
+        ..Container::default()
+    });
+    e.kernel_lines = vec![KernelLine {
+        seq: Some(1),
+        monotonic_us: Some(1),
+        level: Some(3),
+        text: hostile("Out of memory: Killed process 7 (java)"),
+        input_line: None,
+    }];
+    analysed(e)
+}
+
+/// Only the line ends we print: no escape sequence from the data reaches
+/// the terminal, and no row is forged.
+fn assert_no_control(text: &str) {
+    for (number, line) in text.lines().enumerate() {
+        assert!(
+            !line.chars().any(char::is_control),
+            "line {number} holds a control character: {line:?}"
+        );
+    }
+}
+
+/// Control characters in event and status strings are escaped in every
+/// table, in `show` and in `watch` (they once reached the terminal raw).
+#[test]
+fn control_characters_from_events_are_escaped() {
+    let event = hostile_kill();
+    let mut text = events_header();
+    text.push('\n');
+    let row = event_row(&event, Style::PLAIN);
+    assert!(row.chars().count() <= WIDTH, "{row}");
+    text.push_str(&row);
+    text.push('\n');
+    // Without a pod, the unit; without one, the Docker id; then the cgroup.
+    let mut unit = event.clone();
+    unit.pod = None;
+    text.push_str(&event_row(&unit, Style::PLAIN));
+    text.push('\n');
+    unit.systemd_unit = None;
+    text.push_str(&event_row(&unit, Style::PLAIN));
+    text.push('\n');
+    unit.docker_id = None;
+    text.push_str(&event_row(&unit, Style::PLAIN));
+    text.push('\n');
+    text.push('\n');
+    text.push_str(&summary_header("namespace"));
+    text.push('\n');
+    text.push_str(&summary_row(&SummaryGroup {
+        key: hostile("shop"),
+        count: 1,
+        silent: 0,
+        first: None,
+        last: None,
+    }));
+    text.push('\n');
+    text.push('\n');
+    text.push_str(&top_header());
+    text.push('\n');
+    let status = ContainerMemoryStatus {
+        node: hostile("node"),
+        cgroup: hostile("/kubepods/x"),
+        working_set_bytes: 1 << 20,
+        limit_bytes: Some(2 << 20),
+        ..ContainerMemoryStatus::default()
+    };
+    text.push_str(&top_row(&status, Style::PLAIN));
+    text.push('\n');
+    text.push_str(&top_row(
+        &ContainerMemoryStatus {
+            pod: event.pod.clone(),
+            container: event.container.clone(),
+            ..status.clone()
+        },
+        Style::PLAIN,
+    ));
+    text.push('\n');
+    text.push('\n');
+    text.push_str(&warning_line(&MemoryWarning {
+        node: hostile("node"),
+        cgroup: hostile("/kubepods/y"),
+        working_set_bytes: 1 << 20,
+        limit_bytes: 2 << 20,
+        seconds_to_limit: Some(12.0),
+        ..MemoryWarning::default()
+    }));
+    text.push('\n');
+    assert_no_control(&text);
+    check("escaped-tables.txt", &text);
+
+    let shown = show_event(&event, Style::PLAIN);
+    assert_no_control(&shown);
+    check("escaped-show.txt", &shown);
+    // Colour is ours alone: the only escapes are our SGR codes.
+    let coloured = show_event(&event, Style { color: true });
+    let ours = coloured
+        .replace("\x1b[0m", "")
+        .replace("\x1b[1m", "")
+        .replace("\x1b[32m", "")
+        .replace("\x1b[33m", "");
+    assert_no_control(&ours);
 }

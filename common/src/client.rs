@@ -1,7 +1,8 @@
 //! Connecting to a collector, for the agent and the `oomlens` CLI: plain
 //! or TLS (a private CA), optionally presenting a client certificate
 //! (mutual TLS), optionally with a bearer token. Errors are one line that
-//! says what to fix.
+//! says what to fix: a TLS problem names the file or the certificate
+//! check that failed (see [`crate::tls`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +12,9 @@ use oomlens_proto::v1::ingest_service_client::IngestServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::render::printable;
+use crate::tls::{ClientFiles, TlsFileError, explain_handshake, handshake_error};
 
 /// The most a response may be (an event with its whole history).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -34,12 +38,13 @@ pub struct ClientConfig {
 pub enum ClientError {
     #[error("invalid collector address {endpoint:?}: {why}")]
     Address { endpoint: String, why: String },
-    #[error("cannot read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{endpoint} is TLS: give --ca-cert, the CA that signed the collector's certificate")]
+    NoCa { endpoint: String },
+    /// A certificate or key file that cannot be used (named in the error).
+    #[error(transparent)]
+    TlsFile(#[from] TlsFileError),
+    #[error("TLS settings refused: {0}")]
+    TlsConfig(String),
     #[error("--client-cert and --client-key go together")]
     HalfIdentity,
     #[error("the token contains characters not allowed in a header")]
@@ -81,12 +86,44 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl ClientConfig {
-    fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, ClientError> {
-        std::fs::read(path).map_err(|source| ClientError::Read {
-            what,
-            path: path.display().to_string(),
-            source,
-        })
+    /// Checks what can be checked without connecting: the address, and for
+    /// https the CA and the client certificate and key (read and parsed).
+    /// A process that cannot ever connect refuses to start on this.
+    pub fn check(&self) -> Result<(), ClientError> {
+        self.token()?;
+        self.endpoint().map(drop)
+    }
+
+    /// The files named in explanations of handshake failures.
+    fn files(&self) -> ClientFiles<'_> {
+        ClientFiles {
+            ca_cert: self.ca_cert.as_deref(),
+            client_cert: self.client_cert.as_deref(),
+        }
+    }
+
+    /// One line for an error reaching the collector: a failed TLS
+    /// handshake explained (which certificate, what to check), otherwise
+    /// the error's chain.
+    pub fn explain(&self, error: &(dyn std::error::Error + 'static)) -> String {
+        match handshake_error(error) {
+            Some(tls) => explain_handshake(&tls, self.files()),
+            None => error_chain(error),
+        }
+    }
+
+    /// A gRPC status as one line ([`status_line`]), with a failed TLS
+    /// handshake explained: with TLS 1.3 a refused client certificate is
+    /// only seen at the first request.
+    pub fn status_line(&self, status: &tonic::Status) -> String {
+        match std::error::Error::source(status).and_then(handshake_error) {
+            Some(tls) => format!(
+                "cannot reach the collector at {}: {}",
+                self.endpoint,
+                explain_handshake(&tls, self.files())
+            ),
+            None => status_line(status),
+        }
     }
 
     fn endpoint(&self) -> Result<Endpoint, ClientError> {
@@ -106,22 +143,24 @@ impl ClientConfig {
             .keep_alive_while_idle(true);
         if https {
             let mut tls = ClientTlsConfig::new();
-            match &self.ca_cert {
-                Some(ca) => {
-                    tls = tls.ca_certificate(Certificate::from_pem(Self::read("the CA certificate", ca)?))
-                }
-                None => {
-                    return Err(address(
-                        "https needs the CA that signed the collector's certificate (--ca-cert)".to_owned(),
-                    ));
-                }
-            }
+            let Some(ca) = &self.ca_cert else {
+                return Err(ClientError::NoCa {
+                    endpoint: self.endpoint.clone(),
+                });
+            };
+            tls = tls.ca_certificate(Certificate::from_pem(crate::tls::read_ca(
+                "the CA certificate (--ca-cert)",
+                ca,
+            )?));
             match (&self.client_cert, &self.client_key) {
                 (Some(cert), Some(key)) => {
-                    tls = tls.identity(Identity::from_pem(
-                        Self::read("the client certificate", cert)?,
-                        Self::read("the client key", key)?,
-                    ));
+                    let (cert, key) = crate::tls::read_identity(
+                        "the client certificate (--client-cert)",
+                        cert,
+                        "the client key (--client-key)",
+                        key,
+                    )?;
+                    tls = tls.identity(Identity::from_pem(cert, key));
                 }
                 (None, None) => {}
                 _ => return Err(ClientError::HalfIdentity),
@@ -129,7 +168,11 @@ impl ClientConfig {
             if let Some(name) = &self.tls_server_name {
                 tls = tls.domain_name(name.clone());
             }
-            endpoint = endpoint.tls_config(tls).map_err(|e| address(error_chain(&e)))?;
+            // The files were checked above: what is left is tonic's own
+            // settings, not the address.
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ClientError::TlsConfig(error_chain(&e)))?;
         }
         Ok(endpoint)
     }
@@ -149,7 +192,7 @@ impl ClientConfig {
         let endpoint = self.endpoint()?;
         endpoint.connect().await.map_err(|e| ClientError::Connect {
             endpoint: self.endpoint.clone(),
-            why: error_chain(&e),
+            why: self.explain(&e),
         })
     }
 
@@ -166,21 +209,28 @@ impl ClientConfig {
     }
 }
 
-/// A gRPC status as one line for people.
+/// A gRPC status as one line for people. The message comes from the
+/// collector (and may echo what was asked): escaped for a terminal.
 pub fn status_line(status: &tonic::Status) -> String {
     use tonic::Code;
-    let message = status.message();
+    let message = printable(status.message());
+    // Transport failures (a connection reset, a refused handshake) keep
+    // their reason in the source: "transport error" alone says nothing.
+    let with_source = |line: String| match std::error::Error::source(status) {
+        Some(source) => match handshake_error(source) {
+            Some(tls) => format!("{line}: {}", explain_handshake(&tls, ClientFiles::default())),
+            None => format!("{line}: {}", error_chain(source)),
+        },
+        None => line,
+    };
     match status.code() {
         Code::Unauthenticated => format!("the collector rejected the credentials: {message}"),
         Code::PermissionDenied => format!("the collector refused: {message}"),
-        Code::NotFound => message.to_owned(),
+        Code::NotFound => message.into_owned(),
         Code::InvalidArgument => format!("invalid request: {message}"),
-        Code::Unavailable => {
-            let mut line = format!("the collector is unavailable: {message}");
-            if let Some(source) = std::error::Error::source(status) {
-                line = format!("{line}: {}", error_chain(source));
-            }
-            line
+        Code::Unavailable => with_source(format!("the collector is unavailable: {message}")),
+        Code::Unknown | Code::Cancelled | Code::Internal => {
+            with_source(format!("{:?}: {message}", status.code()))
         }
         code => format!("{code:?}: {message}"),
     }

@@ -7,7 +7,12 @@
 //!   task watches, and the one [`process::Drain`] a stopping process waits
 //!   through;
 //! - [`units`]: sizes and durations as people read and type them;
-//! - [`render`]: events, summaries and live memory for terminals;
+//! - [`render`]: events, summaries and live memory for terminals (every
+//!   string from an event escaped);
+//! - [`tls`]: certificate and key files checked as they are read, and
+//!   handshake failures explained;
+//! - [`secrets`]: bearer tokens' rules, permissions of token and key
+//!   files, and state files created private;
 //! - [`ingest`]: what the collector answered for each event (a metric label
 //!   both sides export).
 
@@ -15,4 +20,6 @@ pub mod client;
 pub mod ingest;
 pub mod process;
 pub mod render;
+pub mod secrets;
+pub mod tls;
 pub mod units;

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-/// `33554432` -> `32Mi`; one decimal below 10 units.
+/// `33554432` -> `32Mi`; one decimal below 10 units. Up to `Ei`, so that
+/// any `u64` (16Ei at most) fits a table's six columns.
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "Ki", "Mi", "Gi", "Ti"];
+    const UNITS: [&str; 7] = ["B", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
     let mut value = bytes as f64;
     let mut unit = 0;
     while value >= 1024.0 && unit < UNITS.len() - 1 {
@@ -70,7 +71,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "w" => 7 * 86_400,
         _ => return Err(format!("{text:?}: the unit must be s, m, h, d or w")),
     };
-    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+    // Checked, not saturating: an overflow is a typo, not "forever".
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[cfg(test)]
@@ -82,6 +87,8 @@ mod tests {
         assert_eq!(human_bytes(512), "512B");
         assert_eq!(human_bytes(33_554_432), "32Mi");
         assert_eq!(human_bytes(1_610_612_736), "1.5Gi");
+        assert_eq!(human_bytes(u64::MAX), "16Ei");
+        assert_eq!(human_bytes(3 << 50), "3Pi");
         assert_eq!(quantity(1280 * 1024 * 1024), "1280Mi");
         assert_eq!(quantity(2 * 1024 * 1024 * 1024), "2Gi");
         assert_eq!(quantity(1000), "1000");
@@ -94,5 +101,10 @@ mod tests {
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
         assert!(parse_duration("1y").unwrap_err().contains("unit"));
         assert!(parse_duration("soon").is_err());
+        assert!(
+            parse_duration("30000000000000000w")
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 }

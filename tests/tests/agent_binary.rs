@@ -2,7 +2,8 @@
 //! as JSON on standard output with its memory history, its /metrics agree,
 //! and SIGTERM stops it cleanly.
 //!
-//! Needs root and cgroup v1 memory; elsewhere it says why it skips.
+//! Needs root and cgroup v1 memory; elsewhere it says why it skips. The
+//! startup checks (TLS settings, token files, private state) run anywhere.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -316,4 +317,172 @@ fn top_shows_a_live_container_close_to_its_limit() {
     assert!(agent.wait().unwrap().success());
     assert!(row.contains(&format!("pod {}", &uid[..8])), "{row}");
     assert!(row.contains(" 64Mi "), "the container's limit: {row}");
+}
+
+/// `oomlens-agent run` with these arguments (no sampler, no runtime
+/// socket, no metrics endpoint) until it exits or `within` passes (then
+/// it is killed): its exit status, if it exited, and its standard error.
+fn agent_exit(args: &[&str], state: &std::path::Path, within: Duration) -> (Option<i32>, String) {
+    let mut agent = Command::new(agent_binary())
+        .args([
+            "run",
+            "--no-sampler",
+            "--cri-socket",
+            "none",
+            "--metrics-listen",
+            "",
+        ])
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .env("OOMLENS_LOG", "warn")
+        .env_remove("OOMLENS_COLLECTOR")
+        .env_remove("OOMLENS_CA_CERT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the agent");
+    let deadline = Instant::now() + within;
+    let code = loop {
+        if let Some(status) = agent.try_wait().expect("wait") {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = agent.kill();
+            let _ = agent.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut agent.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+    (code, stderr)
+}
+
+/// `https://` without `--ca-cert` can never connect: the agent refuses to
+/// start, saying why (it used to retry forever, spooling every kill).
+#[test]
+fn an_https_collector_without_a_ca_is_refused_at_start() {
+    let state = tempfile::tempdir().expect("state");
+    let (code, stderr) = agent_exit(
+        &["--collector", "https://127.0.0.1:9"],
+        state.path(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(1), "the agent must exit at once: {stderr}");
+    assert!(
+        stderr.contains(
+            "https://127.0.0.1:9 is TLS: give --ca-cert, the CA that signed the collector's certificate"
+        ),
+        "{stderr}"
+    );
+    // A CA file that holds no certificate: refused too, the file named.
+    let ca = state.path().join("ca.pem");
+    std::fs::write(&ca, "").expect("ca");
+    let (code, stderr) = agent_exit(
+        &[
+            "--collector",
+            "https://127.0.0.1:9",
+            "--ca-cert",
+            &ca.display().to_string(),
+        ],
+        state.path(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} holds no certificate", ca.display())),
+        "{stderr}"
+    );
+}
+
+/// An empty token file, a `#` inside the token, and (with
+/// `--strict-permissions`) a token file others may read: startup errors.
+#[test]
+fn token_files_that_cannot_be_right_are_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let state = tempfile::tempdir().expect("state");
+    let token = state.path().join("token");
+    let run = |text: &str, mode: u32, strict: bool| {
+        std::fs::write(&token, text).expect("token");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let mut args = vec!["--collector", "http://127.0.0.1:9", "--token-file"];
+        let path = token.display().to_string();
+        args.push(&path);
+        if strict {
+            args.push("--strict-permissions");
+        }
+        agent_exit(&args, state.path(), Duration::from_secs(20))
+    };
+    let (code, stderr) = run("# the agents' token goes here\n", 0o600, false);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("holds no token"), "{stderr}");
+    let (code, stderr) = run("abcdefghijklmnop#qrstuv\n", 0o600, false);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:1: a token may hold only", token.display())),
+        "{stderr}"
+    );
+    let (code, stderr) = run("abcdefghijklmnopqrstuv\n", 0o644, true);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("has mode 0644"), "{stderr}");
+}
+
+/// The state directory, the kernel log cursor and the spool were created
+/// with the default mode (0755/0644): every user of the node could read
+/// which pods were killed and the kernel's lines about them.
+#[test]
+fn the_agent_state_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if std::fs::File::open("/dev/kmsg").is_err() {
+        eprintln!("SKIPPED the_agent_state_is_private: needs a readable /dev/kmsg");
+        return;
+    }
+    let parent = tempfile::tempdir().expect("state");
+    let state = parent.path().join("state");
+    let mut agent = Command::new(agent_binary())
+        .args([
+            "run",
+            "--no-sampler",
+            "--cri-socket",
+            "none",
+            "--metrics-listen",
+            "",
+        ])
+        .args(["--from", "oldest", "--output", "json"])
+        // Nothing listens there: events would wait in the spool.
+        .args(["--collector", &format!("http://127.0.0.1:{}", free_port())])
+        .arg("--state-dir")
+        .arg(&state)
+        .env("OOMLENS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the agent");
+    let spool = state.join("spool");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !spool.exists() {
+        assert!(Instant::now() < deadline, "no spool directory");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let it read the ring buffer, then stop: the cursor is saved.
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(oomlens_tests::kernel_pid(agent.id())),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    assert!(agent.wait().expect("wait").success());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700, "the state directory");
+    assert_eq!(mode(&spool), 0o700, "the spool");
+    let cursor = state.join("kmsg.cursor");
+    assert!(cursor.exists(), "the cursor is saved on shutdown");
+    assert_eq!(mode(&cursor), 0o600, "the cursor");
+    for entry in std::fs::read_dir(&spool).expect("spool") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
 }

@@ -108,12 +108,19 @@ impl Config {
     pub fn build(self) -> anyhow::Result<Agent> {
         let boot_id = crate::procfs::read_boot_id(&self.proc_root)
             .with_context(|| format!("cannot read the boot id under {}", self.proc_root.display()))?;
-        std::fs::create_dir_all(&self.state_dir)
+        // 0700: the cursor, the spool and the standalone database name
+        // pods and commands.
+        oomlens_common::secrets::create_private_dir(&self.state_dir)
             .with_context(|| format!("cannot create the state directory {}", self.state_dir.display()))?;
         if matches!(self.delivery, Delivery::Standalone { .. }) && !cfg!(feature = "standalone") {
             anyhow::bail!(
                 "this oomlens-agent was built without an embedded collector (the `standalone` feature): use --collector"
             );
+        }
+        // An address, CA or client certificate that can never work is a
+        // startup error, not a sender retrying forever.
+        if let Delivery::Collector(client) = &self.delivery {
+            client.check().context("the collector settings cannot work")?;
         }
         let node = NodeContext {
             node: self

@@ -63,9 +63,14 @@ struct ServeArgs {
     #[arg(long, env = "OOMLENS_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
     /// Bearer tokens, one `ROLE TOKEN` per line (roles: read, ingest,
-    /// admin). Without it every caller is accepted.
+    /// admin; `#` starts a comment line). A file with no token is an
+    /// error. Without it every caller is accepted.
     #[arg(long, env = "OOMLENS_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Refuse to start when the token file or the TLS key may be read by
+    /// other users (without it: a warning).
+    #[arg(long, env = "OOMLENS_STRICT_PERMISSIONS")]
+    strict_permissions: bool,
     /// Metrics and health endpoint address; empty: none.
     #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7461")]
     metrics_listen: String,
@@ -91,15 +96,21 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format == "json");
     let tokens = match &args.token_file {
-        Some(path) => Tokens::load(path)?,
+        Some(path) => Tokens::load(path, args.strict_permissions)?,
         None => Tokens::default(),
     };
+    let tls = args.tls_cert.clone().map(|cert| TlsFiles {
+        cert,
+        key: args.tls_key.clone().unwrap_or_default(),
+        client_ca: args.tls_client_ca.clone(),
+    });
+    // Before the database is opened or a port bound: a bad file is a
+    // startup error naming it.
+    if let Some(tls) = &tls {
+        tls.check(args.strict_permissions)?;
+    }
     let config = ServerConfig {
-        tls: args.tls_cert.clone().map(|cert| TlsFiles {
-            cert,
-            key: args.tls_key.clone().unwrap_or_default(),
-            client_ca: args.tls_client_ca.clone(),
-        }),
+        tls,
         tokens,
         retention: Retention {
             max_age: (args.retention_days > 0)

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use oomlens_common::client::{ClientConfig, EventClient, status_line};
+use oomlens_common::client::{ClientConfig, EventClient};
 use oomlens_common::render::{self as cli, Style};
-use oomlens_common::units::{human_bytes, parse_duration};
+use oomlens_common::units::parse_duration;
 use oomlens_proto::json::{JsonEnum as _, event_to_json_line};
 use oomlens_proto::v1::{
     EventFilter, GetRequest, GroupBy as ProtoGroupBy, QueryRequest, Scope, SubscribeRequest, SummaryRequest,
@@ -226,9 +226,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = stdout.lock();
             let mut token = String::new();
             let mut printed = 0;
-            if output == Output::Table {
-                writeln!(out, "{}", cli::events_header())?;
-            }
+            // The header once the first page came back: an error (a refused
+            // token, an invalid filter) leaves standard output empty.
+            let mut header = output == Output::Table;
             while printed < limit {
                 let page = client
                     .query(QueryRequest {
@@ -237,8 +237,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         page_token: token,
                     })
                     .await
-                    .map_err(|s| anyhow::anyhow!(status_line(&s)))?
+                    .map_err(|s| anyhow::anyhow!(config.status_line(&s)))?
                     .into_inner();
+                if header {
+                    writeln!(out, "{}", cli::events_header())?;
+                    header = false;
+                }
                 for event in &page.events {
                     match output {
                         Output::Table => writeln!(out, "{}", cli::event_row(event, style))?,
@@ -260,7 +264,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let event = client
                 .get(GetRequest { id })
                 .await
-                .map_err(|s| anyhow::anyhow!(status_line(&s)))?
+                .map_err(|s| anyhow::anyhow!(config.status_line(&s)))?
                 .into_inner();
             let mut out = stdout.lock();
             match output {
@@ -284,7 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     group_by: group_by as i32,
                 })
                 .await
-                .map_err(|s| anyhow::anyhow!(status_line(&s)))?
+                .map_err(|s| anyhow::anyhow!(config.status_line(&s)))?
                 .into_inner();
             let mut out = stdout.lock();
             writeln!(out, "{}", cli::summary_header(name))?;
@@ -305,7 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     limit,
                 })
                 .await
-                .map_err(|s| anyhow::anyhow!(status_line(&s)))?
+                .map_err(|s| anyhow::anyhow!(config.status_line(&s)))?
                 .into_inner();
             let mut out = stdout.lock();
             writeln!(out, "{}", cli::top_header())?;
@@ -343,14 +347,14 @@ async fn watch(
         let mut stream = match stream {
             Ok(stream) => stream.into_inner(),
             Err(status) if status.code() == tonic::Code::Unavailable => {
-                eprintln!("{}; retrying", status_line(&status));
+                eprintln!("{}; retrying", config.status_line(&status));
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 if let Ok(fresh) = config.event_client().await {
                     *client = fresh;
                 }
                 continue;
             }
-            Err(status) => anyhow::bail!(status_line(&status)),
+            Err(status) => anyhow::bail!(config.status_line(&status)),
         };
         if header {
             println!("{}", cli::events_header());
@@ -369,15 +373,7 @@ async fn watch(
                             Output::Json => writeln!(out, "{}", event_to_json_line(&event))?,
                         },
                         Some(subscribe_response::Item::Warning(warning)) => match output {
-                            Output::Table => writeln!(
-                                out,
-                                "warning: {} {} at {} of {} limit, {:.0} s to the limit",
-                                warning.node,
-                                warning.cgroup,
-                                human_bytes(warning.working_set_bytes),
-                                human_bytes(warning.limit_bytes),
-                                warning.seconds_to_limit.unwrap_or(f64::NAN)
-                            )?,
+                            Output::Table => writeln!(out, "{}", cli::warning_line(&warning))?,
                             Output::Json => writeln!(out, "{}", serde_json_line(&warning))?,
                         },
                         Some(subscribe_response::Item::Lagged(lagged)) => {
@@ -392,7 +388,7 @@ async fn watch(
                 }
                 Ok(None) => break,
                 Err(status) => {
-                    eprintln!("{}; reconnecting", status_line(&status));
+                    eprintln!("{}; reconnecting", config.status_line(&status));
                     break;
                 }
             }

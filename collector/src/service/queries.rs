@@ -14,6 +14,7 @@ use oomlens_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::filter::{self, MAX_FILTER_VALUES};
 use crate::store::{GroupColumn, PageToken};
 
 use super::{BoxStream, Collector, store_status, subscribe};
@@ -39,6 +40,7 @@ impl EventService for Events {
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
+        check_filter(request.filter.as_ref())?;
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
@@ -91,12 +93,15 @@ impl EventService for Events {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let responses = subscribe::start(&self.collector, request.into_inner()).await?;
+        let request = request.into_inner();
+        check_filter(request.filter.as_ref())?;
+        let responses = subscribe::start(&self.collector, request).await?;
         Ok(Response::new(Box::pin(responses)))
     }
 
     async fn summary(&self, request: Request<SummaryRequest>) -> Result<Response<SummaryResponse>, Status> {
         let request = request.into_inner();
+        check_filter(request.filter.as_ref())?;
         let by = match GroupBy::try_from(request.group_by).unwrap_or(GroupBy::Unspecified) {
             GroupBy::Unspecified | GroupBy::Scope => GroupColumn::Scope,
             GroupBy::Namespace => GroupColumn::Namespace,
@@ -139,6 +144,12 @@ impl EventService for Events {
 
     async fn top(&self, request: Request<TopRequest>) -> Result<Response<TopResponse>, Status> {
         let request = request.into_inner();
+        let values = request.nodes.len() + request.namespaces.len();
+        if values > MAX_FILTER_VALUES {
+            return Err(Status::invalid_argument(
+                filter::FilterTooLarge { values }.to_string(),
+            ));
+        }
         let limit = match request.limit {
             0 => 20,
             n => n.min(1000) as usize,
@@ -158,4 +169,11 @@ impl EventService for Events {
         containers.truncate(limit);
         Ok(Response::new(TopResponse { containers }))
     }
+}
+
+/// A filter too large for one SQL statement is the caller's mistake
+/// (`INVALID_ARGUMENT`), said before the store would fail on it
+/// (`UNAVAILABLE`, as if the collector were down).
+fn check_filter(filter: Option<&oomlens_proto::v1::EventFilter>) -> Result<(), Status> {
+    filter::check(filter).map_err(|e| Status::invalid_argument(e.to_string()))
 }

@@ -131,6 +131,8 @@ impl Store {
             Backend::Postgres(pool)
         } else {
             let path = target.strip_prefix("sqlite://").unwrap_or(target);
+            // Created 0600 before SQLite creates it with its default mode.
+            crate::private::create_sqlite_file(path);
             let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
                 .map_err(open_err)?
                 .create_if_missing(true)

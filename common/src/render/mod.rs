@@ -4,18 +4,25 @@
 //! Pure functions of the data (golden-tested); colour only when asked (the
 //! binaries ask on a terminal).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use oomlens_proto::json::JsonEnum;
-use oomlens_proto::v1::{Container, ContainerMemoryStatus, OomEvent, Pod, Scope, SummaryGroup, Verdict};
+use oomlens_proto::v1::{
+    Container, ContainerMemoryStatus, MemoryWarning, OomEvent, Pod, Scope, SummaryGroup, Verdict,
+};
 
 use crate::units::{human_bytes, saturating_u64, truncate};
 
 mod chart;
+mod escape;
 mod show;
 
 pub use chart::memory_chart;
+pub use escape::printable;
 pub use show::show_event;
+
+use escape::printable_opt;
 
 /// Width every table is kept within.
 pub const WIDTH: usize = 100;
@@ -83,38 +90,40 @@ fn utc(t: Option<&prost_types::Timestamp>, millis: bool) -> String {
     }
 }
 
-/// `namespace/pod container`, or short ids where the names are unknown.
+/// The first `n` characters (ids are shown shortened; any id is cut on a
+/// character boundary).
+fn prefix(text: &str, n: usize) -> String {
+    text.chars().take(n).collect()
+}
+
+/// `namespace/pod container`, or short ids where the names are unknown;
+/// escaped for a terminal.
 fn pod_place(pod: &Pod, container: Option<&Container>) -> String {
     let pod_text = match (&pod.namespace, &pod.name) {
-        (Some(ns), Some(name)) => format!("{ns}/{name}"),
-        _ => format!("pod {}", &pod.uid[..pod.uid.len().min(8)]),
+        (Some(ns), Some(name)) => format!("{}/{}", printable(ns), printable(name)),
+        _ => format!("pod {}", printable(&prefix(&pod.uid, 8))),
     };
     match container {
         Some(c) => format!(
             "{pod_text} {}",
-            c.name
-                .clone()
-                .unwrap_or_else(|| c.id[..c.id.len().min(12)].to_owned())
+            printable_opt(c.name.as_deref()).unwrap_or_else(|| printable(&prefix(&c.id, 12)).into_owned())
         ),
         None => pod_text,
     }
 }
 
-/// Where the kill happened, most specific first.
+/// Where the kill happened, most specific first; escaped for a terminal.
 pub fn location(event: &OomEvent) -> String {
     if let Some(pod) = &event.pod {
         return pod_place(pod, event.container.as_ref());
     }
     if let Some(unit) = &event.systemd_unit {
-        return unit.clone();
+        return printable(unit).into_owned();
     }
     if let Some(id) = &event.docker_id {
-        return format!("docker {}", &id[..id.len().min(12)]);
+        return format!("docker {}", printable(&prefix(id, 12)));
     }
-    event
-        .task_memcg
-        .clone()
-        .or_else(|| event.oom_memcg.clone())
+    printable_opt(event.task_memcg.as_deref().or(event.oom_memcg.as_deref()))
         .unwrap_or_else(|| "-".to_owned())
 }
 
@@ -122,7 +131,7 @@ fn limit_of(event: &OomEvent) -> Option<u64> {
     event
         .memcg_usage
         .as_ref()
-        .and_then(|u| u.limit_kb.map(|kb| kb * 1024))
+        .and_then(|u| u.limit_kb.map(|kb| kb.saturating_mul(1024)))
         .or_else(|| event.history.as_ref().and_then(|h| h.limit_bytes))
 }
 
@@ -150,8 +159,9 @@ pub fn event_row(event: &OomEvent, style: Style) -> String {
         }
     }
     let fixed = 8 + 2 + 19 + 2 + 16 + 2 + 17 + 2 + 6 + 2;
-    // An id prefix, as `show` takes it (ids are 32 hex digits).
-    let id: String = event.id.chars().take(8).collect();
+    // An id prefix, as `show` takes it (ids are 32 hex digits, unless an
+    // agent sent something else).
+    let id = prefix(&printable(&event.id), 8);
     format!(
         "{id:<8}  {:<19}  {}  {:<17}  {:>6}  {}",
         utc(event.time.as_ref(), false),
@@ -159,6 +169,18 @@ pub fn event_row(event: &OomEvent, style: Style) -> String {
         truncate(&verdict, 17),
         limit_of(event).map_or("-".to_owned(), human_bytes),
         truncate(&place, WIDTH - fixed),
+    )
+}
+
+/// A live warning, for `oomlens watch --warnings`.
+pub fn warning_line(warning: &MemoryWarning) -> String {
+    format!(
+        "warning: {} {} at {} of {} limit, {:.0} s to the limit",
+        printable(&warning.node),
+        printable(&warning.cgroup),
+        human_bytes(warning.working_set_bytes),
+        human_bytes(warning.limit_bytes),
+        warning.seconds_to_limit.unwrap_or(f64::NAN)
     )
 }
 
@@ -179,13 +201,13 @@ pub fn summary_row(group: &SummaryGroup) -> String {
         text.get(..16).unwrap_or(&text).to_owned()
     };
     let key = if group.key.is_empty() {
-        "(none)"
+        Cow::Borrowed("(none)")
     } else {
-        &group.key
+        printable(&group.key)
     };
     format!(
         "{:<42}  {:>7}  {:>6}  {:<16}  {}",
-        truncate(key, 42),
+        truncate(&key, 42),
         group.count,
         group.silent,
         minute(group.first.as_ref()),
@@ -203,9 +225,9 @@ pub fn top_header() -> String {
 pub fn top_row(status: &ContainerMemoryStatus, style: Style) -> String {
     let place = match &status.pod {
         Some(pod) => pod_place(pod, status.container.as_ref()),
-        None => status.cgroup.clone(),
+        None => printable(&status.cgroup).into_owned(),
     };
-    let place = format!("{} {}", status.node, place);
+    let place = format!("{} {}", printable(&status.node), place);
     let limit = status.limit_bytes.unwrap_or(0);
     let used = if limit > 0 {
         status.working_set_bytes as f64 / limit as f64 * 100.0

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use oomlens_proto::v1::{Constraint, ContainerRole, OomEvent, QosClass, Runtime, Scope, Verdict};
 
-use super::{Style, chart::memory_chart, scope_code, utc, word};
+use super::escape::{printable, printable_opt};
+use super::{Style, chart::memory_chart, prefix, scope_code, utc, word};
 use crate::units::{human_bytes, quantity, saturating_u64};
 
 fn describe_scope(event: &OomEvent) -> &'static str {
@@ -20,15 +21,16 @@ fn describe_scope(event: &OomEvent) -> &'static str {
     }
 }
 
-/// Everything about one kill, for `oomlens show`.
+/// Everything about one kill, for `oomlens show`. Every string from the
+/// event is escaped ([`printable`]).
 pub fn show_event(event: &OomEvent, style: Style) -> String {
     let mut out = String::new();
-    let node = event.node.as_deref().unwrap_or("?");
+    let node = printable(event.node.as_deref().unwrap_or("?"));
     let _ = writeln!(
         out,
         "{} {} on {node} at {} UTC",
         style.bold("OOM kill"),
-        event.id,
+        printable(&event.id),
         utc(event.time.as_ref(), true)
     );
     let field = |out: &mut String, name: &str, value: String| {
@@ -47,15 +49,15 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
     );
     if let Some(pod) = &event.pod {
         let mut text = match (&pod.namespace, &pod.name) {
-            (Some(ns), Some(name)) => format!("{ns}/{name}"),
-            _ => format!("uid {}", pod.uid),
+            (Some(ns), Some(name)) => format!("{}/{}", printable(ns), printable(name)),
+            _ => format!("uid {}", printable(&pod.uid)),
         };
         let mut extra = Vec::new();
         if pod.qos != 0 {
             extra.push(word::<QosClass>(pod.qos));
         }
         if let Some(owner) = pod.owner.as_ref().filter(|o| !o.name.is_empty()) {
-            extra.push(format!("{}/{}", owner.kind, owner.name));
+            extra.push(format!("{}/{}", printable(&owner.kind), printable(&owner.name)));
         }
         if let Some(limit) = pod.memory_limit_bytes {
             extra.push(format!("pod limit {}", human_bytes(limit)));
@@ -66,10 +68,8 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
         field(&mut out, "pod", text);
     }
     if let Some(c) = &event.container {
-        let mut text = c
-            .name
-            .clone()
-            .unwrap_or_else(|| c.id[..c.id.len().min(12)].to_owned());
+        let mut text =
+            printable_opt(c.name.as_deref()).unwrap_or_else(|| printable(&prefix(&c.id, 12)).into_owned());
         let mut extra = Vec::new();
         if c.runtime != 0 {
             extra.push(word::<Runtime>(c.runtime));
@@ -78,7 +78,7 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
             extra.push(word::<ContainerRole>(c.role));
         }
         if let Some(image) = &c.image {
-            extra.push(image.clone());
+            extra.push(printable(image).into_owned());
         }
         if let Some(restarts) = c.restart_count {
             extra.push(format!("{restarts} restarts"));
@@ -94,15 +94,15 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
         }
         field(&mut out, "container", text);
     } else if let Some(unit) = &event.systemd_unit {
-        field(&mut out, "unit", unit.clone());
+        field(&mut out, "unit", printable(unit).into_owned());
     }
     if let Some(v) = &event.victim {
         let mut text = format!(
             "{}[{}]",
-            v.comm.as_deref().unwrap_or("?"),
+            printable(v.comm.as_deref().unwrap_or("?")),
             v.pid.map_or("?".to_owned(), |p| p.to_string())
         );
-        let kb = |value: Option<u64>| value.map(|kb| human_bytes(kb * 1024));
+        let kb = |value: Option<u64>| value.map(|kb| human_bytes(kb.saturating_mul(1024)));
         for (name, value) in [
             ("anon-rss", kb(v.anon_rss_kb)),
             ("file-rss", kb(v.file_rss_kb)),
@@ -123,11 +123,11 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
     if let Some(t) = &event.trigger {
         let mut text = format!(
             "{}[{}]",
-            t.comm.as_deref().unwrap_or("?"),
+            printable(t.comm.as_deref().unwrap_or("?")),
             t.pid.map_or("?".to_owned(), |p| p.to_string())
         );
         if let Some(gfp) = &t.gfp_mask {
-            let _ = write!(text, " gfp_mask={gfp}");
+            let _ = write!(text, " gfp_mask={}", printable(gfp));
         }
         if let Some(order) = t.order {
             let _ = write!(text, " order={order}");
@@ -137,8 +137,10 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
     if let Some(u) = &event.memcg_usage {
         let mut text = format!(
             "usage {} of limit {}",
-            u.usage_kb.map_or("?".to_owned(), |kb| human_bytes(kb * 1024)),
-            u.limit_kb.map_or("?".to_owned(), |kb| human_bytes(kb * 1024))
+            u.usage_kb
+                .map_or("?".to_owned(), |kb| human_bytes(kb.saturating_mul(1024))),
+            u.limit_kb
+                .map_or("?".to_owned(), |kb| human_bytes(kb.saturating_mul(1024)))
         );
         if let Some(failcnt) = u.failcnt {
             let _ = write!(text, ", failcnt {failcnt}");
@@ -146,7 +148,7 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
         field(&mut out, "memcg", text);
     }
     if let Some(memcg) = &event.oom_memcg {
-        field(&mut out, "oom memcg", memcg.clone());
+        field(&mut out, "oom memcg", printable(memcg).into_owned());
     }
     let mut flags = Vec::new();
     if event.silent == Some(true) {
@@ -206,7 +208,8 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
             "{} {}: {}",
             style.bold("Verdict:"),
             style.paint(&verdict, "33"),
-            analysis.reasoning
+            // The collector writes the reasoning, from the event's strings.
+            printable(&analysis.reasoning)
         );
         if let Some(limit) = analysis.recommended_limit_bytes {
             let _ = writeln!(
@@ -214,7 +217,7 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
                 "{} {}: {}",
                 style.bold("Recommended limit:"),
                 style.paint(&quantity(limit), "32"),
-                analysis.recommendation_reasoning.as_deref().unwrap_or("")
+                printable(analysis.recommendation_reasoning.as_deref().unwrap_or(""))
             );
         }
     }
@@ -225,7 +228,7 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
             let stamp = line.monotonic_us.map_or_else(String::new, |us| {
                 format!("[{:>5}.{:06}] ", us / 1_000_000, us % 1_000_000)
             });
-            let _ = writeln!(out, "  {stamp}{}", line.text);
+            let _ = writeln!(out, "  {stamp}{}", printable(&line.text));
         }
     }
     out

@@ -12,12 +12,19 @@
 //! then the buckets), and only then are the oldest events dropped, each
 //! counted. A file that cannot be read back is moved to `corrupt/`,
 //! reported and counted; the rest of the spool goes on.
+//!
+//! Events name pods and commands: the directory is 0700, each file 0600.
+//! Only regular files are read, never blocking: anything else under an
+//! event's name (a FIFO would hang the agent's start) is skipped with a
+//! warning.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
+use oomlens_common::secrets::{create_new_private, create_private_dir, tighten_dir};
 use oomlens_proto::v1::OomEvent;
 use tracing::warn;
 
@@ -44,6 +51,25 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+/// Reads a spool file: a regular file only, opened without blocking (a
+/// FIFO put in its place would block a plain open until a writer came)
+/// and without following a symbolic link.
+fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW).bits())
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// What the spool holds, and what it counted since it was opened (read
@@ -98,7 +124,7 @@ impl Spool {
             metrics,
             created: true,
         };
-        if let Err(error) = fs::create_dir_all(dir) {
+        if let Err(error) = create_private_dir(dir) {
             if fs::symlink_metadata(dir).is_ok() {
                 return Err(io(dir)(error));
             }
@@ -107,6 +133,8 @@ impl Spool {
             spool.refresh_stats();
             return Ok(spool);
         }
+        // A spool an older version made with the default mode.
+        tighten_dir(dir).map_err(io(dir))?;
         let mut keys = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;
@@ -114,11 +142,20 @@ impl Spool {
             let name = name.to_string_lossy();
             if name.starts_with(".tmp-") {
                 // A write that never completed: its event was never acknowledged
-                // to the pipeline, whose cursor still covers it.
+                // to the pipeline, whose cursor still covers it. (Removing
+                // never blocks, whatever the entry is.)
                 let _ = fs::remove_file(entry.path());
                 continue;
             }
             if let Some(key) = name.strip_suffix(".event").and_then(|k| k.parse::<u64>().ok()) {
+                // The entry itself, not what a link points to.
+                let regular = entry.file_type().is_ok_and(|t| t.is_file());
+                if !regular {
+                    warn!(path = %entry.path().display(), "skipping a spool entry that is not a regular file");
+                    // Never reuse its number.
+                    spool.next = spool.next.max(key + 1);
+                    continue;
+                }
                 keys.push(key);
             }
         }
@@ -126,7 +163,7 @@ impl Spool {
         for key in keys {
             spool.next = spool.next.max(key + 1);
             let path = spool.path(key);
-            match fs::read(&path).map_err(io(&path)).and_then(|bytes| {
+            match read_regular(&path).map_err(io(&path)).and_then(|bytes| {
                 decode_file(&bytes)
                     .map(|event| (event, bytes.len()))
                     .map_err(|why| SpoolError::Corrupt {
@@ -191,7 +228,7 @@ impl Spool {
     fn quarantine(&mut self, key: u64, into: &str) {
         let from = self.path(key);
         let to_dir = self.dir.join(into);
-        let moved = fs::create_dir_all(&to_dir)
+        let moved = create_private_dir(&to_dir)
             .and_then(|()| fs::rename(&from, to_dir.join(format!("{key:020}.{SUFFIX}"))));
         if let Err(error) = moved {
             warn!(path = %from.display(), %error, "cannot move a spool file aside; deleting it");
@@ -202,12 +239,12 @@ impl Spool {
 
     fn write_file(&mut self, key: u64, bytes: &[u8]) -> Result<(), SpoolError> {
         if !self.created {
-            fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+            create_private_dir(&self.dir).map_err(io(&self.dir))?;
             self.created = true;
         }
         let tmp = self.dir.join(format!(".tmp-{key:020}"));
         let path = self.path(key);
-        let written = fs::File::create(&tmp)
+        let written = create_new_private(&tmp)
             .and_then(|mut file| {
                 file.write_all(bytes)?;
                 file.sync_all()
@@ -342,7 +379,7 @@ impl Spool {
             return Ok(None);
         }
         let path = self.path(key);
-        let bytes = match fs::read(&path) {
+        let bytes = match read_regular(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 self.entries.remove(&key);
@@ -386,104 +423,4 @@ impl Spool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use oomlens_proto::v1::{MemoryHistory, MemorySample};
-
-    fn event(id: &str, samples: usize) -> OomEvent {
-        OomEvent {
-            id: id.into(),
-            history: Some(MemoryHistory {
-                cgroup: "/kubepods/pod1/c1".into(),
-                samples: (0..samples)
-                    .map(|i| MemorySample {
-                        working_set_bytes: Some(i as u64 * 4096),
-                        usage_bytes: Some(i as u64 * 4096 + 1),
-                        ..MemorySample::default()
-                    })
-                    .collect(),
-                ..MemoryHistory::default()
-            }),
-            ..OomEvent::default()
-        }
-    }
-
-    #[test]
-    fn events_survive_a_reopen_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::open(dir.path(), 1 << 20, SpoolMetrics::default()).unwrap();
-        let a = spool.append(&event("a", 10)).unwrap();
-        let b = spool.append(&event("b", 10)).unwrap();
-        spool.remove(a).unwrap();
-        drop(spool);
-        let mut spool = Spool::open(dir.path(), 1 << 20, SpoolMetrics::default()).unwrap();
-        assert_eq!(spool.pending(), vec![(b, "b".to_owned())]);
-        assert_eq!(spool.read(b).unwrap().unwrap().id, "b");
-        // New keys continue after the old ones.
-        assert!(spool.append(&event("c", 1)).unwrap() > b);
-    }
-
-    #[test]
-    fn a_spool_that_cannot_be_created_yet_is_created_at_a_later_write() {
-        let root = tempfile::tempdir().unwrap();
-        let parent = root.path().join("state");
-        fs::write(&parent, b"a file where the directory goes").unwrap();
-        let mut spool = Spool::open(&parent.join("spool"), 1 << 20, SpoolMetrics::default()).unwrap();
-        assert!(spool.is_empty());
-        assert!(spool.append(&event("a", 1)).is_err());
-        fs::remove_file(&parent).unwrap();
-        let key = spool.append(&event("a", 1)).unwrap();
-        assert_eq!(spool.pending(), vec![(key, "a".to_owned())]);
-    }
-
-    #[test]
-    fn a_corrupt_file_is_quarantined_and_the_rest_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::open(dir.path(), 1 << 20, SpoolMetrics::default()).unwrap();
-        let a = spool.append(&event("a", 10)).unwrap();
-        let b = spool.append(&event("b", 10)).unwrap();
-        drop(spool);
-        // Flip a byte in the body of the first, truncate nothing else.
-        let path = dir.path().join(format!("{a:020}.event"));
-        let mut bytes = fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        fs::write(&path, bytes).unwrap();
-        fs::write(dir.path().join(".tmp-00000000000000000009"), b"half").unwrap();
-        let spool = Spool::open(dir.path(), 1 << 20, SpoolMetrics::default()).unwrap();
-        assert_eq!(spool.pending(), vec![(b, "b".to_owned())]);
-        assert_eq!(spool.stats().corrupt, 1);
-        assert!(dir.path().join("corrupt").join(format!("{a:020}.event")).exists());
-        assert!(!dir.path().join(".tmp-00000000000000000009").exists());
-        let error = decode_file(b"OOMLSPL1\x05\0\0\0\0\0\0\0ab").unwrap_err();
-        assert!(error.contains("truncated"), "{error}");
-    }
-
-    #[test]
-    fn a_full_spool_thins_histories_before_dropping_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let one = encode_file(&event("x", 400)).len() as u64;
-        // Room for two full events, not three.
-        let mut spool = Spool::open(dir.path(), one * 2 + one / 2, SpoolMetrics::default()).unwrap();
-        let a = spool.append(&event("a", 400)).unwrap();
-        spool.append(&event("b", 400)).unwrap();
-        spool.append(&event("c", 400)).unwrap();
-        let stats = spool.stats();
-        assert_eq!(stats.events, 3, "{stats:?}");
-        assert_eq!(stats.dropped, 0);
-        assert!(stats.thinned >= 1);
-        assert!(stats.bytes <= one * 2 + one / 2);
-        // The oldest kept its newest sample.
-        let thinned = spool.read(a).unwrap().unwrap();
-        let samples = &thinned.history.unwrap().samples;
-        assert!(samples.len() < 400);
-        assert_eq!(samples.last().unwrap().working_set_bytes, Some(399 * 4096));
-        // With no room even for thinned events, the oldest go, counted.
-        let mut tiny = Spool::open(&dir.path().join("tiny"), one, SpoolMetrics::default()).unwrap();
-        for id in ["a", "b", "c"] {
-            tiny.append(&event(id, 400)).unwrap();
-        }
-        assert!(tiny.stats().dropped >= 1);
-        assert_eq!(tiny.pending().last().unwrap().1, "c");
-    }
-}
+mod tests;

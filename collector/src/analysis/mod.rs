@@ -13,7 +13,9 @@
 //!   the kill: the workload needs more than it is given.
 //!
 //! For container- and pod-limit kills the recommended limit is the peak
-//! working set plus headroom, rounded up to a clean Mi/Gi value.
+//! working set plus headroom, rounded up to a clean Mi/Gi value. Numbers
+//! no machine has (a counter's "unlimited", a corrupt event) give no
+//! recommendation rather than a wrong one.
 
 use oomlens_proto::v1::{Analysis, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
 
@@ -21,6 +23,11 @@ use oomlens_common::units::{human_bytes, quantity, saturating_u64};
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
+
+/// The most memory believed: more than the largest machines have (a few
+/// dozen TiB). A limit above it is "unlimited" (cgroup v1 reports about
+/// 8 EiB), and a peak or a recommendation above it is a broken number.
+pub const MAX_PLAUSIBLE_BYTES: u64 = 256 * 1024 * GIB;
 
 /// Tunables, with the defaults the collector uses.
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +109,8 @@ fn linear_fit(points: &[(f64, f64)]) -> (f64, f64) {
 
 /// Rounds up to a value people write in a manifest: multiples of 16Mi up
 /// to 256Mi, 64Mi up to 1Gi, 256Mi up to 4Gi, 512Mi up to 16Gi, then 1Gi.
-pub fn clean_limit(bytes: u64) -> u64 {
+/// None when that is past `u64` (it once wrapped to 0).
+pub fn clean_limit(bytes: u64) -> Option<u64> {
     let step = match bytes {
         b if b <= 256 * MIB => 16 * MIB,
         b if b <= GIB => 64 * MIB,
@@ -110,7 +118,12 @@ pub fn clean_limit(bytes: u64) -> u64 {
         b if b <= 16 * GIB => 512 * MIB,
         _ => GIB,
     };
-    bytes.div_ceil(step).max(1) * step
+    bytes.div_ceil(step).max(1).checked_mul(step)
+}
+
+/// Kilobytes from the kernel's report as bytes; None past `u64`.
+fn kb_bytes(kb: u64) -> Option<u64> {
+    kb.checked_mul(1024)
 }
 
 /// The verdict and recommendation for `event`.
@@ -129,14 +142,16 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
                 .memcg_usage
                 .as_ref()
                 .and_then(|u| u.limit_kb)
-                .map(|kb| kb * 1024)
-        });
+                .and_then(kb_bytes)
+        })
+        // Past any machine's memory: no limit at all.
+        .filter(|l| *l <= MAX_PLAUSIBLE_BYTES);
     let points = history.map(series).unwrap_or_default();
     let kernel_usage = event
         .memcg_usage
         .as_ref()
         .and_then(|u| u.usage_kb)
-        .map(|kb| kb * 1024);
+        .and_then(kb_bytes);
     let peak = history
         .and_then(|h| h.peak_working_set_bytes)
         .into_iter()
@@ -150,9 +165,8 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
         recommended_limit_bytes: None,
         recommendation_reasoning: None,
     };
-    if recommends && let Some(peak) = peak.or(kernel_usage) {
+    if recommends && let Some((peak, recommended)) = recommendation(peak.or(kernel_usage), limit, rules) {
         let wanted = saturating_u64(peak as f64 * (1.0 + rules.headroom));
-        let recommended = clean_limit(wanted.max(limit.unwrap_or(0) + 1));
         let mut why = format!(
             "peak working set {} + {:.0}% headroom = {}, rounded up to {}",
             human_bytes(peak),
@@ -170,6 +184,18 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
         analysis.recommendation_reasoning = Some(why);
     }
     analysis
+}
+
+/// The peak and the limit to recommend, when both are believable: a
+/// peak of nothing, or of more than any machine has, gives no advice.
+fn recommendation(peak: Option<u64>, limit: Option<u64>, rules: &Rules) -> Option<(u64, u64)> {
+    let peak = peak.filter(|p| (1..=MAX_PLAUSIBLE_BYTES).contains(p))?;
+    let wanted = saturating_u64(peak as f64 * (1.0 + rules.headroom));
+    // Above the current limit, or the advice changes nothing; `limit` is
+    // at most MAX_PLAUSIBLE_BYTES, so `+ 1` cannot overflow.
+    let floor = limit.map_or(0, |l| l + 1);
+    let recommended = clean_limit(wanted.max(floor))?;
+    (recommended <= MAX_PLAUSIBLE_BYTES).then_some((peak, recommended))
 }
 
 fn node_pressure(event: &OomEvent, scope: Scope) -> Analysis {
@@ -299,158 +325,4 @@ fn classify(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use oomlens_proto::v1::{MemcgUsage, MemorySample, NodeMemory};
-    use prost_types::Timestamp;
-
-    fn history(points: &[(f64, u64)], limit: u64, above_90: f64) -> MemoryHistory {
-        MemoryHistory {
-            cgroup: "/kubepods/pod1/c1".into(),
-            samples: points
-                .iter()
-                .map(|(t, ws)| MemorySample {
-                    time: Some(Timestamp {
-                        seconds: 1_700_000_000 + i64::try_from(saturating_u64(t.floor())).unwrap(),
-                        nanos: i32::try_from(saturating_u64(t.fract() * 1e9)).unwrap(),
-                    }),
-                    working_set_bytes: Some(*ws),
-                    limit_bytes: Some(limit),
-                    ..MemorySample::default()
-                })
-                .collect(),
-            peak_working_set_bytes: points.iter().map(|p| p.1).max(),
-            seconds_above_90pct: Some(above_90),
-            limit_bytes: Some(limit),
-            sample_interval_ms: 100,
-            ..MemoryHistory::default()
-        }
-    }
-
-    fn container_kill(history: MemoryHistory) -> OomEvent {
-        OomEvent {
-            scope: Scope::ContainerLimit as i32,
-            constraint: Constraint::Memcg as i32,
-            history: Some(history),
-            ..OomEvent::default()
-        }
-    }
-
-    #[test]
-    fn clean_limits_round_up_to_values_people_write() {
-        assert_eq!(clean_limit(100 * MIB), 112 * MIB);
-        assert_eq!(clean_limit(125 * MIB), 128 * MIB);
-        assert_eq!(clean_limit(300 * MIB), 320 * MIB);
-        assert_eq!(clean_limit(1100 * MIB), 1280 * MIB);
-        assert_eq!(clean_limit(5 * GIB + 1), 5 * GIB + 512 * MIB);
-        assert_eq!(clean_limit(20 * GIB + 1), 21 * GIB);
-        assert_eq!(quantity(clean_limit(1100 * MIB)), "1280Mi");
-    }
-
-    #[test]
-    fn a_sudden_climb_is_a_spike() {
-        let limit = 100 * MIB;
-        let mut points: Vec<(f64, u64)> = (0..50).map(|i| (f64::from(i) * 0.1, 20 * MIB)).collect();
-        points
-            .extend((0..10u32).map(|i| (5.0 + f64::from(i) * 0.1, 20 * MIB + (u64::from(i) + 1) * 8 * MIB)));
-        let analysis = analyse(&container_kill(history(&points, limit, 0.2)), &Rules::default());
-        assert_eq!(analysis.verdict, Verdict::Spike as i32, "{}", analysis.reasoning);
-        assert!(
-            analysis.reasoning.contains("climbed from 20Mi"),
-            "{}",
-            analysis.reasoning
-        );
-        // Peak 100Mi + 25% = 125Mi -> 128Mi.
-        assert_eq!(analysis.recommended_limit_bytes, Some(128 * MIB));
-    }
-
-    #[test]
-    fn steady_growth_is_a_suspected_leak() {
-        let limit = 200 * MIB;
-        let points: Vec<(f64, u64)> = (0..600u32)
-            .map(|i| (f64::from(i) * 0.1, 60 * MIB + u64::from(i) * (140 * MIB / 600)))
-            .collect();
-        let analysis = analyse(&container_kill(history(&points, limit, 4.0)), &Rules::default());
-        assert_eq!(
-            analysis.verdict,
-            Verdict::LeakSuspected as i32,
-            "{}",
-            analysis.reasoning
-        );
-        assert!(
-            analysis
-                .recommendation_reasoning
-                .as_deref()
-                .unwrap()
-                .contains("fix the growth first")
-        );
-    }
-
-    #[test]
-    fn a_plateau_near_the_limit_means_the_limit_is_too_low() {
-        let limit = 100 * MIB;
-        let mut points: Vec<(f64, u64)> = (0..10).map(|i| (f64::from(i) * 0.1, 60 * MIB)).collect();
-        points.extend((0..80u32).map(|i| (1.0 + f64::from(i) * 0.1, 95 * MIB + u64::from(i % 3) * MIB)));
-        let analysis = analyse(&container_kill(history(&points, limit, 8.0)), &Rules::default());
-        assert_eq!(
-            analysis.verdict,
-            Verdict::LimitTooLow as i32,
-            "{}",
-            analysis.reasoning
-        );
-        assert!(analysis.reasoning.contains("8.0 s"), "{}", analysis.reasoning);
-        assert_eq!(analysis.recommended_limit_bytes, Some(128 * MIB));
-        let why = analysis.recommendation_reasoning.unwrap();
-        assert!(
-            why.contains("peak working set 97Mi") && why.contains("the current limit is 100Mi"),
-            "{why}"
-        );
-    }
-
-    #[test]
-    fn node_kills_blame_the_node_and_recommend_no_limit() {
-        let event = OomEvent {
-            scope: Scope::NodeOom as i32,
-            constraint: Constraint::Global as i32,
-            node_memory: Some(NodeMemory {
-                mem_total_bytes: Some(4 * GIB),
-                mem_available_bytes: Some(30 * MIB),
-                ..NodeMemory::default()
-            }),
-            ..OomEvent::default()
-        };
-        let analysis = analyse(&event, &Rules::default());
-        assert_eq!(analysis.verdict, Verdict::NodePressure as i32);
-        assert!(analysis.reasoning.contains("MemAvailable 30Mi of 4Gi"));
-        assert_eq!(analysis.recommended_limit_bytes, None);
-    }
-
-    #[test]
-    fn without_history_the_kernel_numbers_still_give_a_recommendation() {
-        let event = OomEvent {
-            scope: Scope::ContainerLimit as i32,
-            constraint: Constraint::Memcg as i32,
-            memcg_usage: Some(MemcgUsage {
-                usage_kb: Some(51_200),
-                limit_kb: Some(51_200),
-                ..MemcgUsage::default()
-            }),
-            ..OomEvent::default()
-        };
-        let analysis = analyse(&event, &Rules::default());
-        assert_eq!(analysis.verdict, Verdict::InsufficientData as i32);
-        // 50Mi + 25% = 62.5Mi -> 64Mi.
-        assert_eq!(analysis.recommended_limit_bytes, Some(64 * MIB));
-    }
-
-    #[test]
-    fn other_cgroups_get_a_verdict_but_no_kubernetes_limit() {
-        let limit = 100 * MIB;
-        let points: Vec<(f64, u64)> = (0..20).map(|i| (f64::from(i) * 0.1, 99 * MIB)).collect();
-        let mut event = container_kill(history(&points, limit, 2.0));
-        event.scope = Scope::OtherCgroup as i32;
-        let analysis = analyse(&event, &Rules::default());
-        assert_eq!(analysis.verdict, Verdict::LimitTooLow as i32);
-        assert_eq!(analysis.recommended_limit_bytes, None);
-    }
-}
+mod tests;
