@@ -346,7 +346,13 @@ async fn watch(
             .await;
         let mut stream = match stream {
             Ok(stream) => stream.into_inner(),
-            Err(status) if status.code() == tonic::Code::Unavailable => {
+            // Down, or serving all the subscriptions it takes: try again.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                ) =>
+            {
                 eprintln!("{}; retrying", config.status_line(&status));
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 if let Ok(fresh) = config.event_client().await {
