@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod containerd;
+pub mod faults;
 pub mod vm;
 
 /// The cgroup v1 memory controller's mount point.
