@@ -20,6 +20,9 @@ pub struct CollectorMetrics {
     warnings: Counter,
     batch_size: Histogram,
     store_errors: Counter,
+    /// 0 from a failed store write until a probe write commits: what
+    /// `/readyz` answers.
+    store_writable: Gauge,
     agents: Gauge,
     subscribers: Gauge,
     subscriber_lagged: Counter,
@@ -57,6 +60,14 @@ impl CollectorMetrics {
             "store_errors",
             "Store transactions that failed (events resent by agents)",
             store_errors.clone(),
+        );
+        let store_writable = Gauge::default();
+        // Open before this is made (see `serve`): writable until a write fails.
+        store_writable.set(1);
+        registry.register(
+            "store_writable",
+            "0 from a failed store write until a probe write commits (not ready), 1 otherwise",
+            store_writable.clone(),
         );
         let agents = Gauge::default();
         registry.register(
@@ -98,6 +109,7 @@ impl CollectorMetrics {
             warnings,
             batch_size,
             store_errors,
+            store_writable,
             agents,
             subscribers,
             subscriber_lagged,
@@ -126,6 +138,15 @@ impl CollectorMetrics {
 
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Records whether the store can write; true when that changed.
+    pub fn set_store_writable(&self, writable: bool) -> bool {
+        self.store_writable.set(i64::from(writable)) != i64::from(writable)
+    }
+
+    pub fn store_writable(&self) -> bool {
+        self.store_writable.get() == 1
     }
 
     pub fn agent_connected(&self, delta: i64) {
@@ -159,15 +180,18 @@ impl CollectorMetrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` (ready once the store is
-/// open, which is before this is called) until `shutdown`.
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`. Ready
+/// while the store can write: it is open before this is called, and not
+/// ready from a failed write until a probe write commits (agents keep
+/// their events meanwhile; a Kubernetes Service stops sending them here).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<CollectorMetrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::http::header;
+    use axum::http::{StatusCode, header};
     use axum::routing::get;
+    let ready = Arc::clone(&metrics);
     let router = axum::Router::new()
         .route(
             "/metrics",
@@ -185,7 +209,22 @@ pub async fn serve(
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }));
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = Arc::clone(&ready);
+                async move {
+                    if ready.store_writable() {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: the event store cannot write\n",
+                        )
+                    }
+                }
+            }),
+        );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
@@ -209,5 +248,16 @@ mod tests {
             text.contains("oomlens_collector_events_total{result=\"duplicate\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn writability_changes_are_reported_once() {
+        let metrics = CollectorMetrics::new();
+        assert!(metrics.store_writable(), "writable once open");
+        assert!(metrics.set_store_writable(false), "a change");
+        assert!(!metrics.set_store_writable(false), "no change");
+        assert!(metrics.encode().contains("oomlens_collector_store_writable 0"));
+        assert!(metrics.set_store_writable(true));
+        assert!(metrics.store_writable());
     }
 }

@@ -12,75 +12,12 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::analysis::analyse;
-use crate::hub::{Hub, Published};
-use crate::metrics::{CollectorMetrics, IngestResult};
-use crate::store::{Inserted, Store, StoredEvent};
+use crate::hub::Published;
+use crate::metrics::IngestResult;
+use crate::store::Inserted;
 
+use super::writer::{WRITE_QUEUE, WriteRequest};
 use super::{BoxStream, Collector};
-
-/// Events per store transaction, at most.
-const MAX_BATCH: usize = 512;
-/// Queued writes across all agents before ingest streams wait.
-pub(super) const WRITE_QUEUE: usize = 4096;
-
-/// An event for the batch writer, and where its result goes.
-pub(super) struct WriteRequest {
-    pub(super) event: OomEvent,
-    pub(super) reply: oneshot::Sender<Result<Inserted, String>>,
-}
-
-/// The batch writer: stores queued events up to [`MAX_BATCH`] per
-/// transaction and answers each; publishes the stored ones unless a
-/// replica relay does (PostgreSQL).
-pub(super) async fn write_batches(
-    store: Store,
-    hub: Hub,
-    publish: bool,
-    mut queue: mpsc::Receiver<WriteRequest>,
-    metrics: Arc<CollectorMetrics>,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut events = vec![first.event];
-        let mut replies = vec![first.reply];
-        while events.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => {
-                    events.push(next.event);
-                    replies.push(next.reply);
-                }
-                Err(_) => break,
-            }
-        }
-        metrics.batch(events.len());
-        match store.insert_batch(&events).await {
-            Ok(results) => {
-                let mut fresh = Vec::new();
-                for ((event, reply), result) in events.into_iter().zip(replies).zip(results) {
-                    metrics.ingested(match result {
-                        Inserted::Stored(_) => IngestResult::Stored,
-                        Inserted::Duplicate => IngestResult::Duplicate,
-                    });
-                    if let (true, Inserted::Stored(seq)) = (publish, result) {
-                        fresh.push(StoredEvent { seq, event });
-                    }
-                    let _ = reply.send(Ok(result));
-                }
-                // Subscribers rely on increasing seq.
-                fresh.sort_by_key(|stored| stored.seq);
-                for stored in fresh {
-                    hub.publish(Published::Event(Arc::new(stored)));
-                }
-            }
-            Err(error) => {
-                warn!(%error, events = events.len(), "events not stored; agents will resend them");
-                metrics.store_error();
-                for reply in replies {
-                    let _ = reply.send(Err(error.to_string()));
-                }
-            }
-        }
-    }
-}
 
 /// `IngestService`: agents stream events; each is acknowledged once stored.
 #[derive(Debug, Clone)]

@@ -1,9 +1,9 @@
 //! The gRPC services: `IngestService` (agents) and `EventService` (the CLI
 //! and subscribing tools), over one shared [`Collector`].
 //!
-//! This module holds the shared state; `ingest` receives and stores
-//! events, `queries` answers the CLI, `subscribe` streams events and
-//! warnings to subscribers.
+//! This module holds the shared state; `ingest` receives events, `writer`
+//! stores them (and knows whether the store can write), `queries` answers
+//! the CLI, `subscribe` streams events and warnings to subscribers.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -23,11 +23,12 @@ use crate::store::{Store, StoreError};
 mod ingest;
 mod queries;
 mod subscribe;
+mod writer;
 
 pub use ingest::Ingest;
 pub use queries::Events;
 
-use ingest::{WRITE_QUEUE, WriteRequest, write_batches};
+use writer::{WRITE_QUEUE, WriteRequest, write_batches};
 
 /// The latest status of each live container, by (node, cgroup), with
 /// when it arrived.

@@ -145,6 +145,44 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether a write of `bytes` commits now: rewrites the one row of
+    /// `store_probe` in a transaction of its own, as an insert would.
+    pub async fn probe_write(&self, bytes: usize) -> Result<(), StoreError> {
+        let pad = vec![0u8; bytes];
+        let now = now_us();
+        macro_rules! probe {
+            ($pool:expr, $statement:expr) => {{
+                let mut conn = WriteConnection::acquire($pool).await?;
+                let done = async {
+                    let mut tx = conn.begin().await.map_err(sql("starting a probe write"))?;
+                    sqlx::query($statement)
+                        .bind(now)
+                        .bind(pad)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("writing the probe row"))?;
+                    tx.commit().await.map_err(sql("committing the probe write"))
+                }
+                .await;
+                conn.finish(done).await
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => probe!(
+                pool,
+                "INSERT INTO store_probe (id, checked_us, pad) VALUES (1, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET checked_us = excluded.checked_us, pad = excluded.pad"
+            ),
+            Backend::Postgres(pool) => probe!(
+                pool,
+                "INSERT INTO store_probe (id, checked_us, pad) VALUES (1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET checked_us = excluded.checked_us, pad = excluded.pad"
+            ),
+        }
+    }
+}
+
 /// How long the cleanup of a failed write may take (a ROLLBACK, then a
 /// close) before the connection is simply dropped.
 const CLEANUP_DEADLINE: Duration = Duration::from_secs(2);
