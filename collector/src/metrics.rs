@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,10 +14,34 @@ use std::fmt::Write as _;
 
 pub use oomlens_common::ingest::{IngestResult, ResultLabels};
 
+/// Why an ingest message was refused (the stream ends with its status).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Refused {
+    /// Not a well-formed request: INVALID_ARGUMENT.
+    Malformed,
+    /// Over the size limit: RESOURCE_EXHAUSTED.
+    TooLarge,
+}
+
+impl EncodeLabelValue for Refused {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::Malformed => "malformed",
+            Self::TooLarge => "too_large",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: Refused,
+}
+
 #[derive(Debug)]
 pub struct CollectorMetrics {
     registry: Registry,
     events: Family<ResultLabels, Counter>,
+    refused: Family<ReasonLabels, Counter>,
     warnings: Counter,
     batch_size: Histogram,
     store_errors: Counter,
@@ -43,6 +68,12 @@ impl CollectorMetrics {
         let mut registry = Registry::with_prefix("oomlens_collector");
         let events = Family::<ResultLabels, Counter>::default();
         registry.register("events", "Events received from agents, by result", events.clone());
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "ingest_refused",
+            "Ingest messages that could not be read, by reason (their stream ended with its status)",
+            refused.clone(),
+        );
         let warnings = Counter::default();
         registry.register(
             "warnings",
@@ -106,6 +137,7 @@ impl CollectorMetrics {
         Self {
             registry,
             events,
+            refused,
             warnings,
             batch_size,
             store_errors,
@@ -126,6 +158,10 @@ impl CollectorMetrics {
 
     pub fn ingested_count(&self, result: IngestResult) -> u64 {
         self.events.get_or_create(&ResultLabels { result }).get()
+    }
+
+    pub fn refused(&self, reason: Refused) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn warning(&self) {
