@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,13 +14,40 @@ use std::fmt::Write as _;
 
 pub use oomlens_common::ingest::{IngestResult, ResultLabels};
 
+/// Why an ingest message was refused (the stream ends with its status).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Refused {
+    /// Not a well-formed request: INVALID_ARGUMENT.
+    Malformed,
+    /// Over the size limit: RESOURCE_EXHAUSTED.
+    TooLarge,
+}
+
+impl EncodeLabelValue for Refused {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Self::Malformed => "malformed",
+            Self::TooLarge => "too_large",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: Refused,
+}
+
 #[derive(Debug)]
 pub struct CollectorMetrics {
     registry: Registry,
     events: Family<ResultLabels, Counter>,
+    refused: Family<ReasonLabels, Counter>,
     warnings: Counter,
     batch_size: Histogram,
     store_errors: Counter,
+    /// 0 from a failed store write until a probe write commits: what
+    /// `/readyz` answers.
+    store_writable: Gauge,
     agents: Gauge,
     subscribers: Gauge,
     subscriber_lagged: Counter,
@@ -43,6 +71,12 @@ impl CollectorMetrics {
         let mut registry = Registry::with_prefix("oomlens_collector");
         let events = Family::<ResultLabels, Counter>::default();
         registry.register("events", "Events received from agents, by result", events.clone());
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "ingest_refused",
+            "Ingest messages that could not be read, by reason (their stream ended with its status)",
+            refused.clone(),
+        );
         let warnings = Counter::default();
         registry.register(
             "warnings",
@@ -60,6 +94,14 @@ impl CollectorMetrics {
             "store_errors",
             "Store transactions that failed (events resent by agents)",
             store_errors.clone(),
+        );
+        let store_writable = Gauge::default();
+        // Open before this is made (see `serve`): writable until a write fails.
+        store_writable.set(1);
+        registry.register(
+            "store_writable",
+            "0 from a failed store write until a probe write commits (not ready), 1 otherwise",
+            store_writable.clone(),
         );
         let agents = Gauge::default();
         registry.register(
@@ -116,9 +158,11 @@ impl CollectorMetrics {
         Self {
             registry,
             events,
+            refused,
             warnings,
             batch_size,
             store_errors,
+            store_writable,
             agents,
             subscribers,
             subscriber_lagged,
@@ -140,6 +184,10 @@ impl CollectorMetrics {
         self.events.get_or_create(&ResultLabels { result }).get()
     }
 
+    pub fn refused(&self, reason: Refused) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
     pub fn warning(&self) {
         self.warnings.inc();
     }
@@ -150,6 +198,15 @@ impl CollectorMetrics {
 
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Records whether the store can write; true when that changed.
+    pub fn set_store_writable(&self, writable: bool) -> bool {
+        self.store_writable.set(i64::from(writable)) != i64::from(writable)
+    }
+
+    pub fn store_writable(&self) -> bool {
+        self.store_writable.get() == 1
     }
 
     pub fn agent_connected(&self, delta: i64) {
@@ -199,15 +256,18 @@ impl CollectorMetrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` (ready once the store is
-/// open, which is before this is called) until `shutdown`.
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`. Ready
+/// while the store can write: it is open before this is called, and not
+/// ready from a failed write until a probe write commits (agents keep
+/// their events meanwhile; a Kubernetes Service stops sending them here).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<CollectorMetrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::http::header;
+    use axum::http::{StatusCode, header};
     use axum::routing::get;
+    let ready = Arc::clone(&metrics);
     let router = axum::Router::new()
         .route(
             "/metrics",
@@ -225,7 +285,22 @@ pub async fn serve(
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }));
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = Arc::clone(&ready);
+                async move {
+                    if ready.store_writable() {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: the event store cannot write\n",
+                        )
+                    }
+                }
+            }),
+        );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
@@ -249,5 +324,16 @@ mod tests {
             text.contains("oomlens_collector_events_total{result=\"duplicate\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn writability_changes_are_reported_once() {
+        let metrics = CollectorMetrics::new();
+        assert!(metrics.store_writable(), "writable once open");
+        assert!(metrics.set_store_writable(false), "a change");
+        assert!(!metrics.set_store_writable(false), "no change");
+        assert!(metrics.encode().contains("oomlens_collector_store_writable 0"));
+        assert!(metrics.set_store_writable(true));
+        assert!(metrics.store_writable());
     }
 }

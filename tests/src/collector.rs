@@ -1,25 +1,33 @@
-//! The real collector binary as a child process on a loopback port and its
-//! own database, restartable and killable.
+//! The real collector binary as a child process on loopback ports and its
+//! own database: restartable, killable, its log kept per start, its
+//! readiness and metrics read over HTTP.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{collector_binary, free_port};
+use crate::{collector_binary, free_port, http_get};
 
-/// `oomlens-collector serve` on a fixed port and database; killed on drop.
+/// The collector binary on fixed ports, restartable; its log is kept per
+/// start.
 #[derive(Debug)]
 pub struct CollectorProcess {
-    pub port: u16,
-    database: PathBuf,
+    port: u16,
+    metrics_port: u16,
+    database: String,
+    logs: PathBuf,
+    starts: usize,
     child: Option<Child>,
 }
 
 impl CollectorProcess {
-    pub fn start(database: &Path) -> Self {
+    pub fn start(database: &str, logs: &Path) -> Self {
         let mut process = Self {
             port: free_port(),
+            metrics_port: free_port(),
             database: database.to_owned(),
+            logs: logs.to_owned(),
+            starts: 0,
             child: None,
         };
         process.restart();
@@ -30,30 +38,68 @@ impl CollectorProcess {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Starts it (again) and waits until it listens.
+    pub fn log_path(&self, start: usize) -> PathBuf {
+        self.logs.join(format!("collector-{start}.log"))
+    }
+
+    /// The log of the current (last) start.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+    }
+
     pub fn restart(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path(self.starts)).expect("the collector log file");
         let child = Command::new(collector_binary())
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--database", &self.database.display().to_string()])
-            .args(["--metrics-listen", ""])
-            .env("OOMLENS_LOG", "warn")
+            .args(["--database", &self.database])
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", self.metrics_port)])
+            .env("OOMLENS_LOG", "info")
             .stdout(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start oomlens-collector");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("wait for the collector"))
+            {
+                panic!("the collector exited ({status}):\n{}", self.log());
+            }
             assert!(Instant::now() < deadline, "the collector did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// SIGKILL: no graceful shutdown, whatever was in flight is cut off.
+    /// Its process id while it runs (for /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: whatever it had not committed is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// `/readyz`: Some(true) 200, Some(false) 503.
+    pub fn ready(&self) -> Option<bool> {
+        match http_get(self.metrics_port, "/readyz") {
+            Ok((200, _)) => Some(true),
+            Ok((503, _)) => Some(false),
+            _ => None,
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod collector;
 pub mod containerd;
-pub mod tmpfs;
+pub mod faults;
 pub mod vm;
 
 /// The cgroup v1 memory controller's mount point.

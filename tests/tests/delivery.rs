@@ -119,7 +119,8 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let mut collector = CollectorProcess::start(&dir.path().join("events.db"));
+    let mut collector =
+        CollectorProcess::start(&dir.path().join("events.db").display().to_string(), dir.path());
     let spool_dir = dir.path().join("spool");
     let metrics = Arc::new(AgentMetrics::new());
     let spool = SharedSpool::open(&spool_dir, 256 << 20, metrics.spool.clone()).unwrap();
@@ -260,7 +261,8 @@ fn oom_kill_in(tree: &ScratchTree, name: &str) {
 async fn the_agent_binary_ships_real_kills_across_restarts() {
     require_real_kernel!();
     let dir = tempfile::tempdir().unwrap();
-    let mut collector = CollectorProcess::start(&dir.path().join("events.db"));
+    let mut collector =
+        CollectorProcess::start(&dir.path().join("events.db").display().to_string(), dir.path());
     let state = dir.path().join("agent");
     let tree = ScratchTree::new(&unique("oomlens-delivery"));
     let names: Vec<String> = (0..3).map(|i| format!("kill{i}")).collect();

@@ -17,9 +17,9 @@ use oomlens_common::client::ClientConfig;
 use oomlens_proto::json::event_from_json;
 use oomlens_proto::v1::{OomEvent, QueryRequest};
 use oomlens_tests::collector::CollectorProcess;
-use oomlens_tests::tmpfs::Tmpfs;
 use oomlens_tests::{
-    ScratchTree, agent_binary, free_port, http_get, metric, require_real_kernel, run_hog, unique,
+    ScratchTree, agent_binary, free_port, http_get, metric, require_real_kernel, run_hog, tmpfs_or_skip,
+    unique,
 };
 
 /// The agent binary with its standard output and error read line by line.
@@ -145,12 +145,12 @@ const UNWRITABLE_LINE: &str = "the state directory takes no writes";
 async fn a_full_state_directory_is_not_ready_and_its_kill_is_delivered_once_it_frees() {
     require_real_kernel!();
     let dir = tempfile::tempdir().unwrap();
-    let collector = CollectorProcess::start(&dir.path().join("events.db"));
-    let disk = Tmpfs::mount("1m", "");
+    let collector = CollectorProcess::start(&dir.path().join("events.db").display().to_string(), dir.path());
+    let mut disk = tmpfs_or_skip!("1m");
     let agent = Agent::start(&collector.endpoint(), disk.path());
     agent.until("ready", Duration::from_secs(15), |a| a.status("/readyz") == 200);
 
-    let filler = disk.fill();
+    disk.fill();
     let tree = ScratchTree::new(&unique("oomlens-statedir"));
     oom_kill_in(&tree, "full");
     let event = agent.printed_kill(&tree.kernel_path("full"));
@@ -162,7 +162,7 @@ async fn a_full_state_directory_is_not_ready_and_its_kill_is_delivered_once_it_f
     assert!(agent.metric("oomlens_agent_unspooled_events") >= 1.0);
     assert!(!stored(&collector.endpoint(), &event.id).await, "not stored yet");
 
-    std::fs::remove_file(filler).unwrap();
+    disk.free();
     agent.until("ready once the disk frees", Duration::from_secs(10), |a| {
         a.status("/readyz") == 200
     });
@@ -181,8 +181,8 @@ async fn a_full_state_directory_is_not_ready_and_its_kill_is_delivered_once_it_f
 async fn a_read_only_state_directory_is_not_ready_from_the_start_and_kills_are_still_printed() {
     require_real_kernel!();
     let dir = tempfile::tempdir().unwrap();
-    let collector = CollectorProcess::start(&dir.path().join("events.db"));
-    let disk = Tmpfs::mount("1m", "ro");
+    let collector = CollectorProcess::start(&dir.path().join("events.db").display().to_string(), dir.path());
+    let disk = tmpfs_or_skip!("1m", "ro");
     let agent = Agent::start(&collector.endpoint(), disk.path());
     agent.until("not ready", Duration::from_secs(10), |a| {
         a.status("/readyz") == 503

@@ -1,6 +1,10 @@
 //! `IngestService`: agents stream events in; each is validated, analysed,
 //! queued for the batch writer, and acknowledged once stored, in the order
-//! it came.
+//! it came. What cannot be taken is answered, never dropped in silence: an
+//! invalid event with a `REJECTED` ack (the stream goes on), a message that
+//! cannot be read (malformed, too large) with the status that ends the
+//! stream, after the acks of the events before it; each logged at `warn`
+//! with the peer.
 
 use std::sync::Arc;
 
@@ -8,79 +12,16 @@ use oomlens_proto::v1::ingest_service_server::IngestService;
 use oomlens_proto::v1::{AckStatus, IngestAck, IngestRequest, OomEvent, ingest_request};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::analysis::analyse;
-use crate::hub::{Hub, Published};
-use crate::metrics::{CollectorMetrics, IngestResult};
-use crate::store::{Inserted, Store, StoredEvent};
+use crate::hub::Published;
+use crate::metrics::{IngestResult, Refused};
+use crate::store::Inserted;
 
+use super::writer::{WRITE_QUEUE, WriteRequest};
 use super::{BoxStream, Collector};
-
-/// Events per store transaction, at most.
-const MAX_BATCH: usize = 512;
-/// Queued writes across all agents before ingest streams wait.
-pub(super) const WRITE_QUEUE: usize = 4096;
-
-/// An event for the batch writer, and where its result goes.
-pub(super) struct WriteRequest {
-    pub(super) event: OomEvent,
-    pub(super) reply: oneshot::Sender<Result<Inserted, String>>,
-}
-
-/// The batch writer: stores queued events up to [`MAX_BATCH`] per
-/// transaction and answers each; publishes the stored ones unless a
-/// replica relay does (PostgreSQL).
-pub(super) async fn write_batches(
-    store: Store,
-    hub: Hub,
-    publish: bool,
-    mut queue: mpsc::Receiver<WriteRequest>,
-    metrics: Arc<CollectorMetrics>,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut events = vec![first.event];
-        let mut replies = vec![first.reply];
-        while events.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => {
-                    events.push(next.event);
-                    replies.push(next.reply);
-                }
-                Err(_) => break,
-            }
-        }
-        metrics.batch(events.len());
-        match store.insert_batch(&events).await {
-            Ok(results) => {
-                let mut fresh = Vec::new();
-                for ((event, reply), result) in events.into_iter().zip(replies).zip(results) {
-                    metrics.ingested(match result {
-                        Inserted::Stored(_) => IngestResult::Stored,
-                        Inserted::Duplicate => IngestResult::Duplicate,
-                    });
-                    if let (true, Inserted::Stored(seq)) = (publish, result) {
-                        fresh.push(StoredEvent { seq, event });
-                    }
-                    let _ = reply.send(Ok(result));
-                }
-                // Subscribers rely on increasing seq.
-                fresh.sort_by_key(|stored| stored.seq);
-                for stored in fresh {
-                    hub.publish(Published::Event(Arc::new(stored)));
-                }
-            }
-            Err(error) => {
-                warn!(%error, events = events.len(), "events not stored; agents will resend them");
-                metrics.store_error();
-                for reply in replies {
-                    let _ = reply.send(Err(error.to_string()));
-                }
-            }
-        }
-    }
-}
 
 /// `IngestService`: agents stream events; each is acknowledged once stored.
 #[derive(Debug, Clone)]
@@ -94,14 +35,15 @@ impl Ingest {
     }
 }
 
-/// An event on its way to an ack.
+/// What the ack stream answers next, in the order the requests came.
 enum Pending {
-    Write(oneshot::Receiver<Result<Inserted, String>>),
-    Rejected(String),
+    /// An event queued for the writer (its id, its result).
+    Write(String, oneshot::Receiver<Result<Inserted, String>>),
+    /// An invalid event (its id, why).
+    Rejected(String, &'static str),
+    /// The stream ends with this status.
+    End(Status),
 }
-
-/// Marks a rejection among the error texts on the ack path.
-const REJECTED: &str = "rejected: ";
 
 fn ack(id: String, status: AckStatus, message: impl Into<String>) -> IngestAck {
     IngestAck {
@@ -127,22 +69,21 @@ impl IngestService for Ingest {
         let (acks, ack_stream) = mpsc::channel::<Result<IngestAck, Status>>(WRITE_QUEUE);
         // Acks go out in the order events came in, while later events are
         // already queued for the next batch.
-        let (pending, mut pending_rx) = mpsc::channel::<(String, Pending)>(WRITE_QUEUE);
+        let (pending, mut pending_rx) = mpsc::channel::<Pending>(WRITE_QUEUE);
         tokio::spawn(async move {
-            while let Some((id, waiting)) = pending_rx.recv().await {
-                let answer = match waiting {
-                    Pending::Write(answer) => answer.await,
-                    Pending::Rejected(why) => Ok(Err(why)),
-                };
-                let reply = match answer {
-                    Ok(Ok(Inserted::Stored(_))) => Ok(ack(id, AckStatus::Stored, "")),
-                    Ok(Ok(Inserted::Duplicate)) => Ok(ack(id, AckStatus::Duplicate, "already stored")),
-                    Ok(Err(why)) if why.starts_with(REJECTED) => {
-                        Ok(ack(id, AckStatus::Rejected, why.trim_start_matches(REJECTED)))
-                    }
-                    // Not an ack: the agent keeps the event and resends it.
-                    Ok(Err(error)) => Err(Status::unavailable(format!("event {id} not stored: {error}"))),
-                    Err(_) => return,
+            while let Some(waiting) = pending_rx.recv().await {
+                let reply = match waiting {
+                    Pending::Write(id, answer) => match answer.await {
+                        Ok(Ok(Inserted::Stored(_))) => Ok(ack(id, AckStatus::Stored, "")),
+                        Ok(Ok(Inserted::Duplicate)) => Ok(ack(id, AckStatus::Duplicate, "already stored")),
+                        // Not an ack: the agent keeps the event and resends it.
+                        Ok(Err(error)) => Err(Status::unavailable(format!("event {id} not stored: {error}"))),
+                        Err(_) => Err(Status::unavailable(format!(
+                            "event {id} not stored: the store writer stopped"
+                        ))),
+                    },
+                    Pending::Rejected(id, why) => Ok(ack(id, AckStatus::Rejected, why)),
+                    Pending::End(status) => Err(status),
                 };
                 let failed = reply.is_err();
                 if acks.send(reply).await.is_err() || failed {
@@ -154,6 +95,7 @@ impl IngestService for Ingest {
             let metrics = Arc::clone(collector.metrics());
             metrics.agent_connected(1);
             let mut node = String::new();
+            let mut unknown_items = false;
             let closed = collector.closed();
             tokio::pin!(closed);
             loop {
@@ -165,7 +107,15 @@ impl IngestService for Ingest {
                     Ok(Some(request)) => request.item,
                     Ok(None) => break,
                     Err(status) => {
-                        debug!(%peer, %node, %status, "ingest stream ended");
+                        match refusal(&status) {
+                            Some((why, answer)) => {
+                                metrics.refused(why);
+                                warn!(%peer, %node, code = ?answer.code(), reason = answer.message(), "ingest message refused; the stream ends");
+                                let _ = pending.send(Pending::End(answer)).await;
+                            }
+                            // The connection broke: nobody left to tell.
+                            None => debug!(%peer, %node, %status, "ingest stream ended"),
+                        }
                         break;
                     }
                 };
@@ -179,8 +129,7 @@ impl IngestService for Ingest {
                             metrics.ingested(IngestResult::Rejected);
                             warn!(%peer, %node, id = %event.id, why, "event rejected");
                             // In line with the other acks: they go out in order.
-                            let rejected = Pending::Rejected(format!("{REJECTED}{why}"));
-                            if pending.send((event.id, rejected)).await.is_err() {
+                            if pending.send(Pending::Rejected(event.id, why)).await.is_err() {
                                 break;
                             }
                             continue;
@@ -196,8 +145,12 @@ impl IngestService for Ingest {
                             .send(WriteRequest { event, reply })
                             .await
                             .is_err()
-                            || pending.send((id, Pending::Write(answer))).await.is_err()
                         {
+                            let stopping = Status::unavailable("the store writer stopped");
+                            let _ = pending.send(Pending::End(stopping)).await;
+                            break;
+                        }
+                        if pending.send(Pending::Write(id, answer)).await.is_err() {
                             break;
                         }
                     }
@@ -210,7 +163,14 @@ impl IngestService for Ingest {
                             collector.record_status(status);
                         }
                     }
-                    None => {}
+                    // A newer agent's kind of item (unknown fields decode
+                    // to none): skipped, so that it can still send events.
+                    None => {
+                        if !unknown_items {
+                            warn!(%peer, %node, "ingest request with no item this collector knows (a newer agent?); such requests are skipped");
+                            unknown_items = true;
+                        }
+                    }
                 }
             }
             metrics.agent_connected(-1);
@@ -231,4 +191,57 @@ fn validate(event: &OomEvent) -> Result<(), &'static str> {
         return Err("the event has no time");
     }
     Ok(())
+}
+
+/// The answer to a request stream that failed on a message the client
+/// sent, with why; None when the connection itself broke (nobody is left
+/// to answer). tonic reports a message over the size limit as
+/// OUT_OF_RANGE (RESOURCE_EXHAUSTED once decompressed) and one that is
+/// not a well-formed request (bad protobuf, invalid UTF-8, a bad frame
+/// flag, a cut-off message) as INTERNAL; HTTP/2 failures say so.
+fn refusal(status: &Status) -> Option<(Refused, Status)> {
+    let reason = status.message();
+    if reason.starts_with("h2 protocol error") {
+        return None;
+    }
+    match status.code() {
+        Code::OutOfRange | Code::ResourceExhausted => Some((
+            Refused::TooLarge,
+            Status::resource_exhausted(format!("ingest message too large: {reason}")),
+        )),
+        Code::Internal => Some((
+            Refused::Malformed,
+            Status::invalid_argument(format!("malformed ingest message: {reason}")),
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_the_client_sent_is_refused_with_a_reason_a_broken_connection_is_not() {
+        let too_large = Status::out_of_range(
+            "Error, decoded message length too large: found 17000000 bytes, the limit is: 16777216 bytes",
+        );
+        let (why, answer) = refusal(&too_large).unwrap();
+        assert_eq!(why, Refused::TooLarge);
+        assert_eq!(answer.code(), Code::ResourceExhausted);
+        assert!(answer.message().contains("found 17000000 bytes"), "{answer}");
+        let malformed = Status::internal("failed to decode Protobuf message: invalid wire type");
+        let (why, answer) = refusal(&malformed).unwrap();
+        assert_eq!(why, Refused::Malformed);
+        assert_eq!(answer.code(), Code::InvalidArgument);
+        assert!(answer.message().contains("invalid wire type"), "{answer}");
+        for broken in [
+            Status::cancelled("h2 protocol error: stream reset"),
+            Status::internal("h2 protocol error: connection reset"),
+            Status::resource_exhausted("h2 protocol error: enhance your calm"),
+            Status::unknown("connection reset by peer"),
+        ] {
+            assert!(refusal(&broken).is_none(), "{broken}");
+        }
+    }
 }

@@ -1,9 +1,9 @@
 //! The gRPC services: `IngestService` (agents) and `EventService` (the CLI
 //! and subscribing tools), over one shared [`Collector`].
 //!
-//! This module holds the shared state; `ingest` receives and stores
-//! events, `queries` answers the CLI, `subscribe` streams events and
-//! warnings to subscribers.
+//! This module holds the shared state; `ingest` receives events, `writer`
+//! stores them (and knows whether the store can write), `queries` answers
+//! the CLI, `subscribe` streams events and warnings to subscribers.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,13 +24,14 @@ mod outbox;
 mod queries;
 mod statuses;
 mod subscribe;
+mod writer;
 
 pub use ingest::Ingest;
 pub use queries::Events;
 pub use statuses::{MAX_STATUSES, STATUS_TTL};
 pub use subscribe::{MAX_SUBSCRIBERS, SLOW_AFTER, SUBSCRIBER_BYTES};
 
-use ingest::{WRITE_QUEUE, WriteRequest, write_batches};
+use writer::{WRITE_QUEUE, WriteRequest, write_batches};
 
 /// The bounds on what the collector holds for its clients (documented in
 /// docs/reliability.md).

@@ -5,9 +5,10 @@ use crate::filter::{SqlValue, SqlWhere};
 
 use super::{Backend, INSERT_LOCK, Store, StoreError, now_us, sql};
 
-const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE events (
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,
         time_us INTEGER NOT NULL,
@@ -27,11 +28,23 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(
     CREATE INDEX events_namespace_time ON events (namespace, time_us, seq);
     CREATE INDEX events_node_time ON events (node, time_us, seq);
     CREATE INDEX events_pod_time ON events (pod, time_us, seq);",
-)];
+    ),
+    // One row the writer rewrites while the store cannot write, to tell
+    // when it can again (`Store::probe_write`).
+    (
+        2,
+        "CREATE TABLE store_probe (
+        id INTEGER PRIMARY KEY,
+        checked_us INTEGER NOT NULL,
+        pad BLOB NOT NULL
+    );",
+    ),
+];
 
-const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE events (
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE events (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         time_us BIGINT NOT NULL,
@@ -51,7 +64,19 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[(
     CREATE INDEX events_namespace_time ON events (namespace, time_us, seq);
     CREATE INDEX events_node_time ON events (node, time_us, seq);
     CREATE INDEX events_pod_time ON events (pod, time_us, seq);",
-)];
+    ),
+    // EXTERNAL: stored out of line and uncompressed, so a probe needs as
+    // many bytes on disk as it writes.
+    (
+        2,
+        "CREATE TABLE store_probe (
+        id BIGINT PRIMARY KEY,
+        checked_us BIGINT NOT NULL,
+        pad BYTEA NOT NULL
+    );
+    ALTER TABLE store_probe ALTER COLUMN pad SET STORAGE EXTERNAL;",
+    ),
+];
 
 impl Store {
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {

@@ -1,8 +1,25 @@
 //! Writing events: batched, idempotent inserts in one transaction, and
 //! the PostgreSQL notification that wakes other replicas' subscribers.
+//!
+//! Every write transaction runs on a connection of its own
+//! ([`WriteConnection`]) that goes back to the pool only after its COMMIT
+//! succeeded. After any failure it is rolled back and closed: a failed
+//! statement or COMMIT can leave the database's idea of the transaction
+//! and sqlx's apart (SQLite rolls back by itself on a full disk, or keeps
+//! the transaction open after a failed COMMIT), and sqlx then runs the
+//! next "transaction" on that connection as a SAVEPOINT inside one that
+//! never ends: its "commits" store nothing durable and every other writer
+//! gets `database is locked`.
 
+use std::time::Duration;
+
+use futures_util::TryFutureExt as _;
+use futures_util::future::BoxFuture;
 use oomlens_proto::v1::OomEvent;
 use prost::Message as _;
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire as _, Database, Pool};
+use tracing::debug;
 
 use crate::filter::{EventColumns, SqlValue, SqlWhere};
 
@@ -81,27 +98,37 @@ impl Store {
         }
         match &self.backend {
             Backend::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(sql("starting an insert"))?;
-                insert_all!(tx);
-                tx.commit().await.map_err(sql("committing an insert"))?;
+                let mut conn = WriteConnection::acquire(pool).await?;
+                let done = async {
+                    let mut tx = conn.begin().await.map_err(sql("starting an insert"))?;
+                    insert_all!(tx);
+                    tx.commit().await.map_err(sql("committing an insert"))
+                }
+                .await;
+                conn.finish(done).await?;
             }
             Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(sql("starting an insert"))?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(INSERT_LOCK)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql("taking the insert lock"))?;
-                insert_all!(tx);
-                if let Some(max) = stored.iter().map(|(_, seq)| *seq).max() {
-                    sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(NOTIFY_CHANNEL)
-                        .bind(max.to_string())
+                let mut conn = WriteConnection::acquire(pool).await?;
+                let done = async {
+                    let mut tx = conn.begin().await.map_err(sql("starting an insert"))?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(INSERT_LOCK)
                         .execute(&mut *tx)
                         .await
-                        .map_err(sql("notifying replicas"))?;
+                        .map_err(sql("taking the insert lock"))?;
+                    insert_all!(tx);
+                    if let Some(max) = stored.iter().map(|(_, seq)| *seq).max() {
+                        sqlx::query("SELECT pg_notify($1, $2)")
+                            .bind(NOTIFY_CHANNEL)
+                            .bind(max.to_string())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(sql("notifying replicas"))?;
+                    }
+                    tx.commit().await.map_err(sql("committing an insert"))
                 }
-                tx.commit().await.map_err(sql("committing an insert"))?;
+                .await;
+                conn.finish(done).await?;
             }
         }
         // Returned rows are in no promised order: match them by id. An id
@@ -115,5 +142,141 @@ impl Store {
                     .map_or(Inserted::Duplicate, Inserted::Stored)
             })
             .collect())
+    }
+}
+
+impl Store {
+    /// Whether a write of `bytes` commits now: rewrites the one row of
+    /// `store_probe` in a transaction of its own, as an insert would.
+    pub async fn probe_write(&self, bytes: usize) -> Result<(), StoreError> {
+        let pad = vec![0u8; bytes];
+        let now = now_us();
+        macro_rules! probe {
+            ($pool:expr, $statement:expr) => {{
+                let mut conn = WriteConnection::acquire($pool).await?;
+                let done = async {
+                    let mut tx = conn.begin().await.map_err(sql("starting a probe write"))?;
+                    sqlx::query($statement)
+                        .bind(now)
+                        .bind(pad)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("writing the probe row"))?;
+                    tx.commit().await.map_err(sql("committing the probe write"))
+                }
+                .await;
+                conn.finish(done).await
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite(pool) => probe!(
+                pool,
+                "INSERT INTO store_probe (id, checked_us, pad) VALUES (1, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET checked_us = excluded.checked_us, pad = excluded.pad"
+            ),
+            Backend::Postgres(pool) => probe!(
+                pool,
+                "INSERT INTO store_probe (id, checked_us, pad) VALUES (1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET checked_us = excluded.checked_us, pad = excluded.pad"
+            ),
+        }
+    }
+}
+
+/// How long the cleanup of a failed write may take (a ROLLBACK, then a
+/// close) before the connection is simply dropped.
+const CLEANUP_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A pooled connection for one write transaction. It returns to the pool
+/// only through [`WriteConnection::finish`] with a committed transaction;
+/// otherwise (an error, or the future dropped half-way) it is closed, so
+/// that no connection in an unknown transaction state is ever reused.
+pub(super) struct WriteConnection<DB: Database> {
+    conn: Option<PoolConnection<DB>>,
+    committed: bool,
+}
+
+/// Ends whatever transaction the database itself still has open on a
+/// connection about to be closed after a failed write, outside sqlx's
+/// bookkeeping (which is what may be wrong).
+pub(super) trait EndTransaction {
+    fn end_transaction(&mut self) -> BoxFuture<'_, Result<(), sqlx::Error>>;
+}
+
+impl EndTransaction for sqlx::SqliteConnection {
+    /// SQLite keeps a transaction open after some failed COMMITs.
+    fn end_transaction(&mut self) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+        Box::pin(sqlx::Executor::execute(self, "ROLLBACK").map_ok(|_| ()))
+    }
+}
+
+impl EndTransaction for sqlx::PgConnection {
+    /// Nothing: PostgreSQL ends the transaction on a failed COMMIT, and
+    /// the server rolls back any other when the session closes (a ROLLBACK
+    /// here would only log "there is no transaction in progress").
+    fn end_transaction(&mut self) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl<DB: Database> WriteConnection<DB>
+where
+    DB::Connection: EndTransaction,
+{
+    pub(super) async fn acquire(pool: &Pool<DB>) -> Result<Self, StoreError> {
+        let conn = pool.acquire().await.map_err(sql("connecting for a write"))?;
+        Ok(Self {
+            conn: Some(conn),
+            committed: false,
+        })
+    }
+
+    /// A transaction on this connection.
+    pub(super) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, DB>, sqlx::Error> {
+        match self.conn.as_mut() {
+            Some(conn) => conn.begin().await,
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    }
+
+    /// After the transaction: a committed one returns the connection to
+    /// the pool. After a failure the database may still be inside the
+    /// transaction whatever sqlx thinks: it is ended explicitly
+    /// ([`EndTransaction`]) and the connection closed, which ends any
+    /// transaction on either backend; both steps are best effort.
+    pub(super) async fn finish<T>(mut self, done: Result<T, StoreError>) -> Result<T, StoreError> {
+        if done.is_ok() {
+            self.committed = true;
+            return done;
+        }
+        if let Some(mut conn) = self.conn.take() {
+            // Closed even if this cleanup is itself cut short.
+            conn.close_on_drop();
+            match tokio::time::timeout(CLEANUP_DEADLINE, conn.end_transaction()).await {
+                Ok(Ok(())) => debug!("the failed write's transaction ended"),
+                // Usually "no transaction is active": the database or
+                // sqlx's queued rollback already ended it.
+                Ok(Err(error)) => debug!(%error, "ending the failed write's transaction"),
+                Err(_) => debug!("ending the failed write's transaction timed out"),
+            }
+            match tokio::time::timeout(CLEANUP_DEADLINE, conn.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => debug!(%error, "closing the failed write's connection"),
+                Err(_) => debug!("closing the failed write's connection timed out"),
+            }
+        }
+        done
+    }
+}
+
+impl<DB: Database> Drop for WriteConnection<DB> {
+    fn drop(&mut self) {
+        // Not finished with a commit (the write's future was dropped
+        // half-way): its state is unknown, so it is closed, not reused.
+        if let Some(conn) = self.conn.as_mut()
+            && !self.committed
+        {
+            conn.close_on_drop();
+        }
     }
 }
