@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use oomlens_common::client::error_chain;
+use oomlens_common::limits::{MAX_INGEST_MESSAGE, MAX_MESSAGE};
 use oomlens_common::secrets::{PermissionError, check_private};
 use oomlens_common::tls::{TlsFileError, read_ca, read_identity};
 use oomlens_proto::v1::event_service_server::EventServiceServer;
@@ -15,10 +16,6 @@ use tracing::{info, warn};
 
 use crate::auth::{Role, Tokens};
 use crate::service::{Collector, Events, Ingest};
-
-/// Largest message accepted: an event with 15 minutes of history is a few
-/// hundred KiB; leave room.
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// How long a shutdown waits for connections to close.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -102,8 +99,8 @@ pub async fn serve(
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls.load()?).map_err(ServeError::Tls)?;
     }
-    let ingest =
-        IngestServiceServer::new(Ingest::new(collector.clone())).max_decoding_message_size(MAX_MESSAGE);
+    let ingest = IngestServiceServer::new(Ingest::new(collector.clone()))
+        .max_decoding_message_size(MAX_INGEST_MESSAGE);
     let events =
         EventServiceServer::new(Events::new(collector.clone())).max_encoding_message_size(MAX_MESSAGE);
     let router = builder

@@ -248,7 +248,11 @@ async fn an_oversized_message_ends_the_stream_with_resource_exhausted() {
     let end = ended_with(end);
     assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
     assert!(end.message().contains("too large"), "{end:?}");
-    assert!(end.message().contains("the limit is: 16777216 bytes"), "{end:?}");
+    let limit = format!(
+        "the limit is: {} bytes",
+        oomlens_common::limits::MAX_INGEST_MESSAGE
+    );
+    assert!(end.message().contains(&limit), "{end:?}");
     assert_eq!(logs.warned("ingest message refused").len(), 1, "{}", logs.text());
     collector.stop().await.unwrap();
 }

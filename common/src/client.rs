@@ -13,11 +13,9 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::limits::MAX_MESSAGE;
 use crate::render::printable;
 use crate::tls::{ClientFiles, TlsFileError, explain_handshake, handshake_error};
-
-/// The most a response may be (an event with its whole history).
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct ClientConfig {

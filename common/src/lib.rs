@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod ingest;
+pub mod limits;
 pub mod process;
 pub mod render;
 pub mod secrets;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use oomlens_proto::v1::ingest_service_server::IngestService;
 use oomlens_proto::v1::{AckStatus, IngestAck, IngestRequest, OomEvent, ingest_request};
+use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -140,9 +141,22 @@ impl IngestService for Ingest {
                         if event.analysis.is_none() {
                             event.analysis = Some(analyse(&event, &collector.rules));
                         }
+                        // Waits while the writer's queue holds its budget
+                        // of bytes (the agent's stream waits with it).
+                        let wanted = event.encoded_len().clamp(1, collector.limits.write_queue_bytes);
+                        let budget = tokio::select! {
+                            budget = Arc::clone(&collector.write_budget)
+                                .acquire_many_owned(u32::try_from(wanted).unwrap_or(u32::MAX)) => budget,
+                            () = &mut closed => break,
+                        };
+                        let Ok(budget) = budget else {
+                            let stopping = Status::unavailable("the store writer stopped");
+                            let _ = pending.send(Pending::End(stopping)).await;
+                            break;
+                        };
                         if collector
                             .writes
-                            .send(WriteRequest { event, reply })
+                            .send(WriteRequest { event, reply, budget })
                             .await
                             .is_err()
                         {
@@ -207,7 +221,10 @@ fn refusal(status: &Status) -> Option<(Refused, Status)> {
     match status.code() {
         Code::OutOfRange | Code::ResourceExhausted => Some((
             Refused::TooLarge,
-            Status::resource_exhausted(format!("ingest message too large: {reason}")),
+            Status::resource_exhausted(format!(
+                "ingest message too large (an event is at most {} MiB): {reason}",
+                oomlens_common::limits::MAX_EVENT_BYTES >> 20
+            )),
         )),
         Code::Internal => Some((
             Refused::Malformed,

@@ -31,6 +31,7 @@ pub use queries::Events;
 pub use statuses::{MAX_STATUSES, STATUS_TTL};
 pub use subscribe::{MAX_SUBSCRIBERS, SLOW_AFTER, SUBSCRIBER_BYTES};
 
+pub use writer::WRITE_QUEUE_BYTES;
 use writer::{WRITE_QUEUE, WriteRequest, write_batches};
 
 /// The bounds on what the collector holds for its clients (documented in
@@ -46,6 +47,8 @@ pub struct Limits {
     pub max_subscribers: i64,
     /// Containers on the status board.
     pub max_statuses: usize,
+    /// Bytes of events waiting for the store, across all agents.
+    pub write_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +59,7 @@ impl Default for Limits {
             slow_after: SLOW_AFTER,
             max_subscribers: MAX_SUBSCRIBERS,
             max_statuses: MAX_STATUSES,
+            write_queue_bytes: WRITE_QUEUE_BYTES,
         }
     }
 }
@@ -66,6 +70,7 @@ pub struct Collector {
     store: Store,
     hub: Hub,
     writes: mpsc::Sender<WriteRequest>,
+    write_budget: Arc<tokio::sync::Semaphore>,
     statuses: Arc<statuses::StatusBoard>,
     metrics: Arc<CollectorMetrics>,
     rules: Rules,
@@ -115,6 +120,7 @@ impl Collector {
             store,
             hub,
             writes,
+            write_budget: Arc::new(tokio::sync::Semaphore::new(limits.write_queue_bytes)),
             statuses,
             metrics,
             rules: Rules::default(),

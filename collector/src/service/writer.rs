@@ -30,10 +30,17 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_MIN_BYTES: usize = 64 * 1024;
 const PROBE_MAX_BYTES: usize = 4 * 1024 * 1024;
 
+/// Bytes of events queued for the writer (and in its batch) across all
+/// agents; ingest streams wait beyond it.
+pub const WRITE_QUEUE_BYTES: usize = 64 << 20;
+
 /// An event for the batch writer, and where its result goes.
 pub(super) struct WriteRequest {
     pub(super) event: OomEvent,
     pub(super) reply: oneshot::Sender<Result<Inserted, String>>,
+    /// Its share of [`WRITE_QUEUE_BYTES`], given back once it is written
+    /// (or not).
+    pub(super) budget: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Stores queued events until the queue closes; publishes the stored ones
@@ -71,11 +78,14 @@ pub(super) async fn write_batches(
         };
         let mut events = vec![first.event];
         let mut replies = vec![first.reply];
+        // Held until the batch is written: its events count in the budget.
+        let mut _budget = vec![first.budget];
         while events.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(next) => {
                     events.push(next.event);
                     replies.push(next.reply);
+                    _budget.push(next.budget);
                 }
                 Err(_) => break,
             }

@@ -34,7 +34,7 @@ mod file;
 mod thin;
 
 pub use file::{decode_file, encode_file};
-pub use thin::thin_event;
+pub use thin::{fit_event, thin_event};
 
 const SUFFIX: &str = "event";
 
@@ -265,6 +265,11 @@ impl Spool {
     /// spool is full (thinning, then dropping the oldest).
     pub fn append(&mut self, event: &OomEvent) -> Result<u64, SpoolError> {
         let mut event = event.clone();
+        // What the collector takes: thinned here, once, so it is sent as
+        // spooled.
+        if !fit_event(&mut event, oomlens_common::limits::MAX_EVENT_BYTES) {
+            warn!(id = %event.id, bytes = prost::Message::encoded_len(&event), "an event larger than the collector takes, even thinned; the collector will refuse it");
+        }
         let mut bytes = encode_file(&event);
         // An event alone above the budget keeps thinning its own history.
         while bytes.len() as u64 > self.max_bytes && thin_event(&mut event) {
