@@ -71,6 +71,11 @@ struct ServeArgs {
     /// other users (without it: a warning).
     #[arg(long, env = "OOMLENS_STRICT_PERMISSIONS")]
     strict_permissions: bool,
+    /// Live containers whose memory status (for `oomlens top`) this
+    /// collector keeps; statuses of more are dropped and counted. About
+    /// 1 KiB each.
+    #[arg(long, env = "OOMLENS_MAX_CONTAINER_STATUSES", default_value_t = oomlens_collector::service::MAX_STATUSES)]
+    max_container_statuses: usize,
     /// Metrics and health endpoint address; empty: none.
     #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7461")]
     metrics_listen: String,
@@ -117,7 +122,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .then(|| Duration::from_secs(u64::from(args.retention_days) * 86_400)),
             max_bytes: (args.retention_mib > 0).then(|| args.retention_mib * 1024 * 1024),
         },
-        limits: oomlens_collector::service::Limits::default(),
+        limits: oomlens_collector::service::Limits {
+            max_statuses: args.max_container_statuses,
+            ..oomlens_collector::service::Limits::default()
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -29,7 +29,7 @@ mod writer;
 pub use ingest::Ingest;
 pub use queries::Events;
 pub use statuses::{MAX_STATUSES, STATUS_TTL};
-pub use subscribe::{MAX_SUBSCRIBERS, SLOW_AFTER, SUBSCRIBER_BYTES};
+pub use subscribe::{MAX_SUBSCRIBERS, SLOW_AFTER, SUBSCRIBER_BYTES, SUBSCRIBERS_BYTES};
 
 pub use writer::WRITE_QUEUE_BYTES;
 use writer::{WRITE_QUEUE, WriteRequest, write_batches};
@@ -42,6 +42,8 @@ pub struct Limits {
     pub hub: HubLimits,
     /// Responses one subscriber's client may leave waiting.
     pub subscriber_bytes: usize,
+    /// Responses all subscribers' clients together may leave waiting.
+    pub subscribers_bytes: usize,
     /// How long a subscriber's client may take nothing while responses wait.
     pub slow_after: Duration,
     pub max_subscribers: i64,
@@ -56,6 +58,7 @@ impl Default for Limits {
         Self {
             hub: HubLimits::default(),
             subscriber_bytes: SUBSCRIBER_BYTES,
+            subscribers_bytes: SUBSCRIBERS_BYTES,
             slow_after: SLOW_AFTER,
             max_subscribers: MAX_SUBSCRIBERS,
             max_statuses: MAX_STATUSES,
@@ -71,6 +74,7 @@ pub struct Collector {
     hub: Hub,
     writes: mpsc::Sender<WriteRequest>,
     write_budget: Arc<tokio::sync::Semaphore>,
+    subscribers_budget: Arc<tokio::sync::Semaphore>,
     statuses: Arc<statuses::StatusBoard>,
     metrics: Arc<CollectorMetrics>,
     rules: Rules,
@@ -121,6 +125,7 @@ impl Collector {
             hub,
             writes,
             write_budget: Arc::new(tokio::sync::Semaphore::new(limits.write_queue_bytes)),
+            subscribers_budget: Arc::new(tokio::sync::Semaphore::new(limits.subscribers_bytes)),
             statuses,
             metrics,
             rules: Rules::default(),

@@ -2,6 +2,11 @@
 //! bytes. The delivery task waits for room; a client that takes nothing
 //! for too long is dropped (its waiting responses freed at once) with a
 //! status that says how to resume. The task learns when the client leaves.
+//!
+//! Every outbox also draws on one budget shared by all subscribers, so
+//! many clients that read nothing cannot together pin more than it. A
+//! client that keeps up (nothing waiting in its own outbox) is never
+//! dropped for the budget others hold: it waits until they are dropped.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,7 +15,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use oomlens_proto::v1::SubscribeResponse;
 use prost::Message as _;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
 /// Why a response was not queued.
@@ -22,9 +27,17 @@ pub(super) enum Refused {
     Slow,
 }
 
+#[derive(Debug)]
+struct Waiting {
+    response: SubscribeResponse,
+    size: usize,
+    /// Its share of the budget all subscribers draw on.
+    _shared: OwnedSemaphorePermit,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    items: VecDeque<(SubscribeResponse, usize)>,
+    items: VecDeque<Waiting>,
     bytes: usize,
     /// Sent after the waiting items, then the stream ends.
     end: Option<Status>,
@@ -36,6 +49,8 @@ struct State {
 pub(super) struct Outbox {
     state: Mutex<State>,
     max_bytes: usize,
+    shared: Arc<Semaphore>,
+    shared_total: usize,
     patience: Duration,
     readable: Notify,
     writable: Notify,
@@ -44,10 +59,13 @@ pub(super) struct Outbox {
 
 impl Outbox {
     /// An outbox holding up to `max_bytes` of responses (one larger
-    /// response alone is let through), whose client must take one within
-    /// `patience` while some wait.
+    /// response alone is let through) and drawing on `shared` (whose
+    /// capacity is `shared_total` bytes), whose client must take one
+    /// within `patience` while some wait.
     pub(super) fn new(
         max_bytes: usize,
+        shared: Arc<Semaphore>,
+        shared_total: usize,
         patience: Duration,
     ) -> (
         Arc<Self>,
@@ -56,13 +74,15 @@ impl Outbox {
         let outbox = Arc::new(Self {
             state: Mutex::new(State::default()),
             max_bytes,
+            shared,
+            shared_total,
             patience,
             readable: Notify::new(),
             writable: Notify::new(),
             gone: Notify::new(),
         });
         let reader = Reader(Arc::clone(&outbox));
-        let stream = futures_util::stream::unfold(reader, |reader| async move {
+        let stream = futures_util::stream::unfold(reader, |mut reader| async move {
             let item = reader.next().await?;
             Some((item, reader))
         });
@@ -82,21 +102,16 @@ impl Outbox {
     ) -> Result<(), Refused> {
         let size = response.encoded_len();
         let deadline = tokio::time::Instant::now() + self.patience;
-        let mut response = Some(response);
+        // Room in this client's own outbox first (only this task adds to
+        // it, so the room cannot be taken meanwhile).
         loop {
             {
-                let mut state = self.lock();
+                let state = self.lock();
                 if state.client_gone {
                     return Err(Refused::Gone);
                 }
                 if state.items.is_empty() || state.bytes + size <= self.max_bytes {
-                    if let Some(response) = response.take() {
-                        state.items.push_back((response, size));
-                    }
-                    state.bytes += size;
-                    drop(state);
-                    self.readable.notify_one();
-                    return Ok(());
+                    break;
                 }
             }
             if tokio::time::timeout_at(deadline, self.writable.notified())
@@ -107,8 +122,57 @@ impl Outbox {
                 return Err(Refused::Slow);
             }
         }
+        let shared = match self.shared_permit(size, deadline).await {
+            Ok(permit) => permit,
+            Err(Refused::Slow) => {
+                self.fail(slow());
+                return Err(Refused::Slow);
+            }
+            Err(Refused::Gone) => return Err(Refused::Gone),
+        };
+        let mut state = self.lock();
+        if state.client_gone {
+            return Err(Refused::Gone);
+        }
+        state.bytes += size;
+        state.items.push_back(Waiting {
+            response,
+            size,
+            _shared: shared,
+        });
+        drop(state);
+        self.readable.notify_one();
+        Ok(())
     }
 
+    /// This response's share of the budget all subscribers draw on. Past
+    /// the patience, a client with responses waiting is the slow one;
+    /// one with none is keeping up and waits for the slow ones to go.
+    async fn shared_permit(
+        &self,
+        size: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<OwnedSemaphorePermit, Refused> {
+        // A response larger than the whole budget takes all of it.
+        let wanted = u32::try_from(size.clamp(1, self.shared_total.max(1))).unwrap_or(u32::MAX);
+        let mut deadline = Some(deadline);
+        loop {
+            let acquire = Arc::clone(&self.shared).acquire_many_owned(wanted);
+            let acquired = tokio::select! {
+                permit = acquire => permit.ok(),
+                () = self.client_gone() => return Err(Refused::Gone),
+                () = sleep_until(deadline) => {
+                    if self.lock().items.is_empty() {
+                        deadline = None;
+                        continue;
+                    }
+                    return Err(Refused::Slow);
+                }
+            };
+            // The semaphore is never closed; treat it as a departed client.
+            return acquired.ok_or(Refused::Gone);
+        }
+    }
     /// Frees what waits and ends the stream with `status`.
     pub(super) fn fail(&self, status: Status) {
         let mut state = self.lock();
@@ -146,19 +210,27 @@ impl Outbox {
     }
 }
 
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The client's side: dropped by tonic when the client leaves.
 struct Reader(Arc<Outbox>);
 
 impl Reader {
-    async fn next(&self) -> Option<Result<SubscribeResponse, Status>> {
+    async fn next(&mut self) -> Option<Result<SubscribeResponse, Status>> {
         loop {
             {
                 let mut state = self.0.lock();
-                if let Some((response, size)) = state.items.pop_front() {
-                    state.bytes -= size;
+                if let Some(waiting) = state.items.pop_front() {
+                    state.bytes -= waiting.size;
                     drop(state);
                     self.0.writable.notify_one();
-                    return Some(Ok(response));
+                    return Some(Ok(waiting.response));
                 }
                 if let Some(status) = state.end.take() {
                     return Some(Err(status));
@@ -199,13 +271,17 @@ mod tests {
         }
     }
 
+    fn budget(bytes: usize) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(bytes))
+    }
+
     fn slow() -> Status {
         Status::resource_exhausted("too slow")
     }
 
     #[tokio::test(start_paused = true)]
     async fn responses_wait_within_the_byte_budget_and_a_client_that_reads_nothing_is_dropped() {
-        let (outbox, stream) = Outbox::new(10_000, Duration::from_secs(30));
+        let (outbox, stream) = Outbox::new(10_000, budget(1 << 30), 1 << 30, Duration::from_secs(30));
         let mut stream = Box::pin(stream);
         for n in 0..9 {
             outbox.push(response(n, 1000), slow).await.unwrap();
@@ -222,7 +298,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_reading_client_makes_room() {
-        let (outbox, stream) = Outbox::new(2_500, Duration::from_secs(30));
+        let (outbox, stream) = Outbox::new(2_500, budget(1 << 30), 1 << 30, Duration::from_secs(30));
         let reader = tokio::spawn(async move {
             stream
                 .take(20)
@@ -238,7 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_response_over_the_budget_alone_goes_through() {
-        let (outbox, stream) = Outbox::new(100, Duration::from_secs(30));
+        let (outbox, stream) = Outbox::new(100, budget(1 << 30), 1 << 30, Duration::from_secs(30));
         let mut stream = Box::pin(stream);
         outbox.push(response(1, 1000), slow).await.unwrap();
         outbox.finish(None);
@@ -248,7 +324,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_task_learns_when_the_client_leaves() {
-        let (outbox, stream) = Outbox::new(10_000, Duration::from_secs(30));
+        let (outbox, stream) = Outbox::new(10_000, budget(1 << 30), 1 << 30, Duration::from_secs(30));
         let waiting = {
             let outbox = Arc::clone(&outbox);
             tokio::spawn(async move { outbox.client_gone().await })
@@ -258,5 +334,61 @@ mod tests {
         waiting.await.unwrap();
         assert_eq!(outbox.push(response(2, 10), slow).await, Err(Refused::Gone));
         assert_eq!(outbox.waiting_bytes(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_that_read_nothing_cannot_pin_more_than_the_shared_budget() {
+        let shared = budget(5_000);
+        let (idle, idle_stream) = Outbox::new(10_000, Arc::clone(&shared), 5_000, Duration::from_secs(30));
+        let (keeping_up, stream) = Outbox::new(10_000, Arc::clone(&shared), 5_000, Duration::from_secs(30));
+        let mut idle_stream = Box::pin(idle_stream);
+        // The idle client's outbox takes the whole shared budget.
+        for n in 0..4 {
+            idle.push(response(n, 1000), slow).await.unwrap();
+        }
+        assert!(shared.available_permits() < 1_000);
+        let reader = tokio::spawn(async move {
+            stream
+                .take(3)
+                .map(|r| r.unwrap().cursor.trim().parse::<usize>().unwrap())
+                .collect::<Vec<_>>()
+                .await
+        });
+        let started = tokio::time::Instant::now();
+        let pusher = {
+            let keeping_up = Arc::clone(&keeping_up);
+            tokio::spawn(async move {
+                for n in 0..3 {
+                    keeping_up.push(response(n, 1000), slow).await?;
+                }
+                Ok::<_, Refused>(())
+            })
+        };
+        // The idle one, with responses waiting, is dropped at its patience
+        // and frees its share; the one keeping up is not dropped for it.
+        assert_eq!(idle.push(response(9, 1000), slow).await, Err(Refused::Slow));
+        assert_eq!(pusher.await.unwrap(), Ok(()));
+        assert_eq!(reader.await.unwrap(), vec![0, 1, 2]);
+        assert!(started.elapsed() >= Duration::from_secs(30));
+        let last = idle_stream.next().await.unwrap().unwrap_err();
+        assert_eq!(last.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(shared.available_permits(), 5_000, "every share returned");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_with_responses_waiting_is_dropped_when_the_shared_budget_stays_full() {
+        let shared = budget(3_000);
+        let (hog, _hog_stream) = Outbox::new(10_000, Arc::clone(&shared), 3_000, Duration::from_secs(600));
+        for n in 0..3 {
+            hog.push(response(n, 900), slow).await.unwrap();
+        }
+        let (other, stream) = Outbox::new(10_000, Arc::clone(&shared), 3_000, Duration::from_secs(30));
+        let mut stream = Box::pin(stream);
+        // Its first response fits in what is left; the second waits for
+        // the shared budget while the first is still untaken.
+        other.push(response(0, 10), slow).await.unwrap();
+        assert_eq!(other.push(response(1, 900), slow).await, Err(Refused::Slow));
+        let last = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(last.code(), tonic::Code::ResourceExhausted);
     }
 }

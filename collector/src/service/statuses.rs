@@ -13,8 +13,9 @@ use oomlens_proto::v1::ContainerMemoryStatus;
 /// A container not reported for this long is gone (agents report every
 /// few seconds).
 pub const STATUS_TTL: Duration = Duration::from_secs(30);
-/// Containers tracked across the cluster.
-pub const MAX_STATUSES: usize = 200_000;
+/// Containers tracked across the cluster by default (about 1 KiB each;
+/// `--max-container-statuses` changes it).
+pub const MAX_STATUSES: usize = 100_000;
 
 #[derive(Debug, Default)]
 pub(super) struct StatusBoard {

@@ -4,9 +4,10 @@
 //!
 //! Memory per subscriber is bounded: it holds its place in the shared
 //! ring (see [`crate::hub`]), one backfill page at a time, and at most
-//! [`SUBSCRIBER_BYTES`] of responses its client has not taken; a client
-//! that takes nothing for [`SLOW_AFTER`] is dropped with
-//! `RESOURCE_EXHAUSTED`, and resumes from the cursor it last received.
+//! [`SUBSCRIBER_BYTES`] of responses its client has not taken, and all
+//! subscribers together at most [`SUBSCRIBERS_BYTES`]; a client that takes
+//! nothing for [`SLOW_AFTER`] is dropped with `RESOURCE_EXHAUSTED`, and
+//! resumes from the cursor it last received.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,8 @@ use crate::store::{Store, StoredEvent};
 /// Responses a subscriber's client may leave waiting, in bytes (one
 /// larger event alone still goes).
 pub const SUBSCRIBER_BYTES: usize = 8 << 20;
+/// Responses waiting for all subscribers' clients together, in bytes.
+pub const SUBSCRIBERS_BYTES: usize = 128 << 20;
 /// How long a client may take nothing while responses wait for it.
 pub const SLOW_AFTER: Duration = Duration::from_secs(30);
 /// Open subscriptions per collector; more are refused.
@@ -61,7 +64,12 @@ pub(super) async fn start(
         Some(seq) => seq,
         None => collector.store.last_seq().await.map_err(store_status)?,
     };
-    let (outbox, responses) = Outbox::new(limits.subscriber_bytes, limits.slow_after);
+    let (outbox, responses) = Outbox::new(
+        limits.subscriber_bytes,
+        Arc::clone(&collector.subscribers_budget),
+        limits.subscribers_bytes,
+        limits.slow_after,
+    );
     let subscription = Subscription {
         store: collector.store.clone(),
         filter: request.filter,
