@@ -24,10 +24,10 @@ pub enum Published {
 }
 
 impl Published {
-    /// Its encoded size: what it costs to keep in the ring.
+    /// About what it costs to keep in the ring.
     fn bytes(&self) -> usize {
         match self {
-            Self::Event(stored) => stored.event.encoded_len(),
+            Self::Event(stored) => oomlens_common::limits::resident_bytes(&stored.event),
             Self::Warning(warning) => warning.encoded_len(),
         }
     }

@@ -17,17 +17,27 @@ pub struct CollectorProcess {
     database: String,
     logs: PathBuf,
     starts: usize,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl CollectorProcess {
     pub fn start(database: &str, logs: &Path) -> Self {
+        Self::start_with_env(database, logs, &[])
+    }
+
+    /// [`CollectorProcess::start`] with more environment variables.
+    pub fn start_with_env(database: &str, logs: &Path, env: &[(&str, &str)]) -> Self {
         let mut process = Self {
             port: free_port(),
             metrics_port: free_port(),
             database: database.to_owned(),
             logs: logs.to_owned(),
             starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
         };
         process.restart();
@@ -55,6 +65,7 @@ impl CollectorProcess {
             .args(["--database", &self.database])
             .args(["--metrics-listen", &format!("127.0.0.1:{}", self.metrics_port)])
             .env("OOMLENS_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use oomlens_proto::v1::ingest_service_server::IngestService;
 use oomlens_proto::v1::{AckStatus, IngestAck, IngestRequest, OomEvent, ingest_request};
-use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -143,7 +142,8 @@ impl IngestService for Ingest {
                         }
                         // Waits while the writer's queue holds its budget
                         // of bytes (the agent's stream waits with it).
-                        let wanted = event.encoded_len().clamp(1, collector.limits.write_queue_bytes);
+                        let wanted = oomlens_common::limits::resident_bytes(&event)
+                            .clamp(1, collector.limits.write_queue_bytes);
                         let budget = tokio::select! {
                             budget = Arc::clone(&collector.write_budget)
                                 .acquire_many_owned(u32::try_from(wanted).unwrap_or(u32::MAX)) => budget,

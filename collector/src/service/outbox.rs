@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::Stream;
-use oomlens_proto::v1::SubscribeResponse;
+use oomlens_proto::v1::{SubscribeResponse, subscribe_response};
 use prost::Message as _;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
+
+use crate::store::StoredEvent;
 
 /// Why a response was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,18 +29,55 @@ pub(super) enum Refused {
     Slow,
 }
 
+/// What waits for a client. An event stays shared with the ring (and with
+/// other subscribers) until its client takes it.
+#[derive(Debug)]
+pub(super) enum Outgoing {
+    Event(Arc<StoredEvent>),
+    Response(Box<SubscribeResponse>),
+}
+
+impl Outgoing {
+    /// What it takes in memory while it waits.
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Event(stored) => oomlens_common::limits::resident_bytes(&stored.event),
+            Self::Response(response) => response.encoded_len(),
+        }
+    }
+
+    fn into_response(self) -> SubscribeResponse {
+        match self {
+            Self::Event(stored) => {
+                let cursor = stored.seq.to_string();
+                let event =
+                    Arc::try_unwrap(stored).map_or_else(|shared| shared.event.clone(), |own| own.event);
+                SubscribeResponse {
+                    item: Some(subscribe_response::Item::Event(event)),
+                    cursor,
+                }
+            }
+            Self::Response(response) => *response,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Waiting {
-    response: SubscribeResponse,
+    item: Outgoing,
     size: usize,
     /// Its share of the budget all subscribers draw on.
-    _shared: OwnedSemaphorePermit,
+    shared: OwnedSemaphorePermit,
 }
 
 #[derive(Debug, Default)]
 struct State {
     items: VecDeque<Waiting>,
     bytes: usize,
+    /// The share of the response last taken, kept until the client asks
+    /// for the next: until then it sits encoded in the connection's
+    /// buffers, waiting for the client to read it.
+    in_transit: Option<OwnedSemaphorePermit>,
     /// Sent after the waiting items, then the stream ends.
     end: Option<Status>,
     finished: bool,
@@ -97,10 +136,11 @@ impl Outbox {
     /// within the patience is dropped with `slow` as its last status.
     pub(super) async fn push(
         &self,
-        response: SubscribeResponse,
+        item: impl Into<Outgoing>,
         slow: impl FnOnce() -> Status,
     ) -> Result<(), Refused> {
-        let size = response.encoded_len();
+        let item = item.into();
+        let size = item.bytes();
         let deadline = tokio::time::Instant::now() + self.patience;
         // Room in this client's own outbox first (only this task adds to
         // it, so the room cannot be taken meanwhile).
@@ -135,11 +175,7 @@ impl Outbox {
             return Err(Refused::Gone);
         }
         state.bytes += size;
-        state.items.push_back(Waiting {
-            response,
-            size,
-            _shared: shared,
-        });
+        state.items.push_back(Waiting { item, size, shared });
         drop(state);
         self.readable.notify_one();
         Ok(())
@@ -162,7 +198,10 @@ impl Outbox {
                 permit = acquire => permit.ok(),
                 () = self.client_gone() => return Err(Refused::Gone),
                 () = sleep_until(deadline) => {
-                    if self.lock().items.is_empty() {
+                    let state = self.lock();
+                    // Asking for more with nothing waiting: keeping up.
+                    if state.items.is_empty() && state.in_transit.is_none() {
+                        drop(state);
                         deadline = None;
                         continue;
                     }
@@ -178,6 +217,7 @@ impl Outbox {
         let mut state = self.lock();
         state.items.clear();
         state.bytes = 0;
+        state.in_transit = None;
         state.end = Some(status);
         state.finished = true;
         drop(state);
@@ -210,6 +250,18 @@ impl Outbox {
     }
 }
 
+impl From<SubscribeResponse> for Outgoing {
+    fn from(response: SubscribeResponse) -> Self {
+        Self::Response(Box::new(response))
+    }
+}
+
+impl From<Arc<StoredEvent>> for Outgoing {
+    fn from(stored: Arc<StoredEvent>) -> Self {
+        Self::Event(stored)
+    }
+}
+
 /// Sleeps until `deadline`, or for ever without one.
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -226,11 +278,14 @@ impl Reader {
         loop {
             {
                 let mut state = self.0.lock();
+                // Asking for the next: the last one left the buffers.
+                state.in_transit = None;
                 if let Some(waiting) = state.items.pop_front() {
                     state.bytes -= waiting.size;
+                    state.in_transit = Some(waiting.shared);
                     drop(state);
                     self.0.writable.notify_one();
-                    return Some(Ok(waiting.response));
+                    return Some(Ok(waiting.item.into_response()));
                 }
                 if let Some(status) = state.end.take() {
                     return Some(Err(status));
@@ -250,6 +305,7 @@ impl Drop for Reader {
         state.client_gone = true;
         state.items.clear();
         state.bytes = 0;
+        state.in_transit = None;
         drop(state);
         self.0.writable.notify_one();
         self.0.gone.notify_one();
@@ -390,5 +446,21 @@ mod tests {
         assert_eq!(other.push(response(1, 900), slow).await, Err(Refused::Slow));
         let last = stream.next().await.unwrap().unwrap_err();
         assert_eq!(last.code(), tonic::Code::ResourceExhausted);
+    }
+
+    #[tokio::test]
+    async fn a_response_taken_counts_until_the_client_asks_for_the_next() {
+        let shared = budget(10_000);
+        let (outbox, stream) = Outbox::new(10_000, Arc::clone(&shared), 10_000, Duration::from_secs(30));
+        let mut stream = Box::pin(stream);
+        outbox.push(response(1, 1000), slow).await.unwrap();
+        stream.next().await.unwrap().unwrap();
+        // Taken, but still in the connection's buffers.
+        assert!(shared.available_permits() < 9_000);
+        outbox.push(response(2, 10), slow).await.unwrap();
+        stream.next().await.unwrap().unwrap();
+        assert!(shared.available_permits() > 9_900, "the first share is back");
+        drop(stream);
+        assert_eq!(shared.available_permits(), 10_000);
     }
 }

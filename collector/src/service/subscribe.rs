@@ -18,7 +18,7 @@ use oomlens_proto::v1::{
 };
 use tonic::Status;
 
-use super::outbox::{Outbox, Refused};
+use super::outbox::{Outbox, Outgoing, Refused};
 use super::{Collector, store_status};
 use crate::filter::matches;
 use crate::hub::{HubReceiver, Published, RecvError};
@@ -36,6 +36,9 @@ pub const SLOW_AFTER: Duration = Duration::from_secs(30);
 pub const MAX_SUBSCRIBERS: i64 = 1024;
 /// Backfill page size when a subscriber resumes or lagged.
 const BACKFILL_PAGE: u32 = 500;
+/// Subscribers reading a backfill page at once: a page is held until its
+/// client has it queued, so this bounds the pages in memory.
+pub(super) const BACKFILLS: usize = 4;
 
 /// Starts a subscriber's delivery task; its responses.
 pub(super) async fn start(
@@ -78,6 +81,7 @@ pub(super) async fn start(
         sent: start,
         slow_after: limits.slow_after,
         outbox: Arc::clone(&outbox),
+        backfills: Arc::clone(&collector.backfills),
         metrics: Arc::clone(&collector.metrics),
     };
     let closed = collector.closed();
@@ -122,12 +126,13 @@ struct Subscription {
     sent: i64,
     slow_after: Duration,
     outbox: Arc<Outbox>,
+    backfills: Arc<tokio::sync::Semaphore>,
     metrics: Arc<CollectorMetrics>,
 }
 
 impl Subscription {
     /// Queues a response; false when the client left or was dropped.
-    async fn send(&mut self, response: SubscribeResponse) -> bool {
+    async fn send(&mut self, response: impl Into<Outgoing>) -> bool {
         let resume = self.sent;
         let patience = self.slow_after.as_secs_f64();
         let queued = self
@@ -153,7 +158,7 @@ impl Subscription {
         }
     }
 
-    async fn send_event(&mut self, stored: &StoredEvent) -> bool {
+    async fn send_event(&mut self, stored: Arc<StoredEvent>) -> bool {
         if stored.seq <= self.last {
             return true;
         }
@@ -161,13 +166,9 @@ impl Subscription {
         if !matches(self.filter.as_ref(), &stored.event) {
             return true;
         }
-        let sent = self
-            .send(SubscribeResponse {
-                item: Some(subscribe_response::Item::Event(stored.event.clone())),
-                cursor: stored.seq.to_string(),
-            })
-            .await;
-        self.sent = stored.seq;
+        let seq = stored.seq;
+        let sent = self.send(stored).await;
+        self.sent = seq;
         sent
     }
 
@@ -175,6 +176,8 @@ impl Subscription {
     /// false when the client left.
     async fn backfill(&mut self) -> bool {
         loop {
+            // Never closed; a closed one would only mean no bound.
+            let _turn = Arc::clone(&self.backfills).acquire_owned().await.ok();
             let page = match self
                 .store
                 .after_seq(self.last, self.filter.as_ref(), BACKFILL_PAGE)
@@ -186,8 +189,8 @@ impl Subscription {
                     return false;
                 }
             };
-            for stored in &page.events {
-                if !self.send_event(stored).await {
+            for stored in page.events {
+                if !self.send_event(Arc::new(stored)).await {
                     return false;
                 }
             }
@@ -205,7 +208,7 @@ impl Subscription {
         }
         loop {
             let alive = match live.recv().await {
-                Ok(Published::Event(stored)) => self.send_event(&stored).await,
+                Ok(Published::Event(stored)) => self.send_event(stored).await,
                 Ok(Published::Warning(warning)) => {
                     if self.include_warnings && warning_matches(self.filter.as_ref(), &warning) {
                         let cursor = self.last.to_string();
