@@ -31,6 +31,7 @@ const JSON_MESSAGES: &[&str] = &[
     "Analysis",
     "MemoryWarning",
     "ContainerMemoryStatus",
+    "MemoryBreakdown",
 ];
 
 /// Enum-typed fields and the JSON module that prints them as words.
@@ -42,6 +43,7 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     ("Container.runtime", "runtime"),
     ("Container.role", "container_role"),
     ("Analysis.verdict", "verdict"),
+    ("MemoryBreakdown.source", "breakdown_source"),
 ];
 
 /// Timestamp fields, printed as RFC 3339.

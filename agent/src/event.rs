@@ -51,6 +51,36 @@ fn constraint_of(constraint: ReportConstraint) -> pb::Constraint {
 
 /// Builds the event. `ordinal` (the report's position in its input) keys
 /// the id only when the log has neither sequence numbers nor timestamps.
+/// What the limited cgroup was charged for, from the report's stats dump.
+fn breakdown_of(report: &OomReport, oom_memcg: Option<&str>) -> Option<pb::MemoryBreakdown> {
+    let stat = report.memstat.as_ref()?;
+    let b = stat.breakdown(report.kmem.and_then(|k| k.usage_kb));
+    Some(pb::MemoryBreakdown {
+        cgroup: report
+            .stats_memcg
+            .as_deref()
+            .or(oom_memcg)
+            .unwrap_or_default()
+            .to_owned(),
+        source: pb::BreakdownSource::KernelReport as i32,
+        anon_bytes: b.anon,
+        page_cache_bytes: b.page_cache,
+        active_file_bytes: b.active_file,
+        inactive_file_bytes: b.inactive_file,
+        dirty_bytes: b.dirty,
+        writeback_bytes: b.writeback,
+        shmem_bytes: b.shmem,
+        kernel_bytes: b.kernel,
+        slab_reclaimable_bytes: b.slab_reclaimable,
+        slab_unreclaimable_bytes: b.slab_unreclaimable,
+        sock_bytes: b.sock,
+        kernel_stack_bytes: b.kernel_stack,
+        pagetables_bytes: b.pagetables,
+        percpu_bytes: b.percpu,
+        swap_bytes: b.swap,
+    })
+}
+
 pub fn event_from_report(report: &OomReport, ctx: &NodeContext, ordinal: u64) -> pb::OomEvent {
     let stamp = report.kill_stamp;
     let key = stamp
@@ -114,6 +144,7 @@ pub fn event_from_report(report: &OomReport, ctx: &NodeContext, ordinal: u64) ->
             swap_usage_kb: report.memory_swap.and_then(|s| s.usage_kb),
             swap_limit_kb: report.memory_swap.and_then(|s| s.limit_kb),
         }),
+        breakdown: breakdown_of(report, oom_memcg.as_deref()),
         tasks: report
             .tasks
             .iter()

@@ -95,8 +95,24 @@ fn events_table() {
 fn show_a_container_kill_with_its_chart() {
     check(
         "show-container.txt",
-        &show_event(&analysed(event(12, "shop", 600)), Style::PLAIN),
+        &show_event(&analysed(with_breakdown(event(12, "shop", 600))), Style::PLAIN),
     );
+}
+
+/// What the kernel's report of a tmpfs-filled container says it held.
+fn with_breakdown(mut e: OomEvent) -> OomEvent {
+    e.breakdown = Some(oomlens_proto::v1::MemoryBreakdown {
+        cgroup: e.oom_memcg.clone().unwrap_or_default(),
+        source: oomlens_proto::v1::BreakdownSource::KernelReport as i32,
+        anon_bytes: Some(40 << 20),
+        page_cache_bytes: Some(6 << 20),
+        dirty_bytes: Some(1 << 20),
+        writeback_bytes: Some(0),
+        shmem_bytes: Some(205 << 20),
+        kernel_bytes: Some(5 << 20),
+        ..oomlens_proto::v1::MemoryBreakdown::default()
+    });
+    e
 }
 
 #[test]

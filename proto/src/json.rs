@@ -3,8 +3,8 @@
 //! RFC 3339. The CLI's `--output json` prints one event per line in this form,
 //! and scripts rely on it.
 
+use crate::v1::{BreakdownSource, OomEvent, Verdict};
 use crate::v1::{Constraint, ContainerRole, IdentitySource, QosClass, Runtime, Scope};
-use crate::v1::{OomEvent, Verdict};
 
 /// Errors reading the JSON form.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,7 @@ json_enum!(runtime, Runtime, "RUNTIME_");
 json_enum!(container_role, ContainerRole, "CONTAINER_ROLE_");
 json_enum!(identity_source, IdentitySource, "IDENTITY_SOURCE_");
 json_enum!(verdict, Verdict, "VERDICT_");
+json_enum!(breakdown_source, BreakdownSource, "BREAKDOWN_SOURCE_");
 
 fn serialize_enum<E: JsonEnum, S: serde::Serializer>(value: i32, s: S) -> Result<S::Ok, S::Error> {
     match E::try_from(value) {

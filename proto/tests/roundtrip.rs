@@ -166,6 +166,25 @@ fn full_event() -> OomEvent {
         }),
         identity_source: IdentitySource::Cri as i32,
         agent_version: "0.1.0".into(),
+        breakdown: Some(MemoryBreakdown {
+            cgroup: container().cgroup.unwrap_or_default(),
+            source: BreakdownSource::KernelReport as i32,
+            anon_bytes: Some(30 << 20),
+            page_cache_bytes: Some(1 << 20),
+            active_file_bytes: Some(1 << 19),
+            inactive_file_bytes: Some(1 << 19),
+            dirty_bytes: Some(4096),
+            writeback_bytes: Some(0),
+            shmem_bytes: Some(2 << 20),
+            kernel_bytes: Some(163_840),
+            slab_reclaimable_bytes: Some(0),
+            slab_unreclaimable_bytes: Some(8344),
+            sock_bytes: Some(0),
+            kernel_stack_bytes: Some(16_384),
+            pagetables_bytes: Some(110_592),
+            percpu_bytes: Some(0),
+            swap_bytes: None,
+        }),
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use oomlens_proto::json::{event_from_json, event_to_json_line};
 use oomlens_proto::time::unix_ms;
-use oomlens_proto::v1::{OomEvent, Scope, Verdict};
+use oomlens_proto::v1::{BreakdownSource, OomEvent, Scope, Verdict};
 use oomlens_tests::vm;
 
 const MEMHOG: &str = env!("CARGO_BIN_EXE_oomlens-memhog");
@@ -249,6 +249,15 @@ fn cgroup_v2_and_whole_node_ooms_in_a_vm() {
         history.peak_working_set_bytes.is_some_and(|p| p > 24 << 20),
         "no climb: {dump}"
     );
+    // The kernel's memory.stat dump (one /dev/kmsg record with embedded
+    // newlines on cgroup v2) gives what filled the memory: anonymous.
+    let breakdown = e
+        .breakdown
+        .as_ref()
+        .unwrap_or_else(|| panic!("no breakdown: {dump}"));
+    assert_eq!(breakdown.source, BreakdownSource::KernelReport as i32, "{dump}");
+    assert!(breakdown.anon_bytes.is_some_and(|a| a > 24 << 20), "{dump}");
+    assert!(breakdown.kernel_bytes.is_some(), "{dump}");
     assert!(
         run.line("OOMLENS scenario1").contains("oom_kill 1"),
         "memory.events: {}",
@@ -326,8 +335,9 @@ fn cgroup_v2_and_whole_node_ooms_in_a_vm() {
         "{dump}"
     );
     assert_eq!(found[0].systemd_unit.as_deref(), Some("hog.service"), "{dump}");
-    // No cgroup's limit was hit (#14: it was "/").
+    // No cgroup's limit was hit (#14: it was "/"), so no cgroup's stats.
     assert_eq!(found[0].oom_memcg.as_deref(), None, "{dump}");
+    assert_eq!(found[0].breakdown, None, "{dump}");
 
     // 7. The post-mortem parser reads the guest's own kernel log (`dmesg`)
     // as the live agent read /dev/kmsg: the same kills, the same places.

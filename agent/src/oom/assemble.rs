@@ -4,6 +4,7 @@
 //! in` line, then the `Kill process ... or sacrifice child` line. Pure.
 
 use super::lines::MemcgCounter;
+use super::memstat::MemStat;
 use super::report::{Anchor, EvidenceLine, OomReport, Stamp, SummaryInfo, TaskInfo, TriggerInfo, VictimInfo};
 
 /// A `Killed process` line's victim.
@@ -33,6 +34,7 @@ pub(super) struct BurstParts {
     pub task_in: Option<(String, Option<String>, Stamp)>,
     pub choice: Option<Choice>,
     pub stats_memcg: Option<String>,
+    pub memstat: Option<MemStat>,
     pub memory: Option<MemcgCounter>,
     pub memory_swap: Option<MemcgCounter>,
     pub kmem: Option<MemcgCounter>,
@@ -61,6 +63,7 @@ pub(super) fn reports(parts: BurstParts) -> Vec<OomReport> {
         task_in: parts.task_in.map(|(task, limit, _)| (task, limit)),
         choose_prefix: parts.choice.map(|c| c.prefix),
         stats_memcg: parts.stats_memcg,
+        memstat: parts.memstat,
         memory: parts.memory,
         memory_swap: parts.memory_swap,
         kmem: parts.kmem,

@@ -4,6 +4,7 @@
 
 use super::assemble::{BurstParts, Choice, Kill};
 use super::lines::{MemcgCounter, Summary};
+use super::memstat::MemStat;
 use super::parser::{InputLine, MAX_EVIDENCE};
 use super::report::{EvidenceLine, Stamp, SummaryInfo, TaskInfo, TriggerInfo};
 
@@ -18,6 +19,7 @@ pub(super) struct Burst {
     pub(super) task_in: Option<(String, Option<String>, Stamp)>,
     pub(super) choice: Option<Choice>,
     pub(super) stats_memcg: Option<String>,
+    pub(super) memstat: MemStat,
     pub(super) memory: Option<MemcgCounter>,
     pub(super) memory_swap: Option<MemcgCounter>,
     pub(super) kmem: Option<MemcgCounter>,
@@ -65,6 +67,7 @@ pub(super) fn burst_parts(burst: Burst) -> BurstParts {
         task_in: burst.task_in,
         choice: burst.choice,
         stats_memcg: burst.stats_memcg,
+        memstat: (!burst.memstat.is_empty()).then_some(burst.memstat),
         memory: burst.memory,
         memory_swap: burst.memory_swap,
         kmem: burst.kmem,

@@ -27,8 +27,11 @@ pub enum OomLine<'a> {
     /// The second piece of a split `Task in` line: `as a result of limit
     /// of /B`.
     LimitOf { limit_memcg: &'a str },
-    /// `Memory cgroup stats for /A:` (the stats dump that follows is ignored).
-    StatsFor { memcg: &'a str },
+    /// `Memory cgroup stats for /A:`, with a pre-4.19 kernel's stats
+    /// (`cache:32KB rss:…`) on the same line.
+    StatsFor { memcg: &'a str, inline: Option<&'a str> },
+    /// One `key value` line of the stats dump.
+    Stat { key: &'a str, value: u64 },
     /// The task table's column header: `[  pid  ]   uid  tgid total_vm ...`.
     TasksHeader(Vec<&'a str>),
     /// One task table row: `[   2061]     0  2061     8869 ... tail`.
@@ -177,7 +180,7 @@ pub fn classify(text: &str) -> Option<OomLine<'_>> {
                     pid: leading_int(rest)?,
                 });
             }
-            classify_general(text)
+            classify_general(text).or_else(|| classify_stat(text))
         }
         b'm' | b'k' | b's' if text.contains(": usage ") => {
             classify_counter(text).or_else(|| classify_general(text))
@@ -190,8 +193,13 @@ pub fn classify(text: &str) -> Option<OomLine<'_>> {
         b'a' | b' ' if text.trim_start().starts_with("as a result of limit of ") => Some(OomLine::LimitOf {
             limit_memcg: text.trim_start()["as a result of limit of ".len()..].trim(),
         }),
-        _ => classify_general(text),
+        _ => classify_general(text).or_else(|| classify_stat(text)),
     }
+}
+
+fn classify_stat(text: &str) -> Option<OomLine<'_>> {
+    let (key, value) = super::memstat::stat_line(text)?;
+    Some(OomLine::Stat { key, value })
 }
 
 fn classify_task_in(text: &str) -> Option<OomLine<'_>> {
@@ -255,9 +263,13 @@ fn classify_general(text: &str) -> Option<OomLine<'_>> {
         }
         if let Some(rest) = text.strip_prefix("Memory cgroup stats for ") {
             // Pre-4.19 kernels print the stats on the same line after ": ".
-            let memcg = rest.split(": ").next().unwrap_or(rest);
+            let (memcg, inline) = match rest.split_once(": ") {
+                Some((memcg, inline)) => (memcg, Some(inline)),
+                None => (rest, None),
+            };
             return Some(OomLine::StatsFor {
                 memcg: memcg.trim_end_matches(':'),
+                inline,
             });
         }
     }

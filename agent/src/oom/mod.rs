@@ -9,6 +9,7 @@ mod assemble;
 mod burst;
 pub mod fields;
 pub mod lines;
+pub mod memstat;
 pub mod parser;
 pub mod report;
 mod unused;

@@ -154,8 +154,20 @@ impl Parser {
         }
     }
 
-    /// Offers one line.
+    /// Offers one line (a record with embedded newlines, as cgroup v2's
+    /// stats dump is in `/dev/kmsg`, is offered line by line, as dmesg
+    /// shows it).
     pub fn push(&mut self, line: &InputLine<'_>) {
+        let text = line.text.trim_end();
+        if !text.contains('\n') {
+            return self.push_line(line);
+        }
+        for part in text.split('\n').filter(|part| !part.trim().is_empty()) {
+            self.push_line(&InputLine { text: part, ..*line });
+        }
+    }
+
+    fn push_line(&mut self, line: &InputLine<'_>) {
         self.stats.lines += 1;
         if self.bursts.is_empty() && !lines::may_start_report(line.text) {
             return;
@@ -339,10 +351,21 @@ impl Parser {
                 Some((_, limit @ None, _)) => *limit = Some(limit_memcg.to_owned()),
                 _ => return,
             },
-            OomLine::StatsFor { memcg } => {
+            OomLine::StatsFor { memcg, inline } => {
                 if burst.stats_memcg.is_none() {
                     burst.stats_memcg = Some(memcg.to_owned());
                 }
+                if let Some(pairs) = inline {
+                    burst.memstat.add_inline(pairs);
+                }
+            }
+            OomLine::Stat { key, value } => {
+                // Only the dump after `Memory cgroup stats for`, before the
+                // task table; not noted as evidence (dozens of lines).
+                if burst.stats_memcg.is_some() && burst.columns.is_empty() {
+                    burst.memstat.add(key, value);
+                }
+                return;
             }
             OomLine::TasksHeader(columns) => {
                 burst.columns = columns.into_iter().map(str::to_owned).collect();

@@ -25,6 +25,9 @@ const FRAGMENTS: &[&str] = &[
     "Out of memory and no killable processes...",
     "oom_reaper: reaped process 2061 (tail), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB",
     " dump_stack_lvl+0x57/0x80",
+    "anon 33390592\nfile 0\nshmem 4096\nkernel 163840",
+    "total_rss 33415168",
+    "Memory cgroup stats for /a: cache:32KB rss:524188KB shmem:0KB",
 ];
 
 fn line_strategy() -> impl Strategy<Value = (String, bool, Option<u8>, Option<u64>)> {
@@ -225,4 +228,47 @@ fn fragments_and_headers_alone_are_no_kill() {
         .collect();
     assert!(reasons.contains(&Unused::NoKill), "{reasons:?}");
     assert!(reasons.contains(&Unused::AfterKill), "{reasons:?}");
+}
+
+#[test]
+fn the_stats_dump_becomes_the_reports_memstat_in_each_shape() {
+    // cgroup v2 in /dev/kmsg: one record with embedded newlines.
+    let reports = run(&[
+        "tail invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
+        "Memory cgroup stats for /a:",
+        "anon 33390592\nfile 8192\nshmem 4096\nkernel 163840\n",
+        "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+        "[   2061]     0  2061     8869     8524   118784        0             0 tail",
+        // Not stats: after the task table.
+        "anon 1",
+        "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/a,task_memcg=/a,task=tail,pid=2061,uid=0",
+        "Memory cgroup out of memory: Killed process 2061 (tail) total-vm:35476kB, anon-rss:32512kB, file-rss:1584kB, shmem-rss:0kB, UID:0 pgtables:116kB oom_score_adj:0",
+    ]);
+    let stat = reports[0].memstat.as_ref().expect("stats");
+    let b = stat.breakdown(None);
+    assert_eq!(
+        (b.anon, b.page_cache, b.shmem, b.kernel),
+        (Some(33_390_592), Some(4096), Some(4096), Some(163_840))
+    );
+    // A report with no stats dump has none; lines like stats outside a
+    // report are nothing.
+    let reports = run(&[
+        "anon 5",
+        "Memory cgroup out of memory: Killed process 2061 (tail) total-vm:35476kB, anon-rss:32512kB, file-rss:1584kB, shmem-rss:0kB, UID:0 pgtables:116kB oom_score_adj:0",
+        "anon 6",
+    ]);
+    assert_eq!(reports[0].memstat, None);
+    // Before 4.19: on the stats line itself.
+    let reports = run(&[
+        "java invoked oom-killer: gfp_mask=0xd0, order=0, oom_score_adj=-998",
+        "Task in /kubepods/podx/c killed as a result of limit of /kubepods/podx/c",
+        "Memory cgroup stats for /kubepods/podx/c: cache:32KB rss:524188KB shmem:8KB",
+        "Memory cgroup out of memory: Kill process 28438 (java) score 1000 or sacrifice child",
+        "Killed process 28438 (java) total-vm:20255636kB, anon-rss:466160kB, file-rss:13684kB",
+    ]);
+    let b = reports[0].memstat.as_ref().expect("stats").breakdown(None);
+    assert_eq!(
+        (b.anon, b.page_cache, b.shmem),
+        (Some(524_188 * 1024), Some(24 * 1024), Some(8 * 1024))
+    );
 }

@@ -128,6 +128,8 @@ pub struct OomReport {
     pub choose_prefix: Option<String>,
     /// `Memory cgroup stats for X:` (cgroup v1 prints the OOM memcg).
     pub stats_memcg: Option<String>,
+    /// The stats dump that follows it (cgroup v2, and v1 on every kernel).
+    pub memstat: Option<super::memstat::MemStat>,
     pub memory: Option<MemcgCounter>,
     pub memory_swap: Option<MemcgCounter>,
     pub kmem: Option<MemcgCounter>,

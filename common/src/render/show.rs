@@ -23,6 +23,49 @@ fn describe_scope(event: &OomEvent) -> &'static str {
 
 /// Everything about one kill, for `oomlens show`. Every string from the
 /// event is escaped ([`printable`]).
+/// What the limited cgroup was charged for, largest first, with where the
+/// numbers come from.
+fn breakdown_text(b: &oomlens_proto::v1::MemoryBreakdown) -> Option<String> {
+    use oomlens_proto::v1::BreakdownSource;
+
+    let mut parts: Vec<(&str, u64)> = [
+        ("anon", b.anon_bytes),
+        ("page cache", b.page_cache_bytes),
+        ("shmem/tmpfs", b.shmem_bytes),
+        ("kernel", b.kernel_bytes),
+    ]
+    .into_iter()
+    .filter_map(|(name, bytes)| Some((name, bytes?)))
+    .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    parts.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+    // Page cache the kernel could not drop in time.
+    let unwritten: u64 = [b.dirty_bytes, b.writeback_bytes].into_iter().flatten().sum();
+    let mut text = parts
+        .iter()
+        .map(|(name, bytes)| match *name {
+            "page cache" if unwritten > 0 => format!(
+                "{name} {} ({} dirty or under writeback)",
+                human_bytes(*bytes),
+                human_bytes(unwritten)
+            ),
+            _ => format!("{name} {}", human_bytes(*bytes)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(swap) = b.swap_bytes.filter(|s| *s > 0) {
+        let _ = write!(text, ", swap {}", human_bytes(swap));
+    }
+    text.push_str(match BreakdownSource::try_from(b.source) {
+        Ok(BreakdownSource::KernelReport) => "; from the kernel's report",
+        Ok(BreakdownSource::LastSample) => "; from the last sample before the kill",
+        _ => "",
+    });
+    Some(text)
+}
+
 pub fn show_event(event: &OomEvent, style: Style) -> String {
     let mut out = String::new();
     let node = printable(event.node.as_deref().unwrap_or("?"));
@@ -149,6 +192,9 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
     }
     if let Some(memcg) = &event.oom_memcg {
         field(&mut out, "oom memcg", printable(memcg).into_owned());
+    }
+    if let Some(text) = event.breakdown.as_ref().and_then(breakdown_text) {
+        field(&mut out, "charged", text);
     }
     let mut flags = Vec::new();
     if event.silent == Some(true) {

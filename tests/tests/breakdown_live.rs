@@ -1,0 +1,128 @@
+//! What filled the memory, on real kills: a process filling a tmpfs charged
+//! to its cgroup, and one growing anonymous memory, each killed at its
+//! limit in a scratch v1 memory cgroup; the kernel's own stats dump in the
+//! report, read back live from `/dev/kmsg`, gives the event's breakdown.
+//!
+//! Needs root and the cgroup v1 memory controller; elsewhere each test
+//! prints why it skips. The tests share the kernel log, so they run one at
+//! a time.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oomlens_agent::event::event_from_report;
+use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt};
+use oomlens_agent::oom::Parser;
+use oomlens_proto::v1::{BreakdownSource, MemoryBreakdown, OomEvent};
+use oomlens_tests::faults::Tmpfs;
+use oomlens_tests::{ScratchTree, pod_and_container_ids, require_real_kernel, run_hog, unique};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const LIMIT: u64 = 32 << 20;
+const MIB: u64 = 1 << 20;
+
+/// Runs `command` with `sh -c` inside `cgroup` until it exits; its status.
+fn run_in(cgroup: &Path, command: &str) -> std::process::ExitStatus {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo $$ > \"$1/cgroup.procs\" && {command}"))
+        .arg("sh")
+        .arg(cgroup)
+        .status()
+        .expect("spawn sh")
+}
+
+/// The event of the kill at `memcg`, read from the live log.
+async fn event_of_kill_at(reader: &mut KmsgReader, memcg: &str) -> OomEvent {
+    let mut parser = Parser::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(50), reader.next()).await {
+            Ok(Ok(KmsgItem::Record(record))) => parser.push(&record.input_line()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("reading /dev/kmsg: {e}"),
+            Err(_) => parser.flush_killed(),
+        }
+        while let Some(report) = parser.next_report() {
+            if report.oom_memcg() == Some(memcg) {
+                return event_from_report(&report, &oomlens_tests::test_node(), 0);
+            }
+        }
+    }
+    panic!("no kill at {memcg} in the kernel log");
+}
+
+fn breakdown(event: &OomEvent) -> &MemoryBreakdown {
+    let json = oomlens_proto::json::event_to_json_line(event);
+    let breakdown = event
+        .breakdown
+        .as_ref()
+        .unwrap_or_else(|| panic!("no breakdown: {json}"));
+    assert_eq!(breakdown.source, BreakdownSource::KernelReport as i32, "{json}");
+    assert_eq!(
+        Some(breakdown.cgroup.as_str()),
+        event.oom_memcg.as_deref(),
+        "{json}"
+    );
+    breakdown
+}
+
+#[tokio::test]
+async fn a_tmpfs_filled_to_the_limit_shows_as_shmem() {
+    require_real_kernel!();
+    let _serial = SERIAL.lock().await;
+    let tree = ScratchTree::new(&unique("oomlens-breakdown"));
+    let (uid, container_id) = pod_and_container_ids();
+    let container = format!("kubepods/burstable/pod{uid}/{container_id}");
+    let dir = tree.create(&container);
+    tree.limit(&container, LIMIT);
+    let memcg = tree.kernel_path(&container);
+    // Dropped before the tree: its pages stay charged to the cgroup until
+    // the files go.
+    let tmpfs = Tmpfs::mount("256m", "").unwrap_or_else(|why| panic!("{why}"));
+    let fill = tmpfs.path().join("fill");
+
+    let mut reader = KmsgReader::open("/dev/kmsg", StartAt::End).expect("open /dev/kmsg");
+    let command = format!("exec dd if=/dev/zero of='{}' bs=1M count=256", fill.display());
+    let status = tokio::task::spawn_blocking(move || run_in(&dir, &command))
+        .await
+        .expect("dd");
+    assert!(!status.success(), "dd should be killed at the limit: {status:?}");
+
+    let event = event_of_kill_at(&mut reader, &memcg).await;
+    let b = breakdown(&event);
+    let json = oomlens_proto::json::event_to_json_line(&event);
+    let shmem = b.shmem_bytes.expect("shmem");
+    assert!(shmem > LIMIT - 8 * MIB, "shmem {shmem}: {json}");
+    assert!(b.anon_bytes.unwrap_or(0) < 8 * MIB, "{json}");
+    assert!(b.page_cache_bytes.unwrap_or(0) < 8 * MIB, "{json}");
+    std::fs::remove_file(&fill).expect("remove the tmpfs file");
+    drop(tmpfs);
+}
+
+#[tokio::test]
+async fn anonymous_growth_to_the_limit_shows_as_anon() {
+    require_real_kernel!();
+    let _serial = SERIAL.lock().await;
+    let tree = ScratchTree::new(&unique("oomlens-breakdown"));
+    let (uid, container_id) = pod_and_container_ids();
+    let container = format!("kubepods/burstable/pod{uid}/{container_id}");
+    let dir = tree.create(&container);
+    tree.limit(&container, LIMIT);
+    let memcg = tree.kernel_path(&container);
+
+    let mut reader = KmsgReader::open("/dev/kmsg", StartAt::End).expect("open /dev/kmsg");
+    let (_, status) = tokio::task::spawn_blocking(move || run_hog(&dir))
+        .await
+        .expect("hog");
+    assert!(!status.success());
+
+    let event = event_of_kill_at(&mut reader, &memcg).await;
+    let b = breakdown(&event);
+    let json = oomlens_proto::json::event_to_json_line(&event);
+    let anon = b.anon_bytes.expect("anon");
+    assert!(anon > LIMIT - 8 * MIB, "anon {anon}: {json}");
+    assert!(b.shmem_bytes.unwrap_or(0) < MIB, "{json}");
+}
