@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use oomlens_agent::event::event_from_report;
 use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt};
 use oomlens_agent::oom::Parser;
-use oomlens_proto::v1::{BreakdownSource, MemoryBreakdown, OomEvent};
+use oomlens_collector::analysis::{Rules, analyse};
+use oomlens_proto::v1::{BreakdownSource, MemoryBreakdown, OomEvent, Verdict};
 use oomlens_tests::faults::Tmpfs;
 use oomlens_tests::{ScratchTree, pod_and_container_ids, require_real_kernel, run_hog, unique};
 
@@ -98,6 +99,14 @@ async fn a_tmpfs_filled_to_the_limit_shows_as_shmem() {
     assert!(shmem > LIMIT - 8 * MIB, "shmem {shmem}: {json}");
     assert!(b.anon_bytes.unwrap_or(0) < 8 * MIB, "{json}");
     assert!(b.page_cache_bytes.unwrap_or(0) < 8 * MIB, "{json}");
+    let analysis = analyse(&event, &Rules::default());
+    assert_eq!(
+        analysis.verdict,
+        Verdict::TmpfsFull as i32,
+        "{}",
+        analysis.reasoning
+    );
+    assert_eq!(analysis.recommended_limit_bytes, None);
     std::fs::remove_file(&fill).expect("remove the tmpfs file");
     drop(tmpfs);
 }
@@ -125,4 +134,16 @@ async fn anonymous_growth_to_the_limit_shows_as_anon() {
     let anon = b.anon_bytes.expect("anon");
     assert!(anon > LIMIT - 8 * MIB, "anon {anon}: {json}");
     assert!(b.shmem_bytes.unwrap_or(0) < MIB, "{json}");
+    // No layer but anon: the working-set curve decides, as before.
+    let verdict = analyse(&event, &Rules::default()).verdict;
+    assert!(
+        ![
+            Verdict::TmpfsFull,
+            Verdict::KernelMemory,
+            Verdict::PageCachePressure
+        ]
+        .iter()
+        .any(|v| *v as i32 == verdict),
+        "{verdict}"
+    );
 }

@@ -4,6 +4,14 @@
 //! The verdicts, in the order they are tried:
 //! - `node_pressure`: the node (or its allocatable cgroup) ran out, not the
 //!   container: raising the container's limit would not have helped.
+//! - from what the cgroup was charged for at the kill (the event's
+//!   breakdown), when one layer is at least half of it:
+//!   `tmpfs_full` (shmem: a memory-backed volume or shared memory; no
+//!   recommended limit, a restart does not free it), `kernel_memory`
+//!   (slab, sockets, page tables, stacks), `page_cache_pressure` (page
+//!   cache, with at least a quarter of it dirty or under writeback; no
+//!   recommended limit, more memory is not the fix). An anon-dominated
+//!   charge goes on to the verdicts from the working-set curve below.
 //! - `insufficient_data`: too few samples to say more than the kernel did.
 //! - `spike`: the working set climbed from well below the limit to the
 //!   limit within a few seconds.
@@ -17,7 +25,7 @@
 //! no machine has (a counter's "unlimited", a corrupt event) give no
 //! recommendation rather than a wrong one.
 
-use oomlens_proto::v1::{Analysis, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
+use oomlens_proto::v1::{Analysis, Constraint, MemoryBreakdown, MemoryHistory, OomEvent, Scope, Verdict};
 
 use oomlens_common::units::{human_bytes, quantity, saturating_u64};
 
@@ -47,6 +55,12 @@ pub struct Rules {
     pub leak_min_rise: f64,
     /// Plateau: at least this long above 90 % of the limit.
     pub plateau_s: f64,
+    /// A layer of the breakdown (anon, page cache, shmem, kernel) at least
+    /// this share of the charge names the cause.
+    pub layer_dominant: f64,
+    /// Page cache pressure: at least this share of the page cache dirty or
+    /// under writeback.
+    pub unwritten_share: f64,
 }
 
 impl Default for Rules {
@@ -60,6 +74,8 @@ impl Default for Rules {
             leak_min_r2: 0.9,
             leak_min_rise: 0.3,
             plateau_s: 3.0,
+            layer_dominant: 0.5,
+            unwritten_share: 0.25,
         }
     }
 }
@@ -157,8 +173,17 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
         .into_iter()
         .chain(points.iter().map(|p| saturating_u64(p.1)))
         .max();
-    let recommends = matches!(scope, Scope::ContainerLimit | Scope::PodLimit);
-    let (verdict, reasoning) = classify(&points, limit, history, rules);
+    let by_layer = event
+        .breakdown
+        .as_ref()
+        .and_then(|b| layer_verdict(b, limit, rules));
+    // More memory is not the fix for these.
+    let recommends = matches!(scope, Scope::ContainerLimit | Scope::PodLimit)
+        && !matches!(
+            by_layer.as_ref().map(|(v, _)| *v),
+            Some(Verdict::TmpfsFull | Verdict::PageCachePressure)
+        );
+    let (verdict, reasoning) = by_layer.unwrap_or_else(|| classify(&points, limit, history, rules));
     let mut analysis = Analysis {
         verdict: verdict as i32,
         reasoning,
@@ -227,6 +252,88 @@ fn node_pressure(event: &OomEvent, scope: Scope) -> Analysis {
         recommended_limit_bytes: None,
         recommendation_reasoning: None,
     }
+}
+
+/// The verdict a dominant layer of the charge gives, if one does.
+fn layer_verdict(b: &MemoryBreakdown, limit: Option<u64>, rules: &Rules) -> Option<(Verdict, String)> {
+    let anon = b.anon_bytes.unwrap_or(0);
+    let page_cache = b.page_cache_bytes.unwrap_or(0);
+    let shmem = b.shmem_bytes.unwrap_or(0);
+    let kernel = b.kernel_bytes.unwrap_or(0);
+    let total = anon
+        .saturating_add(page_cache)
+        .saturating_add(shmem)
+        .saturating_add(kernel);
+    if total == 0 {
+        return None;
+    }
+    let share = |bytes: u64| bytes as f64 / total as f64;
+    let of = |bytes: u64| match limit {
+        Some(limit) => format!("{} of the {} limit", human_bytes(bytes), human_bytes(limit)),
+        None => format!("{} of {} charged", human_bytes(bytes), human_bytes(total)),
+    };
+    if share(shmem) >= rules.layer_dominant {
+        return Some((
+            Verdict::TmpfsFull,
+            format!(
+                "shmem held {}: files in a memory-backed volume (an emptyDir with medium: Memory) \
+                 or shared memory. They survive a restart, so the restarted container will be \
+                 killed again: set the emptyDir's sizeLimit, delete what fills it, or move it to disk",
+                of(shmem)
+            ),
+        ));
+    }
+    if share(kernel) >= rules.layer_dominant {
+        let parts: Vec<String> = [
+            ("sockets", b.sock_bytes),
+            ("slab", {
+                let slab = b.slab_reclaimable_bytes.unwrap_or(0) + b.slab_unreclaimable_bytes.unwrap_or(0);
+                (slab > 0).then_some(slab)
+            }),
+            ("page tables", b.pagetables_bytes),
+            ("kernel stacks", b.kernel_stack_bytes),
+        ]
+        .into_iter()
+        .filter_map(|(name, bytes)| {
+            bytes
+                .filter(|b| *b > 0)
+                .map(|b| format!("{name} {}", human_bytes(b)))
+        })
+        .collect();
+        let detail = if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        };
+        return Some((
+            Verdict::KernelMemory,
+            format!(
+                "kernel memory held {}{detail}, which no process's RSS shows: look for many \
+                 connections or sockets with full buffers, many files or threads",
+                of(kernel)
+            ),
+        ));
+    }
+    let unwritten = b
+        .dirty_bytes
+        .unwrap_or(0)
+        .saturating_add(b.writeback_bytes.unwrap_or(0));
+    if share(page_cache) >= rules.layer_dominant
+        && page_cache > 0
+        && unwritten as f64 >= page_cache as f64 * rules.unwritten_share
+    {
+        return Some((
+            Verdict::PageCachePressure,
+            format!(
+                "page cache held {}, {} of it dirty or under writeback: the kernel could not \
+                 write it back fast enough to free it. Write less at once (fsync in smaller \
+                 batches, O_DIRECT), or a faster volume; a higher limit only delays it",
+                of(page_cache),
+                human_bytes(unwritten)
+            ),
+        ));
+    }
+    None
 }
 
 fn classify(

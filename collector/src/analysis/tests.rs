@@ -200,3 +200,146 @@ fn absurd_numbers_never_give_a_zero_or_absurd_recommendation() {
         "{analysis:?}"
     );
 }
+
+fn with_breakdown(mut event: OomEvent, breakdown: MemoryBreakdown) -> OomEvent {
+    event.breakdown = Some(breakdown);
+    event
+}
+
+/// A plateau near a 512Mi limit: `limit_too_low` by the curve alone.
+fn plateau_kill() -> OomEvent {
+    let limit = 512 * MIB;
+    let points: Vec<(f64, u64)> = (0..100).map(|i| (f64::from(i) * 0.1, 500 * MIB)).collect();
+    container_kill(history(&points, limit, 10.0))
+}
+
+#[test]
+fn the_curve_alone_says_limit_too_low_for_the_plateau() {
+    let analysis = analyse(&plateau_kill(), &Rules::default());
+    assert_eq!(analysis.verdict, Verdict::LimitTooLow as i32);
+}
+
+#[test]
+fn a_charge_mostly_shmem_is_a_full_tmpfs_with_no_limit_to_recommend() {
+    let event = with_breakdown(
+        plateau_kill(),
+        MemoryBreakdown {
+            anon_bytes: Some(80 * MIB),
+            page_cache_bytes: Some(10 * MIB),
+            shmem_bytes: Some(410 * MIB),
+            kernel_bytes: Some(8 * MIB),
+            ..MemoryBreakdown::default()
+        },
+    );
+    let analysis = analyse(&event, &Rules::default());
+    assert_eq!(
+        analysis.verdict,
+        Verdict::TmpfsFull as i32,
+        "{}",
+        analysis.reasoning
+    );
+    assert!(
+        analysis.reasoning.contains("shmem held 410Mi of the 512Mi limit"),
+        "{}",
+        analysis.reasoning
+    );
+    assert!(analysis.reasoning.contains("sizeLimit"), "{}", analysis.reasoning);
+    assert_eq!(
+        analysis.recommended_limit_bytes, None,
+        "a higher limit only delays the next kill"
+    );
+}
+
+#[test]
+fn a_charge_mostly_kernel_memory_names_its_parts() {
+    let event = with_breakdown(
+        plateau_kill(),
+        MemoryBreakdown {
+            anon_bytes: Some(100 * MIB),
+            kernel_bytes: Some(300 * MIB),
+            sock_bytes: Some(250 * MIB),
+            slab_unreclaimable_bytes: Some(40 * MIB),
+            ..MemoryBreakdown::default()
+        },
+    );
+    let analysis = analyse(&event, &Rules::default());
+    assert_eq!(
+        analysis.verdict,
+        Verdict::KernelMemory as i32,
+        "{}",
+        analysis.reasoning
+    );
+    assert!(
+        analysis.reasoning.contains("sockets 250Mi, slab 40Mi"),
+        "{}",
+        analysis.reasoning
+    );
+    assert!(analysis.recommended_limit_bytes.is_some());
+}
+
+#[test]
+fn page_cache_is_pressure_only_when_much_of_it_is_unwritten() {
+    let dirty = with_breakdown(
+        plateau_kill(),
+        MemoryBreakdown {
+            anon_bytes: Some(60 * MIB),
+            page_cache_bytes: Some(400 * MIB),
+            dirty_bytes: Some(120 * MIB),
+            writeback_bytes: Some(30 * MIB),
+            ..MemoryBreakdown::default()
+        },
+    );
+    let analysis = analyse(&dirty, &Rules::default());
+    assert_eq!(
+        analysis.verdict,
+        Verdict::PageCachePressure as i32,
+        "{}",
+        analysis.reasoning
+    );
+    assert!(
+        analysis
+            .reasoning
+            .contains("150Mi of it dirty or under writeback"),
+        "{}",
+        analysis.reasoning
+    );
+    assert_eq!(analysis.recommended_limit_bytes, None);
+    // Clean cache the kernel could have dropped: the curve decides.
+    let clean = with_breakdown(
+        plateau_kill(),
+        MemoryBreakdown {
+            anon_bytes: Some(60 * MIB),
+            page_cache_bytes: Some(400 * MIB),
+            dirty_bytes: Some(MIB),
+            writeback_bytes: Some(0),
+            ..MemoryBreakdown::default()
+        },
+    );
+    assert_eq!(
+        analyse(&clean, &Rules::default()).verdict,
+        Verdict::LimitTooLow as i32
+    );
+}
+
+#[test]
+fn an_anonymous_charge_keeps_the_curve_verdicts() {
+    let event = with_breakdown(
+        plateau_kill(),
+        MemoryBreakdown {
+            anon_bytes: Some(490 * MIB),
+            page_cache_bytes: Some(4 * MIB),
+            shmem_bytes: Some(0),
+            kernel_bytes: Some(6 * MIB),
+            ..MemoryBreakdown::default()
+        },
+    );
+    let analysis = analyse(&event, &Rules::default());
+    assert_eq!(analysis.verdict, Verdict::LimitTooLow as i32);
+    assert!(analysis.recommended_limit_bytes.is_some());
+    // An empty breakdown changes nothing.
+    let empty = with_breakdown(plateau_kill(), MemoryBreakdown::default());
+    assert_eq!(
+        analyse(&empty, &Rules::default()).verdict,
+        Verdict::LimitTooLow as i32
+    );
+}
