@@ -51,6 +51,30 @@ fn constraint_of(constraint: ReportConstraint) -> pb::Constraint {
 
 /// Builds the event. `ordinal` (the report's position in its input) keys
 /// the id only when the log has neither sequence numbers nor timestamps.
+/// What the limited cgroup was charged for, from the last full sample of its
+/// history before the kill: for kills whose report printed no stats (a
+/// rate-limited or filtered report).
+pub fn breakdown_from_history(event: &pb::OomEvent) -> Option<pb::MemoryBreakdown> {
+    let oom_memcg = event.oom_memcg.as_deref()?;
+    let history = [event.oom_memcg_history.as_ref(), event.history.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|h| h.cgroup == oom_memcg)?;
+    let last = history.samples.iter().rev().find(|s| s.anon_bytes.is_some())?;
+    Some(pb::MemoryBreakdown {
+        cgroup: oom_memcg.to_owned(),
+        source: pb::BreakdownSource::LastSample as i32,
+        anon_bytes: last.anon_bytes,
+        // The sample's file counts shmem too.
+        page_cache_bytes: last
+            .file_bytes
+            .map(|file| file.saturating_sub(last.shmem_bytes.unwrap_or(0))),
+        shmem_bytes: last.shmem_bytes,
+        kernel_bytes: last.kernel_bytes,
+        ..pb::MemoryBreakdown::default()
+    })
+}
+
 /// What the limited cgroup was charged for, from the report's stats dump.
 fn breakdown_of(report: &OomReport, oom_memcg: Option<&str>) -> Option<pb::MemoryBreakdown> {
     let stat = report.memstat.as_ref()?;
@@ -380,5 +404,38 @@ mod tests {
         let mut unknown = event(11);
         apply_runtime(&mut unknown, &resolved(None, Some(true)));
         assert_eq!(unknown.silent, None, "never guessed");
+    }
+
+    #[test]
+    fn a_kill_without_stats_is_broken_down_from_the_last_full_sample_of_its_limited_cgroup() {
+        let sample = |anon: Option<u64>| pb::MemorySample {
+            anon_bytes: anon,
+            file_bytes: anon.map(|_| 30 << 20),
+            shmem_bytes: anon.map(|_| 20 << 20),
+            kernel_bytes: anon.map(|_| 1 << 20),
+            ..pb::MemorySample::default()
+        };
+        let history = |cgroup: &str| pb::MemoryHistory {
+            cgroup: cgroup.into(),
+            // The newest samples are fine ones, before the next full one.
+            samples: vec![sample(Some(5 << 20)), sample(Some(6 << 20)), sample(None)],
+            ..pb::MemoryHistory::default()
+        };
+        let mut kill = event(7);
+        kill.oom_memcg = Some("/kubepods/pod1".into());
+        kill.history = Some(history("/kubepods/pod1/c1"));
+        kill.oom_memcg_history = Some(history("/kubepods/pod1"));
+        let b = breakdown_from_history(&kill).expect("a breakdown");
+        assert_eq!(b.cgroup, "/kubepods/pod1");
+        assert_eq!(b.source, pb::BreakdownSource::LastSample as i32);
+        assert_eq!(
+            (b.anon_bytes, b.page_cache_bytes, b.shmem_bytes, b.kernel_bytes),
+            (Some(6 << 20), Some(10 << 20), Some(20 << 20), Some(1 << 20))
+        );
+        // No history of the limited cgroup: none rather than another's.
+        kill.oom_memcg_history = None;
+        assert_eq!(breakdown_from_history(&kill), None);
+        kill.oom_memcg = None;
+        assert_eq!(breakdown_from_history(&kill), None);
     }
 }

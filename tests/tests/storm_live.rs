@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use oomlens_agent::cgroup::Sampler;
 use oomlens_agent::pipeline::{self, Enrichers};
 use oomlens_proto::json::event_to_json_line;
-use oomlens_proto::v1::OomEvent;
+use oomlens_proto::v1::{BreakdownSource, OomEvent};
 use oomlens_tests::{ScratchTree, kernel_pid, pod_and_container_ids, require_real_kernel, run_hog, unique};
 use tokio::sync::{mpsc, watch};
 
@@ -126,6 +126,7 @@ async fn a_storm_of_kills_is_reported_once_each_and_attributed() {
     // Every kill names its victim's cgroup correctly, or (for a bare kill
     // line that could not be attributed without guessing) none at all.
     let mut unattributed = 0;
+    let mut from_samples = 0;
     for event in &ours {
         let json = event_to_json_line(event);
         let Some(path) = event.task_memcg.as_deref() else {
@@ -142,7 +143,17 @@ async fn a_storm_of_kills_is_reported_once_each_and_attributed() {
             event.container.is_some() && event.pod.is_some(),
             "identity from the path: {json}"
         );
+        // What filled the memory: from the kernel's stats dump, or, for a
+        // kill whose report the kernel cut, from the last sample.
+        let source = event.breakdown.as_ref().map(|b| b.source);
+        if !event.partial {
+            assert_eq!(source, Some(BreakdownSource::KernelReport as i32), "{json}");
+        } else if event.oom_memcg.is_some() && event.history.as_ref().is_some_and(|h| !h.samples.is_empty()) {
+            assert_eq!(source, Some(BreakdownSource::LastSample as i32), "{json}");
+            from_samples += 1;
+        }
     }
+    eprintln!("{from_samples} rate-limited kills broken down from their last sample");
     eprintln!(
         "{} of {partial} rate-limited kills attributed",
         partial - unattributed

@@ -61,6 +61,9 @@ async fn attach_snapshot(sampler: &SamplerHandle, event: &mut OomEvent) {
             event.history = snapshot.victim;
             event.oom_memcg_history = snapshot.oom_memcg;
             event.node_memory = snapshot.node;
+            if event.breakdown.is_none() {
+                event.breakdown = crate::event::breakdown_from_history(event);
+            }
         }
         Ok(None) => warn!(id = %event.id, "the sampler is gone; event sent without history"),
         Err(_) => warn!(id = %event.id, "the sampler did not answer in time; event sent without history"),

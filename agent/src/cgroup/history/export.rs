@@ -89,6 +89,7 @@ impl History {
                     limit_bytes: full.map_or(self.limit, |x| known(x.limit)),
                     pressure_some_avg10: full.and_then(|x| known_f32(x.pressure_some)),
                     pressure_full_avg10: full.and_then(|x| known_f32(x.pressure_full)),
+                    kernel_bytes: full.and_then(|x| known(x.kernel)),
                 }
             })
             .collect();

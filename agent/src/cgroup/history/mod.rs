@@ -65,6 +65,7 @@ struct Full {
     anon: u64,
     file: u64,
     shmem: u64,
+    kernel: u64,
     limit: u64,
     pressure_some: f32,
     pressure_full: f32,
@@ -182,6 +183,7 @@ impl History {
             anon: sample.stat.anon.unwrap_or(UNKNOWN),
             file: sample.stat.file.unwrap_or(UNKNOWN),
             shmem: sample.stat.shmem.unwrap_or(UNKNOWN),
+            kernel: sample.stat.kernel.unwrap_or(UNKNOWN),
             limit: sample.limit.unwrap_or(UNKNOWN),
             pressure_some: sample
                 .pressure
