@@ -99,8 +99,19 @@ fn show_a_container_kill_with_its_chart() {
     );
 }
 
-/// What the kernel's report of a tmpfs-filled container says it held.
+/// What the kernel's report of a tmpfs-filled container says it held, and
+/// its samples with a tmpfs growing to that.
 fn with_breakdown(mut e: OomEvent) -> OomEvent {
+    if let Some(history) = e.history.as_mut() {
+        let count = history.samples.len().max(1) as u64;
+        for (i, sample) in history.samples.iter_mut().enumerate() {
+            let shmem = (205 << 20) * (i as u64 + 1) / count;
+            sample.anon_bytes = Some(40 << 20);
+            sample.shmem_bytes = Some(shmem);
+            sample.file_bytes = Some(shmem + (6 << 20));
+            sample.kernel_bytes = Some(5 << 20);
+        }
+    }
     e.breakdown = Some(oomlens_proto::v1::MemoryBreakdown {
         cgroup: e.oom_memcg.clone().unwrap_or_default(),
         source: oomlens_proto::v1::BreakdownSource::KernelReport as i32,

@@ -25,6 +25,7 @@ fn sample_history(cgroup: &str) -> MemoryHistory {
                 limit_bytes: Some(33_554_432),
                 pressure_some_avg10: Some(1.5),
                 pressure_full_avg10: None,
+                kernel_bytes: Some(163_840),
             })
             .collect(),
         buckets: vec![MemoryBucket {

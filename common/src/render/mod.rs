@@ -16,10 +16,12 @@ use crate::units::{human_bytes, saturating_u64, truncate};
 
 mod chart;
 mod escape;
+mod layers;
 mod show;
 
 pub use chart::memory_chart;
 pub use escape::printable;
+pub use layers::layers_chart;
 pub use show::show_event;
 
 use escape::printable_opt;

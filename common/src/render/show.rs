@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use oomlens_proto::v1::{Constraint, ContainerRole, OomEvent, QosClass, Runtime, Scope, Verdict};
 
 use super::escape::{printable, printable_opt};
-use super::{Style, chart::memory_chart, prefix, scope_code, utc, word};
+use super::{Style, chart::memory_chart, layers::layers_chart, prefix, scope_code, utc, word};
 use crate::units::{human_bytes, quantity, saturating_u64};
 
 fn describe_scope(event: &OomEvent) -> &'static str {
@@ -243,6 +243,19 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
         heading.push_str("):");
         let _ = writeln!(out, "{}", style.bold(&heading));
         for line in memory_chart(history, 72, 10) {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    // The limited cgroup's layers: its own history for a pod-level kill.
+    let limited = event
+        .oom_memcg_history
+        .as_ref()
+        .filter(|h| Some(h.cgroup.as_str()) == event.oom_memcg.as_deref())
+        .or(event.history.as_ref());
+    if let Some(layers) = limited.and_then(|h| layers_chart(h, 72, 8)) {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{}", style.bold("What the memory held before the kill:"));
+        for line in layers {
             let _ = writeln!(out, "  {line}");
         }
     }

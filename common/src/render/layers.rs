@@ -1,0 +1,179 @@
+//! What the memory held before a kill, layer on layer (anon, kernel,
+//! shmem, page cache), from the full samples of a history: one look shows
+//! which layer grew.
+
+use oomlens_proto::v1::{MemoryHistory, MemorySample};
+
+use crate::units::{human_bytes, saturating_u64};
+
+/// The layers, bottom up, with the character that draws each.
+const LAYERS: [(&str, char); 4] = [
+    ("anon", '█'),
+    ("kernel", '▓'),
+    ("shmem/tmpfs", '▒'),
+    ("page cache", '░'),
+];
+
+/// A sample's layers in [`LAYERS`] order; None without `memory.stat`.
+fn layers(sample: &MemorySample) -> Option<[u64; 4]> {
+    let anon = sample.anon_bytes?;
+    let shmem = sample.shmem_bytes.unwrap_or(0);
+    let page_cache = sample.file_bytes.unwrap_or(0).saturating_sub(shmem);
+    Some([anon, sample.kernel_bytes.unwrap_or(0), shmem, page_cache])
+}
+
+/// The stacked chart: `rows` lines of `width` columns, time left to right,
+/// the limit marked, and a legend. None when fewer than two samples carry
+/// `memory.stat` values (nothing to compare).
+pub fn layers_chart(history: &MemoryHistory, width: usize, rows: usize) -> Option<Vec<String>> {
+    let seconds = |s: &MemorySample| {
+        s.time
+            .as_ref()
+            .map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
+    };
+    let points: Vec<(f64, [u64; 4])> = history
+        .samples
+        .iter()
+        .filter_map(|s| Some((seconds(s)?, layers(s)?)))
+        .collect();
+    if points.len() < 2 || width < 2 || rows == 0 {
+        return None;
+    }
+    let (t0, t1) = (points[0].0, points[points.len() - 1].0);
+    // The latest sample in each column; a column without one repeats the
+    // previous column.
+    let mut columns: Vec<Option<[u64; 4]>> = vec![None; width];
+    for (t, values) in &points {
+        let x = if t1 > t0 {
+            usize::try_from(saturating_u64(
+                ((t - t0) / (t1 - t0) * (width - 1) as f64).round(),
+            ))
+            .unwrap_or(width - 1)
+        } else {
+            width - 1
+        };
+        columns[x.min(width - 1)] = Some(*values);
+    }
+    let mut previous = None;
+    for column in &mut columns {
+        match column {
+            Some(v) => previous = Some(*v),
+            None => *column = previous,
+        }
+    }
+    let total = |v: &[u64; 4]| v.iter().fold(0u64, |sum, x| sum.saturating_add(*x));
+    let peak = columns.iter().flatten().map(total).max().unwrap_or(0);
+    let limit = history.limit_bytes.filter(|l| *l > 0);
+    let top = limit.unwrap_or(peak).max(peak).max(1);
+    let limit_row = limit.map(|l| {
+        usize::try_from(saturating_u64((l as f64 / top as f64 * rows as f64).ceil())).unwrap_or(rows)
+    });
+    let label_width = 7;
+    let mut lines = Vec::with_capacity(rows + 3);
+    for row in (1..=rows).rev() {
+        // The layer at the middle of this row's band.
+        let level = top as f64 * (row as f64 - 0.5) / rows as f64;
+        let label = if row == rows {
+            human_bytes(top)
+        } else if Some(row) == limit_row && limit != Some(top) {
+            human_bytes(limit.unwrap_or(0))
+        } else {
+            String::new()
+        };
+        let mut line = format!("{label:>label_width$} ┤");
+        for column in &columns {
+            let mut below = 0.0;
+            let mut drawn = if Some(row) == limit_row { '-' } else { ' ' };
+            if let Some(values) = column {
+                for ((_, glyph), value) in LAYERS.iter().zip(values) {
+                    let above = below + *value as f64;
+                    if level < above {
+                        drawn = *glyph;
+                        break;
+                    }
+                    below = above;
+                }
+            }
+            line.push(drawn);
+        }
+        if Some(row) == limit_row {
+            line.push_str(" limit");
+        }
+        lines.push(line.trim_end().to_owned());
+    }
+    lines.push(format!("{:>label_width$} └{}", "0", "─".repeat(width)));
+    let span = format!("-{:.0}s", t1 - t0);
+    lines.push(format!(
+        "{:>label_width$}  {span}{}kill",
+        "",
+        " ".repeat(width.saturating_sub(span.len() + 4))
+    ));
+    // The legend carries each layer's value at the last sample: the
+    // numbers are in text too.
+    let last = points[points.len() - 1].1;
+    let legend: Vec<String> = LAYERS
+        .iter()
+        .zip(last)
+        .map(|((name, glyph), value)| format!("{glyph} {name} {}", human_bytes(value)))
+        .collect();
+    lines.push(format!("{:>label_width$}  {}", "", legend.join("  ")));
+    Some(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost_types::Timestamp;
+
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn sample(t: i64, anon: u64, shmem: u64) -> MemorySample {
+        MemorySample {
+            time: Some(Timestamp { seconds: t, nanos: 0 }),
+            anon_bytes: Some(anon),
+            file_bytes: Some(shmem + 2 * MIB),
+            shmem_bytes: Some(shmem),
+            kernel_bytes: Some(MIB),
+            ..MemorySample::default()
+        }
+    }
+
+    #[test]
+    fn a_growing_tmpfs_shows_as_the_growing_layer() {
+        let history = MemoryHistory {
+            samples: (0..20)
+                .map(|t| sample(t, 4 * MIB, u64::try_from(t).unwrap() * MIB))
+                .collect(),
+            limit_bytes: Some(32 * MIB),
+            ..MemoryHistory::default()
+        };
+        let lines = layers_chart(&history, 20, 8).unwrap();
+        let chart = lines.join("\n");
+        // The bottom row is anon all along; shmem appears only to the right.
+        let bottom = &lines[7];
+        assert!(bottom.ends_with(&"█".repeat(20)), "{chart}");
+        let middle = &lines[4];
+        assert!(
+            middle.contains('▒') && !middle.starts_with("        ┤▒"),
+            "{chart}"
+        );
+        assert!(lines.last().unwrap().contains("▒ shmem/tmpfs 19Mi"), "{chart}");
+        assert!(chart.contains(" limit"), "{chart}");
+    }
+
+    #[test]
+    fn without_memory_stat_there_is_no_chart() {
+        let history = MemoryHistory {
+            samples: (0..5)
+                .map(|t| MemorySample {
+                    time: Some(Timestamp { seconds: t, nanos: 0 }),
+                    working_set_bytes: Some(MIB),
+                    ..MemorySample::default()
+                })
+                .collect(),
+            ..MemoryHistory::default()
+        };
+        assert_eq!(layers_chart(&history, 20, 8), None);
+    }
+}
