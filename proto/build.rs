@@ -32,6 +32,7 @@ const JSON_MESSAGES: &[&str] = &[
     "MemoryWarning",
     "ContainerMemoryStatus",
     "MemoryBreakdown",
+    "MemoryVolume",
 ];
 
 /// Enum-typed fields and the JSON module that prints them as words.

@@ -123,6 +123,12 @@ fn with_breakdown(mut e: OomEvent) -> OomEvent {
         kernel_bytes: Some(5 << 20),
         ..oomlens_proto::v1::MemoryBreakdown::default()
     });
+    e.memory_volumes = vec![oomlens_proto::v1::MemoryVolume {
+        name: "cache".into(),
+        path: "/var/lib/kubelet/pods/uid-12/volumes/kubernetes.io~empty-dir/cache".into(),
+        used_bytes: Some(205 << 20),
+        size_bytes: Some(256 << 20),
+    }];
     e
 }
 

@@ -186,6 +186,12 @@ fn full_event() -> OomEvent {
             percpu_bytes: Some(0),
             swap_bytes: None,
         }),
+        memory_volumes: vec![MemoryVolume {
+            name: "cache".into(),
+            path: "/var/lib/kubelet/pods/u/volumes/kubernetes.io~empty-dir/cache".into(),
+            used_bytes: Some(2 << 20),
+            size_bytes: Some(256 << 20),
+        }],
     }
 }
 

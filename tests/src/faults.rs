@@ -21,6 +21,12 @@ impl Tmpfs {
     /// Mounts `size` (as `mount -o size=` takes it, e.g. `16m`) with extra
     /// `options`; why not, when it cannot (not root).
     pub fn mount(size: &str, options: &str) -> Result<Self, String> {
+        Self::mount_at("disk", size, options)
+    }
+
+    /// [`Tmpfs::mount`] at `relative` (directories made) in a temporary
+    /// directory: a kubelet-shaped volume path, say.
+    pub fn mount_at(relative: &str, size: &str, options: &str) -> Result<Self, String> {
         if !nix::unistd::geteuid().is_root() {
             return Err("needs root (mounts a tmpfs to fill)".into());
         }
@@ -28,8 +34,8 @@ impl Tmpfs {
         // Traversable by other users (PostgreSQL's server runs as its own).
         std::fs::set_permissions(parent.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .map_err(|e| format!("chmod {}: {e}", parent.path().display()))?;
-        let root = parent.path().join("disk");
-        std::fs::create_dir(&root).map_err(|e| format!("mkdir {}: {e}", root.display()))?;
+        let root = parent.path().join(relative);
+        std::fs::create_dir_all(&root).map_err(|e| format!("mkdir {}: {e}", root.display()))?;
         let mut all = format!("size={size}");
         if !options.is_empty() {
             all = format!("{all},{options}");

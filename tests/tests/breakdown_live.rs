@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use oomlens_agent::event::event_from_report;
 use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt};
 use oomlens_agent::oom::Parser;
+use oomlens_agent::pipeline::Enrichers;
 use oomlens_collector::analysis::{Rules, analyse};
 use oomlens_proto::v1::{BreakdownSource, MemoryBreakdown, OomEvent, Verdict};
 use oomlens_tests::faults::Tmpfs;
@@ -82,7 +83,9 @@ async fn a_tmpfs_filled_to_the_limit_shows_as_shmem() {
     let memcg = tree.kernel_path(&container);
     // Dropped before the tree: its pages stay charged to the cgroup until
     // the files go.
-    let tmpfs = Tmpfs::mount("256m", "").unwrap_or_else(|why| panic!("{why}"));
+    // Where the kubelet mounts an emptyDir with medium: Memory.
+    let volume = format!("var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~empty-dir/cache");
+    let tmpfs = Tmpfs::mount_at(&volume, "256m", "").unwrap_or_else(|why| panic!("{why}"));
     let fill = tmpfs.path().join("fill");
 
     let mut reader = KmsgReader::open("/dev/kmsg", StartAt::End).expect("open /dev/kmsg");
@@ -92,9 +95,22 @@ async fn a_tmpfs_filled_to_the_limit_shows_as_shmem() {
         .expect("dd");
     assert!(!status.success(), "dd should be killed at the limit: {status:?}");
 
-    let event = event_of_kill_at(&mut reader, &memcg).await;
-    let b = breakdown(&event);
+    let mut event = event_of_kill_at(&mut reader, &memcg).await;
+    // The agent finds the pod's memory-backed volume in the host's mount
+    // table and measures it.
+    let enrichers = Enrichers {
+        host_proc: Some("/proc".into()),
+        ..Enrichers::default()
+    };
+    enrichers.enrich(&mut event).await;
     let json = oomlens_proto::json::event_to_json_line(&event);
+    let [volume] = event.memory_volumes.as_slice() else {
+        panic!("one memory volume: {json}");
+    };
+    assert_eq!(volume.name, "cache", "{json}");
+    assert_eq!(volume.size_bytes, Some(256 * MIB), "{json}");
+    assert!(volume.used_bytes.is_some_and(|u| u > LIMIT - 8 * MIB), "{json}");
+    let b = breakdown(&event);
     let shmem = b.shmem_bytes.expect("shmem");
     assert!(shmem > LIMIT - 8 * MIB, "shmem {shmem}: {json}");
     assert!(b.anon_bytes.unwrap_or(0) < 8 * MIB, "{json}");
@@ -107,6 +123,11 @@ async fn a_tmpfs_filled_to_the_limit_shows_as_shmem() {
         analysis.reasoning
     );
     assert_eq!(analysis.recommended_limit_bytes, None);
+    assert!(
+        analysis.reasoning.contains("volume cache holds"),
+        "{}",
+        analysis.reasoning
+    );
     std::fs::remove_file(&fill).expect("remove the tmpfs file");
     drop(tmpfs);
 }

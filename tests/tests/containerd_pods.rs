@@ -60,6 +60,7 @@ async fn pods_in_containerd_are_named_classified_and_silent_kills_flagged() {
             sampler: Some(sampler_handle),
             cri: Some(cri.clone()),
             kube: None,
+            host_proc: Some("/proc".into()),
         },
     );
     let (sender, mut events) = mpsc::channel(64);

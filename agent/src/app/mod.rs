@@ -225,7 +225,10 @@ impl Agent {
                 }
             });
         }
-        let mut enrichers = Enrichers::default();
+        let mut enrichers = Enrichers {
+            host_proc: Some(config.proc_root.clone()),
+            ..Enrichers::default()
+        };
         if let Some(socket) = cri_socket {
             enrichers.cri = start_cri(&socket, sampling_grace(&config), &shutdown).await;
             if enrichers.cri.is_some() {

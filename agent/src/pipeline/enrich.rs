@@ -27,6 +27,9 @@ pub struct Enrichers {
     pub sampler: Option<SamplerHandle>,
     pub cri: Option<CriHandle>,
     pub kube: Option<Arc<KubeEnricher>>,
+    /// The host's /proc (with `hostPID`), where a pod's memory-backed
+    /// volumes are found.
+    pub host_proc: Option<std::path::PathBuf>,
 }
 
 impl Enrichers {
@@ -47,6 +50,20 @@ impl Enrichers {
                 .is_err()
         {
             warn!(id = %event.id, "the Kubernetes API did not answer in time");
+        }
+        if let (Some(proc_root), Some(uid)) = (&self.host_proc, event.pod.as_ref().map(|p| p.uid.clone()))
+            && !uid.is_empty()
+        {
+            let proc_root = proc_root.clone();
+            let find =
+                tokio::task::spawn_blocking(move || crate::pods::volumes::memory_volumes(&proc_root, &uid));
+            match tokio::time::timeout(CRI_TIMEOUT, find).await {
+                Ok(Ok(volumes)) => event.memory_volumes = volumes,
+                Ok(Err(error)) => {
+                    warn!(id = %event.id, %error, "looking for the pod's memory volumes failed")
+                }
+                Err(_) => warn!(id = %event.id, "the pod's memory volumes could not be measured in time"),
+            }
         }
     }
 }

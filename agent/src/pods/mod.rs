@@ -5,6 +5,7 @@
 pub mod cri;
 pub mod kube;
 pub mod path;
+pub mod volumes;
 
 pub use path::{CgroupIdentity, Level, Qos, RuntimeKind, parse_cgroup_path};
 

@@ -25,7 +25,9 @@
 //! no machine has (a counter's "unlimited", a corrupt event) give no
 //! recommendation rather than a wrong one.
 
-use oomlens_proto::v1::{Analysis, Constraint, MemoryBreakdown, MemoryHistory, OomEvent, Scope, Verdict};
+use oomlens_proto::v1::{
+    Analysis, Constraint, MemoryBreakdown, MemoryHistory, MemoryVolume, OomEvent, Scope, Verdict,
+};
 
 use oomlens_common::units::{human_bytes, quantity, saturating_u64};
 
@@ -176,7 +178,7 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
     let by_layer = event
         .breakdown
         .as_ref()
-        .and_then(|b| layer_verdict(b, limit, rules));
+        .and_then(|b| layer_verdict(b, &event.memory_volumes, limit, rules));
     // More memory is not the fix for these.
     let recommends = matches!(scope, Scope::ContainerLimit | Scope::PodLimit)
         && !matches!(
@@ -255,7 +257,12 @@ fn node_pressure(event: &OomEvent, scope: Scope) -> Analysis {
 }
 
 /// The verdict a dominant layer of the charge gives, if one does.
-fn layer_verdict(b: &MemoryBreakdown, limit: Option<u64>, rules: &Rules) -> Option<(Verdict, String)> {
+fn layer_verdict(
+    b: &MemoryBreakdown,
+    volumes: &[MemoryVolume],
+    limit: Option<u64>,
+    rules: &Rules,
+) -> Option<(Verdict, String)> {
     let anon = b.anon_bytes.unwrap_or(0);
     let page_cache = b.page_cache_bytes.unwrap_or(0);
     let shmem = b.shmem_bytes.unwrap_or(0);
@@ -273,15 +280,26 @@ fn layer_verdict(b: &MemoryBreakdown, limit: Option<u64>, rules: &Rules) -> Opti
         None => format!("{} of {} charged", human_bytes(bytes), human_bytes(total)),
     };
     if share(shmem) >= rules.layer_dominant {
-        return Some((
-            Verdict::TmpfsFull,
-            format!(
-                "shmem held {}: files in a memory-backed volume (an emptyDir with medium: Memory) \
-                 or shared memory. They survive a restart, so the restarted container will be \
-                 killed again: set the emptyDir's sizeLimit, delete what fills it, or move it to disk",
-                of(shmem)
-            ),
-        ));
+        let mut reasoning = format!(
+            "shmem held {}: files in a memory-backed volume (an emptyDir with medium: Memory) \
+             or shared memory. They survive a restart, so the restarted container will be \
+             killed again: set the emptyDir's sizeLimit, delete what fills it, or move it to disk",
+            of(shmem)
+        );
+        // The volumes the agent found, fullest first.
+        let mut named: Vec<&MemoryVolume> = volumes.iter().filter(|v| v.used_bytes.is_some()).collect();
+        named.sort_by_key(|v| std::cmp::Reverse(v.used_bytes));
+        for volume in named {
+            reasoning.push_str(&format!(
+                "; volume {} holds {}",
+                volume.name,
+                human_bytes(volume.used_bytes.unwrap_or(0))
+            ));
+            if let Some(size) = volume.size_bytes {
+                reasoning.push_str(&format!(" of its {}", human_bytes(size)));
+            }
+        }
+        return Some((Verdict::TmpfsFull, reasoning));
     }
     if share(kernel) >= rules.layer_dominant {
         let parts: Vec<String> = [

@@ -196,6 +196,23 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
     if let Some(text) = event.breakdown.as_ref().and_then(breakdown_text) {
         field(&mut out, "charged", text);
     }
+    if !event.memory_volumes.is_empty() {
+        let volumes: Vec<String> = event
+            .memory_volumes
+            .iter()
+            .map(|v| {
+                let mut text = format!("{} (memory)", printable(&v.name));
+                if let Some(used) = v.used_bytes {
+                    let _ = write!(text, " {}", human_bytes(used));
+                    if let Some(size) = v.size_bytes {
+                        let _ = write!(text, " of {}", human_bytes(size));
+                    }
+                }
+                text
+            })
+            .collect();
+        field(&mut out, "volumes", volumes.join(", "));
+    }
     let mut flags = Vec::new();
     if event.silent == Some(true) {
         flags.push("silent (the container survived: Kubernetes shows no OOMKilled)");
