@@ -33,6 +33,7 @@ const JSON_MESSAGES: &[&str] = &[
     "ContainerMemoryStatus",
     "MemoryBreakdown",
     "MemoryVolume",
+    "ContainerUsage",
 ];
 
 /// Enum-typed fields and the JSON module that prints them as words.

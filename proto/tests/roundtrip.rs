@@ -192,6 +192,12 @@ fn full_event() -> OomEvent {
             used_bytes: Some(2 << 20),
             size_bytes: Some(256 << 20),
         }],
+        limited_containers: vec![ContainerUsage {
+            cgroup: container().cgroup.unwrap_or_default(),
+            container_id: "ab".repeat(32),
+            name: Some("app".into()),
+            working_set_bytes: Some(30 << 20),
+        }],
     }
 }
 

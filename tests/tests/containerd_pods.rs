@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use oomlens_agent::cgroup::Sampler;
 use oomlens_agent::pipeline::{self, Enrichers};
 use oomlens_agent::pods::cri::{CriClient, CriResolver};
+use oomlens_collector::analysis::{Rules, analyse};
 use oomlens_proto::json::event_to_json_line;
-use oomlens_proto::v1::{OomEvent, QosClass, Scope};
+use oomlens_proto::v1::{OomEvent, QosClass, Scope, Verdict};
 use oomlens_tests::containerd::{Containerd, IMAGE, containerd_unavailable};
 use oomlens_tests::{ScratchTree, pod_and_container_ids, unique};
 use tokio::sync::{mpsc, watch};
@@ -119,12 +120,23 @@ async fn pods_in_containerd_are_named_classified_and_silent_kills_flagged() {
         .run_pod(&mut client, "db-0", "db", &uid_c, &pod_cgroup)
         .await
         .expect("pod c");
+    // A sidecar holding 6 MiB of the pod's 32 (a file in its /dev/shm).
+    let sidecar = containerd
+        .run_container(
+            &mut client,
+            &pod_c,
+            "cache",
+            "/bin/busybox head -c 6291456 /dev/zero > /dev/shm/hold; /bin/busybox sleep 1000",
+            None,
+        )
+        .await
+        .expect("sidecar c");
     let pod_limited = containerd
         .run_container(&mut client, &pod_c, "db", &format!("sleep 2; exec {HOG}"), None)
         .await
         .expect("container c");
     // The agent learns the containers (and their main pids) while they sleep.
-    for id in [&main_a, &child_b, &pod_limited] {
+    for id in [&main_a, &child_b, &pod_limited, &sidecar] {
         let resolved = cri
             .resolve(id)
             .await
@@ -236,6 +248,24 @@ async fn pods_in_containerd_are_named_classified_and_silent_kills_flagged() {
         Some("db"),
         "{json}"
     );
+    // Who held the pod's memory at the kill: both containers, named.
+    let held = |name: &str| {
+        c.limited_containers
+            .iter()
+            .find(|m| m.name.as_deref() == Some(name))
+            .and_then(|m| m.working_set_bytes)
+            .unwrap_or_else(|| panic!("no {name} below the pod's limit: {json}"))
+    };
+    assert!(held("cache") > 5 << 20, "{json}");
+    assert!(held("db") > 0, "{json}");
+    let analysis = analyse(c, &Rules::default());
+    assert_eq!(
+        analysis.verdict,
+        Verdict::PodLimit as i32,
+        "{}",
+        analysis.reasoning
+    );
+    assert!(analysis.reasoning.contains("cache "), "{}", analysis.reasoning);
     drop(containerd);
     drop(memory);
 }

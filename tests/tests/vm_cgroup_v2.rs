@@ -271,6 +271,20 @@ fn cgroup_v2_and_whole_node_ooms_in_a_vm() {
     assert_eq!(found.len(), 1, "scenario 2: {dump}");
     assert_eq!(found[0].scope, Scope::PodLimit as i32, "{dump}");
     assert!(found[0].oom_memcg_history.is_some(), "the pod's history: {dump}");
+    assert_eq!(
+        found[0].limited_containers.first().map(|c| c.cgroup.as_str()),
+        Some(c2.as_str()),
+        "who held the pod's memory: {dump}"
+    );
+    let judged = stored
+        .iter()
+        .find(|e| e.id == found[0].id)
+        .and_then(|e| e.analysis.as_ref());
+    assert_eq!(
+        judged.map(|a| a.verdict),
+        Some(Verdict::PodLimit as i32),
+        "{dump}"
+    );
 
     // 3. memory.oom.group: every process of the group, each once.
     let c3 = path_of(POD3, "burstable", 'c');

@@ -44,6 +44,9 @@ impl Enrichers {
                 Err(_) => warn!(id = %event.id, "the container runtime did not answer in time"),
             }
         }
+        if let Some(cri) = &self.cri {
+            name_members(cri, event).await;
+        }
         if let Some(kube) = &self.kube
             && tokio::time::timeout(CRI_TIMEOUT, kube.enrich(event))
                 .await
@@ -68,6 +71,25 @@ impl Enrichers {
     }
 }
 
+/// Names the largest containers below the limited cgroup (the runtime
+/// caches them: one lookup each), within one deadline for all.
+async fn name_members(cri: &CriHandle, event: &mut OomEvent) {
+    const NAMED: usize = 16;
+    let naming = async {
+        for member in event.limited_containers.iter_mut().take(NAMED) {
+            if member.container_id.is_empty() {
+                continue;
+            }
+            if let Some(resolved) = cri.resolve(&member.container_id).await {
+                member.name = Some(resolved.info.name.clone());
+            }
+        }
+    };
+    if tokio::time::timeout(CRI_TIMEOUT, naming).await.is_err() {
+        debug!(id = %event.id, "the container runtime did not name every container below the limit in time");
+    }
+}
+
 /// Attaches the memory history of the victim's cgroup (and of the limited
 /// cgroup when it is another level) up to the kill, and the node view.
 async fn attach_snapshot(sampler: &SamplerHandle, event: &mut OomEvent) {
@@ -78,6 +100,7 @@ async fn attach_snapshot(sampler: &SamplerHandle, event: &mut OomEvent) {
             event.history = snapshot.victim;
             event.oom_memcg_history = snapshot.oom_memcg;
             event.node_memory = snapshot.node;
+            event.limited_containers = snapshot.members;
             if event.breakdown.is_none() {
                 event.breakdown = crate::event::breakdown_from_history(event);
             }

@@ -11,7 +11,10 @@
 //!   (slab, sockets, page tables, stacks), `page_cache_pressure` (page
 //!   cache, with at least a quarter of it dirty or under writeback; no
 //!   recommended limit, more memory is not the fix). An anon-dominated
-//!   charge goes on to the verdicts from the working-set curve below.
+//!   charge goes on.
+//! - `pod_limit`: the pod's limit (not a container's) was hit and the
+//!   containers' shares at the kill are known: the reasoning says which
+//!   held what.
 //! - `insufficient_data`: too few samples to say more than the kernel did.
 //! - `spike`: the working set climbed from well below the limit to the
 //!   limit within a few seconds.
@@ -185,7 +188,9 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
             by_layer.as_ref().map(|(v, _)| *v),
             Some(Verdict::TmpfsFull | Verdict::PageCachePressure)
         );
-    let (verdict, reasoning) = by_layer.unwrap_or_else(|| classify(&points, limit, history, rules));
+    let (verdict, reasoning) = by_layer
+        .or_else(|| pod_limit(event, scope, limit))
+        .unwrap_or_else(|| classify(&points, limit, history, rules));
     let mut analysis = Analysis {
         verdict: verdict as i32,
         reasoning,
@@ -253,6 +258,46 @@ fn node_pressure(event: &OomEvent, scope: Scope) -> Analysis {
         reasoning,
         recommended_limit_bytes: None,
         recommendation_reasoning: None,
+    }
+}
+
+/// A pod-level kill whose containers' shares are known: which held what.
+fn pod_limit(event: &OomEvent, scope: Scope, limit: Option<u64>) -> Option<(Verdict, String)> {
+    if scope != Scope::PodLimit {
+        return None;
+    }
+    let victim = event.task_memcg.as_deref();
+    let shares: Vec<String> = event
+        .limited_containers
+        .iter()
+        .filter_map(|c| {
+            let bytes = c.working_set_bytes?;
+            let name = c.name.clone().unwrap_or_else(|| short_id(&c.container_id));
+            let victim = (Some(c.cgroup.as_str()) == victim).then_some(" (the victim's)");
+            Some(format!("{name} {}{}", human_bytes(bytes), victim.unwrap_or("")))
+        })
+        .take(8)
+        .collect();
+    if shares.is_empty() {
+        return None;
+    }
+    let limit = limit.map_or_else(|| "its".to_owned(), |l| format!("its {}", human_bytes(l)));
+    Some((
+        Verdict::PodLimit,
+        format!(
+            "the pod's containers together reached {limit} limit, not one container's own: {}. \
+             Raise the pod's limit (the sum of its containers' limits) or shrink the largest holder",
+            shares.join(", ")
+        ),
+    ))
+}
+
+/// The first 12 characters of a container id, as `crictl` shows it.
+fn short_id(id: &str) -> String {
+    if id.is_empty() {
+        "?".to_owned()
+    } else {
+        id.chars().take(12).collect()
     }
 }
 

@@ -343,3 +343,46 @@ fn an_anonymous_charge_keeps_the_curve_verdicts() {
         Verdict::LimitTooLow as i32
     );
 }
+
+#[test]
+fn a_pod_level_kill_says_which_container_held_what() {
+    use oomlens_proto::v1::ContainerUsage;
+    let mut event = plateau_kill();
+    event.scope = Scope::PodLimit as i32;
+    event.task_memcg = Some("/kubepods/pod1/db".into());
+    event.limited_containers = vec![
+        ContainerUsage {
+            cgroup: "/kubepods/pod1/cache".into(),
+            container_id: "c".repeat(64),
+            name: Some("cache".into()),
+            working_set_bytes: Some(300 * MIB),
+        },
+        ContainerUsage {
+            cgroup: "/kubepods/pod1/db".into(),
+            container_id: "d".repeat(64),
+            name: None,
+            working_set_bytes: Some(200 * MIB),
+        },
+    ];
+    let analysis = analyse(&event, &Rules::default());
+    assert_eq!(
+        analysis.verdict,
+        Verdict::PodLimit as i32,
+        "{}",
+        analysis.reasoning
+    );
+    assert!(
+        analysis
+            .reasoning
+            .contains("cache 300Mi, dddddddddddd 200Mi (the victim's)"),
+        "{}",
+        analysis.reasoning
+    );
+    assert!(analysis.recommended_limit_bytes.is_some());
+    // A container-limit kill, or no shares known: the curve decides.
+    event.limited_containers.clear();
+    assert_eq!(
+        analyse(&event, &Rules::default()).verdict,
+        Verdict::LimitTooLow as i32
+    );
+}

@@ -196,6 +196,32 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
     if let Some(text) = event.breakdown.as_ref().and_then(breakdown_text) {
         field(&mut out, "charged", text);
     }
+    if !event.limited_containers.is_empty() {
+        let shares: Vec<String> = event
+            .limited_containers
+            .iter()
+            .take(8)
+            .map(|c| {
+                let name = c.name.as_deref().map_or_else(
+                    || c.container_id.chars().take(12).collect(),
+                    |n| printable(n).into_owned(),
+                );
+                let bytes = c.working_set_bytes.map_or("?".to_owned(), human_bytes);
+                let victim = if Some(c.cgroup.as_str()) == event.task_memcg.as_deref() {
+                    " (victim)"
+                } else {
+                    ""
+                };
+                format!("{name} {bytes}{victim}")
+            })
+            .collect();
+        let more = event.limited_containers.len().saturating_sub(8);
+        let mut text = shares.join(", ");
+        if more > 0 {
+            let _ = write!(text, ", and {more} more");
+        }
+        field(&mut out, "held by", text);
+    }
     if !event.memory_volumes.is_empty() {
         let volumes: Vec<String> = event
             .memory_volumes

@@ -152,6 +152,12 @@ impl History {
             .max()
     }
 
+    /// The working set of the last sample at or before `until_ms`.
+    pub fn working_set_at(&self, until_ms: u64) -> Option<u64> {
+        let at = self.fine.partition_point(|f| f.t_ms <= until_ms);
+        at.checked_sub(1).map(|i| self.working_set(&self.fine[i]))
+    }
+
     /// Latest (time, working set, usage).
     pub fn latest(&self) -> Option<(u64, u64, u64)> {
         // The newest full sample describes the newest sample: no search.

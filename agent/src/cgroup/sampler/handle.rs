@@ -15,6 +15,10 @@ pub struct Snapshot {
     /// History of the limited cgroup when it differs (pod, kubepods).
     pub oom_memcg: Option<pb::MemoryHistory>,
     pub node: Option<pb::NodeMemory>,
+    /// When the limited cgroup is above the victim's (a pod, kubepods):
+    /// the containers below it, largest first, with their working set at
+    /// the kill.
+    pub members: Vec<pb::ContainerUsage>,
 }
 
 /// A request to the sampler task (made through [`SamplerHandle`]).

@@ -12,6 +12,9 @@ use super::{Sampler, SamplerConfig, Snapshot};
 use crate::pods::{CgroupIdentity, Level, parse_cgroup_path};
 use oomlens_proto::time::timestamp_from_unix_ms;
 
+/// Containers listed below a limited pod or kubepods cgroup, at most.
+const MAX_MEMBERS: usize = 64;
+
 /// When a live container is worth a `MemoryWarning`.
 #[derive(Debug, Clone, Copy)]
 pub struct WarningRules {
@@ -55,11 +58,38 @@ impl Sampler {
             (Some(oom), Some(v)) if oom == v.cgroup => None,
             (oom, _) => export(oom),
         };
+        let members = match (oom_memcg, victim) {
+            (Some(oom), Some(victim)) if oom != victim => self.members(oom, until_ms),
+            _ => Vec::new(),
+        };
         Snapshot {
             victim: victim_history,
             oom_memcg: oom_history,
             node: self.node_view,
+            members,
         }
+    }
+
+    /// The followed containers below `memcg`, largest first (at most
+    /// [`MAX_MEMBERS`]), with their working set at `until_ms`.
+    fn members(&self, memcg: &str, until_ms: u64) -> Vec<pb::ContainerUsage> {
+        let prefix = format!("{}/", memcg.trim_end_matches('/'));
+        let mut members: Vec<pb::ContainerUsage> = self
+            .tracked
+            .iter()
+            .filter(|t| t.identity.level == Level::Container && t.path.starts_with(&prefix))
+            .filter_map(|t| {
+                Some(pb::ContainerUsage {
+                    cgroup: t.path.clone(),
+                    container_id: t.identity.container_id.clone().unwrap_or_default(),
+                    name: None,
+                    working_set_bytes: Some(t.history.working_set_at(until_ms)?),
+                })
+            })
+            .collect();
+        members.sort_by_key(|m| std::cmp::Reverse(m.working_set_bytes));
+        members.truncate(MAX_MEMBERS);
+        members
     }
 
     /// Each live container's latest working set, limit (its own, or the
