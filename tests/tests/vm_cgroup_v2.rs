@@ -29,6 +29,7 @@ const POD2: &str = "22222222_2222_4222_8222_222222222222";
 const POD3: &str = "33333333_3333_4333_8333_333333333333";
 const POD4: &str = "44444444_4444_4444_8444_444444444444";
 const POD5: &str = "55555555_5555_4555_8555_555555555555";
+const POD6: &str = "66666666_6666_4666_8666_666666666666";
 
 fn id(c: char) -> String {
     std::iter::repeat_n(c, 64).collect()
@@ -37,7 +38,7 @@ fn id(c: char) -> String {
 /// The guest's /init: builds the kubepods tree on cgroup v2, runs the
 /// agent, then each scenario.
 fn init_script() -> String {
-    let (c1, c2, c3, c4, c5) = (id('a'), id('b'), id('c'), id('d'), id('e'));
+    let (c1, c2, c3, c4, c5, c6) = (id('a'), id('b'), id('c'), id('d'), id('e'), id('f'));
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -63,12 +64,14 @@ P2=$B/kubepods-burstable-pod{POD2}.slice; C2=$P2/cri-containerd-{c2}.scope
 P3=$B/kubepods-burstable-pod{POD3}.slice; C3=$P3/cri-containerd-{c3}.scope
 P5=$B/kubepods-burstable-pod{POD5}.slice; C5=$P5/cri-containerd-{c5}.scope
 P4=$E/kubepods-besteffort-pod{POD4}.slice; C4=$P4/cri-containerd-{c4}.scope
-for p in $P1 $P2 $P3 $P4 $P5; do mkdir $p; enable $p; done
-mkdir $C1 $C2 $C3 $C4 $C5
+P6=$B/kubepods-burstable-pod{POD6}.slice; C6=$P6/cri-containerd-{c6}.scope
+for p in $P1 $P2 $P3 $P4 $P5 $P6; do mkdir $p; enable $p; done
+mkdir $C1 $C2 $C3 $C4 $C5 $C6
 echo 32M > $C1/memory.max
 echo 32M > $P2/memory.max
 echo 32M > $C3/memory.max; echo 1 > $C3/memory.oom.group
 echo 32M > $C5/memory.max
+echo 32M > $C6/memory.max
 
 ip link set lo up
 /oomlens-agent run --standalone --listen 127.0.0.1:7460 --output json --state-dir /tmp/state \
@@ -95,6 +98,12 @@ sleep 1
 echo 48M > $K/memory.max
 hog $C4 40 200; say "scenario5 exit=$? events: $(events $K)"
 echo max > $K/memory.max
+sleep 1
+# A memory-backed volume filled to the container's limit.
+mkdir -p /tmp/vol6; mount -t tmpfs -o size=64m tmpfs /tmp/vol6
+sh -c "echo 0 > /proc/self/oom_score_adj; echo \$\$ > $C6/cgroup.procs; exec dd if=/dev/zero of=/tmp/vol6/fill bs=1M count=64" > /dev/null 2>&1
+say "scenario7 exit=$? events: $(events $C6)"
+rm -f /tmp/vol6/fill; umount /tmp/vol6
 sleep 1
 say "scenario6 before: $(grep MemAvailable /proc/meminfo | tr -s ' ')"
 hog $R/system.slice/hog.service 100 4000; say "scenario6 exit=$?"
@@ -322,6 +331,29 @@ fn cgroup_v2_and_whole_node_ooms_in_a_vm() {
     assert_eq!(found.len(), 1, "scenario 5: {dump}");
     assert_eq!(found[0].scope, Scope::NodeAllocatable as i32, "{dump}");
     assert_eq!(found[0].oom_memcg.as_deref(), Some("/kubepods.slice"), "{dump}");
+
+    // 7. A tmpfs filled to the container's limit: the report's own
+    // memory.stat (cgroup v2) says shmem, and the verdict says tmpfs.
+    let c6 = path_of(POD6, "burstable", 'f');
+    let found = run.by_task(&c6);
+    let dump = run.dump(&found);
+    assert_eq!(found.len(), 1, "scenario 7: {dump}");
+    let breakdown = found[0]
+        .breakdown
+        .as_ref()
+        .unwrap_or_else(|| panic!("no breakdown: {dump}"));
+    assert_eq!(breakdown.source, BreakdownSource::KernelReport as i32, "{dump}");
+    assert!(breakdown.shmem_bytes.is_some_and(|s| s > 24 << 20), "{dump}");
+    assert!(breakdown.anon_bytes.is_some_and(|a| a < 8 << 20), "{dump}");
+    let judged = stored
+        .iter()
+        .find(|e| e.id == found[0].id)
+        .and_then(|e| e.analysis.as_ref());
+    assert_eq!(
+        judged.map(|a| a.verdict),
+        Some(Verdict::TmpfsFull as i32),
+        "{dump}"
+    );
 
     // 6. The whole node ran out of memory.
     let found: Vec<&OomEvent> = run
