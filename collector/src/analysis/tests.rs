@@ -1,6 +1,6 @@
 //! The verdicts and recommended limits on shaped histories.
 use super::*;
-use oomlens_proto::v1::{MemcgUsage, MemorySample, NodeMemory};
+use oomlens_proto::v1::{MemcgUsage, MemoryBreakdown, MemorySample, NodeMemory};
 use prost_types::Timestamp;
 
 fn history(points: &[(f64, u64)], limit: u64, above_90: f64) -> MemoryHistory {
