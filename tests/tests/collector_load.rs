@@ -194,6 +194,7 @@ fn collector_memory_stays_bounded_and_every_acknowledged_event_is_stored_once() 
         .build()
         .unwrap();
     let started = Instant::now();
+    let status_config = config.clone();
     let (acked, over_cap, idle) = runtime.block_on(async {
         // Subscribers from the beginning that never read a response.
         let mut idle = Vec::new();
@@ -209,7 +210,11 @@ fn collector_memory_stays_bounded_and_every_acknowledged_event_is_stored_once() 
                 .into_inner();
             idle.push((client, stream));
         }
-        let statuses = tokio::spawn(report_statuses(config.clone(), CONTAINERS));
+        let statuses = tokio::spawn(async move {
+            let sending = Instant::now();
+            report_statuses(status_config, CONTAINERS).await;
+            sending.elapsed()
+        });
         let senders: Vec<_> = (0..STREAMS)
             .map(|stream| {
                 let events = (0..EVENTS_PER_STREAM)
@@ -231,7 +236,9 @@ fn collector_memory_stays_bounded_and_every_acknowledged_event_is_stored_once() 
                     .expect("an ingest stream of events within the cap"),
             );
         }
-        statuses.await.unwrap();
+        eprintln!("collector load: events acked after {:.1?}", started.elapsed());
+        let took = statuses.await.unwrap();
+        eprintln!("collector load: {CONTAINERS} statuses read in {took:.1?}");
         (acked, over_cap, idle)
     });
     let loaded = started.elapsed();

@@ -17,11 +17,27 @@ pub const STATUS_TTL: Duration = Duration::from_secs(30);
 /// `--max-container-statuses` changes it).
 pub const MAX_STATUSES: usize = 100_000;
 
+type Entries = HashMap<(String, String), (Instant, ContainerMemoryStatus)>;
+
+#[derive(Debug, Default)]
+struct Board {
+    entries: Entries,
+    /// When a full board last pruned itself for a new container, and how
+    /// many times it has.
+    pruned_at: Option<Instant>,
+    prunes_when_full: u64,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct StatusBoard {
-    entries: Mutex<HashMap<(String, String), (Instant, ContainerMemoryStatus)>>,
+    board: Mutex<Board>,
     max: usize,
 }
+
+/// A full board prunes itself for a new container at most this often: a
+/// prune walks every entry, and a flood of new containers must not make
+/// each of them pay for one.
+const PRUNE_WHEN_FULL_EVERY: Duration = Duration::from_secs(1);
 
 /// What [`StatusBoard::record`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,34 +50,45 @@ pub(super) enum Recorded {
 impl StatusBoard {
     pub(super) fn new(max: usize) -> Self {
         Self {
-            entries: Mutex::default(),
+            board: Mutex::default(),
             max,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (Instant, ContainerMemoryStatus)>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Board> {
+        self.board.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(super) fn record(&self, status: ContainerMemoryStatus, now: Instant) -> Recorded {
         let key = (status.node.clone(), status.cgroup.clone());
-        let mut entries = self.lock();
-        if entries.len() >= self.max && !entries.contains_key(&key) {
-            entries.retain(|_, (seen, _)| now.duration_since(*seen) < STATUS_TTL);
-            if entries.len() >= self.max {
+        let mut board = self.lock();
+        if board.entries.len() >= self.max && !board.entries.contains_key(&key) {
+            let due = board
+                .pruned_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_WHEN_FULL_EVERY);
+            if due {
+                board
+                    .entries
+                    .retain(|_, (seen, _)| now.saturating_duration_since(*seen) < STATUS_TTL);
+                board.pruned_at = Some(now);
+                board.prunes_when_full += 1;
+            }
+            if board.entries.len() >= self.max {
                 return Recorded::Dropped;
             }
         }
-        entries.insert(key, (now, status));
+        board.entries.insert(key, (now, status));
         Recorded::Kept
     }
 
     /// Forgets containers not reported within [`STATUS_TTL`]; how many
     /// remain.
     pub(super) fn prune(&self, now: Instant) -> usize {
-        let mut entries = self.lock();
-        entries.retain(|_, (seen, _)| now.duration_since(*seen) < STATUS_TTL);
-        entries.len()
+        let mut board = self.lock();
+        board
+            .entries
+            .retain(|_, (seen, _)| now.saturating_duration_since(*seen) < STATUS_TTL);
+        board.entries.len()
     }
 
     /// The live statuses that pass `keep`.
@@ -71,6 +98,7 @@ impl StatusBoard {
         keep: impl Fn(&ContainerMemoryStatus) -> bool,
     ) -> Vec<ContainerMemoryStatus> {
         self.lock()
+            .entries
             .values()
             .filter(|(seen, _)| now.duration_since(*seen) < STATUS_TTL)
             .map(|(_, status)| status)
@@ -117,5 +145,27 @@ mod tests {
             "stale entries make room"
         );
         assert_eq!(board.prune(later), 1);
+    }
+
+    #[test]
+    fn a_flood_of_new_containers_on_a_full_board_prunes_at_most_once_a_second() {
+        let board = StatusBoard::new(1000);
+        let start = Instant::now();
+        for n in 0..1000 {
+            board.record(status("n", &format!("/c{n}")), start);
+        }
+        // 200,000 new containers at once: without the rate limit each
+        // would walk the 1,000 entries.
+        for n in 0..200_000 {
+            assert_eq!(
+                board.record(status("m", &format!("/f{n}")), start),
+                Recorded::Dropped
+            );
+        }
+        assert_eq!(board.lock().prunes_when_full, 1, "one prune for the whole flood");
+        // A second later, the next new container may prune again.
+        let later = start + PRUNE_WHEN_FULL_EVERY;
+        board.record(status("m", "/late"), later);
+        assert_eq!(board.lock().prunes_when_full, 2);
     }
 }
