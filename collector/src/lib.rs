@@ -19,4 +19,5 @@ mod private;
 mod replicas;
 pub mod server;
 pub mod service;
+pub mod standard;
 pub mod store;

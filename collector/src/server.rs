@@ -83,6 +83,8 @@ pub enum ServeError {
     Tls(tonic::transport::Error),
     #[error("gRPC server failed: {}", error_chain(.0))]
     Serve(tonic::transport::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Serves until `shutdown` completes; open streams are then closed.
@@ -103,6 +105,8 @@ pub async fn serve(
         .max_decoding_message_size(MAX_INGEST_MESSAGE);
     let events =
         EventServiceServer::new(Events::new(collector.clone())).max_encoding_message_size(MAX_MESSAGE);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let (reflection_v1, reflection_v1alpha) = crate::standard::reflection()?;
     let router = builder
         .add_service(tonic::service::interceptor::InterceptedService::new(
             ingest,
@@ -111,6 +115,16 @@ pub async fn serve(
         .add_service(tonic::service::interceptor::InterceptedService::new(
             events,
             config.tokens.interceptor(Role::Read),
+        ))
+        // Open: probes carry no token (see crate::standard).
+        .add_service(health)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection_v1,
+            config.tokens.interceptor(Role::Read),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection_v1alpha,
+            config.tokens.interceptor(Role::Read),
         ));
     if let Ok(addr) = listener.local_addr() {
         info!(
@@ -118,13 +132,23 @@ pub async fn serve(
             tls = config.tls.is_some(),
             mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
             tokens = config.tokens.is_enabled(),
-            "serving IngestService and EventService"
+            "serving IngestService, EventService, grpc.health.v1 and reflection"
         );
     }
     let retention = tokio::spawn(enforce_retention(collector.clone(), config.retention));
+    let (health_stop, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let health_task = tokio::spawn(crate::standard::report_health(
+        health_reporter,
+        std::sync::Arc::clone(collector.metrics()),
+        async move {
+            let _ = health_stopped.await;
+        },
+    ));
     let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
     let stopping = async move {
         shutdown.await;
+        // Probes see the server go before its streams do.
+        let _ = health_stop.send(());
         // End open streams, or the graceful shutdown would wait for them.
         collector.close();
         let _ = draining.send(());
@@ -145,6 +169,7 @@ pub async fn serve(
         }
     };
     retention.abort();
+    health_task.abort();
     served
 }
 
