@@ -4,7 +4,8 @@
 
 use oomlens_proto::v1::{MemoryHistory, MemorySample};
 
-use crate::units::{human_bytes, saturating_u64};
+use super::chart::{Axis, LABEL_WIDTH, column_of, fill_forward, footer};
+use crate::units::human_bytes;
 
 /// The layers, bottom up, with the character that draws each.
 const LAYERS: [(&str, char); 4] = [
@@ -40,50 +41,25 @@ pub fn layers_chart(history: &MemoryHistory, width: usize, rows: usize) -> Optio
         return None;
     }
     let (t0, t1) = (points[0].0, points[points.len() - 1].0);
-    // The latest sample in each column; a column without one repeats the
-    // previous column.
+    // The latest sample in each column.
     let mut columns: Vec<Option<[u64; 4]>> = vec![None; width];
     for (t, values) in &points {
-        let x = if t1 > t0 {
-            usize::try_from(saturating_u64(
-                ((t - t0) / (t1 - t0) * (width - 1) as f64).round(),
-            ))
-            .unwrap_or(width - 1)
-        } else {
-            width - 1
-        };
-        columns[x.min(width - 1)] = Some(*values);
+        columns[column_of(*t, t0, t1, width)] = Some(*values);
     }
-    let mut previous = None;
-    for column in &mut columns {
-        match column {
-            Some(v) => previous = Some(*v),
-            None => *column = previous,
-        }
-    }
+    fill_forward(&mut columns);
     let total = |v: &[u64; 4]| v.iter().fold(0u64, |sum, x| sum.saturating_add(*x));
     let peak = columns.iter().flatten().map(total).max().unwrap_or(0);
     let limit = history.limit_bytes.filter(|l| *l > 0);
     let top = limit.unwrap_or(peak).max(peak).max(1);
-    let limit_row = limit.map(|l| {
-        usize::try_from(saturating_u64((l as f64 / top as f64 * rows as f64).ceil())).unwrap_or(rows)
-    });
-    let label_width = 7;
+    let axis = Axis::new(top, limit, rows);
     let mut lines = Vec::with_capacity(rows + 3);
     for row in (1..=rows).rev() {
         // The layer at the middle of this row's band.
-        let level = top as f64 * (row as f64 - 0.5) / rows as f64;
-        let label = if row == rows {
-            human_bytes(top)
-        } else if Some(row) == limit_row && limit != Some(top) {
-            human_bytes(limit.unwrap_or(0))
-        } else {
-            String::new()
-        };
-        let mut line = format!("{label:>label_width$} ┤");
+        let level = axis.level(row);
+        let mut line = axis.row_start(row);
         for column in &columns {
             let mut below = 0.0;
-            let mut drawn = if Some(row) == limit_row { '-' } else { ' ' };
+            let mut drawn = if Some(row) == axis.limit_row { '-' } else { ' ' };
             if let Some(values) = column {
                 for ((_, glyph), value) in LAYERS.iter().zip(values) {
                     let above = below + *value as f64;
@@ -96,18 +72,12 @@ pub fn layers_chart(history: &MemoryHistory, width: usize, rows: usize) -> Optio
             }
             line.push(drawn);
         }
-        if Some(row) == limit_row {
+        if Some(row) == axis.limit_row {
             line.push_str(" limit");
         }
         lines.push(line.trim_end().to_owned());
     }
-    lines.push(format!("{:>label_width$} └{}", "0", "─".repeat(width)));
-    let span = format!("-{:.0}s", t1 - t0);
-    lines.push(format!(
-        "{:>label_width$}  {span}{}kill",
-        "",
-        " ".repeat(width.saturating_sub(span.len() + 4))
-    ));
+    lines.extend(footer(width, t1 - t0));
     // The legend carries each layer's value at the last sample: the
     // numbers are in text too.
     let last = points[points.len() - 1].1;
@@ -116,7 +86,7 @@ pub fn layers_chart(history: &MemoryHistory, width: usize, rows: usize) -> Optio
         .zip(last)
         .map(|((name, glyph), value)| format!("{glyph} {name} {}", human_bytes(value)))
         .collect();
-    lines.push(format!("{:>label_width$}  {}", "", legend.join("  ")));
+    lines.push(format!("{:>LABEL_WIDTH$}  {}", "", legend.join("  ")));
     Some(lines)
 }
 
