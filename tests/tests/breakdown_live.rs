@@ -9,15 +9,15 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oomlens_agent::event::event_from_report;
-use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt};
-use oomlens_agent::oom::Parser;
+use oomlens_agent::kmsg::{KmsgReader, StartAt};
 use oomlens_agent::pipeline::Enrichers;
 use oomlens_collector::analysis::{Rules, analyse};
 use oomlens_proto::v1::{BreakdownSource, MemoryBreakdown, OomEvent, Verdict};
 use oomlens_tests::faults::Tmpfs;
+use oomlens_tests::kernel_log::kill_at;
 use oomlens_tests::{ScratchTree, pod_and_container_ids, require_real_kernel, run_hog, unique};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -38,22 +38,8 @@ fn run_in(cgroup: &Path, command: &str) -> std::process::ExitStatus {
 
 /// The event of the kill at `memcg`, read from the live log.
 async fn event_of_kill_at(reader: &mut KmsgReader, memcg: &str) -> OomEvent {
-    let mut parser = Parser::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(50), reader.next()).await {
-            Ok(Ok(KmsgItem::Record(record))) => parser.push(&record.input_line()),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("reading /dev/kmsg: {e}"),
-            Err(_) => parser.flush_killed(),
-        }
-        while let Some(report) = parser.next_report() {
-            if report.oom_memcg() == Some(memcg) {
-                return event_from_report(&report, &oomlens_tests::test_node(), 0);
-            }
-        }
-    }
-    panic!("no kill at {memcg} in the kernel log");
+    let report = kill_at(reader, memcg, Duration::from_secs(15)).await;
+    event_from_report(&report, &oomlens_tests::test_node(), 0)
 }
 
 fn breakdown(event: &OomEvent) -> &MemoryBreakdown {

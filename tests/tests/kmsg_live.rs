@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use oomlens_agent::event::event_from_report;
 use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt};
-use oomlens_agent::oom::{OomReport, Parser};
+use oomlens_agent::oom::Parser;
 use oomlens_agent::pipeline::{self, PipelineConfig};
 use oomlens_proto::v1::{Constraint, OomEvent, QosClass, Scope};
+use oomlens_tests::kernel_log::reports_until;
 use oomlens_tests::{
     ScratchTree, SysctlGuard, kernel_pid, pod_and_container_ids, require_real_kernel, run_hog, unique,
 };
@@ -24,34 +25,6 @@ use tokio::sync::{mpsc, oneshot};
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const LIMIT: u64 = 32 << 20;
-
-/// Reads the live log until a report satisfies `done` or `timeout` passes;
-/// returns every report seen.
-async fn reports_until(
-    reader: &mut KmsgReader,
-    parser: &mut Parser,
-    timeout: Duration,
-    done: impl Fn(&OomReport) -> bool,
-) -> Vec<OomReport> {
-    let deadline = Instant::now() + timeout;
-    let mut reports = Vec::new();
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(50), reader.next()).await {
-            Ok(Ok(KmsgItem::Record(record))) => parser.push(&record.input_line()),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("reading /dev/kmsg: {e}"),
-            Err(_) => parser.flush_killed(),
-        }
-        while let Some(report) = parser.next_report() {
-            let finished = done(&report);
-            reports.push(report);
-            if finished {
-                return reports;
-            }
-        }
-    }
-    reports
-}
 
 fn assert_killed(status: std::process::ExitStatus) {
     use std::os::unix::process::ExitStatusExt;

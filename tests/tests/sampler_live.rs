@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use oomlens_agent::cgroup::history::Windows;
 use oomlens_agent::cgroup::{Sampler, SamplerConfig, SamplerHandle};
 use oomlens_agent::event::event_from_report;
-use oomlens_agent::kmsg::{KmsgItem, KmsgReader, StartAt};
-use oomlens_agent::oom::Parser;
+use oomlens_agent::kmsg::{KmsgReader, StartAt};
 use oomlens_agent::pipeline::{self, Enrichers};
 use oomlens_proto::json::event_to_json_line;
 use oomlens_proto::v1::{MemoryHistory, OomEvent, Scope};
@@ -235,23 +234,7 @@ async fn a_real_kill_keeps_its_history_after_the_cgroup_is_removed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let mut parser = Parser::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut report = None;
-    while report.is_none() && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(50), reader.next()).await {
-            Ok(Ok(KmsgItem::Record(record))) => parser.push(&record.input_line()),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("reading /dev/kmsg: {e}"),
-            Err(_) => parser.flush_killed(),
-        }
-        while let Some(r) = parser.next_report() {
-            if r.oom_memcg() == Some(path.as_str()) {
-                report = Some(r);
-            }
-        }
-    }
-    let report = report.unwrap_or_else(|| panic!("no kill report for {path}"));
+    let report = oomlens_tests::kernel_log::kill_at(&mut reader, &path, Duration::from_secs(10)).await;
     let mut event = event_from_report(&report, &oomlens_tests::test_node(), 0);
     let kill_ms = event.time.as_ref().map(ms_of).expect("kill time");
     let snapshot = sampler
