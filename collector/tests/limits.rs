@@ -13,7 +13,6 @@ use oomlens_collector::store::READ_BUDGET;
 use oomlens_common::client::ClientConfig;
 use oomlens_proto::v1::{IngestRequest, QueryRequest, ingest_request};
 use prost::Message;
-use tokio_stream::wrappers::ReceiverStream;
 
 async fn start() -> (Embedded, ClientConfig, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -27,28 +26,6 @@ async fn start() -> (Embedded, ClientConfig, tempfile::TempDir) {
         ..ClientConfig::default()
     };
     (server, client, dir)
-}
-
-async fn ingest(config: &ClientConfig, events: Vec<oomlens_proto::v1::OomEvent>) {
-    let mut client = config.ingest_client().await.unwrap();
-    let count = events.len();
-    let (sender, receiver) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        for event in events {
-            let item = Some(ingest_request::Item::Event(event));
-            if sender.send(IngestRequest { item }).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut acks = client
-        .ingest(ReceiverStream::new(receiver))
-        .await
-        .unwrap()
-        .into_inner();
-    for _ in 0..count {
-        acks.message().await.unwrap().expect("an ack per event");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,4 +183,11 @@ async fn an_event_over_the_cap_ends_its_stream_with_the_cap_in_its_reason() {
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("at most 8 MiB"), "{status:?}");
     server.stop().await.unwrap();
+}
+
+/// Stores `events`, each acknowledged.
+async fn ingest(config: &ClientConfig, events: Vec<oomlens_proto::v1::OomEvent>) {
+    let count = events.len();
+    let acks = common::ingest(config, events).await.unwrap();
+    assert_eq!(acks.len(), count, "an ack per event");
 }

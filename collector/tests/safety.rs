@@ -14,12 +14,7 @@ use common::event;
 use oomlens_collector::auth::{Role, Tokens};
 use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_common::client::ClientConfig;
-use oomlens_proto::v1::{
-    EventFilter, IngestRequest, OomEvent, QueryRequest, SubscribeRequest, SummaryRequest, TopRequest,
-    ingest_request,
-};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use oomlens_proto::v1::{EventFilter, OomEvent, QueryRequest, SubscribeRequest, SummaryRequest, TopRequest};
 
 const CLI: &str = env!("CARGO_BIN_EXE_oomlens");
 const READ_TOKEN: &str = "read-token-0123456789";
@@ -53,25 +48,9 @@ impl Server {
 
     /// Stores `events`, waiting for each ack.
     async fn ingest(&self, token: Option<&str>, events: Vec<OomEvent>) {
-        let mut client = self.client(token).ingest_client().await.unwrap();
-        let (sender, receiver) = mpsc::channel(events.len() + 1);
         let count = events.len();
-        for event in events {
-            sender
-                .send(IngestRequest {
-                    item: Some(ingest_request::Item::Event(event)),
-                })
-                .await
-                .unwrap();
-        }
-        let mut acks = client
-            .ingest(ReceiverStream::new(receiver))
-            .await
-            .unwrap()
-            .into_inner();
-        for _ in 0..count {
-            acks.message().await.unwrap().unwrap();
-        }
+        let acks = common::ingest(&self.client(token), events).await.unwrap();
+        assert_eq!(acks.len(), count, "an ack per event");
     }
 
     /// Runs the `oomlens` binary against this collector.

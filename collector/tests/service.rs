@@ -7,16 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{event, fresh_database, postgres_url};
+use common::{event, fresh_database, ingest, postgres_url};
 use oomlens_collector::auth::{Role, Tokens};
 use oomlens_collector::server::{Embedded, ServerConfig, TlsFiles};
 use oomlens_common::client::{ClientConfig, EventClient, status_line};
 use oomlens_proto::v1::{
-    AckStatus, IngestAck, IngestRequest, OomEvent, QueryRequest, SubscribeRequest, SubscribeResponse,
-    ingest_request, subscribe_response,
+    AckStatus, OomEvent, QueryRequest, SubscribeRequest, SubscribeResponse, subscribe_response,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 struct Running {
     address: String,
@@ -53,34 +50,6 @@ fn plain(address: &str) -> ClientConfig {
         endpoint: format!("http://{address}"),
         ..ClientConfig::default()
     }
-}
-
-/// Sends `events` on one ingest stream; returns the acks.
-async fn ingest(config: &ClientConfig, events: Vec<OomEvent>) -> Result<Vec<IngestAck>, tonic::Status> {
-    let mut client = config
-        .ingest_client()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let (sender, receiver) = mpsc::channel(events.len() + 1);
-    let count = events.len();
-    for event in events {
-        sender
-            .send(IngestRequest {
-                item: Some(ingest_request::Item::Event(event)),
-            })
-            .await
-            .unwrap();
-    }
-    let mut acks = client.ingest(ReceiverStream::new(receiver)).await?.into_inner();
-    let mut out = Vec::new();
-    while out.len() < count {
-        match acks.message().await? {
-            Some(ack) => out.push(ack),
-            None => break,
-        }
-    }
-    drop(sender);
-    Ok(out)
 }
 
 async fn next_event(stream: &mut tonic::Streaming<SubscribeResponse>) -> (OomEvent, String) {

@@ -12,10 +12,7 @@ use common::event;
 use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_collector::service::Limits;
 use oomlens_common::client::ClientConfig;
-use oomlens_proto::v1::{
-    IngestRequest, SubscribeRequest, SubscribeResponse, ingest_request, subscribe_response,
-};
-use tokio_stream::wrappers::ReceiverStream;
+use oomlens_proto::v1::{SubscribeRequest, SubscribeResponse, subscribe_response};
 
 async fn start(limits: Limits) -> (Embedded, ClientConfig, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -31,28 +28,6 @@ async fn start(limits: Limits) -> (Embedded, ClientConfig, tempfile::TempDir) {
         ..ClientConfig::default()
     };
     (server, client, dir)
-}
-
-async fn ingest(config: &ClientConfig, range: std::ops::Range<u64>, samples: usize) {
-    let mut client = config.ingest_client().await.unwrap();
-    let count = range.end - range.start;
-    let (sender, receiver) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        for n in range {
-            let item = Some(ingest_request::Item::Event(event(n, "shop", samples)));
-            if sender.send(IngestRequest { item }).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut acks = client
-        .ingest(ReceiverStream::new(receiver))
-        .await
-        .unwrap()
-        .into_inner();
-    for _ in 0..count {
-        acks.message().await.unwrap().expect("an ack per event");
-    }
 }
 
 async fn subscribe(
@@ -172,4 +147,12 @@ async fn clients_that_leave_idle_are_counted_out_and_the_limit_refuses_more() {
     .await;
     assert!(subscribe(&config, "").await.is_ok(), "room again");
     server.stop().await.unwrap();
+}
+
+/// Stores events `range`, each acknowledged.
+async fn ingest(config: &ClientConfig, range: std::ops::Range<u64>, samples: usize) {
+    let events: Vec<_> = range.map(|n| event(n, "shop", samples)).collect();
+    let count = events.len();
+    let acks = common::ingest(config, events).await.unwrap();
+    assert_eq!(acks.len(), count, "an ack per event");
 }

@@ -1,13 +1,16 @@
 //! Shared by the collector's integration tests: synthetic events shaped
-//! like the agent's, and the PostgreSQL test database.
+//! like the agent's, sending them, and the PostgreSQL test database.
 
 #![allow(dead_code, unreachable_pub)]
 
+use oomlens_common::client::ClientConfig;
 use oomlens_proto::v1::{
     Constraint, Container, MemcgUsage, MemoryHistory, MemorySample, OomEvent, Pod, QosClass, Scope, Victim,
     Workload,
 };
+use oomlens_proto::v1::{IngestAck, IngestRequest, ingest_request};
 use prost_types::Timestamp;
+use tokio_stream::wrappers::ReceiverStream;
 
 pub const BASE_SECS: i64 = 1_795_000_000;
 
@@ -87,6 +90,34 @@ pub fn event(n: u64, namespace: &str, samples: usize) -> OomEvent {
         }),
         ..OomEvent::default()
     }
+}
+
+/// Sends `events` on one ingest stream, fed as the collector reads them;
+/// returns the acks (fewer if the collector ended the stream).
+pub async fn ingest(config: &ClientConfig, events: Vec<OomEvent>) -> Result<Vec<IngestAck>, tonic::Status> {
+    let mut client = config
+        .ingest_client()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let count = events.len();
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        for event in events {
+            let item = Some(ingest_request::Item::Event(event));
+            if sender.send(IngestRequest { item }).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut acks = client.ingest(ReceiverStream::new(receiver)).await?.into_inner();
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        match acks.message().await? {
+            Some(ack) => out.push(ack),
+            None => break,
+        }
+    }
+    Ok(out)
 }
 
 /// The PostgreSQL database for tests: `OOMLENS_TEST_POSTGRES`, or the one
