@@ -7,7 +7,7 @@
 //! prints why it skips. The tests share the kernel log, so they run one at
 //! a time.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -24,6 +24,18 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const LIMIT: u64 = 32 << 20;
 const MIB: u64 = 1 << 20;
+
+/// A burstable pod's container cgroup in `tree`, limited to [`LIMIT`]:
+/// the pod's uid, the cgroup's directory and its path as the kernel prints
+/// it.
+fn limited_container(tree: &ScratchTree) -> (String, PathBuf, String) {
+    let (uid, container_id) = pod_and_container_ids();
+    let container = format!("kubepods/burstable/pod{uid}/{container_id}");
+    let dir = tree.create(&container);
+    tree.limit(&container, LIMIT);
+    let memcg = tree.kernel_path(&container);
+    (uid, dir, memcg)
+}
 
 /// Runs `command` with `sh -c` inside `cgroup` until it exits; its status.
 fn run_in(cgroup: &Path, command: &str) -> std::process::ExitStatus {
@@ -62,14 +74,10 @@ async fn a_tmpfs_filled_to_the_limit_shows_as_shmem() {
     require_real_kernel!();
     let _serial = SERIAL.lock().await;
     let tree = ScratchTree::new(&unique("oomlens-breakdown"));
-    let (uid, container_id) = pod_and_container_ids();
-    let container = format!("kubepods/burstable/pod{uid}/{container_id}");
-    let dir = tree.create(&container);
-    tree.limit(&container, LIMIT);
-    let memcg = tree.kernel_path(&container);
-    // Dropped before the tree: its pages stay charged to the cgroup until
-    // the files go.
-    // Where the kubelet mounts an emptyDir with medium: Memory.
+    let (uid, dir, memcg) = limited_container(&tree);
+    // Where the kubelet mounts an emptyDir with medium: Memory. Dropped
+    // before the tree: its pages stay charged to the cgroup until the
+    // files go.
     let volume = format!("var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~empty-dir/cache");
     let tmpfs = Tmpfs::mount_at(&volume, "256m", "").unwrap_or_else(|why| panic!("{why}"));
     let fill = tmpfs.path().join("fill");
@@ -123,11 +131,7 @@ async fn anonymous_growth_to_the_limit_shows_as_anon() {
     require_real_kernel!();
     let _serial = SERIAL.lock().await;
     let tree = ScratchTree::new(&unique("oomlens-breakdown"));
-    let (uid, container_id) = pod_and_container_ids();
-    let container = format!("kubepods/burstable/pod{uid}/{container_id}");
-    let dir = tree.create(&container);
-    tree.limit(&container, LIMIT);
-    let memcg = tree.kernel_path(&container);
+    let (_, dir, memcg) = limited_container(&tree);
 
     let mut reader = KmsgReader::open("/dev/kmsg", StartAt::End).expect("open /dev/kmsg");
     let (_, status) = tokio::task::spawn_blocking(move || run_hog(&dir))
