@@ -119,3 +119,31 @@ impl Drop for CollectorProcess {
         self.kill();
     }
 }
+
+/// The ids of every event stored at the collector on `endpoint`, page
+/// after page, as often as each is stored.
+pub async fn stored_ids(endpoint: &str) -> Vec<String> {
+    let config = oomlens_common::client::ClientConfig {
+        endpoint: endpoint.to_owned(),
+        ..oomlens_common::client::ClientConfig::default()
+    };
+    let mut client = config.event_client().await.expect("a client for the collector");
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .query(oomlens_proto::v1::QueryRequest {
+                filter: None,
+                page_size: 1000,
+                page_token: token,
+            })
+            .await
+            .expect("a page of stored events")
+            .into_inner();
+        ids.extend(page.events.into_iter().map(|e| e.id));
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        token = page.next_page_token;
+    }
+}

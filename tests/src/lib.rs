@@ -166,6 +166,16 @@ pub fn run_hog(cgroup: &Path) -> (u32, std::process::ExitStatus) {
     (pid, status)
 }
 
+/// Makes one real kill: a hog in a new cgroup `name` of `tree`, limited to
+/// 32 MiB, killed by the kernel; the cgroup is removed afterwards.
+pub fn oom_kill_in(tree: &ScratchTree, name: &str) {
+    let cgroup = tree.create(name);
+    tree.limit(name, 32 << 20);
+    let (_, status) = run_hog(&cgroup);
+    assert!(!status.success(), "the hog was killed");
+    tree.remove(name);
+}
+
 /// Sets a sysctl for the guard's lifetime and restores the old value.
 #[derive(Debug)]
 pub struct SysctlGuard {

@@ -13,9 +13,9 @@ use oomlens_common::client::ClientConfig;
 use oomlens_common::limits::MAX_EVENT_BYTES;
 use oomlens_proto::v1::{
     AckStatus, AgentHello, ContainerMemoryStatus, ContainerStatusReport, IngestRequest, MemoryHistory,
-    MemorySample, OomEvent, Pod, QueryRequest, SubscribeRequest, ingest_request,
+    MemorySample, OomEvent, Pod, SubscribeRequest, ingest_request,
 };
-use oomlens_tests::collector::CollectorProcess;
+use oomlens_tests::collector::{CollectorProcess, stored_ids};
 use prost::Message as _;
 use prost_types::Timestamp;
 use tokio_stream::wrappers::ReceiverStream;
@@ -254,29 +254,10 @@ fn collector_memory_stays_bounded_and_every_acknowledged_event_is_stored_once() 
     let peak = peak_rss_kib(pid);
 
     // Every acknowledged event is stored, once.
-    let stored = runtime.block_on(async {
-        let mut client = config.event_client().await.unwrap();
-        let mut stored: HashMap<String, usize> = HashMap::new();
-        let mut token = String::new();
-        loop {
-            let page = client
-                .query(QueryRequest {
-                    filter: None,
-                    page_size: 500,
-                    page_token: token,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            for event in page.events {
-                *stored.entry(event.id).or_default() += 1;
-            }
-            if page.next_page_token.is_empty() {
-                break stored;
-            }
-            token = page.next_page_token;
-        }
-    });
+    let mut stored: HashMap<String, usize> = HashMap::new();
+    for id in runtime.block_on(stored_ids(&collector.endpoint())) {
+        *stored.entry(id).or_default() += 1;
+    }
     drop(idle);
     let statuses = metric(&metrics, "oomlens_collector_container_statuses");
     let statuses_dropped = metric(&metrics, "oomlens_collector_container_statuses_dropped_total");

@@ -16,7 +16,8 @@ use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
 use oomlens_common::client::ClientConfig;
 use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent, QueryRequest};
 use oomlens_tests::collector::CollectorProcess;
-use oomlens_tests::{ScratchTree, cli_binary, metric, require_real_kernel, run_hog, unique};
+use oomlens_tests::collector::stored_ids;
+use oomlens_tests::{ScratchTree, cli_binary, metric, oom_kill_in, require_real_kernel, unique};
 
 fn synthetic(n: u64) -> OomEvent {
     let t = 1_795_000_000 + i64::try_from(n).unwrap();
@@ -45,32 +46,6 @@ fn synthetic(n: u64) -> OomEvent {
             ..MemoryHistory::default()
         }),
         ..OomEvent::default()
-    }
-}
-
-async fn stored_ids(endpoint: &str) -> Vec<String> {
-    let config = ClientConfig {
-        endpoint: endpoint.to_owned(),
-        ..ClientConfig::default()
-    };
-    let mut client = config.event_client().await.unwrap();
-    let mut ids = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = client
-            .query(QueryRequest {
-                filter: None,
-                page_size: 1000,
-                page_token: token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        ids.extend(page.events.into_iter().map(|e| e.id));
-        if page.next_page_token.is_empty() {
-            return ids;
-        }
-        token = page.next_page_token;
     }
 }
 
@@ -247,14 +222,6 @@ fn stop(child: &mut Child) {
     );
     let status = child.wait().unwrap();
     assert!(status.success(), "the agent exits cleanly on SIGTERM: {status}");
-}
-
-fn oom_kill_in(tree: &ScratchTree, name: &str) {
-    let cgroup = tree.create(name);
-    tree.limit(name, 32 << 20);
-    let (_, status) = run_hog(&cgroup);
-    assert!(!status.success(), "the hog was killed");
-    tree.remove(name);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use oomlens_proto::json::event_from_json;
 use oomlens_proto::v1::{OomEvent, QueryRequest};
 use oomlens_tests::collector::CollectorProcess;
 use oomlens_tests::{
-    ScratchTree, agent_binary, free_port, http_get, metric, require_real_kernel, run_hog, tmpfs_or_skip,
+    ScratchTree, agent_binary, free_port, http_get, metric, oom_kill_in, require_real_kernel, tmpfs_or_skip,
     unique,
 };
 
@@ -110,14 +110,6 @@ impl Agent {
         let status = self.child.wait().unwrap();
         assert!(status.success(), "the agent exits cleanly on SIGTERM: {status}");
     }
-}
-
-fn oom_kill_in(tree: &ScratchTree, name: &str) {
-    let cgroup = tree.create(name);
-    tree.limit(name, 32 << 20);
-    let (_, status) = run_hog(&cgroup);
-    assert!(!status.success(), "the hog was killed");
-    tree.remove(name);
 }
 
 async fn stored(endpoint: &str, id: &str) -> bool {

@@ -19,10 +19,12 @@ use oomlens_agent::app::AgentMetrics;
 use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
 use oomlens_collector::store::{Inserted, Store};
 use oomlens_common::client::ClientConfig;
-use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent, QueryRequest};
-use oomlens_tests::collector::CollectorProcess;
+use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent};
+use oomlens_tests::collector::{CollectorProcess, stored_ids};
 use oomlens_tests::faults::{FullablePostgres, Tmpfs, fresh_database, postgres_required, postgres_url};
-use oomlens_tests::{ScratchTree, free_port, metric, require_real_kernel, run_hog, tmpfs_or_skip, unique};
+use oomlens_tests::{
+    ScratchTree, free_port, metric, oom_kill_in, require_real_kernel, tmpfs_or_skip, unique,
+};
 
 const NODE: &str = "faults-node";
 
@@ -59,32 +61,6 @@ fn synthetic(n: u64) -> OomEvent {
 
 fn ids(range: std::ops::Range<u64>) -> HashSet<String> {
     range.map(|n| synthetic(n).id).collect()
-}
-
-async fn stored_ids(endpoint: &str) -> Vec<String> {
-    let config = ClientConfig {
-        endpoint: endpoint.to_owned(),
-        ..ClientConfig::default()
-    };
-    let mut client = config.event_client().await.unwrap();
-    let mut ids = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = client
-            .query(QueryRequest {
-                filter: None,
-                page_size: 1000,
-                page_token: token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        ids.extend(page.events.into_iter().map(|e| e.id));
-        if page.next_page_token.is_empty() {
-            return ids;
-        }
-        token = page.next_page_token;
-    }
 }
 
 /// Stored ids, each checked to be there once.

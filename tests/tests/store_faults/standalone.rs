@@ -143,14 +143,6 @@ async fn standalone_agent_on_a_full_disk_loses_nothing_acknowledged() {
     store.close().await;
 }
 
-fn oom_kill_in(tree: &ScratchTree, name: &str) {
-    let cgroup = tree.create(name);
-    tree.limit(name, 32 << 20);
-    let (_, status) = run_hog(&cgroup);
-    assert!(!status.success(), "the hog was killed");
-    tree.remove(name);
-}
-
 struct StandaloneAgent {
     state: PathBuf,
     database: String,
