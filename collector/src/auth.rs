@@ -142,6 +142,31 @@ impl Tokens {
         found
     }
 
+    /// Admits a caller presenting `authorization` (the header's value,
+    /// `Bearer TOKEN`) when its token allows `wanted`; everyone when no
+    /// tokens are configured. gRPC and the HTTP API share this check.
+    pub fn admit(&self, authorization: Option<&[u8]>, wanted: Role) -> Result<(), Status> {
+        if !self.is_enabled() {
+            return Ok(());
+        }
+        let header =
+            authorization.ok_or_else(|| Status::unauthenticated("a bearer token is required (--token)"))?;
+        let presented = std::str::from_utf8(header)
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("the authorization header is not `Bearer TOKEN`"))?;
+        match self.role_of(presented.trim()) {
+            None => Err(Status::unauthenticated(
+                "the token is not known to this collector",
+            )),
+            Some(role) if role.allows(wanted) => Ok(()),
+            Some(_) => Err(Status::permission_denied(match wanted {
+                Role::Ingest => "this token may not send events (it is not an ingest or admin token)",
+                _ => "this token may not read events (it is not a read or admin token)",
+            })),
+        }
+    }
+
     /// A tonic interceptor admitting callers whose token allows `wanted`.
     pub fn interceptor(
         &self,
@@ -149,28 +174,9 @@ impl Tokens {
     ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
         let tokens = self.clone();
         move |request: Request<()>| {
-            if !tokens.is_enabled() {
-                return Ok(request);
-            }
-            let header = request
-                .metadata()
-                .get("authorization")
-                .ok_or_else(|| Status::unauthenticated("a bearer token is required (--token)"))?;
-            let presented = header
-                .to_str()
-                .ok()
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .ok_or_else(|| Status::unauthenticated("the authorization header is not `Bearer TOKEN`"))?;
-            match tokens.role_of(presented.trim()) {
-                None => Err(Status::unauthenticated(
-                    "the token is not known to this collector",
-                )),
-                Some(role) if role.allows(wanted) => Ok(request),
-                Some(_) => Err(Status::permission_denied(match wanted {
-                    Role::Ingest => "this token may not send events (it is not an ingest or admin token)",
-                    _ => "this token may not read events (it is not a read or admin token)",
-                })),
-            }
+            let header = request.metadata().get("authorization").map(|v| v.as_bytes());
+            tokens.admit(header, wanted)?;
+            Ok(request)
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`store`]: SQLite or PostgreSQL through sqlx, idempotent by event id;
 //! - [`service`]: `IngestService` (acks once stored) and `EventService`;
 //! - [`server`]: TLS, mutual TLS and bearer tokens ([`auth`]), retention;
+//! - [`http`]: metrics, probes and the read-only JSON API;
 //! - [`analysis`]: the verdict and recommended limit stored with each kill.
 //!
 //! Connecting to a collector, rendering for the `oomlens` command and the
@@ -13,6 +14,7 @@
 pub mod analysis;
 pub mod auth;
 pub mod filter;
+pub mod http;
 pub mod hub;
 pub mod metrics;
 mod private;

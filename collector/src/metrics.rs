@@ -1,7 +1,6 @@
 //! The collector's own metrics (`/metrics`, Prometheus text) and health
 //! endpoints. Label values are enums. Documented in docs/metrics.md.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -254,56 +253,6 @@ impl CollectorMetrics {
         }
         text
     }
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`. Ready
-/// while the store can write: it is open before this is called, and not
-/// ready from a failed write until a probe write commits (agents keep
-/// their events meanwhile; a Kubernetes Service stops sending them here).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<CollectorMetrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::http::{StatusCode, header};
-    use axum::routing::get;
-    let ready = Arc::clone(&metrics);
-    let router = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = Arc::clone(&metrics);
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.encode(),
-                    )
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = Arc::clone(&ready);
-                async move {
-                    if ready.store_writable() {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "not ready: the event store cannot write\n",
-                        )
-                    }
-                }
-            }),
-        );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 #[cfg(test)]

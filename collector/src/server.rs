@@ -203,8 +203,12 @@ pub struct Embedded {
     address: std::net::SocketAddr,
     store: crate::store::Store,
     metrics: std::sync::Arc<crate::metrics::CollectorMetrics>,
+    collector: Collector,
+    tokens: Tokens,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
+    http_stop: tokio::sync::watch::Sender<bool>,
+    http: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,16 +233,32 @@ impl Embedded {
         let collector =
             Collector::start_with(store.clone(), std::sync::Arc::clone(&metrics), config.limits).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(collector, listener, config, async move {
+        let tokens = config.tokens.clone();
+        let task = tokio::spawn(serve(collector.clone(), listener, config, async move {
             let _ = stopped.await;
         }));
         Ok(Self {
             address,
             store,
             metrics,
+            collector,
+            tokens,
             stop,
             task,
+            http_stop: tokio::sync::watch::channel(false).0,
+            http: None,
         })
+    }
+
+    /// Also serves the HTTP listener (metrics, probes and the JSON API,
+    /// with the same tokens) on `listener`, until [`Embedded::stop`].
+    pub fn serve_http(&mut self, listener: tokio::net::TcpListener) {
+        let api = crate::http::Api::new(self.collector.clone(), self.tokens.clone());
+        let router = crate::http::router(std::sync::Arc::clone(&self.metrics), Some(api));
+        let mut stopped = self.http_stop.subscribe();
+        self.http = Some(tokio::spawn(crate::http::serve(listener, router, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })));
     }
 
     pub fn address(&self) -> std::net::SocketAddr {
@@ -258,11 +278,19 @@ impl Embedded {
     /// Stops serving (open streams end) and closes the store.
     pub async fn stop(self) -> Result<(), ServeError> {
         let _ = self.stop.send(());
+        let _ = self.http_stop.send(true);
         let served = match self.task.await {
             Ok(result) => result,
             // The server task panicked: surface it here.
             Err(error) => std::panic::resume_unwind(error.into_panic()),
         };
+        if let Some(http) = self.http {
+            match http.await {
+                Ok(Err(error)) => tracing::warn!(%error, "HTTP endpoint failed"),
+                Ok(Ok(())) => {}
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            }
+        }
         self.store.close().await;
         served
     }

@@ -5,6 +5,7 @@
 //! document every field; this crate only adds what protobuf cannot say.
 
 pub mod json;
+pub mod schema;
 pub mod time;
 
 /// Generated types of package `oomlens.v1`.

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub mod collector;
 pub mod containerd;
 pub mod faults;
+pub mod http;
 pub mod kernel_log;
 pub mod vm;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use oomlens_collector::auth::Tokens;
+use oomlens_collector::http;
 use oomlens_collector::metrics::CollectorMetrics;
 use oomlens_collector::server::{self, Retention, ServerConfig, TlsFiles};
 use oomlens_collector::service::Collector;
@@ -76,7 +77,8 @@ struct ServeArgs {
     /// 1 KiB each.
     #[arg(long, env = "OOMLENS_MAX_CONTAINER_STATUSES", default_value_t = oomlens_collector::service::MAX_STATUSES)]
     max_container_statuses: usize,
-    /// Metrics and health endpoint address; empty: none.
+    /// HTTP address: metrics, health probes and the read-only JSON API
+    /// (docs/api.md); empty: none.
     #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7461")]
     metrics_listen: String,
     /// Log format on standard error.
@@ -141,11 +143,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {} for metrics", args.metrics_listen))?;
             let stopping = shutdown.wait();
+            let api = http::Api::new(collector.clone(), config.tokens.clone());
+            let router = http::router(metrics, Some(api));
             tokio::spawn(async move {
-                if let Err(error) =
-                    oomlens_collector::metrics::serve(metrics_listener, metrics, stopping).await
-                {
-                    warn!(%error, "metrics endpoint stopped");
+                if let Err(error) = http::serve(metrics_listener, router, stopping).await {
+                    warn!(%error, "HTTP endpoint stopped");
                 }
             });
         }

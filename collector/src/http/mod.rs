@@ -1,0 +1,94 @@
+//! The collector's HTTP listener: Prometheus metrics and the probes, and
+//! the read-only JSON API for tools that do not speak gRPC
+//! (docs/api.md, described by docs/api/openapi.json).
+//!
+//! The API answers through the same `EventService` the gRPC clients use,
+//! so filters, page and byte bounds, subscriber limits and resume by
+//! cursor behave the same on both; it admits the same read tokens.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::routing::get;
+
+use crate::auth::Tokens;
+use crate::metrics::CollectorMetrics;
+use crate::service::{Collector, Events};
+
+mod api;
+pub mod params;
+
+/// The JSON API's state: the query service and who may read.
+#[derive(Debug, Clone)]
+pub struct Api {
+    events: Events,
+    tokens: Tokens,
+}
+
+impl Api {
+    pub fn new(collector: Collector, tokens: Tokens) -> Self {
+        Self {
+            events: Events::new(collector),
+            tokens,
+        }
+    }
+}
+
+/// `/metrics`, `/healthz` and `/readyz`, and with `api` the `/api/v1/`
+/// routes. Ready while the store can write: it is open before this is
+/// served, and not ready from a failed write until a probe write commits
+/// (agents keep their events meanwhile; a Kubernetes Service stops sending
+/// them here).
+pub fn router(metrics: Arc<CollectorMetrics>, api: Option<Api>) -> Router {
+    let ready = Arc::clone(&metrics);
+    let probes = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = Arc::clone(&metrics);
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = Arc::clone(&ready);
+                async move {
+                    if ready.store_writable() {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: the event store cannot write\n",
+                        )
+                    }
+                }
+            }),
+        );
+    match api {
+        Some(api) => probes.merge(api::routes(api)),
+        None => probes,
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`; open event streams end
+/// when the collector closes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
