@@ -48,6 +48,11 @@ impl CollectorProcess {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// `127.0.0.1:PORT` of its HTTP listener (metrics, probes, JSON API).
+    pub fn http_address(&self) -> String {
+        format!("127.0.0.1:{}", self.metrics_port)
+    }
+
     pub fn log_path(&self, start: usize) -> PathBuf {
         self.logs.join(format!("collector-{start}.log"))
     }

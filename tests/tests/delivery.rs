@@ -306,3 +306,86 @@ async fn the_agent_binary_ships_real_kills_across_restarts() {
     assert!(shown.contains("Verdict: "), "{shown}");
     assert!(shown.contains("memcg      usage 32Mi of limit 32Mi"), "{shown}");
 }
+
+/// The next `oom` event on `stream` that is one of our kills, skipping
+/// anyone else's; panics after `wait`.
+async fn our_streamed_kill(
+    stream: &mut oomlens_tests::http::EventStream,
+    ours: &[String],
+    wait: Duration,
+) -> (String, OomEvent) {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let sent = stream
+            .next(left)
+            .await
+            .expect("one of our kills on the HTTP stream in time");
+        assert_eq!(sent.event, "oom", "{sent:?}");
+        let event = oomlens_proto::json::event_from_json(&sent.data).unwrap();
+        if event
+            .oom_memcg
+            .as_deref()
+            .is_some_and(|m| ours.iter().any(|o| o == m))
+        {
+            return (sent.id.expect("an oom event carries its cursor"), event);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_stream_carries_real_kills_and_resumes_across_a_collector_restart() {
+    require_real_kernel!();
+    let dir = tempfile::tempdir().unwrap();
+    let mut collector =
+        CollectorProcess::start(&dir.path().join("events.db").display().to_string(), dir.path());
+    let state = dir.path().join("agent");
+    let tree = ScratchTree::new(&unique("oomlens-sse"));
+    let names: Vec<String> = (0..3).map(|i| format!("kill{i}")).collect();
+    let ours: Vec<String> = names.iter().map(|n| tree.kernel_path(n)).collect();
+
+    let mut stream = oomlens_tests::http::stream(&collector.http_address(), "/api/v1/stream", &[]).await;
+    assert_eq!(stream.status, 200);
+    let mut agent = start_agent(&collector.endpoint(), &state);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    oom_kill_in(&tree, &names[0]);
+    let (first_cursor, first) = our_streamed_kill(&mut stream, &ours, Duration::from_secs(30)).await;
+    assert_eq!(first.oom_memcg.as_deref(), Some(ours[0].as_str()));
+    assert_eq!(first.victim.and_then(|v| v.comm).as_deref(), Some("tail"));
+
+    // The collector dies (the stream with it); a kill happens meanwhile.
+    collector.kill();
+    assert!(stream.ends_within(Duration::from_secs(5)).await);
+    oom_kill_in(&tree, &names[1]);
+    collector.restart();
+    // An EventSource reconnects with the last id it saw.
+    let mut resumed = oomlens_tests::http::stream(
+        &collector.http_address(),
+        "/api/v1/stream",
+        &[("Last-Event-ID", &first_cursor)],
+    )
+    .await;
+    assert_eq!(resumed.status, 200);
+    let (_, second) = our_streamed_kill(&mut resumed, &ours, Duration::from_secs(30)).await;
+    assert_eq!(
+        second.oom_memcg.as_deref(),
+        Some(ours[1].as_str()),
+        "the kill made while down, once"
+    );
+    oom_kill_in(&tree, &names[2]);
+    let (_, third) = our_streamed_kill(&mut resumed, &ours, Duration::from_secs(30)).await;
+    assert_eq!(third.oom_memcg.as_deref(), Some(ours[2].as_str()));
+    stop(&mut agent);
+    // Nothing of ours repeated after the three.
+    while let Some(sent) = resumed.next(Duration::from_millis(500)).await {
+        let event = oomlens_proto::json::event_from_json(&sent.data).unwrap();
+        assert!(
+            !event
+                .oom_memcg
+                .as_deref()
+                .is_some_and(|m| ours.iter().any(|o| o == m)),
+            "repeated: {:?}",
+            event.oom_memcg
+        );
+    }
+}

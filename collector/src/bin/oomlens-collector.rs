@@ -81,9 +81,21 @@ struct ServeArgs {
     /// (docs/api.md); empty: none.
     #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7461")]
     metrics_listen: String,
+    /// The read-only JSON API on the HTTP address (docs/api.md): on, off,
+    /// or auto (on unless the gRPC port has TLS: the HTTP address has
+    /// none, and would carry tokens and events in the clear).
+    #[arg(long, env = "OOMLENS_HTTP_API", default_value = "auto")]
+    http_api: HttpApi,
     /// Log format on standard error.
     #[arg(long, env = "OOMLENS_LOG_FORMAT", default_value = "text")]
     log_format: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum HttpApi {
+    Auto,
+    On,
+    Off,
 }
 
 fn main() -> ExitCode {
@@ -143,8 +155,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {} for metrics", args.metrics_listen))?;
             let stopping = shutdown.wait();
-            let api = http::Api::new(collector.clone(), config.tokens.clone());
-            let router = http::router(metrics, Some(api));
+            let api = match args.http_api {
+                HttpApi::On => true,
+                HttpApi::Off => false,
+                HttpApi::Auto if config.tls.is_some() => {
+                    info!(
+                        "the JSON API is off: gRPC has TLS and the HTTP address has none \
+                         (--http-api on serves it anyway, e.g. behind a TLS-terminating proxy)"
+                    );
+                    false
+                }
+                HttpApi::Auto => true,
+            };
+            let api = api.then(|| http::Api::new(collector.clone(), config.tokens.clone()));
+            let router = http::router(metrics, api);
             tokio::spawn(async move {
                 if let Err(error) = http::serve(metrics_listener, router, stopping).await {
                     warn!(%error, "HTTP endpoint stopped");

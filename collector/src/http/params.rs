@@ -2,7 +2,9 @@
 //! `EventService` takes. Pure: no I/O, the clock passed in.
 //!
 //! Unknown parameters are errors rather than ignored: a misspelt
-//! `namespce=prod` must not quietly return every namespace's kills.
+//! `namespce=prod` must not quietly return every namespace's kills. An
+//! empty value is the same as the parameter left out, as an HTML form
+//! sends its empty fields.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,28 +51,31 @@ impl Pairs {
         Ok(Self(pairs))
     }
 
-    /// Every value of a repeatable parameter; an empty one is an error.
-    fn all(&self, name: &str) -> Result<Vec<String>, ParamError> {
+    /// The non-empty values of a parameter.
+    fn values(&self, name: &str) -> Vec<&str> {
         self.0
             .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, value)| {
-                let value = value.trim();
-                if value.is_empty() {
-                    Err(error(name, "empty value"))
-                } else {
-                    Ok(value.to_owned())
-                }
-            })
+            .filter(|(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
             .collect()
+    }
+
+    /// Every value of a repeatable parameter.
+    // Result for symmetry with the other readers: `?` at every call.
+    #[allow(clippy::unnecessary_wraps)]
+    fn all(&self, name: &str) -> Result<Vec<String>, ParamError> {
+        Ok(self.values(name).into_iter().map(str::to_owned).collect())
     }
 
     /// The value of a parameter given at most once.
     fn one(&self, name: &str) -> Result<Option<&str>, ParamError> {
-        let mut values = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v.trim());
+        let mut values = self.values(name).into_iter();
         let first = values.next();
         if values.next().is_some() {
             return Err(error(name, "given more than once"));
+        }
+        if first.is_some_and(|v| v.trim() != v) {
+            return Err(error(name, "remove the spaces around the value"));
         }
         Ok(first)
     }
@@ -78,7 +83,7 @@ impl Pairs {
     fn flag(&self, name: &str) -> Result<bool, ParamError> {
         match self.one(name)? {
             None | Some("false" | "0") => Ok(false),
-            Some("" | "true" | "1") => Ok(true),
+            Some("true" | "1") => Ok(true),
             Some(other) => Err(error(name, format!("{other:?} is not true or false"))),
         }
     }
@@ -264,6 +269,13 @@ mod tests {
     }
 
     #[test]
+    fn empty_values_are_parameters_left_out() {
+        let request = query(Some("namespace=&pod=&since=&limit=&scope=&silent="), at(0)).unwrap();
+        assert_eq!(request.filter, None);
+        assert_eq!(request.page_size, 0);
+    }
+
+    #[test]
     fn times_are_rfc3339_or_an_age() {
         let request = query(
             Some("since=2h&until=2024-06-25T12:05:31.5%2B02:00"),
@@ -285,10 +297,9 @@ mod tests {
             ("limit=ten", "limit"),
             ("limit=1&limit=2", "limit"),
             ("scope=POD_LIMIT", "scope"),
-            ("scope=", "scope"),
             ("since=yesterday", "since"),
             ("silent=maybe", "silent"),
-            ("pod=", "pod"),
+            ("limit=%205", "limit"),
         ];
         for (text, name) in cases {
             let error = query(Some(text), at(0)).unwrap_err();
@@ -300,7 +311,7 @@ mod tests {
 
     #[test]
     fn the_last_event_id_header_wins_over_the_cursor_parameter() {
-        let request = subscribe(Some("cursor=7&warnings=1"), Some(" 42 "), at(0)).unwrap();
+        let request = subscribe(Some("cursor=7&warnings=1"), Some("42"), at(0)).unwrap();
         assert_eq!(request.cursor, "42");
         assert!(request.include_warnings);
         let request = subscribe(Some("cursor=7"), None, at(0)).unwrap();
