@@ -6,8 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use oomlens_agent::app::AgentMetrics;
 use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
 use oomlens_common::client::ClientConfig;
 use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent, QueryRequest};
+use oomlens_tests::agent::{start_shipping, stop};
 use oomlens_tests::collector::CollectorProcess;
 use oomlens_tests::collector::stored_ids;
 use oomlens_tests::{ScratchTree, cli_binary, metric, oom_kill_in, require_real_kernel, unique};
@@ -196,34 +196,6 @@ async fn wait_stored(endpoint: &str, names: &[String], count: usize) -> Vec<OomE
     }
 }
 
-fn start_agent(collector: &str, state: &Path) -> Child {
-    Command::new(oomlens_tests::agent_binary())
-        .args(["run", "--collector", collector])
-        .args(["--state-dir", &state.display().to_string()])
-        .args([
-            "--metrics-listen",
-            "",
-            "--cri-socket",
-            "none",
-            "--no-sampler",
-            "--output",
-            "json",
-        ])
-        .env("OOMLENS_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start oomlens-agent")
-}
-
-fn stop(child: &mut Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(oomlens_tests::kernel_pid(child.id())),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let status = child.wait().unwrap();
-    assert!(status.success(), "the agent exits cleanly on SIGTERM: {status}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_binary_ships_real_kills_across_restarts() {
     require_real_kernel!();
@@ -236,7 +208,7 @@ async fn the_agent_binary_ships_real_kills_across_restarts() {
     let full = |i: usize| tree.kernel_path(&names[i]);
     let ours: Vec<String> = (0..3).map(full).collect();
 
-    let mut agent = start_agent(&collector.endpoint(), &state);
+    let mut agent = start_shipping(&collector.endpoint(), &state);
     tokio::time::sleep(Duration::from_millis(500)).await;
     oom_kill_in(&tree, &names[0]);
     wait_stored(&collector.endpoint(), &ours, 1).await;
@@ -254,7 +226,7 @@ async fn the_agent_binary_ships_real_kills_across_restarts() {
         "the undelivered kill waits in the spool"
     );
     collector.restart();
-    let mut agent = start_agent(&collector.endpoint(), &state);
+    let mut agent = start_shipping(&collector.endpoint(), &state);
     wait_stored(&collector.endpoint(), &ours, 2).await;
     oom_kill_in(&tree, &names[2]);
     let events = wait_stored(&collector.endpoint(), &ours, 3).await;
@@ -346,7 +318,7 @@ async fn the_http_stream_carries_real_kills_and_resumes_across_a_collector_resta
 
     let mut stream = oomlens_tests::http::stream(&collector.http_address(), "/api/v1/stream", &[]).await;
     assert_eq!(stream.status, 200);
-    let mut agent = start_agent(&collector.endpoint(), &state);
+    let mut agent = start_shipping(&collector.endpoint(), &state);
     tokio::time::sleep(Duration::from_millis(500)).await;
     oom_kill_in(&tree, &names[0]);
     let (first_cursor, first) = our_streamed_kill(&mut stream, &ours, Duration::from_secs(30)).await;

@@ -1,0 +1,37 @@
+//! The real agent binary shipping real kills to a collector, as the
+//! delivery, stream and client tests run it: no CRI, no sampler, events
+//! also printed as JSON (to nowhere), stopped by SIGTERM.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// Starts `oomlens-agent run` sending to `collector`, its state (cursor
+/// and spool) in `state`.
+pub fn start_shipping(collector: &str, state: &Path) -> Child {
+    Command::new(crate::agent_binary())
+        .args(["run", "--collector", collector])
+        .args(["--state-dir", &state.display().to_string()])
+        .args([
+            "--metrics-listen",
+            "",
+            "--cri-socket",
+            "none",
+            "--no-sampler",
+            "--output",
+            "json",
+        ])
+        .env("OOMLENS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start oomlens-agent")
+}
+
+/// SIGTERM, and the agent must exit cleanly.
+pub fn stop(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(crate::kernel_pid(child.id())),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().expect("wait for the agent");
+    assert!(status.success(), "the agent exits cleanly on SIGTERM: {status}");
+}
