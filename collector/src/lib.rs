@@ -5,6 +5,7 @@
 //! - [`service`]: `IngestService` (acks once stored) and `EventService`;
 //! - [`server`]: TLS, mutual TLS and bearer tokens ([`auth`]), retention;
 //! - [`http`]: metrics, probes and the read-only JSON API;
+//! - [`webhook`]: POSTs each stored kill to configured URLs;
 //! - [`analysis`]: the verdict and recommended limit stored with each kill.
 //!
 //! Connecting to a collector, rendering for the `oomlens` command and the
@@ -23,3 +24,4 @@ pub mod server;
 pub mod service;
 pub mod standard;
 pub mod store;
+pub mod webhook;

@@ -57,6 +57,7 @@ pub struct CollectorMetrics {
     retention_deleted: Counter,
     stored_events: Gauge,
     stored_bytes: Gauge,
+    webhooks: crate::webhook::WebhookMetrics,
 }
 
 impl Default for CollectorMetrics {
@@ -154,6 +155,7 @@ impl CollectorMetrics {
             "Encoded size of the stored events",
             stored_bytes.clone(),
         );
+        let webhooks = crate::webhook::WebhookMetrics::register(&mut registry);
         Self {
             registry,
             events,
@@ -172,7 +174,13 @@ impl CollectorMetrics {
             retention_deleted,
             stored_events,
             stored_bytes,
+            webhooks,
         }
+    }
+
+    /// The webhook sinks' metrics.
+    pub fn webhooks(&self) -> &crate::webhook::WebhookMetrics {
+        &self.webhooks
     }
 
     pub fn ingested(&self, result: IngestResult) {

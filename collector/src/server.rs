@@ -209,6 +209,7 @@ pub struct Embedded {
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
     http_stop: tokio::sync::watch::Sender<bool>,
     http: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    sinks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +248,14 @@ impl Embedded {
             task,
             http_stop: tokio::sync::watch::channel(false).0,
             http: None,
+            sinks: Vec::new(),
         })
+    }
+
+    /// Also delivers stored events to `webhooks`, until [`Embedded::stop`].
+    pub async fn start_webhooks(&mut self, webhooks: &crate::webhook::Webhooks) {
+        self.sinks
+            .extend(crate::webhook::start(webhooks, &self.collector).await);
     }
 
     /// Also serves the HTTP listener (metrics, probes and the JSON API,
@@ -277,6 +285,9 @@ impl Embedded {
 
     /// Stops serving (open streams end) and closes the store.
     pub async fn stop(self) -> Result<(), ServeError> {
+        for sink in &self.sinks {
+            sink.abort();
+        }
         let _ = self.stop.send(());
         let _ = self.http_stop.send(true);
         let served = match self.task.await {

@@ -218,3 +218,168 @@ fn parse_frame(frame: &str) -> Option<ServerSent> {
     event.data = data.join("\n");
     any.then_some(event)
 }
+
+/// One request a [`Receiver`] took.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    /// Names in lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// What the receiver answered.
+    pub status: u16,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Respond = dyn Fn(usize, &Received) -> u16 + Send + Sync;
+
+/// A webhook receiver on 127.0.0.1: answers each POST with the status
+/// `respond(n, request)` picks (`n` counts requests from 0), keeps
+/// connections alive as HTTP/1.1 clients expect, and records every
+/// request. It can go down (connections refused) and come back on the
+/// same port.
+pub struct Receiver {
+    port: u16,
+    respond: std::sync::Arc<Respond>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Receiver {
+    pub async fn start(respond: impl Fn(usize, &Received) -> u16 + Send + Sync + 'static) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let mut receiver = Self {
+            port,
+            respond: std::sync::Arc::new(respond),
+            requests: std::sync::Arc::default(),
+            task: None,
+        };
+        receiver.serve(listener);
+        receiver
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Received> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Stops listening and drops open connections: senders see refusals.
+    pub fn go_down(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn come_back(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("rebind the receiver's port");
+        self.serve(listener);
+    }
+
+    /// Waits until `done(requests)`; panics after `wait`.
+    pub async fn wait_until(&self, wait: Duration, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let requests = self.requests();
+            if done(&requests) {
+                return requests;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the receiver did not get what was expected within {wait:?}; it got {} requests",
+                requests.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let respond = std::sync::Arc::clone(&self.respond);
+        let requests = std::sync::Arc::clone(&self.requests);
+        self.task = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let respond = std::sync::Arc::clone(&respond);
+                let requests = std::sync::Arc::clone(&requests);
+                // Dropped with the set when this task is aborted.
+                connections.spawn(async move {
+                    let mut reader = BufReader::new(stream);
+                    while let Some(mut request) = read_request(&mut reader).await {
+                        let status = {
+                            let mut all = requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            let status = respond(all.len(), &request);
+                            request.status = status;
+                            all.push(request);
+                            status
+                        };
+                        let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                        if reader.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }));
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.go_down();
+    }
+}
+
+async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    let path = line.split_whitespace().nth(1)?.to_owned();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).await.ok()?;
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        let (name, value) = trimmed.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.ok()?;
+    Some(Received {
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        status: 0,
+    })
+}

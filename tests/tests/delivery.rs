@@ -306,11 +306,18 @@ async fn our_streamed_kill(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_http_stream_carries_real_kills_and_resumes_across_a_collector_restart() {
+async fn the_http_stream_and_a_webhook_carry_real_kills_across_a_collector_restart() {
     require_real_kernel!();
     let dir = tempfile::tempdir().unwrap();
-    let mut collector =
-        CollectorProcess::start(&dir.path().join("events.db").display().to_string(), dir.path());
+    let receiver = oomlens_tests::http::Receiver::start(|_, _| 200).await;
+    let mut collector = CollectorProcess::start_with_env(
+        &dir.path().join("events.db").display().to_string(),
+        dir.path(),
+        &[
+            ("OOMLENS_WEBHOOKS", &receiver.url("/oom")),
+            ("OOMLENS_WEBHOOK_FORMAT", "summary"),
+        ],
+    );
     let state = dir.path().join("agent");
     let tree = ScratchTree::new(&unique("oomlens-sse"));
     let names: Vec<String> = (0..3).map(|i| format!("kill{i}")).collect();
@@ -348,6 +355,38 @@ async fn the_http_stream_carries_real_kills_and_resumes_across_a_collector_resta
     let (_, third) = our_streamed_kill(&mut resumed, &ours, Duration::from_secs(30)).await;
     assert_eq!(third.oom_memcg.as_deref(), Some(ours[2].as_str()));
     stop(&mut agent);
+    // The webhook got the three too, in order, at least once each (a
+    // delivery cut by the SIGKILL may come again).
+    let names_in = |requests: &[oomlens_tests::http::Received]| -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for request in requests.iter().filter(|r| r.status == 200) {
+            let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+            let id = body["id"].as_str().unwrap().to_owned();
+            if !seen.contains(&id) {
+                seen.push(id);
+            }
+        }
+        seen
+    };
+    let wanted = [first.id.clone(), second.id.clone(), third.id.clone()];
+    let requests = receiver
+        .wait_until(Duration::from_secs(30), |r| {
+            let seen = names_in(r);
+            wanted.iter().all(|w| seen.contains(w))
+        })
+        .await;
+    let order: Vec<String> = names_in(&requests)
+        .into_iter()
+        .filter(|id| wanted.contains(id))
+        .collect();
+    assert_eq!(order, wanted, "the webhook got our kills in order");
+    let summary = requests
+        .iter()
+        .find(|r| r.body.contains(&first.id))
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap())
+        .unwrap();
+    assert_eq!(summary["scope"], "other_cgroup");
+    assert_eq!(summary["victim"], "tail");
     // Nothing of ours repeated after the three.
     while let Some(sent) = resumed.next(Duration::from_millis(500)).await {
         let event = oomlens_proto::json::event_from_json(&sent.data).unwrap();

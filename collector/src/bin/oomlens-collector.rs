@@ -86,9 +86,36 @@ struct ServeArgs {
     /// none, and would carry tokens and events in the clear).
     #[arg(long, env = "OOMLENS_HTTP_API", default_value = "auto")]
     http_api: HttpApi,
+    /// POST each stored kill, as JSON, to this URL (repeatable; in the
+    /// environment, comma-separated). Delivered in order, at least once,
+    /// resuming after restarts (docs/api.md#webhooks).
+    #[arg(
+        long = "webhook",
+        env = "OOMLENS_WEBHOOKS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    webhooks: Vec<String>,
+    /// What webhooks receive: the whole event, or a summary with one line
+    /// of text.
+    #[arg(long, env = "OOMLENS_WEBHOOK_FORMAT", default_value = "full")]
+    webhook_format: WebhookFormat,
+    /// Sign webhook bodies (`X-Oomlens-Signature`, HMAC-SHA256) with the
+    /// secret in this file (at least 16 bytes).
+    #[arg(long, env = "OOMLENS_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
+    /// A CA (PEM) trusted beside the system's roots for HTTPS webhooks.
+    #[arg(long, env = "OOMLENS_WEBHOOK_CA_CERT")]
+    webhook_ca_cert: Option<PathBuf>,
     /// Log format on standard error.
     #[arg(long, env = "OOMLENS_LOG_FORMAT", default_value = "text")]
     log_format: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WebhookFormat {
+    Full,
+    Summary,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,6 +155,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(tls) = &tls {
         tls.check(args.strict_permissions)?;
     }
+    let webhooks = webhooks(&args)?;
     let config = ServerConfig {
         tls,
         tokens,
@@ -175,9 +203,70 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             });
         }
+        let sinks = match &webhooks {
+            Some(webhooks) => oomlens_collector::webhook::start(webhooks, &collector).await,
+            None => Vec::new(),
+        };
         server::serve(collector, listener, config, shutdown.wait()).await?;
+        for sink in sinks {
+            sink.abort();
+        }
         store.close().await;
         info!("collector stopped");
         Ok(())
     })
+}
+
+/// The webhook sinks, checked before anything starts: URLs, the secret
+/// file (private, like the token file) and the CA.
+fn webhooks(args: &ServeArgs) -> anyhow::Result<Option<oomlens_collector::webhook::Webhooks>> {
+    use oomlens_collector::webhook::{Format, WebhookConfig, Webhooks};
+    let urls: Vec<String> = args
+        .webhooks
+        .iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        if args.webhook_secret_file.is_some() || args.webhook_ca_cert.is_some() {
+            warn!("--webhook-secret-file or --webhook-ca-cert given without --webhook: no webhooks");
+        }
+        return Ok(None);
+    }
+    let secret = match &args.webhook_secret_file {
+        Some(path) => {
+            oomlens_common::secrets::check_private(
+                "the webhook secret (--webhook-secret-file)",
+                path,
+                args.strict_permissions,
+            )?;
+            let text = std::fs::read(path)
+                .with_context(|| format!("cannot read the webhook secret {}", path.display()))?;
+            let secret = text.trim_ascii().to_vec();
+            anyhow::ensure!(
+                secret.len() >= 16,
+                "the webhook secret {} holds {} bytes: use at least 16 (e.g. `openssl rand -hex 32`)",
+                path.display(),
+                secret.len()
+            );
+            Some(secret)
+        }
+        None => None,
+    };
+    let config = WebhookConfig {
+        urls,
+        secret,
+        format: match args.webhook_format {
+            WebhookFormat::Full => Format::Full,
+            WebhookFormat::Summary => Format::Summary,
+        },
+        ca_cert: args.webhook_ca_cert.clone(),
+    };
+    let webhooks = Webhooks::new(&config)?;
+    info!(
+        sinks = webhooks.sinks.len(),
+        signed = webhooks.secret.is_some(),
+        "webhooks configured"
+    );
+    Ok(Some(webhooks))
 }

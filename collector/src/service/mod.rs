@@ -154,6 +154,11 @@ impl Collector {
         &self.store
     }
 
+    /// Where newly stored events are announced.
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
     pub fn metrics(&self) -> &Arc<CollectorMetrics> {
         &self.metrics
     }

@@ -104,11 +104,13 @@ macro_rules! bind_all {
     }};
 }
 
+mod cursors;
 mod queries;
 mod retention;
 mod schema;
 mod writes;
 
+pub use cursors::Leadership;
 pub use queries::{GroupColumn, GroupRow, PageToken, READ_BUDGET, SeqPage};
 pub use writes::{Inserted, NOTIFY_CHANNEL};
 

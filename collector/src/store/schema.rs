@@ -38,6 +38,14 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         checked_us INTEGER NOT NULL,
         pad BLOB NOT NULL
     );",
+    ), // Where each of the collector's own readers (webhook sinks) is.
+    (
+        3,
+        "CREATE TABLE reader_cursors (
+        reader TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        updated_us INTEGER NOT NULL
+    );",
     ),
 ];
 
@@ -75,6 +83,14 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         pad BYTEA NOT NULL
     );
     ALTER TABLE store_probe ALTER COLUMN pad SET STORAGE EXTERNAL;",
+    ),
+    (
+        3,
+        "CREATE TABLE reader_cursors (
+        reader TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        updated_us BIGINT NOT NULL
+    );",
     ),
 ];
 
