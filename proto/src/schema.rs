@@ -276,6 +276,51 @@ pub fn json_schemas(
     Ok((schemas, undocumented))
 }
 
+/// Every message, field, enum value (but the unspecified ones), service
+/// and method of `oomlens.v1` that has no comment in the `.proto` files:
+/// the whole contract, not only the JSON form.
+pub fn undocumented(descriptor_set: &[u8]) -> Result<Vec<Undocumented>, SchemaError> {
+    let set = FileDescriptorSet::decode(descriptor_set)?;
+    let mut missing = Vec::new();
+    for file in set.file.iter().filter(|f| f.package() == "oomlens.v1") {
+        let info = file.source_code_info.as_ref();
+        for (i, message) in file.message_type.iter().enumerate() {
+            let docs = Docs::of(info, &[4, i32::try_from(i).unwrap_or(i32::MAX)]);
+            if docs.get(&[]).is_none() {
+                missing.push(Undocumented(message.name().to_owned()));
+            }
+            for (j, field) in message.field.iter().enumerate() {
+                if docs.get(&[2, i32::try_from(j).unwrap_or(i32::MAX)]).is_none() {
+                    missing.push(Undocumented(format!("{}.{}", message.name(), field.name())));
+                }
+            }
+        }
+        for (i, kind) in file.enum_type.iter().enumerate() {
+            let docs = Docs::of(info, &[5, i32::try_from(i).unwrap_or(i32::MAX)]);
+            if docs.get(&[]).is_none() {
+                missing.push(Undocumented(kind.name().to_owned()));
+            }
+            for (j, value) in kind.value.iter().enumerate() {
+                if value.number() != 0 && docs.get(&[2, i32::try_from(j).unwrap_or(i32::MAX)]).is_none() {
+                    missing.push(Undocumented(format!("{}.{}", kind.name(), value.name())));
+                }
+            }
+        }
+        for (i, service) in file.service.iter().enumerate() {
+            let docs = Docs::of(info, &[6, i32::try_from(i).unwrap_or(i32::MAX)]);
+            if docs.get(&[]).is_none() {
+                missing.push(Undocumented(service.name().to_owned()));
+            }
+            for (j, method) in service.method.iter().enumerate() {
+                if docs.get(&[2, i32::try_from(j).unwrap_or(i32::MAX)]).is_none() {
+                    missing.push(Undocumented(format!("{}.{}", service.name(), method.name())));
+                }
+            }
+        }
+    }
+    Ok(missing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +341,15 @@ mod tests {
         for field in fields {
             assert!(required.contains(&Value::from(field.as_str())), "{field}");
         }
+    }
+
+    #[test]
+    fn every_message_field_value_and_method_of_the_contract_is_documented() {
+        let missing = undocumented(FILE_DESCRIPTOR_SET).unwrap();
+        assert!(
+            missing.is_empty(),
+            "undocumented in proto/oomlens/v1: {missing:#?}"
+        );
     }
 
     #[test]
