@@ -258,11 +258,11 @@ impl Embedded {
             .extend(crate::webhook::start(webhooks, &self.collector).await);
     }
 
-    /// Also serves the HTTP listener (metrics, probes and the JSON API,
-    /// with the same tokens) on `listener`, until [`Embedded::stop`].
+    /// Also serves the HTTP listener (metrics, probes, the JSON API and
+    /// the web pages, with the same tokens) on `listener`, until [`Embedded::stop`].
     pub fn serve_http(&mut self, listener: tokio::net::TcpListener) {
         let api = crate::http::Api::new(self.collector.clone(), self.tokens.clone());
-        let router = crate::http::router(std::sync::Arc::clone(&self.metrics), Some(api));
+        let router = crate::http::router(std::sync::Arc::clone(&self.metrics), Some(api), true);
         let mut stopped = self.http_stop.subscribe();
         self.http = Some(tokio::spawn(crate::http::serve(listener, router, async move {
             let _ = stopped.wait_for(|stop| *stop).await;

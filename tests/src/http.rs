@@ -35,14 +35,28 @@ impl Response {
 }
 
 async fn send(address: &str, path: &str, headers: &[(&str, &str)]) -> BufReader<TcpStream> {
+    send_with_body(address, "GET", path, headers, None).await
+}
+
+async fn send_with_body(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> BufReader<TcpStream> {
     let mut stream = TcpStream::connect(address)
         .await
         .unwrap_or_else(|e| panic!("connect {address}: {e}"));
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
     stream.write_all(request.as_bytes()).await.expect("send request");
     BufReader::new(stream)
 }
@@ -91,7 +105,17 @@ async fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
 
 /// `GET path` with `headers`; the whole response.
 pub async fn get(address: &str, path: &str, headers: &[(&str, &str)]) -> Response {
-    let mut reader = send(address, path, headers).await;
+    read_response(send(address, path, headers).await).await
+}
+
+/// `POST path` of a form (`application/x-www-form-urlencoded`).
+pub async fn post_form(address: &str, path: &str, form: &str, headers: &[(&str, &str)]) -> Response {
+    let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    all.extend_from_slice(headers);
+    read_response(send_with_body(address, "POST", path, &all, Some(form)).await).await
+}
+
+async fn read_response(mut reader: BufReader<TcpStream>) -> Response {
     let (status, headers) = read_head(&mut reader).await;
     let mut body = Vec::new();
     if is_chunked(&headers) {

@@ -86,6 +86,10 @@ struct ServeArgs {
     /// none, and would carry tokens and events in the clear).
     #[arg(long, env = "OOMLENS_HTTP_API", default_value = "auto")]
     http_api: HttpApi,
+    /// The web pages (kills, one kill with its chart, summary, top) beside
+    /// the JSON API; `--web false` serves the API alone (docs/web.md).
+    #[arg(long, env = "OOMLENS_WEB", default_value_t = true, action = clap::ArgAction::Set)]
+    web: bool,
     /// POST each stored kill, as JSON, to this URL (repeatable; in the
     /// environment, comma-separated). Delivered in order, at least once,
     /// resuming after restarts (docs/api.md#webhooks).
@@ -196,7 +200,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 HttpApi::Auto => true,
             };
             let api = api.then(|| http::Api::new(collector.clone(), config.tokens.clone()));
-            let router = http::router(metrics, api);
+            let router = http::router(metrics, api, args.web);
             tokio::spawn(async move {
                 if let Err(error) = http::serve(metrics_listener, router, stopping).await {
                     warn!(%error, "HTTP endpoint stopped");

@@ -118,8 +118,9 @@ impl IntoResponse for ApiError {
 }
 
 fn admit(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
-    let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
-    Ok(api.tokens.admit(authorization, Role::Read)?)
+    Ok(api
+        .tokens
+        .admit(super::credentials(headers).as_deref(), Role::Read)?)
 }
 
 fn json(body: String) -> Response {

@@ -1,6 +1,6 @@
-//! The collector's HTTP listener: Prometheus metrics and the probes, and
-//! the read-only JSON API for tools that do not speak gRPC
-//! (docs/api.md, described by docs/api/openapi.json).
+//! The collector's HTTP listener: Prometheus metrics and the probes, the
+//! read-only JSON API for tools that do not speak gRPC (docs/api.md,
+//! described by docs/api/openapi.json), and the web pages (docs/web.md).
 //!
 //! The API answers through the same `EventService` the gRPC clients use,
 //! so filters, page and byte bounds, subscriber limits and resume by
@@ -18,6 +18,7 @@ use crate::service::{Collector, Events};
 
 mod api;
 pub mod params;
+mod web;
 
 /// The JSON API's state: the query service and who may read.
 #[derive(Debug, Clone)]
@@ -35,12 +36,29 @@ impl Api {
     }
 }
 
-/// `/metrics`, `/healthz` and `/readyz`, and with `api` the `/api/v1/`
-/// routes. Ready while the store can write: it is open before this is
+/// What the caller presented: the `Authorization` header, or else the web
+/// login cookie as if it were one (so that the pages' own requests, and
+/// an `EventSource`, which cannot set headers, are admitted as well).
+fn credentials(headers: &axum::http::HeaderMap) -> Option<Vec<u8>> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        return Some(value.as_bytes().to_vec());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == web::COOKIE)
+        .map(|(_, token)| format!("Bearer {token}").into_bytes())
+}
+
+/// `/metrics`, `/healthz` and `/readyz`; with `api` the `/api/v1/` routes,
+/// and with `web` as well the pages. Ready while the store can write: it is open before this is
 /// served, and not ready from a failed write until a probe write commits
 /// (agents keep their events meanwhile; a Kubernetes Service stops sending
 /// them here).
-pub fn router(metrics: Arc<CollectorMetrics>, api: Option<Api>) -> Router {
+pub fn router(metrics: Arc<CollectorMetrics>, api: Option<Api>, web: bool) -> Router {
     let ready = Arc::clone(&metrics);
     let probes = Router::new()
         .route(
@@ -76,6 +94,7 @@ pub fn router(metrics: Arc<CollectorMetrics>, api: Option<Api>) -> Router {
             }),
         );
     match api {
+        Some(api) if web => probes.merge(api::routes(api.clone())).merge(web::routes(api)),
         Some(api) => probes.merge(api::routes(api)),
         None => probes,
     }

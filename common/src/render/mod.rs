@@ -22,7 +22,7 @@ mod show;
 pub use chart::memory_chart;
 pub use escape::printable;
 pub use layers::layers_chart;
-pub use show::show_event;
+pub use show::{facts, show_event};
 
 use escape::printable_opt;
 

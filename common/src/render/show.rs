@@ -21,8 +21,197 @@ fn describe_scope(event: &OomEvent) -> &'static str {
     }
 }
 
-/// Everything about one kill, for `oomlens show`. Every string from the
-/// event is escaped ([`printable`]).
+/// The kill's facts as (name, value) lines, escaped for a terminal: what
+/// `oomlens show` prints under its heading, and the web page's table.
+pub fn facts(event: &OomEvent, style: Style) -> Vec<(&'static str, String)> {
+    let mut facts: Vec<(&'static str, String)> = Vec::new();
+    let scope = word::<Scope>(event.scope);
+    facts.push((
+        "scope",
+        format!(
+            "{} ({}): {}",
+            style.paint(&scope, scope_code(event.scope)),
+            word::<Constraint>(event.constraint),
+            describe_scope(event)
+        ),
+    ));
+    if let Some(pod) = &event.pod {
+        let mut text = match (&pod.namespace, &pod.name) {
+            (Some(ns), Some(name)) => format!("{}/{}", printable(ns), printable(name)),
+            _ => format!("uid {}", printable(&pod.uid)),
+        };
+        let mut extra = Vec::new();
+        if pod.qos != 0 {
+            extra.push(word::<QosClass>(pod.qos));
+        }
+        if let Some(owner) = pod.owner.as_ref().filter(|o| !o.name.is_empty()) {
+            extra.push(format!("{}/{}", printable(&owner.kind), printable(&owner.name)));
+        }
+        if let Some(limit) = pod.memory_limit_bytes {
+            extra.push(format!("pod limit {}", human_bytes(limit)));
+        }
+        if !extra.is_empty() {
+            let _ = write!(text, " ({})", extra.join(", "));
+        }
+        facts.push(("pod", text));
+    }
+    if let Some(c) = &event.container {
+        let mut text =
+            printable_opt(c.name.as_deref()).unwrap_or_else(|| printable(&prefix(&c.id, 12)).into_owned());
+        let mut extra = Vec::new();
+        if c.runtime != 0 {
+            extra.push(word::<Runtime>(c.runtime));
+        }
+        if c.role != 0 && c.role != ContainerRole::Main as i32 {
+            extra.push(word::<ContainerRole>(c.role));
+        }
+        if let Some(image) = &c.image {
+            extra.push(printable(image).into_owned());
+        }
+        if let Some(restarts) = c.restart_count {
+            extra.push(format!("{restarts} restarts"));
+        }
+        if let Some(request) = c.memory_request_bytes {
+            extra.push(format!("request {}", human_bytes(request)));
+        }
+        if let Some(limit) = c.memory_limit_bytes {
+            extra.push(format!("limit {}", human_bytes(limit)));
+        }
+        if !extra.is_empty() {
+            let _ = write!(text, " ({})", extra.join(", "));
+        }
+        facts.push(("container", text));
+    } else if let Some(unit) = &event.systemd_unit {
+        facts.push(("unit", printable(unit).into_owned()));
+    }
+    if let Some(v) = &event.victim {
+        let mut text = format!(
+            "{}[{}]",
+            printable(v.comm.as_deref().unwrap_or("?")),
+            v.pid.map_or("?".to_owned(), |p| p.to_string())
+        );
+        let kb = |value: Option<u64>| value.map(|kb| human_bytes(kb.saturating_mul(1024)));
+        for (name, value) in [
+            ("anon-rss", kb(v.anon_rss_kb)),
+            ("file-rss", kb(v.file_rss_kb)),
+            ("shmem-rss", kb(v.shmem_rss_kb)),
+            ("oom_score_adj", v.oom_score_adj.map(|s| s.to_string())),
+        ] {
+            if let Some(value) = value {
+                let _ = write!(text, " {name} {value}");
+            }
+        }
+        match v.main_process {
+            Some(true) => text.push_str(", the container's main process"),
+            Some(false) => text.push_str(", not the main process"),
+            None => {}
+        }
+        facts.push(("victim", text));
+    }
+    if let Some(t) = &event.trigger {
+        let mut text = format!(
+            "{}[{}]",
+            printable(t.comm.as_deref().unwrap_or("?")),
+            t.pid.map_or("?".to_owned(), |p| p.to_string())
+        );
+        if let Some(gfp) = &t.gfp_mask {
+            let _ = write!(text, " gfp_mask={}", printable(gfp));
+        }
+        if let Some(order) = t.order {
+            let _ = write!(text, " order={order}");
+        }
+        facts.push(("trigger", text));
+    }
+    if let Some(u) = &event.memcg_usage {
+        let mut text = format!(
+            "usage {} of limit {}",
+            u.usage_kb
+                .map_or("?".to_owned(), |kb| human_bytes(kb.saturating_mul(1024))),
+            u.limit_kb
+                .map_or("?".to_owned(), |kb| human_bytes(kb.saturating_mul(1024)))
+        );
+        if let Some(failcnt) = u.failcnt {
+            let _ = write!(text, ", failcnt {failcnt}");
+        }
+        facts.push(("memcg", text));
+    }
+    if let Some(memcg) = &event.oom_memcg {
+        facts.push(("oom memcg", printable(memcg).into_owned()));
+    }
+    if let Some(text) = event.breakdown.as_ref().and_then(breakdown_text) {
+        facts.push(("charged", text));
+    }
+    if !event.limited_containers.is_empty() {
+        let shares: Vec<String> = event
+            .limited_containers
+            .iter()
+            .take(8)
+            .map(|c| {
+                let name = c.name.as_deref().map_or_else(
+                    || c.container_id.chars().take(12).collect(),
+                    |n| printable(n).into_owned(),
+                );
+                let bytes = c.working_set_bytes.map_or("?".to_owned(), human_bytes);
+                let victim = if Some(c.cgroup.as_str()) == event.task_memcg.as_deref() {
+                    " (victim)"
+                } else {
+                    ""
+                };
+                format!("{name} {bytes}{victim}")
+            })
+            .collect();
+        let more = event.limited_containers.len().saturating_sub(8);
+        let mut text = shares.join(", ");
+        if more > 0 {
+            let _ = write!(text, ", and {more} more");
+        }
+        facts.push(("held by", text));
+    }
+    if !event.memory_volumes.is_empty() {
+        let volumes: Vec<String> = event
+            .memory_volumes
+            .iter()
+            .map(|v| {
+                let mut text = format!("{} (memory)", printable(&v.name));
+                if let Some(used) = v.used_bytes {
+                    let _ = write!(text, " {}", human_bytes(used));
+                    if let Some(size) = v.size_bytes {
+                        let _ = write!(text, " of {}", human_bytes(size));
+                    }
+                }
+                text
+            })
+            .collect();
+        facts.push(("volumes", volumes.join(", ")));
+    }
+    let mut flags = Vec::new();
+    if event.silent == Some(true) {
+        flags.push("silent (the container survived: Kubernetes shows no OOMKilled)");
+    }
+    if event.partial {
+        flags.push("partial (the kernel rate-limited its report)");
+    }
+    if event.group_kill {
+        flags.push("group kill (memory.oom.group)");
+    }
+    if !flags.is_empty() {
+        facts.push(("flags", flags.join("; ")));
+    }
+    if let Some(node_memory) = &event.node_memory
+        && let (Some(available), Some(total)) = (node_memory.mem_available_bytes, node_memory.mem_total_bytes)
+    {
+        facts.push((
+            "node",
+            format!(
+                "MemAvailable {} of {}",
+                human_bytes(available),
+                human_bytes(total)
+            ),
+        ));
+    }
+    facts
+}
+
 /// What the limited cgroup was charged for, largest first, with where the
 /// numbers come from.
 fn breakdown_text(b: &oomlens_proto::v1::MemoryBreakdown) -> Option<String> {
@@ -66,6 +255,8 @@ fn breakdown_text(b: &oomlens_proto::v1::MemoryBreakdown) -> Option<String> {
     Some(text)
 }
 
+/// Everything about one kill, for `oomlens show`. Every string from the
+/// event is escaped ([`printable`]).
 pub fn show_event(event: &OomEvent, style: Style) -> String {
     let mut out = String::new();
     let node = printable(event.node.as_deref().unwrap_or("?"));
@@ -76,194 +267,8 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
         printable(&event.id),
         utc(event.time.as_ref(), true)
     );
-    let field = |out: &mut String, name: &str, value: String| {
+    for (name, value) in facts(event, style) {
         let _ = writeln!(out, "  {name:<10} {value}");
-    };
-    let scope = word::<Scope>(event.scope);
-    field(
-        &mut out,
-        "scope",
-        format!(
-            "{} ({}): {}",
-            style.paint(&scope, scope_code(event.scope)),
-            word::<Constraint>(event.constraint),
-            describe_scope(event)
-        ),
-    );
-    if let Some(pod) = &event.pod {
-        let mut text = match (&pod.namespace, &pod.name) {
-            (Some(ns), Some(name)) => format!("{}/{}", printable(ns), printable(name)),
-            _ => format!("uid {}", printable(&pod.uid)),
-        };
-        let mut extra = Vec::new();
-        if pod.qos != 0 {
-            extra.push(word::<QosClass>(pod.qos));
-        }
-        if let Some(owner) = pod.owner.as_ref().filter(|o| !o.name.is_empty()) {
-            extra.push(format!("{}/{}", printable(&owner.kind), printable(&owner.name)));
-        }
-        if let Some(limit) = pod.memory_limit_bytes {
-            extra.push(format!("pod limit {}", human_bytes(limit)));
-        }
-        if !extra.is_empty() {
-            let _ = write!(text, " ({})", extra.join(", "));
-        }
-        field(&mut out, "pod", text);
-    }
-    if let Some(c) = &event.container {
-        let mut text =
-            printable_opt(c.name.as_deref()).unwrap_or_else(|| printable(&prefix(&c.id, 12)).into_owned());
-        let mut extra = Vec::new();
-        if c.runtime != 0 {
-            extra.push(word::<Runtime>(c.runtime));
-        }
-        if c.role != 0 && c.role != ContainerRole::Main as i32 {
-            extra.push(word::<ContainerRole>(c.role));
-        }
-        if let Some(image) = &c.image {
-            extra.push(printable(image).into_owned());
-        }
-        if let Some(restarts) = c.restart_count {
-            extra.push(format!("{restarts} restarts"));
-        }
-        if let Some(request) = c.memory_request_bytes {
-            extra.push(format!("request {}", human_bytes(request)));
-        }
-        if let Some(limit) = c.memory_limit_bytes {
-            extra.push(format!("limit {}", human_bytes(limit)));
-        }
-        if !extra.is_empty() {
-            let _ = write!(text, " ({})", extra.join(", "));
-        }
-        field(&mut out, "container", text);
-    } else if let Some(unit) = &event.systemd_unit {
-        field(&mut out, "unit", printable(unit).into_owned());
-    }
-    if let Some(v) = &event.victim {
-        let mut text = format!(
-            "{}[{}]",
-            printable(v.comm.as_deref().unwrap_or("?")),
-            v.pid.map_or("?".to_owned(), |p| p.to_string())
-        );
-        let kb = |value: Option<u64>| value.map(|kb| human_bytes(kb.saturating_mul(1024)));
-        for (name, value) in [
-            ("anon-rss", kb(v.anon_rss_kb)),
-            ("file-rss", kb(v.file_rss_kb)),
-            ("shmem-rss", kb(v.shmem_rss_kb)),
-            ("oom_score_adj", v.oom_score_adj.map(|s| s.to_string())),
-        ] {
-            if let Some(value) = value {
-                let _ = write!(text, " {name} {value}");
-            }
-        }
-        match v.main_process {
-            Some(true) => text.push_str(", the container's main process"),
-            Some(false) => text.push_str(", not the main process"),
-            None => {}
-        }
-        field(&mut out, "victim", text);
-    }
-    if let Some(t) = &event.trigger {
-        let mut text = format!(
-            "{}[{}]",
-            printable(t.comm.as_deref().unwrap_or("?")),
-            t.pid.map_or("?".to_owned(), |p| p.to_string())
-        );
-        if let Some(gfp) = &t.gfp_mask {
-            let _ = write!(text, " gfp_mask={}", printable(gfp));
-        }
-        if let Some(order) = t.order {
-            let _ = write!(text, " order={order}");
-        }
-        field(&mut out, "trigger", text);
-    }
-    if let Some(u) = &event.memcg_usage {
-        let mut text = format!(
-            "usage {} of limit {}",
-            u.usage_kb
-                .map_or("?".to_owned(), |kb| human_bytes(kb.saturating_mul(1024))),
-            u.limit_kb
-                .map_or("?".to_owned(), |kb| human_bytes(kb.saturating_mul(1024)))
-        );
-        if let Some(failcnt) = u.failcnt {
-            let _ = write!(text, ", failcnt {failcnt}");
-        }
-        field(&mut out, "memcg", text);
-    }
-    if let Some(memcg) = &event.oom_memcg {
-        field(&mut out, "oom memcg", printable(memcg).into_owned());
-    }
-    if let Some(text) = event.breakdown.as_ref().and_then(breakdown_text) {
-        field(&mut out, "charged", text);
-    }
-    if !event.limited_containers.is_empty() {
-        let shares: Vec<String> = event
-            .limited_containers
-            .iter()
-            .take(8)
-            .map(|c| {
-                let name = c.name.as_deref().map_or_else(
-                    || c.container_id.chars().take(12).collect(),
-                    |n| printable(n).into_owned(),
-                );
-                let bytes = c.working_set_bytes.map_or("?".to_owned(), human_bytes);
-                let victim = if Some(c.cgroup.as_str()) == event.task_memcg.as_deref() {
-                    " (victim)"
-                } else {
-                    ""
-                };
-                format!("{name} {bytes}{victim}")
-            })
-            .collect();
-        let more = event.limited_containers.len().saturating_sub(8);
-        let mut text = shares.join(", ");
-        if more > 0 {
-            let _ = write!(text, ", and {more} more");
-        }
-        field(&mut out, "held by", text);
-    }
-    if !event.memory_volumes.is_empty() {
-        let volumes: Vec<String> = event
-            .memory_volumes
-            .iter()
-            .map(|v| {
-                let mut text = format!("{} (memory)", printable(&v.name));
-                if let Some(used) = v.used_bytes {
-                    let _ = write!(text, " {}", human_bytes(used));
-                    if let Some(size) = v.size_bytes {
-                        let _ = write!(text, " of {}", human_bytes(size));
-                    }
-                }
-                text
-            })
-            .collect();
-        field(&mut out, "volumes", volumes.join(", "));
-    }
-    let mut flags = Vec::new();
-    if event.silent == Some(true) {
-        flags.push("silent (the container survived: Kubernetes shows no OOMKilled)");
-    }
-    if event.partial {
-        flags.push("partial (the kernel rate-limited its report)");
-    }
-    if event.group_kill {
-        flags.push("group kill (memory.oom.group)");
-    }
-    if !flags.is_empty() {
-        field(&mut out, "flags", flags.join("; "));
-    }
-    if let Some(node_memory) = &event.node_memory
-        && let (Some(available), Some(total)) = (node_memory.mem_available_bytes, node_memory.mem_total_bytes)
-    {
-        field(
-            &mut out,
-            "node",
-            format!(
-                "MemAvailable {} of {}",
-                human_bytes(available),
-                human_bytes(total)
-            ),
-        );
     }
     if let Some(history) = event
         .history

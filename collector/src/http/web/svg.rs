@@ -1,0 +1,260 @@
+//! Charts as inline SVG, drawn on the server: no script, no external
+//! asset. Colours come from classes in app.css (light and dark); every
+//! chart carries its numbers in an `aria-label` and the page repeats them
+//! in text. Pure.
+
+use std::fmt::Write as _;
+
+use oomlens_common::units::{human_bytes, saturating_u64};
+use oomlens_proto::v1::MemoryHistory;
+
+use super::html::escape;
+
+fn millis(t: Option<&prost_types::Timestamp>) -> Option<i64> {
+    t.map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000))
+}
+
+/// (ms since the first sample, working set, usage) of the full-rate samples.
+fn points(history: &MemoryHistory) -> Vec<(i64, u64, Option<u64>)> {
+    let start = history.samples.iter().find_map(|s| millis(s.time.as_ref()));
+    history
+        .samples
+        .iter()
+        .filter_map(|s| {
+            let t = millis(s.time.as_ref())? - start?;
+            Some((t, s.working_set_bytes?, s.usage_bytes))
+        })
+        .collect()
+}
+
+/// The top of the y scale: the limit or the highest value, whichever is
+/// larger, with a little room above.
+fn scale(limit: Option<u64>, values: impl Iterator<Item = u64>) -> f64 {
+    let high = values.chain(limit).max().unwrap_or(1).max(1);
+    high as f64 * 1.05
+}
+
+fn polyline(class: &str, points: &[(f64, f64)]) -> String {
+    let mut path = String::new();
+    for (i, (x, y)) in points.iter().enumerate() {
+        if i > 0 {
+            path.push(' ');
+        }
+        let _ = write!(path, "{x:.1},{y:.1}");
+    }
+    format!("<polyline class=\"{class}\" points=\"{path}\"/>")
+}
+
+/// A small line of the working set before the kill, for the kill list;
+/// empty when the event has no samples.
+pub(super) fn sparkline(history: Option<&MemoryHistory>, limit: Option<u64>) -> String {
+    const W: f64 = 120.0;
+    const H: f64 = 24.0;
+    let Some(history) = history else {
+        return String::new();
+    };
+    let points = points(history);
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return String::new();
+    };
+    let span = (last.0 - first.0).max(1) as f64;
+    let top = scale(limit, points.iter().map(|p| p.1));
+    let xy: Vec<(f64, f64)> = points
+        .iter()
+        .map(|(t, ws, _)| (*t as f64 / span * W, H - *ws as f64 / top * H))
+        .collect();
+    let peak = points.iter().map(|p| p.1).max().unwrap_or(0);
+    let mut label = format!(
+        "working set {} to {}, peak {}",
+        human_bytes(first.1),
+        human_bytes(last.1),
+        human_bytes(peak)
+    );
+    let mut limit_line = String::new();
+    if let Some(limit) = limit {
+        let y = H - limit as f64 / top * H;
+        let _ = write!(
+            limit_line,
+            "<line class=\"limit\" x1=\"0\" y1=\"{y:.1}\" x2=\"{W}\" y2=\"{y:.1}\"/>"
+        );
+        let _ = write!(label, ", limit {}", human_bytes(limit));
+    }
+    format!(
+        "<svg class=\"spark\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"{}\">{limit_line}{}</svg>",
+        escape(&label),
+        polyline("ws", &xy)
+    )
+}
+
+/// The memory before the kill: working set and usage over the full-rate
+/// samples, the limit as a line, bytes on the y axis and seconds before the
+/// kill on the x axis. None without samples.
+pub(super) fn memory_chart(history: &MemoryHistory, limit: Option<u64>) -> Option<String> {
+    const W: f64 = 720.0;
+    const H: f64 = 240.0;
+    const LEFT: f64 = 64.0;
+    const BOTTOM: f64 = 24.0;
+    const TOP: f64 = 8.0;
+    let points = points(history);
+    let last = points.last()?;
+    let span = last.0.max(1) as f64;
+    let top = scale(limit, points.iter().flat_map(|p| [Some(p.1), p.2]).flatten());
+    let plot_w = W - LEFT - 8.0;
+    let plot_h = H - BOTTOM - TOP;
+    let x = |t: i64| LEFT + t as f64 / span * plot_w;
+    let y = |bytes: u64| TOP + plot_h - bytes as f64 / top * plot_h;
+    let mut svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}\">",
+        escape(&chart_label(history, limit, &points))
+    );
+    // Gridlines and labels at 0, a half and the whole of the scale.
+    for fraction in [0.0, 0.5, 1.0 / 1.05] {
+        let bytes = saturating_u64(top * fraction);
+        let gy = y(bytes);
+        let _ = write!(
+            svg,
+            "<line class=\"grid\" x1=\"{LEFT}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\"/>\
+             <text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            W - 8.0,
+            LEFT - 6.0,
+            gy + 4.0,
+            human_bytes(bytes)
+        );
+    }
+    let seconds = span / 1000.0;
+    for half in [0, 1, 2] {
+        let t = last.0 * half / 2;
+        let before = seconds - seconds * f64::from(u8::try_from(half).unwrap_or(0)) / 2.0;
+        let _ = write!(
+            svg,
+            "<text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            x(t),
+            H - 6.0,
+            if before < 0.05 {
+                "kill".to_owned()
+            } else {
+                format!("-{before:.0}s")
+            }
+        );
+    }
+    if let Some(limit) = limit {
+        let ly = y(limit);
+        let _ = write!(
+            svg,
+            "<line class=\"limit\" x1=\"{LEFT}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\"/>",
+            W - 8.0
+        );
+    }
+    let usage: Vec<(f64, f64)> = points
+        .iter()
+        .filter_map(|(t, _, u)| Some((x(*t), y((*u)?))))
+        .collect();
+    if !usage.is_empty() {
+        svg.push_str(&polyline("usage", &usage));
+    }
+    let ws: Vec<(f64, f64)> = points.iter().map(|(t, w, _)| (x(*t), y(*w))).collect();
+    svg.push_str(&polyline("ws", &ws));
+    svg.push_str("</svg>");
+    Some(svg)
+}
+
+fn chart_label(history: &MemoryHistory, limit: Option<u64>, points: &[(i64, u64, Option<u64>)]) -> String {
+    let peak = history
+        .peak_working_set_bytes
+        .or_else(|| points.iter().map(|p| p.1).max())
+        .unwrap_or(0);
+    let seconds = points.last().map_or(0, |p| p.0) / 1000;
+    let mut label = format!(
+        "Working set over the {seconds} s before the kill ({} samples), peak {}",
+        points.len(),
+        human_bytes(peak)
+    );
+    if let Some(limit) = limit {
+        let _ = write!(label, ", limit {}", human_bytes(limit));
+    }
+    label
+}
+
+/// Horizontal bars of counts, largest first as given: (label, count).
+pub(super) fn bars(rows: &[(String, u64)]) -> String {
+    const ROW: f64 = 22.0;
+    const W: f64 = 640.0;
+    const LABEL: f64 = 220.0;
+    let most = rows.iter().map(|r| r.1).max().unwrap_or(1).max(1) as f64;
+    let height = ROW * rows.len() as f64 + 4.0;
+    let mut svg = format!(
+        "<svg class=\"bars\" viewBox=\"0 0 {W} {height}\" role=\"img\" aria-label=\"{}\">",
+        escape(
+            &rows
+                .iter()
+                .map(|(label, count)| format!("{label}: {count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    );
+    for (i, (label, count)) in rows.iter().enumerate() {
+        let top = i as f64 * ROW + 2.0;
+        let width = (W - LABEL - 48.0) * *count as f64 / most;
+        let _ = write!(
+            svg,
+            "<text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
+             <rect class=\"bar\" x=\"{LABEL}\" y=\"{top:.1}\" width=\"{width:.1}\" height=\"{:.1}\"/>\
+             <text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\">{count}</text>",
+            LABEL - 6.0,
+            top + 15.0,
+            escape(label),
+            ROW - 6.0,
+            LABEL + width + 4.0,
+            top + 15.0
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oomlens_proto::v1::MemorySample;
+    use prost_types::Timestamp;
+
+    fn history(n: usize) -> MemoryHistory {
+        MemoryHistory {
+            samples: (0..n)
+                .map(|i| MemorySample {
+                    time: Some(Timestamp {
+                        seconds: 1_000 + i64::try_from(i / 10).unwrap(),
+                        nanos: i32::try_from(i % 10).unwrap() * 100_000_000,
+                    }),
+                    working_set_bytes: Some((1u64 << 20) * (i as u64 + 1) / n as u64),
+                    usage_bytes: Some(2 << 20),
+                    ..MemorySample::default()
+                })
+                .collect(),
+            ..MemoryHistory::default()
+        }
+    }
+
+    #[test]
+    fn a_chart_has_a_point_per_sample_and_says_its_numbers() {
+        let svg = memory_chart(&history(40), Some(4 << 20)).unwrap();
+        let ws = svg.split("class=\"ws\" points=\"").nth(1).unwrap();
+        let ws = &ws[..ws.find('"').unwrap()];
+        assert_eq!(ws.split(' ').count(), 40);
+        assert!(svg.contains("(40 samples)"), "{svg}");
+        assert!(svg.contains("limit 4Mi"), "{svg}");
+        assert!(svg.contains("class=\"limit\""));
+        assert!(svg.contains(">kill</text>"));
+        assert_eq!(memory_chart(&MemoryHistory::default(), None), None);
+    }
+
+    #[test]
+    fn sparklines_and_bars_escape_their_labels() {
+        assert!(sparkline(Some(&history(5)), None).contains("<polyline class=\"ws\""));
+        assert_eq!(sparkline(None, None), "");
+        let svg = bars(&[("<b>ns</b>".to_owned(), 3), ("b".to_owned(), 1)]);
+        assert!(svg.contains("&lt;b&gt;ns&lt;/b&gt;"));
+        assert!(!svg.contains("<b>"));
+        assert_eq!(svg.matches("<rect").count(), 2);
+    }
+}
