@@ -74,16 +74,24 @@ pub fn encode(registry: &Registry) -> String {
     text
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until
-/// `shutdown` completes.
+/// Routes added to the metrics listener once they exist: the embedded
+/// collector's API and web pages in standalone mode, which starts after
+/// the listener (so that probes answer from the first moment).
+pub type LateRoutes = Arc<std::sync::OnceLock<axum::Router>>;
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener`, and `late`
+/// routes once set, until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     readiness: Arc<Readiness>,
+    late: LateRoutes,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse as _;
     use axum::routing::get;
+    use tower::ServiceExt as _;
     let router = axum::Router::new()
         .route(
             "/metrics",
@@ -113,7 +121,19 @@ pub async fn serve(
                     }
                 }
             }),
-        );
+        )
+        .fallback(move |request: axum::extract::Request| {
+            let late = Arc::clone(&late);
+            async move {
+                match late.get() {
+                    Some(routes) => match routes.clone().oneshot(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
+                    None => StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        });
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving /metrics, /healthz and /readyz");
     }

@@ -252,6 +252,15 @@ impl Embedded {
         })
     }
 
+    /// The JSON API and the web pages over this collector, without
+    /// probes or metrics, for a listener that has its own.
+    pub fn api_router(&self) -> axum::Router {
+        crate::http::api_routes(
+            crate::http::Api::new(self.collector.clone(), self.tokens.clone()),
+            true,
+        )
+    }
+
     /// Also delivers stored events to `webhooks`, until [`Embedded::stop`].
     pub async fn start_webhooks(&mut self, webhooks: &crate::webhook::Webhooks) {
         self.sinks

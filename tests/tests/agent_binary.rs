@@ -148,10 +148,12 @@ fn standalone_mode_answers_the_cli_about_a_real_kill() {
     require_real_kernel!();
     let state = tempfile::tempdir().unwrap();
     let port = free_port();
+    let http_port = free_port();
     let mut agent = std::process::Command::new(agent_binary())
         .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--state-dir", &state.path().display().to_string()])
-        .args(["--metrics-listen", "", "--cri-socket", "none", "--output", "json"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{http_port}")])
+        .args(["--cri-socket", "none", "--output", "json"])
         .env("OOMLENS_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -210,6 +212,20 @@ fn standalone_mode_answers_the_cli_about_a_real_kill() {
         summary.lines().any(|l| l.starts_with("other_cgroup")),
         "{summary}"
     );
+    // The embedded collector's web pages and API on the agent's own
+    // metrics address, beside its metrics.
+    let (status, page) = oomlens_tests::http_get(http_port, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("<tr id=\"kill-{id}\">")), "{page}");
+    let (status, page) = oomlens_tests::http_get(http_port, &format!("/kills/{id}")).unwrap();
+    assert_eq!(status, 200);
+    // A cgroup outside Kubernetes is not sampled: facts, no chart.
+    assert!(page.contains("<th scope=\"row\">victim</th><td>tail["), "{page}");
+    let (status, _) = oomlens_tests::http_get(http_port, &format!("/api/v1/events/{id}")).unwrap();
+    assert_eq!(status, 200);
+    let (status, metrics) = oomlens_tests::http_get(http_port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("oomlens_agent_"), "the agent's own metrics stay");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(oomlens_tests::kernel_pid(agent.id())),
         nix::sys::signal::Signal::SIGTERM,

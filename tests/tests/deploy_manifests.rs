@@ -320,6 +320,8 @@ fn helm_chart_lints_renders_and_validates() {
                 "tls.enabled=true",
                 "auth.tokenSecret=oomlens-tokens",
                 "serviceMonitor.enabled=true",
+                "collector.webhooks.secret=oomlens-webhooks",
+                "collector.webhooks.signed=true",
             ],
         ),
         (
@@ -363,6 +365,18 @@ fn helm_chart_lints_renders_and_validates() {
             }
             "tls-tokens-monitors" => {
                 assert_eq!(collector_url, Some("https://oomlens-collector:7460"), "{name}");
+                let collector_spec = &collector["spec"]["template"]["spec"];
+                for variable in [
+                    "OOMLENS_WEBHOOKS",
+                    "OOMLENS_WEBHOOK_SECRET_FILE",
+                    "OOMLENS_HTTP_API",
+                    "OOMLENS_WEB",
+                ] {
+                    assert!(
+                        env_names(collector_spec).iter().any(|n| n == variable),
+                        "{name}: {variable}"
+                    );
+                }
                 assert_eq!(of_kind(&objects, "ServiceMonitor").len(), 1, "{name}");
                 assert_eq!(of_kind(&objects, "PodMonitor").len(), 1, "{name}");
             }

@@ -211,12 +211,14 @@ impl Agent {
             cri_socket,
             metrics,
         } = self;
+        let late_routes = telemetry::LateRoutes::default();
         if let Some(addr) = config.metrics_listen {
             let listener = telemetry::bind(addr).await?;
             let serving = telemetry::serve(
                 listener,
                 metrics.registry(),
                 Arc::clone(&metrics.readiness),
+                Arc::clone(&late_routes),
                 shutdown.wait(),
             );
             tokio::spawn(async move {
@@ -264,6 +266,8 @@ impl Agent {
                 )
                 .await?;
                 info!(address = %collector.address(), database = %oomlens_collector::store::redact(&database), "embedded collector serving; try `oomlens events`");
+                // Its API and web pages on the agent's metrics address.
+                let _ = late_routes.set(collector.api_router());
                 let endpoint = collector.endpoint();
                 embedded = Some(collector);
                 Some(ClientConfig {

@@ -94,9 +94,18 @@ pub fn router(metrics: Arc<CollectorMetrics>, api: Option<Api>, web: bool) -> Ro
             }),
         );
     match api {
-        Some(api) if web => probes.merge(api::routes(api.clone())).merge(web::routes(api)),
-        Some(api) => probes.merge(api::routes(api)),
+        Some(api) => probes.merge(api_routes(api, web)),
         None => probes,
+    }
+}
+
+/// The `/api/v1/` routes and, with `web`, the pages, without the probes:
+/// for a listener that has its own (the standalone agent's).
+pub fn api_routes(api: Api, web: bool) -> Router {
+    if web {
+        api::routes(api.clone()).merge(web::routes(api))
+    } else {
+        api::routes(api)
     }
 }
 
