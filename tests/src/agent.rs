@@ -6,20 +6,19 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// Starts `oomlens-agent run` sending to `collector`, its state (cursor
-/// and spool) in `state`.
+/// and spool) in `state`, without the sampler.
 pub fn start_shipping(collector: &str, state: &Path) -> Child {
+    start_shipping_with(collector, state, &["--no-sampler"])
+}
+
+/// [`start_shipping`] with other arguments (and the sampler unless they
+/// say `--no-sampler`).
+pub fn start_shipping_with(collector: &str, state: &Path, args: &[&str]) -> Child {
     Command::new(crate::agent_binary())
         .args(["run", "--collector", collector])
         .args(["--state-dir", &state.display().to_string()])
-        .args([
-            "--metrics-listen",
-            "",
-            "--cri-socket",
-            "none",
-            "--no-sampler",
-            "--output",
-            "json",
-        ])
+        .args(["--metrics-listen", "", "--cri-socket", "none", "--output", "json"])
+        .args(args)
         .env("OOMLENS_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

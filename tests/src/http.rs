@@ -108,6 +108,17 @@ pub async fn get(address: &str, path: &str, headers: &[(&str, &str)]) -> Respons
     read_response(send(address, path, headers).await).await
 }
 
+/// Any request with an optional body; the whole response.
+pub async fn request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Response {
+    read_response(send_with_body(address, method, path, headers, body).await).await
+}
+
 /// `POST path` of a form (`application/x-www-form-urlencoded`).
 pub async fn post_form(address: &str, path: &str, form: &str, headers: &[(&str, &str)]) -> Response {
     let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
@@ -122,6 +133,14 @@ async fn read_response(mut reader: BufReader<TcpStream>) -> Response {
         while let Some(chunk) = read_chunk(&mut reader).await {
             body.extend(chunk);
         }
+    } else if let Some(length) = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        // Some servers keep the connection open whatever we asked.
+        body.resize(length, 0);
+        reader.read_exact(&mut body).await.expect("body");
     } else {
         reader.read_to_end(&mut body).await.expect("body");
     }

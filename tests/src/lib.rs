@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod agent;
+pub mod browser;
 pub mod collector;
 pub mod containerd;
 pub mod faults;
