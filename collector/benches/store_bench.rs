@@ -11,6 +11,11 @@
 //!    short histories to keep the set on disk small: a query reads the
 //!    index and one page of bodies), then `Query` by namespace and a
 //!    one-day time range, page size 100, through gRPC: p50/p99.
+//! 3. Web: on the same store, the kill list (`/`, the newest 50 with
+//!    their sparklines), the list filtered by namespace, and one kill's
+//!    page, over HTTP on loopback: p50/p99 of the whole request.
+//!
+//! `STORE_BENCH=query` runs only 2 and 3.
 
 use std::time::{Duration, Instant};
 
@@ -192,6 +197,10 @@ async fn query_bench(label: &str, database: &str, count: u64) {
             "query {label}: loaded {count} events in {:.0} s",
             started.elapsed().as_secs_f64()
         );
+        // The newest 50, which the kill list shows, with a full 60 s of
+        // 10 Hz history each, as real kills have.
+        let newest: Vec<OomEvent> = (count..count + 50).map(|i| event(i, 600)).collect();
+        store.insert_batch(&newest).await.expect("insert");
     }
     store.close().await;
     let collector = serve(database).await;
@@ -241,6 +250,51 @@ async fn query_bench(label: &str, database: &str, count: u64) {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
+    web_bench(label, collector).await;
+}
+
+/// `GET path` on 127.0.0.1:`port` with a fresh connection; the status.
+async fn http_get(address: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    String::from_utf8_lossy(&response[..12.min(response.len())])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn web_bench(label: &str, mut collector: Embedded) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    collector.serve_http(listener);
+    let id = oomlens_proto::event_id(&format!("node-{}", 999 % 20), "bench", 999);
+    let pages = [
+        ("kill list", "/".to_owned()),
+        ("list, one namespace", "/?namespace=ns-7".to_owned()),
+        ("one kill", format!("/kills/{id}")),
+    ];
+    for (name, path) in &pages {
+        let mut latencies = Vec::new();
+        for _ in 0..200 {
+            let started = Instant::now();
+            let status = http_get(&address, path).await;
+            latencies.push(started.elapsed());
+            assert_eq!(status, 200, "{path}");
+        }
+        latencies.sort();
+        println!(
+            "web {label}: {name} ({path}): p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        );
+    }
     collector.stop().await.expect("stop");
 }
 
@@ -268,12 +322,14 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sqlite = dir.path().join("ingest.db").display().to_string();
-        ingest_bench("sqlite", &sqlite).await;
-        let postgres = postgres_database("oomlens_bench_ingest").await;
-        match &postgres {
-            Some(url) => ingest_bench("postgres", url).await,
-            None => println!("ingest postgres: skipped (set OOMLENS_TEST_POSTGRES to a server the role can CREATE DATABASE on)"),
+        if std::env::var("STORE_BENCH").as_deref() != Ok("query") {
+            let sqlite = dir.path().join("ingest.db").display().to_string();
+            ingest_bench("sqlite", &sqlite).await;
+            let postgres = postgres_database("oomlens_bench_ingest").await;
+            match &postgres {
+                Some(url) => ingest_bench("postgres", url).await,
+                None => println!("ingest postgres: skipped (set OOMLENS_TEST_POSTGRES to a server the role can CREATE DATABASE on)"),
+            }
         }
         let count = std::env::var("QUERY_EVENTS")
             .ok()
