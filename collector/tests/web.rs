@@ -134,6 +134,11 @@ async fn pages_show_kills_with_charts_and_keep_hostile_strings_inert() {
         "a point per sample"
     );
     assert!(kill.contains("memory: 384Mi"), "the YAML snippet");
+    assert_eq!(
+        kill.matches("<polygon class=\"layer ").count(),
+        4,
+        "anon, kernel, shmem, page cache"
+    );
     assert!(kill.contains("The container used all the memory its own limit allows"));
     assert!(kill.contains("<th scope=\"row\">victim</th>"));
 

@@ -134,6 +134,17 @@ async fn the_pages_work_in_a_real_browser_on_real_kills() {
         assert!(yaml.as_str().unwrap().contains("memory: "), "{yaml}");
     }
     browser.screenshot(&screenshots().join("kill-1280.png")).await;
+    let layers = browser
+        .eval("const c = document.querySelector('svg.layers'); if (!c) return 0; c.scrollIntoView(); return c.querySelectorAll('polygon').length;")
+        .await;
+    assert_eq!(
+        layers.as_u64(),
+        Some(4),
+        "the layers chart: anon, kernel, shmem, page cache"
+    );
+    browser
+        .screenshot(&screenshots().join("kill-layers-1280.png"))
+        .await;
 
     // Filters: the form changes the URL and the rows.
     browser.goto(&format!("http://{http}/")).await;

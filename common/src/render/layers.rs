@@ -15,8 +15,12 @@ const LAYERS: [(&str, char); 4] = [
     ("page cache", '░'),
 ];
 
-/// A sample's layers in [`LAYERS`] order; None without `memory.stat`.
-fn layers(sample: &MemorySample) -> Option<[u64; 4]> {
+/// The layers' names, bottom up, as [`sample_layers`] orders them.
+pub const LAYER_NAMES: [&str; 4] = [LAYERS[0].0, LAYERS[1].0, LAYERS[2].0, LAYERS[3].0];
+
+/// A sample's layers (anon, kernel, shmem, page cache without shmem), in
+/// bytes; None without `memory.stat`.
+pub fn sample_layers(sample: &MemorySample) -> Option<[u64; 4]> {
     let anon = sample.anon_bytes?;
     let shmem = sample.shmem_bytes.unwrap_or(0);
     let page_cache = sample.file_bytes.unwrap_or(0).saturating_sub(shmem);
@@ -35,7 +39,7 @@ pub fn layers_chart(history: &MemoryHistory, width: usize, rows: usize) -> Optio
     let points: Vec<(f64, [u64; 4])> = history
         .samples
         .iter()
-        .filter_map(|s| Some((seconds(s)?, layers(s)?)))
+        .filter_map(|s| Some((seconds(s)?, sample_layers(s)?)))
         .collect();
     if points.len() < 2 || width < 2 || rows == 0 {
         return None;

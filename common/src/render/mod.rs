@@ -21,7 +21,7 @@ mod show;
 
 pub use chart::memory_chart;
 pub use escape::printable;
-pub use layers::layers_chart;
+pub use layers::{LAYER_NAMES, layers_chart, sample_layers};
 pub use show::{facts, show_event};
 
 use escape::printable_opt;

@@ -278,6 +278,22 @@ pub(super) fn kill(event: &OomEvent) -> String {
              <p class=\"legend\"><span class=\"key ws\">working set</span> <span class=\"key usage\">usage</span> <span class=\"key limit\">limit</span></p></section>"
         );
     }
+    // The limited cgroup's layers: its own history for a pod-level kill.
+    let limited = event
+        .oom_memcg_history
+        .as_ref()
+        .filter(|h| Some(h.cgroup.as_str()) == event.oom_memcg.as_deref())
+        .or(event.history.as_ref());
+    if let Some(history) = limited
+        && let Some(chart) = svg::layers_chart(history, history.limit_bytes.or(limit))
+    {
+        let _ = write!(
+            body,
+            "<section><h2>What the memory held</h2>{chart}\
+             <p class=\"legend\"><span class=\"key anon\">anon</span> <span class=\"key kernel\">kernel</span> \
+             <span class=\"key shmem\">shmem/tmpfs</span> <span class=\"key cache\">page cache</span></p></section>"
+        );
+    }
     // A pod-level kill: the pod's own curve too.
     if let Some(pod_history) = event
         .oom_memcg_history

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use oomlens_common::render::{LAYER_NAMES, sample_layers};
 use oomlens_common::units::{human_bytes, saturating_u64};
 use oomlens_proto::v1::MemoryHistory;
 
@@ -175,6 +176,85 @@ fn chart_label(history: &MemoryHistory, limit: Option<u64>, points: &[(i64, u64,
     label
 }
 
+/// What the memory held before the kill, layer on layer (anon, kernel,
+/// shmem, page cache) over the samples that carry `memory.stat`; None
+/// with fewer than two of them.
+pub(super) fn layers_chart(history: &MemoryHistory, limit: Option<u64>) -> Option<String> {
+    const W: f64 = 720.0;
+    const H: f64 = 200.0;
+    const LEFT: f64 = 64.0;
+    const BOTTOM: f64 = 24.0;
+    const TOP: f64 = 8.0;
+    let start = history.samples.iter().find_map(|s| millis(s.time.as_ref()))?;
+    let points: Vec<(i64, [u64; 4])> = history
+        .samples
+        .iter()
+        .filter_map(|s| Some((millis(s.time.as_ref())? - start, sample_layers(s)?)))
+        .collect();
+    if points.len() < 2 {
+        return None;
+    }
+    let span = points.last().map_or(1, |p| p.0).max(1) as f64;
+    let top = scale(limit, points.iter().map(|(_, l)| l.iter().sum::<u64>()));
+    let plot_w = W - LEFT - 8.0;
+    let plot_h = H - BOTTOM - TOP;
+    let x = |t: i64| LEFT + t as f64 / span * plot_w;
+    let y = |bytes: u64| TOP + plot_h - bytes as f64 / top * plot_h;
+    let last = points.last().map(|(_, l)| *l).unwrap_or_default();
+    let label = LAYER_NAMES
+        .iter()
+        .zip(last)
+        .map(|(name, bytes)| format!("{name} {}", human_bytes(bytes)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut svg = format!(
+        "<svg class=\"chart layers\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}\">",
+        escape(&format!(
+            "What the memory held at the last sample before the kill: {label}"
+        ))
+    );
+    for fraction in [0.0, 0.5, 1.0 / 1.05] {
+        let bytes = saturating_u64(top * fraction);
+        let gy = y(bytes);
+        let _ = write!(
+            svg,
+            "<line class=\"grid\" x1=\"{LEFT}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\"/>\
+             <text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            W - 8.0,
+            LEFT - 6.0,
+            gy + 4.0,
+            human_bytes(bytes)
+        );
+    }
+    // Each layer: its upper edge left to right, its lower edge back.
+    for (layer, class) in ["anon", "kernel", "shmem", "cache"].iter().enumerate() {
+        let below = |l: &[u64; 4]| l[..layer].iter().sum::<u64>();
+        let mut outline: Vec<(f64, f64)> = points
+            .iter()
+            .map(|(t, l)| (x(*t), y(below(l) + l[layer])))
+            .collect();
+        outline.extend(points.iter().rev().map(|(t, l)| (x(*t), y(below(l)))));
+        let mut path = String::new();
+        for (i, (px, py)) in outline.iter().enumerate() {
+            if i > 0 {
+                path.push(' ');
+            }
+            let _ = write!(path, "{px:.1},{py:.1}");
+        }
+        let _ = write!(svg, "<polygon class=\"layer {class}\" points=\"{path}\"/>");
+    }
+    if let Some(limit) = limit {
+        let ly = y(limit);
+        let _ = write!(
+            svg,
+            "<line class=\"limit\" x1=\"{LEFT}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\"/>",
+            W - 8.0
+        );
+    }
+    svg.push_str("</svg>");
+    Some(svg)
+}
+
 /// Horizontal bars of counts, largest first as given: (label, count).
 pub(super) fn bars(rows: &[(String, u64)]) -> String {
     const ROW: f64 = 22.0;
@@ -246,6 +326,27 @@ mod tests {
         assert!(svg.contains("class=\"limit\""));
         assert!(svg.contains(">kill</text>"));
         assert_eq!(memory_chart(&MemoryHistory::default(), None), None);
+    }
+
+    #[test]
+    fn layers_stack_with_a_polygon_each_and_say_the_last_values() {
+        let mut h = history(10);
+        for sample in &mut h.samples {
+            sample.anon_bytes = Some(3 << 20);
+            sample.file_bytes = Some(2 << 20);
+            sample.shmem_bytes = Some(1 << 20);
+        }
+        let svg = layers_chart(&h, Some(8 << 20)).unwrap();
+        assert_eq!(svg.matches("<polygon class=\"layer ").count(), 4);
+        assert!(
+            svg.contains("anon 3Mi, kernel 0B, shmem/tmpfs 1Mi, page cache 1Mi"),
+            "{svg}"
+        );
+        assert_eq!(
+            layers_chart(&history(10), None),
+            None,
+            "no memory.stat, no layers"
+        );
     }
 
     #[test]
