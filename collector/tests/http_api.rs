@@ -9,10 +9,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{event, ingest};
+use common::{WithHttp, event, ingest, with_http};
 use oomlens_collector::auth::{Role, Tokens};
-use oomlens_collector::server::{Embedded, ServerConfig};
-use oomlens_common::client::ClientConfig;
 use oomlens_proto::json::event_from_json;
 
 #[path = "../../tests/src/http.rs"]
@@ -22,36 +20,8 @@ mod http;
 const READ: &str = "read-token-0123456789";
 const INGEST: &str = "ingest-token-0123456789";
 
-struct Collector {
-    server: Embedded,
-    http: String,
-    grpc: ClientConfig,
-    _dir: tempfile::TempDir,
-}
-
-async fn start(tokens: Tokens) -> Collector {
-    let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("events.db").display().to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = ServerConfig {
-        tokens,
-        ..ServerConfig::default()
-    };
-    let mut server = Embedded::start(&database, listener, config).await.unwrap();
-    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = http_listener.local_addr().unwrap().to_string();
-    server.serve_http(http_listener);
-    let grpc = ClientConfig {
-        endpoint: server.endpoint(),
-        token: Some(INGEST.into()),
-        ..ClientConfig::default()
-    };
-    Collector {
-        server,
-        http,
-        grpc,
-        _dir: dir,
-    }
+async fn start(tokens: Tokens) -> WithHttp {
+    with_http(tokens, Some(INGEST)).await
 }
 
 fn tokens() -> Tokens {

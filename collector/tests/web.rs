@@ -6,10 +6,8 @@
 
 mod common;
 
-use common::{event, ingest};
+use common::{event, ingest, with_http};
 use oomlens_collector::auth::{Role, Tokens};
-use oomlens_collector::server::{Embedded, ServerConfig};
-use oomlens_common::client::ClientConfig;
 use oomlens_proto::v1::{Analysis, KernelLine, OomEvent, Verdict};
 
 #[path = "../../tests/src/http.rs"]
@@ -20,26 +18,6 @@ const READ: &str = "read-token-0123456789";
 const INGEST: &str = "ingest-token-0123456789";
 const HOSTILE_POD: &str = "<img src=x onerror=alert(1)>";
 const HOSTILE_LINE: &str = "</pre><script>alert('kernel')</script>";
-
-async fn start(tokens: Tokens) -> (Embedded, String, ClientConfig, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("events.db").display().to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = ServerConfig {
-        tokens,
-        ..ServerConfig::default()
-    };
-    let mut server = Embedded::start(&database, listener, config).await.unwrap();
-    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = http_listener.local_addr().unwrap().to_string();
-    server.serve_http(http_listener);
-    let client = ClientConfig {
-        endpoint: server.endpoint(),
-        token: Some(INGEST.into()),
-        ..ClientConfig::default()
-    };
-    (server, address, client, dir)
-}
 
 /// A kill with a hostile pod name and kernel line, and a verdict with a
 /// recommended limit.
@@ -72,7 +50,8 @@ fn assert_inert(page: &str) {
 
 #[tokio::test]
 async fn pages_show_kills_with_charts_and_keep_hostile_strings_inert() {
-    let (server, address, client, _dir) = start(Tokens::default()).await;
+    let served = with_http(Tokens::default(), Some(INGEST)).await;
+    let (server, address, client) = (served.server, served.http, served.grpc);
     let mut events: Vec<OomEvent> = (1..=60)
         .map(|n| event(n, if n % 2 == 0 { "shop" } else { "pay" }, 30))
         .collect();
@@ -182,7 +161,8 @@ fn tokens() -> Tokens {
 
 #[tokio::test]
 async fn with_tokens_the_pages_need_a_read_token_kept_in_a_strict_cookie() {
-    let (server, address, client, _dir) = start(tokens()).await;
+    let served = with_http(tokens(), Some(INGEST)).await;
+    let (server, address, client) = (served.server, served.http, served.grpc);
     ingest(&client, vec![event(1, "shop", 10)]).await.unwrap();
 
     let anonymous = http::get(&address, "/?namespace=shop", &[]).await;

@@ -58,6 +58,23 @@ async fn stored(http: &str, memcg: &str) -> serde_json::Value {
     }
 }
 
+/// Picks `scope` in the list's filter form and submits it, as a user
+/// would; waits for the URL to say so and for `rows_then` to hold.
+async fn choose_scope(browser: &Browser, scope: &str, rows_then: &str) {
+    browser
+        .eval(&format!(
+            "document.getElementById('f-scope').value = '{scope}'; document.querySelector('form.filters').submit(); return true;"
+        ))
+        .await;
+    browser
+        .wait_for(
+            &format!("the {scope} filter applied"),
+            Duration::from_secs(10),
+            &format!("return location.search.includes('scope={scope}') && {rows_then};"),
+        )
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_work_in_a_real_browser_on_real_kills() {
     require_real_kernel!();
@@ -148,29 +165,20 @@ async fn the_pages_work_in_a_real_browser_on_real_kills() {
 
     // Filters: the form changes the URL and the rows.
     browser.goto(&format!("http://{http}/")).await;
-    browser
-        .eval("document.getElementById('f-scope').value = 'node_oom'; document.querySelector('form.filters').submit(); return true;")
-        .await;
-    browser
-        .wait_for(
-            "the node_oom filter applied",
-            Duration::from_secs(10),
-            "return location.search.includes('scope=node_oom') && document.querySelectorAll('#kills tr').length === 0;",
-        )
-        .await;
-    browser
-        .eval("document.getElementById('f-scope').value = 'container_limit'; document.querySelector('form.filters').submit(); return true;")
-        .await;
-    browser
-        .wait_for(
-            "the container_limit filter applied",
-            Duration::from_secs(10),
-            &format!(
-                "return location.search.includes('scope=container_limit') && document.getElementById('kill-{first_id}') !== null \
-                 && document.getElementById('kill-{second_id}') !== null;"
-            ),
-        )
-        .await;
+    choose_scope(
+        &browser,
+        "node_oom",
+        "document.querySelectorAll('#kills tr').length === 0",
+    )
+    .await;
+    choose_scope(
+        &browser,
+        "container_limit",
+        &format!(
+            "document.getElementById('kill-{first_id}') !== null && document.getElementById('kill-{second_id}') !== null"
+        ),
+    )
+    .await;
     assert!(browser.url().await.contains("scope=container_limit"));
     browser.close().await;
 

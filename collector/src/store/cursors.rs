@@ -58,58 +58,46 @@ impl Store {
 
     /// Records that `reader` has handled everything up to `seq`.
     pub async fn set_reader_cursor(&self, reader: &str, seq: i64) -> Result<(), StoreError> {
-        let query = match self.backend {
-            Backend::Sqlite(_) => {
-                "INSERT INTO reader_cursors (reader, seq, updated_us) VALUES (?, ?, ?) \
-                 ON CONFLICT (reader) DO UPDATE SET seq = excluded.seq, updated_us = excluded.updated_us"
-            }
-            Backend::Postgres(_) => {
-                "INSERT INTO reader_cursors (reader, seq, updated_us) VALUES ($1, $2, $3) \
-                 ON CONFLICT (reader) DO UPDATE SET seq = excluded.seq, updated_us = excluded.updated_us"
-            }
-        };
-        let now = now_us();
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlx::query(query)
-                .bind(reader)
-                .bind(seq)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(drop),
-            Backend::Postgres(pool) => sqlx::query(query)
-                .bind(reader)
-                .bind(seq)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(drop),
-        }
+        self.write_reader_cursor(
+            reader,
+            seq,
+            "DO UPDATE SET seq = excluded.seq, updated_us = excluded.updated_us",
+        )
+        .await
         .map_err(sql("saving a reader's cursor"))
     }
 
     /// Sets `reader`'s cursor to `seq` unless it has one.
     pub async fn init_reader_cursor(&self, reader: &str, seq: i64) -> Result<(), StoreError> {
-        let query = match self.backend {
-            Backend::Sqlite(_) => {
-                "INSERT INTO reader_cursors (reader, seq, updated_us) VALUES (?, ?, ?) \
-                 ON CONFLICT (reader) DO NOTHING"
-            }
-            Backend::Postgres(_) => {
-                "INSERT INTO reader_cursors (reader, seq, updated_us) VALUES ($1, $2, $3) \
-                 ON CONFLICT (reader) DO NOTHING"
-            }
+        self.write_reader_cursor(reader, seq, "DO NOTHING")
+            .await
+            .map_err(sql("starting a reader's cursor"))
+    }
+
+    /// Inserts `reader`'s cursor, doing `on_conflict` when it has one.
+    async fn write_reader_cursor(
+        &self,
+        reader: &str,
+        seq: i64,
+        on_conflict: &str,
+    ) -> Result<(), sqlx::Error> {
+        let values = match self.backend {
+            Backend::Sqlite(_) => "?, ?, ?",
+            Backend::Postgres(_) => "$1, $2, $3",
         };
+        let query = format!(
+            "INSERT INTO reader_cursors (reader, seq, updated_us) VALUES ({values}) ON CONFLICT (reader) {on_conflict}"
+        );
         let now = now_us();
         match &self.backend {
-            Backend::Sqlite(pool) => sqlx::query(query)
+            Backend::Sqlite(pool) => sqlx::query(&query)
                 .bind(reader)
                 .bind(seq)
                 .bind(now)
                 .execute(pool)
                 .await
                 .map(drop),
-            Backend::Postgres(pool) => sqlx::query(query)
+            Backend::Postgres(pool) => sqlx::query(&query)
                 .bind(reader)
                 .bind(seq)
                 .bind(now)
@@ -117,7 +105,6 @@ impl Store {
                 .await
                 .map(drop),
         }
-        .map_err(sql("starting a reader's cursor"))
     }
 
     /// Takes the lead for `reader` if no other replica holds it; None when

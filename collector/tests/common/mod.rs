@@ -168,3 +168,41 @@ pub async fn fresh_database(url: &str, name: &str) -> String {
         None => panic!("database URL without a database: {url}"),
     }
 }
+
+/// A collector serving gRPC and, on a second port, its HTTP address (the
+/// JSON API and the pages), with `tokens`.
+pub struct WithHttp {
+    pub server: oomlens_collector::server::Embedded,
+    /// `127.0.0.1:PORT` of the HTTP address.
+    pub http: String,
+    /// For sending events, with `ingest_token`.
+    pub grpc: ClientConfig,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn with_http(tokens: oomlens_collector::auth::Tokens, ingest_token: Option<&str>) -> WithHttp {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("events.db").display().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = oomlens_collector::server::ServerConfig {
+        tokens,
+        ..oomlens_collector::server::ServerConfig::default()
+    };
+    let mut server = oomlens_collector::server::Embedded::start(&database, listener, config)
+        .await
+        .unwrap();
+    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = http_listener.local_addr().unwrap().to_string();
+    server.serve_http(http_listener);
+    let grpc = ClientConfig {
+        endpoint: server.endpoint(),
+        token: ingest_token.map(str::to_owned),
+        ..ClientConfig::default()
+    };
+    WithHttp {
+        server,
+        http,
+        grpc,
+        _dir: dir,
+    }
+}

@@ -105,16 +105,13 @@ pub(super) fn row(event: &OomEvent) -> String {
     )
 }
 
-const SCOPES: &[&str] = &[
-    "container_limit",
-    "pod_limit",
-    "node_allocatable",
-    "node_oom",
-    "cpuset",
-    "mempolicy",
-    "other_cgroup",
-    "unknown",
-];
+/// Every scope's word, in the contract's order.
+fn scope_words() -> Vec<String> {
+    (1..)
+        .map_while(|n| Scope::try_from(n).ok())
+        .filter_map(oomlens_proto::json::JsonEnum::word)
+        .collect()
+}
 
 const PERIODS: &[(&str, &str)] = &[
     ("", "any time"),
@@ -142,8 +139,9 @@ fn filter_form(filters: &ListFilters) -> String {
             escape(value)
         )
     };
+    let words = scope_words();
     let mut scopes: Vec<(&str, &str)> = vec![("", "any scope")];
-    scopes.extend(SCOPES.iter().map(|s| (*s, *s)));
+    scopes.extend(words.iter().map(|s| (s.as_str(), s.as_str())));
     format!(
         "<form class=\"filters\" method=\"get\" action=\"/\">{}{}{}\
          <label for=\"f-scope\">Scope</label>{}<label for=\"f-since\">Time</label>{}\

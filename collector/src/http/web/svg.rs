@@ -35,15 +35,76 @@ fn scale(limit: Option<u64>, values: impl Iterator<Item = u64>) -> f64 {
     high as f64 * 1.05
 }
 
-fn polyline(class: &str, points: &[(f64, f64)]) -> String {
-    let mut path = String::new();
+/// `x,y x,y …` for a polyline's or polygon's `points`.
+fn point_list(points: &[(f64, f64)]) -> String {
+    let mut list = String::new();
     for (i, (x, y)) in points.iter().enumerate() {
         if i > 0 {
-            path.push(' ');
+            list.push(' ');
         }
-        let _ = write!(path, "{x:.1},{y:.1}");
+        let _ = write!(list, "{x:.1},{y:.1}");
     }
-    format!("<polyline class=\"{class}\" points=\"{path}\"/>")
+    list
+}
+
+fn polyline(class: &str, points: &[(f64, f64)]) -> String {
+    format!("<polyline class=\"{class}\" points=\"{}\"/>", point_list(points))
+}
+
+/// The plot area the two big charts share: bytes up (0 to `top`), time
+/// across (0 to `span` ms), labelled bytes on the left.
+struct Frame {
+    width: f64,
+    height: f64,
+    top: f64,
+    span: f64,
+}
+
+impl Frame {
+    const LEFT: f64 = 64.0;
+    const RIGHT: f64 = 8.0;
+    const BOTTOM: f64 = 24.0;
+    const TOP: f64 = 8.0;
+
+    fn x(&self, t: i64) -> f64 {
+        Self::LEFT + t as f64 / self.span * (self.width - Self::LEFT - Self::RIGHT)
+    }
+
+    fn y(&self, bytes: u64) -> f64 {
+        let plot = self.height - Self::BOTTOM - Self::TOP;
+        Self::TOP + plot - bytes as f64 / self.top * plot
+    }
+
+    /// Gridlines labelled at 0, a half and the whole of the scale.
+    fn grid(&self, svg: &mut String) {
+        for fraction in [0.0, 0.5, 1.0 / 1.05] {
+            let bytes = saturating_u64(self.top * fraction);
+            let gy = self.y(bytes);
+            let _ = write!(
+                svg,
+                "<line class=\"grid\" x1=\"{}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\"/>\
+                 <text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                Self::LEFT,
+                self.width - Self::RIGHT,
+                Self::LEFT - 6.0,
+                gy + 4.0,
+                human_bytes(bytes)
+            );
+        }
+    }
+
+    /// The limit as a dashed line across, when there is one.
+    fn limit(&self, svg: &mut String, limit: Option<u64>) {
+        if let Some(limit) = limit {
+            let ly = self.y(limit);
+            let _ = write!(
+                svg,
+                "<line class=\"limit\" x1=\"{}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\"/>",
+                Self::LEFT,
+                self.width - Self::RIGHT
+            );
+        }
+    }
 }
 
 /// A small line of the working set before the kill, for the kill list;
@@ -93,35 +154,21 @@ pub(super) fn sparkline(history: Option<&MemoryHistory>, limit: Option<u64>) -> 
 pub(super) fn memory_chart(history: &MemoryHistory, limit: Option<u64>) -> Option<String> {
     const W: f64 = 720.0;
     const H: f64 = 240.0;
-    const LEFT: f64 = 64.0;
-    const BOTTOM: f64 = 24.0;
-    const TOP: f64 = 8.0;
     let points = points(history);
     let last = points.last()?;
     let span = last.0.max(1) as f64;
-    let top = scale(limit, points.iter().flat_map(|p| [Some(p.1), p.2]).flatten());
-    let plot_w = W - LEFT - 8.0;
-    let plot_h = H - BOTTOM - TOP;
-    let x = |t: i64| LEFT + t as f64 / span * plot_w;
-    let y = |bytes: u64| TOP + plot_h - bytes as f64 / top * plot_h;
+    let frame = Frame {
+        width: W,
+        height: H,
+        top: scale(limit, points.iter().flat_map(|p| [Some(p.1), p.2]).flatten()),
+        span,
+    };
+    let (x, y) = (|t| frame.x(t), |bytes| frame.y(bytes));
     let mut svg = format!(
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}\">",
         escape(&chart_label(history, limit, &points))
     );
-    // Gridlines and labels at 0, a half and the whole of the scale.
-    for fraction in [0.0, 0.5, 1.0 / 1.05] {
-        let bytes = saturating_u64(top * fraction);
-        let gy = y(bytes);
-        let _ = write!(
-            svg,
-            "<line class=\"grid\" x1=\"{LEFT}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\"/>\
-             <text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            W - 8.0,
-            LEFT - 6.0,
-            gy + 4.0,
-            human_bytes(bytes)
-        );
-    }
+    frame.grid(&mut svg);
     let seconds = span / 1000.0;
     for half in [0, 1, 2] {
         let t = last.0 * half / 2;
@@ -138,14 +185,7 @@ pub(super) fn memory_chart(history: &MemoryHistory, limit: Option<u64>) -> Optio
             }
         );
     }
-    if let Some(limit) = limit {
-        let ly = y(limit);
-        let _ = write!(
-            svg,
-            "<line class=\"limit\" x1=\"{LEFT}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\"/>",
-            W - 8.0
-        );
-    }
+    frame.limit(&mut svg, limit);
     let usage: Vec<(f64, f64)> = points
         .iter()
         .filter_map(|(t, _, u)| Some((x(*t), y((*u)?))))
@@ -182,9 +222,6 @@ fn chart_label(history: &MemoryHistory, limit: Option<u64>, points: &[(i64, u64,
 pub(super) fn layers_chart(history: &MemoryHistory, limit: Option<u64>) -> Option<String> {
     const W: f64 = 720.0;
     const H: f64 = 200.0;
-    const LEFT: f64 = 64.0;
-    const BOTTOM: f64 = 24.0;
-    const TOP: f64 = 8.0;
     let start = history.samples.iter().find_map(|s| millis(s.time.as_ref()))?;
     let points: Vec<(i64, [u64; 4])> = history
         .samples
@@ -194,12 +231,13 @@ pub(super) fn layers_chart(history: &MemoryHistory, limit: Option<u64>) -> Optio
     if points.len() < 2 {
         return None;
     }
-    let span = points.last().map_or(1, |p| p.0).max(1) as f64;
-    let top = scale(limit, points.iter().map(|(_, l)| l.iter().sum::<u64>()));
-    let plot_w = W - LEFT - 8.0;
-    let plot_h = H - BOTTOM - TOP;
-    let x = |t: i64| LEFT + t as f64 / span * plot_w;
-    let y = |bytes: u64| TOP + plot_h - bytes as f64 / top * plot_h;
+    let frame = Frame {
+        width: W,
+        height: H,
+        top: scale(limit, points.iter().map(|(_, l)| l.iter().sum::<u64>())),
+        span: points.last().map_or(1, |p| p.0).max(1) as f64,
+    };
+    let (x, y) = (|t| frame.x(t), |bytes| frame.y(bytes));
     let last = points.last().map(|(_, l)| *l).unwrap_or_default();
     let label = LAYER_NAMES
         .iter()
@@ -213,19 +251,7 @@ pub(super) fn layers_chart(history: &MemoryHistory, limit: Option<u64>) -> Optio
             "What the memory held at the last sample before the kill: {label}"
         ))
     );
-    for fraction in [0.0, 0.5, 1.0 / 1.05] {
-        let bytes = saturating_u64(top * fraction);
-        let gy = y(bytes);
-        let _ = write!(
-            svg,
-            "<line class=\"grid\" x1=\"{LEFT}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\"/>\
-             <text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            W - 8.0,
-            LEFT - 6.0,
-            gy + 4.0,
-            human_bytes(bytes)
-        );
-    }
+    frame.grid(&mut svg);
     // Each layer: its upper edge left to right, its lower edge back.
     for (layer, class) in ["anon", "kernel", "shmem", "cache"].iter().enumerate() {
         let below = |l: &[u64; 4]| l[..layer].iter().sum::<u64>();
@@ -234,23 +260,13 @@ pub(super) fn layers_chart(history: &MemoryHistory, limit: Option<u64>) -> Optio
             .map(|(t, l)| (x(*t), y(below(l) + l[layer])))
             .collect();
         outline.extend(points.iter().rev().map(|(t, l)| (x(*t), y(below(l)))));
-        let mut path = String::new();
-        for (i, (px, py)) in outline.iter().enumerate() {
-            if i > 0 {
-                path.push(' ');
-            }
-            let _ = write!(path, "{px:.1},{py:.1}");
-        }
-        let _ = write!(svg, "<polygon class=\"layer {class}\" points=\"{path}\"/>");
-    }
-    if let Some(limit) = limit {
-        let ly = y(limit);
         let _ = write!(
             svg,
-            "<line class=\"limit\" x1=\"{LEFT}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\"/>",
-            W - 8.0
+            "<polygon class=\"layer {class}\" points=\"{}\"/>",
+            point_list(&outline)
         );
     }
+    frame.limit(&mut svg, limit);
     svg.push_str("</svg>");
     Some(svg)
 }
