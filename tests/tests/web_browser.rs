@@ -184,26 +184,17 @@ async fn the_pages_work_in_a_real_browser_on_real_kills() {
 
     // A phone: nothing scrolls sideways but the table's own box.
     let phone = Browser::start(390, 844).await;
-    phone.goto(&format!("http://{http}/")).await;
-    let fits = phone
-        .eval("return document.documentElement.scrollWidth <= window.innerWidth + 1;")
-        .await;
-    assert_eq!(
-        fits,
-        serde_json::Value::Bool(true),
-        "the list fits a phone's width"
-    );
-    phone.screenshot(&screenshots().join("kills-390.png")).await;
-    phone.goto(&format!("http://{http}/kills/{second_id}")).await;
-    let fits = phone
-        .eval("return document.documentElement.scrollWidth <= window.innerWidth + 1;")
-        .await;
-    assert_eq!(
-        fits,
-        serde_json::Value::Bool(true),
-        "the kill page fits a phone's width"
-    );
-    phone.screenshot(&screenshots().join("kill-390.png")).await;
+    for (path, shot) in [
+        ("/".to_owned(), "kills-390.png"),
+        (format!("/kills/{second_id}"), "kill-390.png"),
+    ] {
+        phone.goto(&format!("http://{http}{path}")).await;
+        let fits = phone
+            .eval("return document.documentElement.scrollWidth <= window.innerWidth + 1;")
+            .await;
+        assert_eq!(fits, serde_json::Value::Bool(true), "{path} fits a phone's width");
+        phone.screenshot(&screenshots().join(shot)).await;
+    }
     phone.close().await;
 
     // Dark mode follows the system.
