@@ -108,7 +108,8 @@ pub fn check(filter: Option<&EventFilter>) -> Result<(), FilterTooLarge> {
         + f.containers.len()
         + f.workloads.len()
         + f.scopes.len()
-        + f.constraints.len();
+        + f.constraints.len()
+        + f.verdicts.len();
     if values > MAX_FILTER_VALUES {
         return Err(FilterTooLarge { values });
     }
@@ -128,6 +129,8 @@ pub struct EventColumns {
     pub scope: i64,
     pub constraint: i64,
     pub silent: i64,
+    /// The collector's verdict; 0 without an analysis.
+    pub verdict: i64,
 }
 
 impl EventColumns {
@@ -146,6 +149,7 @@ impl EventColumns {
             scope: i64::from(event.scope),
             constraint: i64::from(event.constraint),
             silent: i64::from(event.silent == Some(true)),
+            verdict: event.analysis.as_ref().map_or(0, |a| i64::from(a.verdict)),
         }
     }
 }
@@ -167,6 +171,7 @@ pub fn matches(filter: Option<&EventFilter>, event: &OomEvent) -> bool {
         && (f.scopes.is_empty() || f.scopes.iter().any(|s| i64::from(*s) == c.scope))
         && (f.constraints.is_empty() || f.constraints.iter().any(|s| i64::from(*s) == c.constraint))
         && (!f.silent_only || c.silent == 1)
+        && (f.verdicts.is_empty() || f.verdicts.iter().any(|v| i64::from(*v) == c.verdict))
 }
 
 /// `filter` as SQL conditions on the `events` table.
@@ -201,6 +206,14 @@ pub fn to_sql(filter: Option<&EventFilter>, style: Placeholders) -> SqlWhere {
         f.constraints
             .iter()
             .map(|s| SqlValue::Int(i64::from(*s)))
+            .collect::<Vec<_>>(),
+    );
+    w.any_of(
+        style,
+        "verdict",
+        f.verdicts
+            .iter()
+            .map(|v| SqlValue::Int(i64::from(*v)))
             .collect::<Vec<_>>(),
     );
     if f.silent_only {
@@ -262,6 +275,18 @@ mod tests {
         f.pods.clear();
         f.silent_only = true;
         assert!(!matches(Some(&f), &e));
+        f.silent_only = false;
+        // A verdict filter never matches an event without an analysis.
+        f.verdicts = vec![oomlens_proto::v1::Verdict::Spike as i32];
+        assert!(!matches(Some(&f), &e));
+        let mut analysed = e.clone();
+        analysed.analysis = Some(oomlens_proto::v1::Analysis {
+            verdict: oomlens_proto::v1::Verdict::Spike as i32,
+            ..Default::default()
+        });
+        assert!(matches(Some(&f), &analysed));
+        let w = to_sql(Some(&f), Placeholders::Question);
+        assert!(w.sql().ends_with(" AND verdict = ?"), "{}", w.sql());
     }
 
     #[test]

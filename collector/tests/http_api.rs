@@ -78,6 +78,27 @@ async fn pages_of_events_filtered_newest_first_and_one_event_by_id() {
     assert_eq!(first.pod, sent.pod);
     assert_eq!(first.history.as_ref().unwrap().samples.len(), 20);
 
+    // Every event was analysed at ingest; a verdict filter finds exactly
+    // the events with that verdict.
+    let (all, _) = all_pages(&collector.http, "limit=1000").await;
+    let verdict = all[0]["analysis"]["verdict"].as_str().unwrap().to_owned();
+    let with_it = all
+        .iter()
+        .filter(|e| e["analysis"]["verdict"] == verdict.as_str())
+        .count();
+    let (filtered, _) = all_pages(&collector.http, &format!("verdict={verdict}")).await;
+    assert_eq!(filtered.len(), with_it);
+    assert!(
+        filtered
+            .iter()
+            .all(|e| e["analysis"]["verdict"] == verdict.as_str())
+    );
+    let page = http::get(&collector.http, &format!("/?verdict={verdict}"), &[AUTH])
+        .await
+        .text();
+    assert_eq!(page.matches("<tr id=\"kill-").count(), with_it.min(50));
+    assert!(page.contains(&format!("<option value=\"{verdict}\" selected>")));
+
     let (pod_limit, _) = all_pages(&collector.http, "scope=pod_limit&scope=node_oom").await;
     assert_eq!(pod_limit.len(), 4, "events 5, 10, 15, 20");
 

@@ -327,6 +327,7 @@ fn every_message_round_trips_through_protobuf() {
         constraints: vec![Constraint::Global as i32],
         workloads: vec!["Deployment/api".into()],
         silent_only: true,
+        verdicts: vec![Verdict::PodLimit as i32],
     };
     protobuf_round_trip(&QueryRequest {
         filter: Some(filter.clone()),

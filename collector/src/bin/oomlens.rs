@@ -116,6 +116,11 @@ struct Filter {
     /// Only kills newer than this (e.g. 1h, 30m, 7d).
     #[arg(long)]
     since: Option<String>,
+    /// Only this verdict: limit_too_low, leak_suspected, spike,
+    /// node_pressure, insufficient_data, tmpfs_full, page_cache_pressure,
+    /// kernel_memory, pod_limit.
+    #[arg(long)]
+    verdict: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -185,6 +190,15 @@ fn event_filter(filter: &Filter) -> Result<EventFilter, Usage> {
             ))
         })?;
         f.scopes.push(scope as i32);
+    }
+    if let Some(word) = &filter.verdict {
+        let verdict = oomlens_proto::v1::Verdict::from_word(word).ok_or_else(|| {
+            Usage(format!(
+                "unknown verdict {word:?}: use limit_too_low, leak_suspected, spike, node_pressure, \
+                 insufficient_data, tmpfs_full, page_cache_pressure, kernel_memory or pod_limit"
+            ))
+        })?;
+        f.verdicts.push(verdict as i32);
     }
     if let Some(since) = &filter.since {
         let age = parse_duration(since).map_err(|e| Usage(format!("--since {e}")))?;

@@ -13,6 +13,7 @@ use oomlens_proto::json::JsonEnum;
 use oomlens_proto::time::parse_rfc3339;
 use oomlens_proto::v1::{
     Constraint, EventFilter, GroupBy, QueryRequest, Scope, SubscribeRequest, SummaryRequest, TopRequest,
+    Verdict,
 };
 use prost_types::Timestamp;
 
@@ -154,6 +155,11 @@ impl Pairs {
             constraints: self.words::<Constraint>("constraint", "memcg, global, cpuset or mempolicy")?,
             workloads: self.all("workload")?,
             silent_only: self.flag("silent")?,
+            verdicts: self.words::<Verdict>(
+                "verdict",
+                "limit_too_low, leak_suspected, spike, node_pressure, insufficient_data, tmpfs_full, \
+                 page_cache_pressure, kernel_memory or pod_limit",
+            )?,
         };
         Ok((filter != EventFilter::default()).then_some(filter))
     }
@@ -170,6 +176,7 @@ const FILTER: &[&str] = &[
     "constraint",
     "workload",
     "silent",
+    "verdict",
 ];
 
 fn with_filter(extra: &[&'static str]) -> Vec<&'static str> {
@@ -248,13 +255,14 @@ mod tests {
     #[test]
     fn filters_repeat_and_combine() {
         let request = query(
-            Some("namespace=shop&namespace=pay%20ments&scope=pod_limit&silent=true&limit=5&page_token=abc"),
+            Some("namespace=shop&namespace=pay%20ments&scope=pod_limit&silent=true&limit=5&page_token=abc&verdict=tmpfs_full"),
             at(1_000_000),
         )
         .unwrap();
         let filter = request.filter.unwrap();
         assert_eq!(filter.namespaces, ["shop", "pay ments"]);
         assert_eq!(filter.scopes, [Scope::PodLimit as i32]);
+        assert_eq!(filter.verdicts, [Verdict::TmpfsFull as i32]);
         assert!(filter.silent_only);
         assert_eq!(request.page_size, 5);
         assert_eq!(request.page_token, "abc");

@@ -119,6 +119,16 @@ impl Collector {
             let last = store.last_seq().await?;
             tokio::spawn(crate::replicas::relay(store.clone(), hub.clone(), last));
         }
+        let backfilling = store.clone();
+        tokio::spawn(async move {
+            match backfilling.backfill_verdicts().await {
+                Ok(0) => {}
+                Ok(filled) => tracing::info!(filled, "verdicts of earlier events filled in for filtering"),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot fill in the verdicts of earlier events; filtering by verdict misses them")
+                }
+            }
+        });
         let statuses = Arc::new(statuses::StatusBoard::new(limits.max_statuses));
         tokio::spawn(prune_statuses(Arc::downgrade(&statuses), Arc::clone(&metrics)));
         Ok(Self {

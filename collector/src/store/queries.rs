@@ -6,7 +6,7 @@ use prost::Message as _;
 use sqlx::Row as _;
 use tracing::warn;
 
-use crate::filter::{SqlValue, SqlWhere, to_sql};
+use crate::filter::{EventColumns, SqlValue, SqlWhere, to_sql};
 
 use super::{Backend, Store, StoreError, StoredEvent, sql};
 
@@ -238,6 +238,62 @@ impl Store {
         })
     }
 
+    /// Fills the `verdict` column of events stored before it existed, from
+    /// their bodies, a page at a time; the number filled. Run in the
+    /// background after start: until it is done, a verdict filter misses
+    /// those events.
+    pub async fn backfill_verdicts(&self) -> Result<u64, StoreError> {
+        let style = self.style();
+        let mut after = 0i64;
+        let mut filled = 0u64;
+        loop {
+            let mut w = SqlWhere::new();
+            let mark = w.bind(style, SqlValue::Int(after));
+            let query = format!(
+                "SELECT seq, body FROM events WHERE verdict IS NULL AND seq > {mark} ORDER BY seq LIMIT 500"
+            );
+            let read = self.fetch_events(&query, &w.values, READ_BUDGET).await?;
+            // Past undecodable rows too (they keep NULL and match no verdict).
+            let Some(last) = read.last_seq else {
+                return Ok(filled);
+            };
+            after = last;
+            if read.events.is_empty() {
+                continue;
+            }
+            // One statement a page: one commit, not one per event.
+            let mut u = SqlWhere::new();
+            let mut cases = String::new();
+            let mut seqs = Vec::with_capacity(read.events.len());
+            for stored in &read.events {
+                let seq = u.bind(style, SqlValue::Int(stored.seq));
+                let verdict = u.bind(style, SqlValue::Int(EventColumns::of(&stored.event).verdict));
+                cases.push_str(&format!(" WHEN {seq} THEN {verdict}"));
+                seqs.push(stored.seq);
+            }
+            let list: Vec<String> = seqs
+                .into_iter()
+                .map(|seq| u.bind(style, SqlValue::Int(seq)))
+                .collect();
+            let update = format!(
+                "UPDATE events SET verdict = CASE seq{cases} END WHERE seq IN ({})",
+                list.join(", ")
+            );
+            match &self.backend {
+                Backend::Sqlite(pool) => bind_all!(sqlx::query(&update), &u.values)
+                    .execute(pool)
+                    .await
+                    .map(drop),
+                Backend::Postgres(pool) => bind_all!(sqlx::query(&update), &u.values)
+                    .execute(pool)
+                    .await
+                    .map(drop),
+            }
+            .map_err(sql("filling in verdicts"))?;
+            filled += read.events.len() as u64;
+        }
+    }
+
     /// The highest stored sequence number (0 when empty).
     pub async fn last_seq(&self) -> Result<i64, StoreError> {
         let query = "SELECT COALESCE(MAX(seq), 0) FROM events";
@@ -310,5 +366,60 @@ mod tests {
         assert_eq!(PageToken::decode(&token.encode()).unwrap(), token);
         assert!(PageToken::decode("nonsense").is_err());
         assert!(PageToken::decode("1.x").is_err());
+    }
+
+    fn analysed(n: u64, verdict: Option<oomlens_proto::v1::Verdict>) -> OomEvent {
+        OomEvent {
+            id: format!("{n:032x}"),
+            node: Some("n".into()),
+            analysis: verdict.map(|v| oomlens_proto::v1::Analysis {
+                verdict: v as i32,
+                ..Default::default()
+            }),
+            ..OomEvent::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn verdicts_of_events_stored_before_the_column_are_filled_in() {
+        use oomlens_proto::v1::Verdict;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("e.db").display().to_string())
+            .await
+            .unwrap();
+        let events = [
+            analysed(1, Some(Verdict::Spike)),
+            analysed(2, Some(Verdict::TmpfsFull)),
+            analysed(3, None),
+            analysed(4, Some(Verdict::Spike)),
+        ];
+        store.insert_batch(&events).await.unwrap();
+        let spikes = EventFilter {
+            verdicts: vec![Verdict::Spike as i32],
+            ..EventFilter::default()
+        };
+        let count = |store: &Store| {
+            let store = store.clone();
+            let spikes = spikes.clone();
+            async move { store.query(Some(&spikes), 100, None).await.unwrap().0.len() }
+        };
+        assert_eq!(count(&store).await, 2, "new events carry their verdict");
+        // As if stored by a collector before the column existed.
+        let Backend::Sqlite(pool) = &store.backend else {
+            unreachable!()
+        };
+        sqlx::query("UPDATE events SET verdict = NULL")
+            .execute(pool)
+            .await
+            .unwrap();
+        assert_eq!(count(&store).await, 0);
+        assert_eq!(store.backfill_verdicts().await.unwrap(), 4);
+        assert_eq!(count(&store).await, 2);
+        assert_eq!(
+            store.backfill_verdicts().await.unwrap(),
+            0,
+            "nothing left to fill"
+        );
+        store.close().await;
     }
 }

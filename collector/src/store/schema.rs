@@ -47,6 +47,9 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         updated_us INTEGER NOT NULL
     );",
     ),
+    // The verdict, to filter on; NULL for events stored before, until
+    // `Store::backfill_verdicts` reads it from their bodies.
+    (4, "ALTER TABLE events ADD COLUMN verdict INTEGER;"),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -92,6 +95,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         updated_us BIGINT NOT NULL
     );",
     ),
+    (4, "ALTER TABLE events ADD COLUMN verdict BIGINT;"),
 ];
 
 impl Store {

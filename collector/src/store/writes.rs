@@ -67,6 +67,7 @@ impl Store {
                     SqlValue::Int(c.scope),
                     SqlValue::Int(c.constraint),
                     SqlValue::Int(c.silent),
+                    SqlValue::Int(c.verdict),
                     SqlValue::Int(i64::try_from(body.len()).unwrap_or(i64::MAX)),
                     SqlValue::Bytes(body),
                 ]
@@ -77,7 +78,7 @@ impl Store {
             }
             let query = format!(
                 "INSERT INTO events (id, time_us, received_us, node, namespace, pod, container, \
-                 workload, scope, constraint_kind, silent, bytes, body) VALUES {} \
+                 workload, scope, constraint_kind, silent, verdict, bytes, body) VALUES {} \
                  ON CONFLICT (id) DO NOTHING RETURNING id, seq",
                 rows.join(", ")
             );

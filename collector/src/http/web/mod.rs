@@ -143,6 +143,7 @@ async fn list(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> Response 
         pod: param(&uri, "pod"),
         node: param(&uri, "node"),
         scope: param(&uri, "scope"),
+        verdict: param(&uri, "verdict"),
         since: param(&uri, "since"),
     };
     let page_token = param(&uri, "page_token");

@@ -18,6 +18,7 @@ pub(super) struct ListFilters {
     pub(super) pod: String,
     pub(super) node: String,
     pub(super) scope: String,
+    pub(super) verdict: String,
     pub(super) since: String,
 }
 
@@ -29,6 +30,7 @@ impl ListFilters {
             ("pod", &self.pod),
             ("node", &self.node),
             ("scope", &self.scope),
+            ("verdict", &self.verdict),
             ("since", &self.since),
         ]
         .iter()
@@ -105,11 +107,11 @@ pub(super) fn row(event: &OomEvent) -> String {
     )
 }
 
-/// Every scope's word, in the contract's order.
-fn scope_words() -> Vec<String> {
+/// Every word of an enum, in the contract's order.
+fn words<E: oomlens_proto::json::JsonEnum>() -> Vec<String> {
     (1..)
-        .map_while(|n| Scope::try_from(n).ok())
-        .filter_map(oomlens_proto::json::JsonEnum::word)
+        .map_while(|n| E::try_from(n).ok())
+        .filter_map(E::word)
         .collect()
 }
 
@@ -139,17 +141,22 @@ fn filter_form(filters: &ListFilters) -> String {
             escape(value)
         )
     };
-    let words = scope_words();
+    let scope_words = words::<Scope>();
     let mut scopes: Vec<(&str, &str)> = vec![("", "any scope")];
-    scopes.extend(words.iter().map(|s| (s.as_str(), s.as_str())));
+    scopes.extend(scope_words.iter().map(|s| (s.as_str(), s.as_str())));
+    let verdict_words = words::<Verdict>();
+    let mut verdicts: Vec<(&str, &str)> = vec![("", "any verdict")];
+    verdicts.extend(verdict_words.iter().map(|s| (s.as_str(), s.as_str())));
     format!(
         "<form class=\"filters\" method=\"get\" action=\"/\">{}{}{}\
-         <label for=\"f-scope\">Scope</label>{}<label for=\"f-since\">Time</label>{}\
+         <label for=\"f-scope\">Scope</label>{}<label for=\"f-verdict\">Verdict</label>{}\
+         <label for=\"f-since\">Time</label>{}\
          <button type=\"submit\">Filter</button></form>",
         text("namespace", &filters.namespace, "Namespace"),
         text("pod", &filters.pod, "Pod"),
         text("node", &filters.node, "Node"),
         select("scope", &filters.scope, &scopes),
+        select("verdict", &filters.verdict, &verdicts),
         select("since", &filters.since, PERIODS),
     )
 }
