@@ -77,7 +77,10 @@ impl CollectorProcess {
             .expect("start oomlens-collector");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        // Both its ports: the HTTP one is bound after the gRPC one.
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).is_err()
+        {
             if let Some(status) = self
                 .child
                 .as_mut()
