@@ -3,6 +3,8 @@
 //! (v1 and v1alpha), behind the read token like the events.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use oomlens_collector::auth::{Role, Tokens};
@@ -21,21 +23,13 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 const READ_TOKEN: &str = "read-token-0123456789";
 
 async fn start() -> (Embedded, ClientConfig, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("events.db").display().to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut tokens = Tokens::default();
     tokens.insert(READ_TOKEN, Role::Read);
-    let config = ServerConfig {
+    common::embedded(ServerConfig {
         tokens,
         ..ServerConfig::default()
-    };
-    let server = Embedded::start(&database, listener, config).await.unwrap();
-    let client = ClientConfig {
-        endpoint: server.endpoint(),
-        ..ClientConfig::default()
-    };
-    (server, client, dir)
+    })
+    .await
 }
 
 async fn status(health: &mut HealthClient<Channel>, service: &str) -> Result<i32, tonic::Code> {

@@ -15,19 +15,11 @@ use oomlens_common::client::ClientConfig;
 use oomlens_proto::v1::{SubscribeRequest, SubscribeResponse, subscribe_response};
 
 async fn start(limits: Limits) -> (Embedded, ClientConfig, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("events.db").display().to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = ServerConfig {
+    common::embedded(ServerConfig {
         limits,
         ..ServerConfig::default()
-    };
-    let server = Embedded::start(&database, listener, config).await.unwrap();
-    let client = ClientConfig {
-        endpoint: server.endpoint(),
-        ..ClientConfig::default()
-    };
-    (server, client, dir)
+    })
+    .await
 }
 
 async fn subscribe(

@@ -363,3 +363,36 @@ pub fn test_pipeline_with(
         ..test_pipeline_config(state_dir)
     }
 }
+
+/// A kill-shaped event from `node`, number `n` (its id follows from both),
+/// with `samples` of 10 Hz working-set history ending at the kill: what
+/// the delivery and storage tests send without a real kill.
+pub fn synthetic_kill(node: &str, n: u64, samples: i64) -> oomlens_proto::v1::OomEvent {
+    use oomlens_proto::v1::{MemoryHistory, MemorySample, OomEvent};
+    let t = 1_795_000_000 + i64::try_from(n).expect("a test's event number");
+    OomEvent {
+        id: oomlens_proto::event_id(node, "boot", n),
+        node: Some(node.into()),
+        time: Some(prost_types::Timestamp { seconds: t, nanos: 0 }),
+        scope: 1,
+        constraint: 1,
+        history: Some(MemoryHistory {
+            cgroup: format!("/kubepods/pod{n}/c"),
+            samples: (0..samples)
+                .map(|i| MemorySample {
+                    time: Some(prost_types::Timestamp {
+                        seconds: t - samples / 10 + i / 10,
+                        nanos: i32::try_from((i % 10) * 100_000_000).expect("below 10^9"),
+                    }),
+                    working_set_bytes: Some(1_000_000 + u64::try_from(i).expect("positive") * 1000),
+                    usage_bytes: Some(1_100_000 + u64::try_from(i).expect("positive") * 1000),
+                    ..MemorySample::default()
+                })
+                .collect(),
+            limit_bytes: Some(2_000_000),
+            sample_interval_ms: 100,
+            ..MemoryHistory::default()
+        }),
+        ..OomEvent::default()
+    }
+}

@@ -13,40 +13,15 @@ use std::time::{Duration, Instant};
 use oomlens_agent::app::AgentMetrics;
 use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
 use oomlens_common::client::ClientConfig;
-use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent, QueryRequest};
+use oomlens_proto::v1::{AgentHello, OomEvent, QueryRequest};
 use oomlens_tests::agent::{start_shipping, stop};
 use oomlens_tests::collector::CollectorProcess;
 use oomlens_tests::collector::stored_ids;
 use oomlens_tests::{ScratchTree, cli_binary, metric, oom_kill_in, require_real_kernel, unique};
 
+/// 60 s at 10 Hz, as a real kill carries.
 fn synthetic(n: u64) -> OomEvent {
-    let t = 1_795_000_000 + i64::try_from(n).unwrap();
-    OomEvent {
-        id: oomlens_proto::event_id("delivery-node", "boot", n),
-        node: Some("delivery-node".into()),
-        time: Some(prost_types::Timestamp { seconds: t, nanos: 0 }),
-        scope: 1,
-        constraint: 1,
-        history: Some(MemoryHistory {
-            cgroup: format!("/kubepods/pod{n}/c"),
-            // 60 s at 10 Hz, as a real kill carries.
-            samples: (0..600)
-                .map(|i| MemorySample {
-                    time: Some(prost_types::Timestamp {
-                        seconds: t - 60 + i / 10,
-                        nanos: i32::try_from((i % 10) * 100_000_000).unwrap(),
-                    }),
-                    working_set_bytes: Some(1_000_000 + u64::try_from(i).unwrap() * 1000),
-                    usage_bytes: Some(1_100_000 + u64::try_from(i).unwrap() * 1000),
-                    ..MemorySample::default()
-                })
-                .collect(),
-            limit_bytes: Some(2_000_000),
-            sample_interval_ms: 100,
-            ..MemoryHistory::default()
-        }),
-        ..OomEvent::default()
-    }
+    oomlens_tests::synthetic_kill("delivery-node", n, 600)
 }
 
 fn start_shipper(

@@ -180,25 +180,38 @@ pub struct WithHttp {
     _dir: tempfile::TempDir,
 }
 
-pub async fn with_http(tokens: oomlens_collector::auth::Tokens, ingest_token: Option<&str>) -> WithHttp {
+/// A collector on a free port with `config`, its database in a fresh
+/// directory (kept alive by the returned guard), and a client for it.
+pub async fn embedded(
+    config: oomlens_collector::server::ServerConfig,
+) -> (
+    oomlens_collector::server::Embedded,
+    ClientConfig,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("events.db").display().to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = oomlens_collector::server::Embedded::start(&database, listener, config)
+        .await
+        .unwrap();
+    let client = ClientConfig {
+        endpoint: server.endpoint(),
+        ..ClientConfig::default()
+    };
+    (server, client, dir)
+}
+
+pub async fn with_http(tokens: oomlens_collector::auth::Tokens, ingest_token: Option<&str>) -> WithHttp {
     let config = oomlens_collector::server::ServerConfig {
         tokens,
         ..oomlens_collector::server::ServerConfig::default()
     };
-    let mut server = oomlens_collector::server::Embedded::start(&database, listener, config)
-        .await
-        .unwrap();
+    let (mut server, mut grpc, dir) = embedded(config).await;
     let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = http_listener.local_addr().unwrap().to_string();
     server.serve_http(http_listener);
-    let grpc = ClientConfig {
-        endpoint: server.endpoint(),
-        token: ingest_token.map(str::to_owned),
-        ..ClientConfig::default()
-    };
+    grpc.token = ingest_token.map(str::to_owned);
     WithHttp {
         server,
         http,

@@ -19,7 +19,7 @@ use oomlens_agent::app::AgentMetrics;
 use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
 use oomlens_collector::store::{Inserted, Store};
 use oomlens_common::client::ClientConfig;
-use oomlens_proto::v1::{AgentHello, MemoryHistory, MemorySample, OomEvent};
+use oomlens_proto::v1::{AgentHello, OomEvent};
 use oomlens_tests::collector::{CollectorProcess, stored_ids};
 use oomlens_tests::faults::{FullablePostgres, Tmpfs, fresh_database, postgres_required, postgres_url};
 use oomlens_tests::{
@@ -31,32 +31,7 @@ const NODE: &str = "faults-node";
 /// A kill-sized event (a minute of history at 10 Hz is ~25 KiB; a third
 /// of that here, so that a small filesystem holds enough of them).
 fn synthetic(n: u64) -> OomEvent {
-    let t = 1_795_000_000 + i64::try_from(n).unwrap();
-    OomEvent {
-        id: oomlens_proto::event_id(NODE, "boot", n),
-        node: Some(NODE.into()),
-        time: Some(prost_types::Timestamp { seconds: t, nanos: 0 }),
-        scope: 1,
-        constraint: 1,
-        history: Some(MemoryHistory {
-            cgroup: format!("/kubepods/pod{n}/c"),
-            samples: (0..200)
-                .map(|i| MemorySample {
-                    time: Some(prost_types::Timestamp {
-                        seconds: t - 20 + i / 10,
-                        nanos: i32::try_from((i % 10) * 100_000_000).unwrap(),
-                    }),
-                    working_set_bytes: Some(1_000_000 + u64::try_from(i).unwrap() * 1000),
-                    usage_bytes: Some(1_100_000 + u64::try_from(i).unwrap() * 1000),
-                    ..MemorySample::default()
-                })
-                .collect(),
-            limit_bytes: Some(2_000_000),
-            sample_interval_ms: 100,
-            ..MemoryHistory::default()
-        }),
-        ..OomEvent::default()
-    }
+    oomlens_tests::synthetic_kill(NODE, n, 200)
 }
 
 fn ids(range: std::ops::Range<u64>) -> HashSet<String> {
