@@ -121,11 +121,13 @@ pub async fn run(paths: &Paths) -> anyhow::Result<()> {
         }),
         cri_socket: CriSocket::Off,
         kubernetes_api: false,
+        kubeconfig: None,
         metrics_listen: None,
         output: None,
         delivery: Delivery::Standalone {
             listen: "127.0.0.1:0".to_owned(),
             database: None,
+            kubernetes_events: false,
         },
         spool_max_bytes: 64 << 20,
     };

@@ -125,6 +125,15 @@ struct RunArgs {
     /// on pods, get on replicasets and jobs.
     #[arg(long, env = "OOMLENS_KUBERNETES_API")]
     kubernetes_api: bool,
+    /// With --standalone: write each kill of a pod's process as a
+    /// Kubernetes Event on the pod (RBAC: create and patch events).
+    #[arg(long, env = "OOMLENS_KUBERNETES_EVENTS", requires = "standalone")]
+    kubernetes_events: bool,
+    /// The kubeconfig for --kubernetes-api and --kubernetes-events; without
+    /// it the in-cluster service account, then $KUBECONFIG and
+    /// ~/.kube/config.
+    #[arg(long, env = "OOMLENS_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
     /// Address for /metrics, /healthz and /readyz; empty: none.
     #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7462")]
     metrics_listen: String,
@@ -288,6 +297,7 @@ impl RunArgs {
             (true, _) => Delivery::Standalone {
                 listen: self.listen,
                 database: self.database,
+                kubernetes_events: self.kubernetes_events,
             },
             (false, Some(endpoint)) => Delivery::Collector(ClientConfig {
                 endpoint,
@@ -332,6 +342,7 @@ impl RunArgs {
                 None => CriSocket::Detect,
             },
             kubernetes_api: self.kubernetes_api,
+            kubeconfig: self.kubeconfig,
             metrics_listen,
             output: Some(self.output.into()),
             delivery,

@@ -6,6 +6,7 @@
 //! - [`server`]: TLS, mutual TLS and bearer tokens ([`auth`]), retention;
 //! - [`http`]: metrics, probes and the read-only JSON API;
 //! - [`webhook`]: POSTs each stored kill to configured URLs;
+//! - [`kube_events`]: each kill of a pod's process as an Event on the pod;
 //! - [`analysis`]: the verdict and recommended limit stored with each kill.
 //!
 //! Connecting to a collector, rendering for the `oomlens` command and the
@@ -17,7 +18,9 @@ pub mod auth;
 pub mod filter;
 pub mod http;
 pub mod hub;
+pub mod kube_events;
 pub mod metrics;
+pub mod outbound;
 mod private;
 mod replicas;
 pub mod server;

@@ -58,6 +58,7 @@ pub struct CollectorMetrics {
     stored_events: Gauge,
     stored_bytes: Gauge,
     webhooks: crate::webhook::WebhookMetrics,
+    kube_events: crate::kube_events::KubeEventMetrics,
 }
 
 impl Default for CollectorMetrics {
@@ -156,6 +157,7 @@ impl CollectorMetrics {
             stored_bytes.clone(),
         );
         let webhooks = crate::webhook::WebhookMetrics::register(&mut registry);
+        let kube_events = crate::kube_events::KubeEventMetrics::register(&mut registry);
         Self {
             registry,
             events,
@@ -175,12 +177,17 @@ impl CollectorMetrics {
             stored_events,
             stored_bytes,
             webhooks,
+            kube_events,
         }
     }
 
     /// The webhook sinks' metrics.
     pub fn webhooks(&self) -> &crate::webhook::WebhookMetrics {
         &self.webhooks
+    }
+
+    pub fn kube_events(&self) -> &crate::kube_events::KubeEventMetrics {
+        &self.kube_events
     }
 
     pub fn ingested(&self, result: IngestResult) {

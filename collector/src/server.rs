@@ -267,6 +267,13 @@ impl Embedded {
             .extend(crate::webhook::start(webhooks, &self.collector).await);
     }
 
+    /// Also writes each stored kill of a pod's process as a Kubernetes
+    /// Event, until [`Embedded::stop`].
+    pub async fn start_kube_events(&mut self, events: &crate::kube_events::KubeEvents) {
+        self.sinks
+            .push(crate::kube_events::start(events, &self.collector).await);
+    }
+
     /// Also serves the HTTP listener (metrics, probes, the JSON API and
     /// the web pages, with the same tokens) on `listener`, until [`Embedded::stop`].
     pub fn serve_http(&mut self, listener: tokio::net::TcpListener) {

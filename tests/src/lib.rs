@@ -13,6 +13,7 @@ pub mod containerd;
 pub mod faults;
 pub mod http;
 pub mod kernel_log;
+pub mod kube_api;
 pub mod vm;
 
 /// The cgroup v1 memory controller's mount point.

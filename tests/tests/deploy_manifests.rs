@@ -259,10 +259,57 @@ fn check_promises(name: &str, objects: &[Value], known: &BTreeSet<String>) {
         "{name}"
     );
     assert_eq!(of_kind(objects, "NetworkPolicy").len(), 2, "{name}");
-    // RBAC exactly when the agent reads the API.
+    // RBAC exactly when the agent reads the API, and when the collector
+    // writes Events; a service account token only then.
+    let roles = of_kind(objects, "ClusterRole");
+    let role_named = |suffix: &str| {
+        roles.iter().any(|r| {
+            r["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(suffix))
+        })
+    };
     let api = env_names(agent).iter().any(|n| n == "OOMLENS_KUBERNETES_API");
-    assert_eq!(api, !of_kind(objects, "ClusterRole").is_empty(), "{name}");
+    assert_eq!(api, role_named("-agent"), "{name}");
     assert_eq!(api, agent["automountServiceAccountToken"] == true, "{name}");
+    let events = env_names(collector)
+        .iter()
+        .any(|n| n == "OOMLENS_KUBERNETES_EVENTS");
+    assert_eq!(events, role_named("-collector-events"), "{name}");
+    assert_eq!(
+        events,
+        collector["automountServiceAccountToken"] == true,
+        "{name}"
+    );
+    if events {
+        let role = roles
+            .iter()
+            .find(|r| {
+                r["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-collector-events"))
+            })
+            .unwrap();
+        assert_eq!(
+            role["rules"],
+            serde_json::json!([{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]),
+            "{name}: the collector may only create and patch Events"
+        );
+        let account = of_kind(objects, "ServiceAccount")
+            .into_iter()
+            .find(|a| {
+                a["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-collector"))
+            })
+            .unwrap();
+        assert_eq!(account["automountServiceAccountToken"], true, "{name}");
+    }
+    assert_eq!(
+        events,
+        name.contains("secure") || name.contains("events"),
+        "{name}"
+    );
 }
 
 #[test]
@@ -315,8 +362,9 @@ fn helm_chart_lints_renders_and_validates() {
     let cases: [(&str, &[&str]); 4] = [
         ("defaults", &[]),
         (
-            "tls-tokens-monitors",
+            "tls-tokens-monitors-events",
             &[
+                "collector.kubernetesEvents=true",
                 "tls.enabled=true",
                 "auth.tokenSecret=oomlens-tokens",
                 "serviceMonitor.enabled=true",
@@ -363,7 +411,7 @@ fn helm_chart_lints_renders_and_validates() {
                 assert_eq!(of_kind(&objects, "PersistentVolumeClaim").len(), 1, "{name}");
                 assert_eq!(collector_url, Some("http://oomlens-collector:7460"), "{name}");
             }
-            "tls-tokens-monitors" => {
+            "tls-tokens-monitors-events" => {
                 assert_eq!(collector_url, Some("https://oomlens-collector:7460"), "{name}");
                 let collector_spec = &collector["spec"]["template"]["spec"];
                 for variable in [

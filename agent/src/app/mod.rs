@@ -63,6 +63,8 @@ pub enum Delivery {
     Standalone {
         listen: String,
         database: Option<String>,
+        /// Also write each kill of a pod's process as a Kubernetes Event.
+        kubernetes_events: bool,
     },
     /// A remote collector.
     Collector(ClientConfig),
@@ -84,6 +86,9 @@ pub struct Config {
     pub sampling: Option<Sampling>,
     pub cri_socket: CriSocket,
     pub kubernetes_api: bool,
+    /// For the Kubernetes API (pods, Events); None: in-cluster, then
+    /// `$KUBECONFIG` and `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     /// None: events are not printed.
     pub output: Option<Format>,
@@ -240,7 +245,7 @@ impl Agent {
             info!("no container runtime socket: identity from cgroup paths only");
         }
         if config.kubernetes_api {
-            enrichers.kube = start_kube(&node.node, &shutdown).await;
+            enrichers.kube = start_kube(&node.node, config.kubeconfig.as_deref(), &shutdown).await;
             if enrichers.kube.is_some() {
                 metrics.identity.in_use(IdentitySource::KubernetesApi);
             }
@@ -252,19 +257,32 @@ impl Agent {
             Delivery::Local => None,
             Delivery::Collector(client) => Some(client.clone()),
             #[cfg(feature = "standalone")]
-            Delivery::Standalone { listen, database } => {
+            Delivery::Standalone {
+                listen,
+                database,
+                kubernetes_events,
+            } => {
                 let database = database
                     .clone()
                     .unwrap_or_else(|| config.state_dir.join("oomlens.db").display().to_string());
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen} for the embedded collector"))?;
-                let collector = oomlens_collector::server::Embedded::start(
+                let mut collector = oomlens_collector::server::Embedded::start(
                     &database,
                     listener,
                     oomlens_collector::server::ServerConfig::default(),
                 )
                 .await?;
+                if *kubernetes_events {
+                    use oomlens_collector::kube_events::{KubeEvents, KubeEventsConfig};
+                    let events = KubeEvents::connect(KubeEventsConfig {
+                        kubeconfig: config.kubeconfig.clone(),
+                        ..KubeEventsConfig::new(format!("oomlens-agent-{}", node.node))
+                    })
+                    .await?;
+                    collector.start_kube_events(&events).await;
+                }
                 info!(address = %collector.address(), database = %oomlens_collector::store::redact(&database), "embedded collector serving; try `oomlens events`");
                 // Its API and web pages on the agent's metrics address.
                 let _ = late_routes.set(collector.api_router());

@@ -35,9 +35,10 @@ pub(super) async fn start_cri(
 /// This node's pods from the Kubernetes API: owners, requests and limits.
 pub(super) async fn start_kube(
     node: &str,
+    kubeconfig: Option<&std::path::Path>,
     shutdown: &Shutdown,
 ) -> Option<Arc<crate::pods::kube::KubeEnricher>> {
-    match kube::Client::try_default().await {
+    match client(kubeconfig).await {
         Ok(client) => {
             let (enricher, reflector) = crate::pods::kube::KubeEnricher::start(client, node);
             let stopping = shutdown.wait();
@@ -54,4 +55,17 @@ pub(super) async fn start_kube(
             None
         }
     }
+}
+
+/// A Kubernetes API client: from `kubeconfig` when given, otherwise
+/// in-cluster, then `$KUBECONFIG` and `~/.kube/config`.
+async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let Some(path) = kubeconfig else {
+        return Ok(kube::Client::try_default().await?);
+    };
+    let file = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the kubeconfig {}: {e}", path.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }

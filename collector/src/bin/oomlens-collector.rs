@@ -111,6 +111,15 @@ struct ServeArgs {
     /// A CA (PEM) trusted beside the system's roots for HTTPS webhooks.
     #[arg(long, env = "OOMLENS_WEBHOOK_CA_CERT")]
     webhook_ca_cert: Option<PathBuf>,
+    /// Write each kill of a pod's process as a Kubernetes Event on the pod
+    /// (events.k8s.io/v1; RBAC: create and patch events). Off by default
+    /// (docs/kubernetes-events.md).
+    #[arg(long, env = "OOMLENS_KUBERNETES_EVENTS")]
+    kubernetes_events: bool,
+    /// The kubeconfig for --kubernetes-events; without it the in-cluster
+    /// service account, then $KUBECONFIG and ~/.kube/config.
+    #[arg(long, env = "OOMLENS_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
     /// Log format on standard error.
     #[arg(long, env = "OOMLENS_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -207,10 +216,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        let sinks = match &webhooks {
+        let mut sinks = match &webhooks {
             Some(webhooks) => oomlens_collector::webhook::start(webhooks, &collector).await,
             None => Vec::new(),
         };
+        if let Some(events) = kube_events(&args).await? {
+            sinks.push(oomlens_collector::kube_events::start(&events, &collector).await);
+        }
         server::serve(collector, listener, config, shutdown.wait()).await?;
         for sink in sinks {
             sink.abort();
@@ -219,6 +231,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         info!("collector stopped");
         Ok(())
     })
+}
+
+/// The Kubernetes Event writer, its configuration checked at start.
+async fn kube_events(args: &ServeArgs) -> anyhow::Result<Option<oomlens_collector::kube_events::KubeEvents>> {
+    use oomlens_collector::kube_events::{KubeEvents, KubeEventsConfig, default_instance};
+    if !args.kubernetes_events {
+        if args.kubeconfig.is_some() {
+            warn!("--kubeconfig given without --kubernetes-events: no Events are written");
+        }
+        return Ok(None);
+    }
+    let config = KubeEventsConfig {
+        kubeconfig: args.kubeconfig.clone(),
+        ..KubeEventsConfig::new(default_instance("oomlens-collector"))
+    };
+    Ok(Some(KubeEvents::connect(config).await?))
 }
 
 /// The webhook sinks, checked before anything starts: URLs, the secret

@@ -13,7 +13,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::http::Uri;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -31,27 +30,7 @@ pub use payload::{Format, body, signature};
 pub use post::{Outcome, Poster, PosterError, classify};
 pub use sink::start;
 
-/// How a sink retries one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// The wait after the first failure; it doubles from there.
-    pub first_backoff: Duration,
-    /// The longest wait between attempts.
-    pub max_backoff: Duration,
-    /// Attempts at an event the receiver refuses before it is
-    /// dead-lettered.
-    pub refused_attempts: u32,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            first_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-            refused_attempts: 5,
-        }
-    }
-}
+pub use crate::outbound::RetryPolicy;
 
 /// What the collector's `--webhook*` flags configure.
 #[derive(Debug, Clone, Default)]
