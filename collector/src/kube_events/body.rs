@@ -274,7 +274,16 @@ pub fn note(event: &OomEvent) -> String {
     } else {
         format!("{whom} ({comm}{pid}) killed at {at}")
     };
-    if let Some(peak) = event.history.as_ref().and_then(|h| h.peak_working_set_bytes) {
+    // The kernel's own figure at the kill first: samples taken every
+    // 100 ms can miss a climb that took less.
+    let usage = event
+        .memcg_usage
+        .as_ref()
+        .and_then(|u| u.usage_kb)
+        .map(|kb| kb.saturating_mul(1024));
+    if let Some(usage) = usage.filter(|_| !matches!(scope, Scope::NodeOom)) {
+        text.push_str(&format!(": usage {} at the kill", human_bytes(usage)));
+    } else if let Some(peak) = event.history.as_ref().and_then(|h| h.peak_working_set_bytes) {
         text.push_str(&format!(": peak working set {}", human_bytes(peak)));
     }
     let analysis = event.analysis.as_ref();

@@ -22,6 +22,7 @@ fn kill(scope: Scope) -> OomEvent {
             ..Victim::default()
         }),
         memcg_usage: Some(MemcgUsage {
+            usage_kb: Some(511 * 1024),
             limit_kb: Some(512 * 1024),
             ..MemcgUsage::default()
         }),
@@ -77,7 +78,7 @@ fn a_container_limit_kill_becomes_a_warning_on_the_pod_and_its_container() {
             "uid": "6f1c-uid", "fieldPath": "spec.containers{api}",
         },
         "related": {"apiVersion": "v1", "kind": "Node", "name": "node-a"},
-        "note": "container api (java 4242) killed at its 512Mi container limit: peak working set 511Mi; \
+        "note": "container api (java 4242) killed at its 512Mi container limit: usage 511Mi at the kill; \
                  spike: working set climbed from 100 MiB (20% of the 512 MiB limit) to 511 MiB in 3.2 s; \
                  recommended limit 768Mi; oomlens show 5e34102c",
         "type": "Warning",

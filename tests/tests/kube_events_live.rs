@@ -1,0 +1,157 @@
+//! Real kills in real containerd pods, seen by the real agent binary in
+//! standalone mode with `--kubernetes-events` and a node kubeconfig: each
+//! becomes an Event on its pod in the Kubernetes API (the stand-in of
+//! `tests/src/kube_api.rs`, which enforces the API's validation rules):
+//! a container killed at its limit, and a child process killed inside a
+//! container that lives on (the kill Kubernetes itself never shows).
+//!
+//! Needs root, cgroup v1 memory, containerd and runc; elsewhere it says why
+//! it skips.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use oomlens_tests::containerd::{Containerd, containerd_unavailable};
+use oomlens_tests::kube_api::FakeEventsApi;
+use oomlens_tests::{ScratchTree, free_port, pod_and_container_ids, unique};
+use serde_json::Value;
+
+const HOG: &str = "/bin/busybox dd if=/dev/zero of=/dev/null bs=100M count=1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_kills_in_pods_become_events_on_those_pods() {
+    if let Some(reason) = containerd_unavailable() {
+        eprintln!("SKIPPED real_kills_in_pods_become_events_on_those_pods: {reason}");
+        return;
+    }
+    let scratch = unique("oomlens-test");
+    let _memory = ScratchTree::new(&scratch);
+    let mut containerd = Containerd::start(&scratch).unwrap_or_else(|e| panic!("containerd: {e}"));
+    let mut client = containerd.client().await.expect("CRI client");
+    let api = FakeEventsApi::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(state.path());
+    let node = unique("node");
+    let port = free_port();
+    let mut agent = Command::new(oomlens_tests::agent_binary())
+        .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--state-dir", &state.path().display().to_string()])
+        .args(["--cri-socket", &containerd.socket.display().to_string()])
+        .args([
+            "--kubernetes-events",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+        ])
+        .args(["--node-name", &node, "--metrics-listen", "", "--output", "json"])
+        .env("OOMLENS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start oomlens-agent");
+    // Up when its embedded collector accepts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the agent did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A container killed at its 32 MiB limit, its main process the hog.
+    let (uid_a, _) = pod_and_container_ids();
+    let pod_a = containerd
+        .run_pod(
+            &mut client,
+            "api-0",
+            "shop",
+            &uid_a,
+            &format!("kubepods/burstable/pod{uid_a}"),
+        )
+        .await
+        .expect("pod a");
+    containerd
+        .run_container(
+            &mut client,
+            &pod_a,
+            "api",
+            &format!("sleep 3; exec {HOG}"),
+            Some(32 << 20),
+        )
+        .await
+        .expect("container a");
+    // A child killed while the main shell lives on.
+    let (uid_b, _) = pod_and_container_ids();
+    let pod_b = containerd
+        .run_pod(
+            &mut client,
+            "worker-0",
+            "jobs",
+            &uid_b,
+            &format!("kubepods/besteffort/pod{uid_b}"),
+        )
+        .await
+        .expect("pod b");
+    containerd
+        .run_container(
+            &mut client,
+            &pod_b,
+            "worker",
+            &format!("sleep 3; {HOG}; sleep 1000"),
+            Some(32 << 20),
+        )
+        .await
+        .expect("container b");
+
+    let ours = |events: &std::collections::BTreeMap<(String, String), Value>| {
+        events
+            .values()
+            .filter(|e| e["related"]["name"] == node.as_str())
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let events = api
+        .wait_for_events(Duration::from_secs(40), |events| ours(events).len() >= 2)
+        .await;
+    containerd.remove_pods(&mut client).await;
+    oomlens_tests::agent::stop(&mut agent);
+
+    let ours = ours(&events);
+    let by_pod = |pod: &str| {
+        ours.iter()
+            .find(|e| e["regarding"]["name"] == pod)
+            .unwrap_or_else(|| panic!("no Event on {pod}: {ours:#?}"))
+    };
+    let killed = by_pod("api-0");
+    assert_eq!(killed["metadata"]["namespace"], "shop", "{killed:#}");
+    assert_eq!(killed["reason"], "OOMKilledContainerLimit", "{killed:#}");
+    assert_eq!(killed["regarding"]["uid"], uid_a.as_str(), "{killed:#}");
+    assert_eq!(
+        killed["regarding"]["fieldPath"], "spec.containers{api}",
+        "{killed:#}"
+    );
+    assert_eq!(
+        killed["reportingInstance"],
+        format!("oomlens-agent-{node}"),
+        "{killed:#}"
+    );
+    let note = killed["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("container api (busybox ") && note.contains("killed at its 32Mi container limit: usage 32"),
+        "{note}"
+    );
+    let silent = by_pod("worker-0");
+    assert_eq!(silent["metadata"]["namespace"], "jobs", "{silent:#}");
+    assert_eq!(silent["reason"], "OOMKilledChildProcess", "{silent:#}");
+    let note = silent["note"].as_str().unwrap();
+    assert!(
+        note.contains("killed inside container worker") && note.contains("Kubernetes shows no restart"),
+        "{note}"
+    );
+    // What `kubectl describe pod` would list, from the recorded requests.
+    for request in api
+        .requests()
+        .iter()
+        .filter(|r| r.body["related"]["name"] == node.as_str())
+    {
+        assert_eq!(request.status, 201, "{request:#?}");
+        eprintln!("{} {}\n{:#}", request.method, request.path, request.body);
+    }
+}
