@@ -134,7 +134,8 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
     );
     let note = killed["note"].as_str().unwrap();
     assert!(
-        note.starts_with("container api (busybox ") && note.contains("killed at its 32Mi container limit: usage 32"),
+        note.starts_with("container api (busybox ")
+            && note.contains("killed at its 32Mi container limit: usage 32"),
         "{note}"
     );
     let silent = by_pod("worker-0");
