@@ -122,6 +122,7 @@ pub async fn run(paths: &Paths) -> anyhow::Result<()> {
         cri_socket: CriSocket::Off,
         kubernetes_api: false,
         kubeconfig: None,
+        kill_series_grace: crate::pipeline::container_kills::SERIES_GRACE,
         metrics_listen: None,
         output: None,
         delivery: Delivery::Standalone {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use oomlens_agent::app::{Config, CriSocket, Delivery, Sampling};
-use oomlens_agent::cgroup::{Schedule, WarningRules};
+use oomlens_agent::cgroup::{Schedule, Trend, WarningRules};
 use oomlens_agent::kmsg::StartAt;
 use oomlens_agent::output::Format;
 use oomlens_agent::postmortem::{ParseRequest, current_year, parse};
@@ -134,15 +134,24 @@ struct RunArgs {
     /// ~/.kube/config.
     #[arg(long, env = "OOMLENS_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// How long a container's kill counter series outlives its pod's
+    /// cgroup on /metrics.
+    #[arg(long, env = "OOMLENS_KILL_SERIES_GRACE_SECS", default_value_t = 900)]
+    kill_series_grace_secs: u64,
     /// Address for /metrics, /healthz and /readyz; empty: none.
     #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7462")]
     metrics_listen: String,
-    /// Warn about a container above this fraction of its limit...
-    #[arg(long, env = "OOMLENS_WARN_RATIO", default_value_t = 0.9)]
+    /// Warn about a container from this fraction of its limit...
+    #[arg(long, env = "OOMLENS_WARN_RATIO", default_value_t = 0.5)]
     warn_ratio: f64,
-    /// ...projected to reach it within this many seconds.
-    #[arg(long, env = "OOMLENS_WARN_HORIZON_SECS", default_value_t = 300.0)]
+    /// ...when its last minute's climb would reach the limit within this
+    /// many seconds...
+    #[arg(long, env = "OOMLENS_WARN_HORIZON_SECS", default_value_t = 900.0)]
     warn_horizon_secs: f64,
+    /// ...or its steady trend of the last 15 minutes (a slow leak) within
+    /// this many seconds.
+    #[arg(long, env = "OOMLENS_WARN_SLOW_HORIZON_SECS", default_value_t = 21_600.0)]
+    warn_slow_horizon_secs: f64,
     /// Directory for the agent's state (the kernel log cursor). Created if
     /// missing.
     #[arg(long, env = "OOMLENS_STATE_DIR", default_value = "/var/lib/oomlens")]
@@ -330,10 +339,20 @@ impl RunArgs {
                     ..Schedule::default()
                 },
                 grace: Duration::from_secs(self.history_grace_secs),
-                warnings: WarningRules {
-                    ratio: self.warn_ratio,
-                    horizon_s: self.warn_horizon_secs,
-                    ..WarningRules::default()
+                warnings: {
+                    let rules = WarningRules::default();
+                    WarningRules {
+                        floor: self.warn_ratio,
+                        fast: Trend {
+                            horizon: Duration::from_secs_f64(self.warn_horizon_secs.max(0.0)),
+                            ..rules.fast
+                        },
+                        slow: Trend {
+                            horizon: Duration::from_secs_f64(self.warn_slow_horizon_secs.max(0.0)),
+                            ..rules.slow
+                        },
+                        ..rules
+                    }
                 },
             }),
             cri_socket: match self.cri_socket {
@@ -343,6 +362,7 @@ impl RunArgs {
             },
             kubernetes_api: self.kubernetes_api,
             kubeconfig: self.kubeconfig,
+            kill_series_grace: Duration::from_secs(self.kill_series_grace_secs),
             metrics_listen,
             output: Some(self.output.into()),
             delivery,

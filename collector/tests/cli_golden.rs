@@ -327,6 +327,19 @@ fn control_characters_from_events_are_escaped() {
         working_set_bytes: 1 << 20,
         limit_bytes: 2 << 20,
         seconds_to_limit: Some(12.0),
+        growth_bytes_per_second: 87_381.0,
+        trend_seconds: 60,
+        ..MemoryWarning::default()
+    }));
+    text.push('\n');
+    text.push_str(&warning_line(&MemoryWarning {
+        node: "node-a".to_owned(),
+        cgroup: "/kubepods/leak".to_owned(),
+        working_set_bytes: 700 << 20,
+        limit_bytes: 1 << 30,
+        seconds_to_limit: Some(19_440.0),
+        growth_bytes_per_second: 17_477.0,
+        trend_seconds: 900,
         ..MemoryWarning::default()
     }));
     text.push('\n');

@@ -20,6 +20,23 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// `45 s`, `12 min`, `5.4 h`, `3.0 d`: a projected time, as precise as
+/// it deserves to be.
+pub fn human_seconds(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "?".to_owned();
+    }
+    if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 2.0 * 3600.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else if seconds < 2.0 * 86_400.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else {
+        format!("{:.1} d", seconds / 86_400.0)
+    }
+}
+
 /// `value` rounded toward zero, saturating: negative and NaN give 0, past
 /// `u64::MAX` gives `u64::MAX`. For sizes and rates computed in f64.
 // f64 has no `TryFrom` into integers; `as` does exactly this, and a byte

@@ -320,3 +320,69 @@ async fn the_live_pipeline_attaches_history_to_pod_limit_kills() {
         "{json}"
     );
 }
+
+/// The pre-OOM warning's lead on a real container: 4 MB/s toward a 128 MiB
+/// limit until the kernel kills it. The old rule (90% of the limit and a
+/// projection within 300 s) warned 3.4 s before the kill; the projection
+/// from half the limit warns about 16 s before (docs/metrics.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_climb_is_warned_from_half_its_limit() {
+    require_real_kernel!();
+    let _serial = SERIAL.lock().await;
+    let tree = ScratchTree::new(&unique("oomlens-test"));
+    let (uid, container_id) = pod_and_container_ids();
+    let container = format!("kubepods/burstable/pod{uid}/{container_id}");
+    let dir = tree.create(&container);
+    tree.limit(&container, 128 << 20);
+    let path = tree.kernel_path(&container);
+
+    let (handle, requests) = Sampler::channel();
+    let (warnings, mut warning_rx) = mpsc::channel(16);
+    let (stop, mut stopped) = watch::channel(false);
+    let sampler = Sampler::new(oomlens_tests::host_sampler_config(), warnings);
+    let task = tokio::spawn(async move {
+        sampler
+            .run(requests, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    wait_tracked(&handle, &path).await;
+
+    let rate_mib = 4_000_000.0 / MIB;
+    let mut hog = spawn_memhog(MEMHOG, &dir, rate_mib, 200, 1.0);
+    let mut first_warning = None;
+    let killed = loop {
+        if let Ok(Some(status)) = hog.try_wait() {
+            break (Instant::now(), status);
+        }
+        if let Ok(Some(warning)) = tokio::time::timeout(Duration::from_millis(20), warning_rx.recv()).await
+            && warning.cgroup == path
+            && first_warning.is_none()
+        {
+            first_warning = Some((Instant::now(), warning));
+        }
+    };
+    let _ = stop.send(true);
+    let _ = task.await;
+    let (killed_at, status) = killed;
+    assert!(
+        !status.success(),
+        "the hog was to be killed at its limit: {status}"
+    );
+    let (warned_at, warning) = first_warning.expect("a warning before the kill");
+    let lead = killed_at.duration_since(warned_at).as_secs_f64();
+    let fraction = warning.working_set_bytes as f64 / warning.limit_bytes as f64;
+    eprintln!(
+        "warned {lead:.1} s before the kill at {:.0}% of the limit, projected {:.1} s, trend {} s",
+        fraction * 100.0,
+        warning.seconds_to_limit.unwrap_or(f64::NAN),
+        warning.trend_seconds
+    );
+    assert!(
+        lead >= 10.0,
+        "warned only {lead:.1} s before the kill: {warning:?}"
+    );
+    assert!((0.5..0.6).contains(&fraction), "{fraction}");
+    assert_eq!(warning.trend_seconds, 60);
+}

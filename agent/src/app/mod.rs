@@ -89,6 +89,8 @@ pub struct Config {
     /// For the Kubernetes API (pods, Events); None: in-cluster, then
     /// `$KUBECONFIG` and `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
+    /// How long a container's kill counter series outlives its pod.
+    pub kill_series_grace: Duration,
     pub metrics_listen: Option<SocketAddr>,
     /// None: events are not printed.
     pub output: Option<Format>,
@@ -232,6 +234,7 @@ impl Agent {
                 }
             });
         }
+        spawn_kill_series_pruning(&metrics, &config.cgroup_root, config.kill_series_grace, &shutdown);
         let mut enrichers = Enrichers {
             host_proc: Some(config.proc_root.clone()),
             ..Enrichers::default()
@@ -455,4 +458,37 @@ fn sampling_grace(config: &Config) -> Duration {
         .sampling
         .as_ref()
         .map_or(Duration::from_secs(120), |s| s.grace)
+}
+
+/// Drops per-container kill series whose pods are gone (their cgroups
+/// under the memory controller), a grace after they went.
+fn spawn_kill_series_pruning(
+    metrics: &AgentMetrics,
+    cgroup_root: &std::path::Path,
+    grace: Duration,
+    shutdown: &Shutdown,
+) {
+    use crate::pipeline::container_kills::PRUNE_EVERY;
+    // A short grace (tests) is checked as often as it needs.
+    let every = PRUNE_EVERY.min(grace / 2).max(Duration::from_millis(100));
+    let kills = metrics.pipeline.container_kills().clone();
+    let memory_root = cgroup::detect(cgroup_root).ok().map(|root| root.path);
+    let stopping = shutdown.wait();
+    tokio::spawn(async move {
+        let pruning = async {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                kills.prune(std::time::Instant::now(), grace, |cgroup| {
+                    memory_root
+                        .as_ref()
+                        .is_some_and(|root| root.join(cgroup.trim_start_matches('/')).exists())
+                });
+            }
+        };
+        tokio::select! {
+            () = pruning => {}
+            () = stopping => {}
+        }
+    });
 }

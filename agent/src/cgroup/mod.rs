@@ -17,5 +17,5 @@ pub use discovery::{MemoryRoot, Mode, Selection, detect};
 pub use reader::{MemcgReader, Version};
 pub use sampler::{
     CounterStep, OomNotice, Request, Sampler, SamplerConfig, SamplerHandle, SamplerMetrics, SamplerStats,
-    Schedule, Snapshot, WarningRules,
+    Schedule, Snapshot, Trend, WarningRules,
 };

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use tracing::{debug, info, warn};
 
 use super::attribute::Placement;
+use super::container_kills::ContainerKills;
 use crate::telemetry::Happening;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +40,7 @@ pub struct PlacementLabels {
 #[derive(Debug, Clone, Default)]
 pub struct PipelineMetrics {
     kills: Family<KillLabels, Counter>,
+    container_kills: ContainerKills,
     partial_kills: Counter,
     placements: Family<PlacementLabels, Counter>,
     forged_lines: Counter,
@@ -56,6 +58,7 @@ impl PipelineMetrics {
             "OOM kills reported, by scope and namespace",
             self.kills.clone(),
         );
+        self.container_kills.register(registry);
         registry.register(
             "oom_kills_partial",
             "OOM kills whose report the kernel rate-limited (no cgroup path in the log)",
@@ -108,6 +111,11 @@ impl PipelineMetrics {
             .get()
     }
 
+    /// The per-container kill counter (its series are pruned by the app).
+    pub fn container_kills(&self) -> &ContainerKills {
+        &self.container_kills
+    }
+
     pub(super) fn set_unspooled(&self, kept: usize) {
         self.unspooled.set(i64::try_from(kept).unwrap_or(i64::MAX));
     }
@@ -153,6 +161,9 @@ impl Happening for KillReported<'_> {
         if self.placement == Placement::Unplaced {
             warn!(id = %event.id, "kill without a cgroup path: no evidence placed it without a guess");
         }
+        metrics
+            .container_kills
+            .record(event, &scope, std::time::Instant::now());
         metrics
             .kills
             .get_or_create(&KillLabels { scope, namespace })

@@ -17,6 +17,7 @@
 //! tests without root (with tokio's paused clock for its waits).
 
 pub mod attribute;
+pub mod container_kills;
 mod enrich;
 pub mod metrics;
 mod state;

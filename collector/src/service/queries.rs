@@ -8,9 +8,8 @@ use oomlens_proto::json::JsonEnum as _;
 use oomlens_proto::time::timestamp_from_unix_us;
 use oomlens_proto::v1::event_service_server::EventService;
 use oomlens_proto::v1::{
-    ContainerMemoryStatus, GetRequest, GroupBy, OomEvent, QueryRequest, QueryResponse, Scope,
-    SubscribeRequest, SubscribeResponse, SummaryGroup, SummaryRequest, SummaryResponse, TopRequest,
-    TopResponse,
+    GetRequest, GroupBy, OomEvent, QueryRequest, QueryResponse, Scope, SubscribeRequest, SubscribeResponse,
+    SummaryGroup, SummaryRequest, SummaryResponse, TopRequest, TopResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -163,9 +162,7 @@ impl EventService for Events {
                         .and_then(|p| p.namespace.as_ref())
                         .is_some_and(|ns| request.namespaces.contains(ns)))
         });
-        let ratio =
-            |s: &ContainerMemoryStatus| s.working_set_bytes as f64 / s.limit_bytes.unwrap_or(1).max(1) as f64;
-        containers.sort_by(|a, b| ratio(b).total_cmp(&ratio(a)));
+        containers.sort_by(super::statuses::closest_first);
         containers.truncate(limit);
         Ok(Response::new(TopResponse { containers }))
     }

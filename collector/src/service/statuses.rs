@@ -10,6 +10,25 @@ use std::time::{Duration, Instant};
 
 use oomlens_proto::v1::ContainerMemoryStatus;
 
+/// Containers projected to reach their limit within this long rank by
+/// that time in `Top`, ahead of the rest.
+pub(super) const TOP_HORIZON_SECONDS: f64 = 6.0 * 3600.0;
+
+/// `Top`'s order: containers projected to reach their limit within
+/// [`TOP_HORIZON_SECONDS`], soonest first; then the others, the largest
+/// fraction of their limit first.
+pub(super) fn closest_first(a: &ContainerMemoryStatus, b: &ContainerMemoryStatus) -> std::cmp::Ordering {
+    let soon = |s: &ContainerMemoryStatus| s.seconds_to_limit.filter(|t| *t <= TOP_HORIZON_SECONDS);
+    let ratio =
+        |s: &ContainerMemoryStatus| s.working_set_bytes as f64 / s.limit_bytes.unwrap_or(1).max(1) as f64;
+    match (soon(a), soon(b)) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => ratio(b).total_cmp(&ratio(a)),
+    }
+}
+
 /// A container not reported for this long is gone (agents report every
 /// few seconds).
 pub const STATUS_TTL: Duration = Duration::from_secs(30);
@@ -111,6 +130,27 @@ impl StatusBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_ranks_by_time_to_the_limit_then_by_fraction() {
+        let with = |name: &str, working_set: u64, seconds: Option<f64>| ContainerMemoryStatus {
+            cgroup: name.to_owned(),
+            working_set_bytes: working_set,
+            limit_bytes: Some(100),
+            seconds_to_limit: seconds,
+            ..ContainerMemoryStatus::default()
+        };
+        let mut statuses = [
+            with("full-flat", 99, None),
+            with("leak-5h", 60, Some(5.0 * 3600.0)),
+            with("climb-30s", 55, Some(30.0)),
+            with("slow-2d", 97, Some(2.0 * 86_400.0)),
+            with("half", 50, None),
+        ];
+        statuses.sort_by(closest_first);
+        let order: Vec<&str> = statuses.iter().map(|s| s.cgroup.as_str()).collect();
+        assert_eq!(order, ["climb-30s", "leak-5h", "full-flat", "slow-2d", "half"]);
+    }
 
     fn status(node: &str, cgroup: &str) -> ContainerMemoryStatus {
         ContainerMemoryStatus {

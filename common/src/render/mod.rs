@@ -176,13 +176,27 @@ pub fn event_row(event: &OomEvent, style: Style) -> String {
 
 /// A live warning, for `oomlens watch --warnings`.
 pub fn warning_line(warning: &MemoryWarning) -> String {
+    let growth = crate::units::saturating_u64(warning.growth_bytes_per_second);
+    // The trend it rests on: a climb per second over the last minute, a
+    // leak per minute over the slow window.
+    let trend = match warning.trend_seconds {
+        0 => String::new(),
+        s if s <= 60 => format!(" (+{}/s over the last {s} s)", human_bytes(growth)),
+        s => format!(
+            " (+{}/min, steady over the last {})",
+            human_bytes(growth.saturating_mul(60)),
+            crate::units::human_seconds(f64::from(s))
+        ),
+    };
     format!(
-        "warning: {} {} at {} of {} limit, {:.0} s to the limit",
+        "warning: {} {} at {} of {} limit, {} to the limit{trend}",
         printable(&warning.node),
         printable(&warning.cgroup),
         human_bytes(warning.working_set_bytes),
         human_bytes(warning.limit_bytes),
-        warning.seconds_to_limit.unwrap_or(f64::NAN)
+        warning
+            .seconds_to_limit
+            .map_or_else(|| "?".to_owned(), crate::units::human_seconds)
     )
 }
 

@@ -55,14 +55,32 @@ impl History {
     }
 }
 
+/// A straight line through a trend.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fit {
+    /// Bytes per second.
+    pub slope: f64,
+    /// How well the line explains the points (0 to 1; 0 for a flat line).
+    pub r2: f64,
+    /// Seconds between the first and last point.
+    pub span_s: f64,
+}
+
 /// Least-squares slope of y over x; None with fewer than two distinct x.
 pub fn slope(points: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
+    fit(points).map(|f| f.slope)
+}
+
+/// Least-squares line through the points; None with fewer than two
+/// distinct x.
+pub fn fit(points: impl Iterator<Item = (f64, f64)>) -> Option<Fit> {
     // One pass, no allocation (it runs with every full sample). Both axes
     // are shifted by the first point: Unix-time abscissae and byte counts
     // in the gigabytes would otherwise lose the slope to rounding.
     let mut points = points.peekable();
     let &(x0, y0) = points.peek()?;
-    let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut n, mut sx, mut sy, mut sxx, mut sxy, mut syy) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let mut last_dx = 0.0f64;
     for (x, y) in points {
         let (dx, dy) = (x - x0, y - y0);
         n += 1.0;
@@ -70,9 +88,55 @@ pub fn slope(points: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
         sy += dy;
         sxx += dx * dx;
         sxy += dx * dy;
+        syy += dy * dy;
+        last_dx = dx;
     }
     let denominator = n * sxx - sx * sx;
-    (n >= 2.0 && denominator > 0.0).then(|| (n * sxy - sx * sy) / denominator)
+    if n < 2.0 || denominator <= 0.0 {
+        return None;
+    }
+    let covariance = n * sxy - sx * sy;
+    let y_spread = n * syy - sy * sy;
+    let r2 = if y_spread > 0.0 {
+        (covariance * covariance / (denominator * y_spread)).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    Some(Fit {
+        slope: covariance / denominator,
+        r2,
+        span_s: last_dx.abs(),
+    })
+}
+
+impl History {
+    /// The working set's trend over the 1-second buckets of the last
+    /// `window_s` (up to the 15 minutes kept), from every `stride`-th
+    /// bucket: the slow trend a leak shows, cheap enough to check with
+    /// every full sample.
+    /// The highest working set in the 1-second buckets of the last
+    /// `window_s` before the last `recent_s` (None without any).
+    pub fn max_working_set_before(&self, window_s: u32, recent_s: u32) -> Option<u64> {
+        let last = self.coarse.back()?.t_s;
+        self.coarse
+            .iter()
+            .rev()
+            .skip_while(|b| b.t_s.saturating_add(recent_s) > last)
+            .take_while(|b| b.t_s.saturating_add(window_s) >= last)
+            .map(|b| u64::from(b.ws_max_kib) * 1024)
+            .max()
+    }
+
+    pub fn long_trend(&self, window_s: u32, stride: usize) -> Option<Fit> {
+        let last = self.coarse.back()?.t_s;
+        fit(self
+            .coarse
+            .iter()
+            .rev()
+            .take_while(|b| b.t_s.saturating_add(window_s) >= last)
+            .step_by(stride.max(1))
+            .map(|b| (f64::from(b.t_s), f64::from(b.ws_last_kib) * 1024.0)))
+    }
 }
 
 #[cfg(test)]
@@ -113,6 +177,30 @@ mod tests {
         )
         .expect("slope");
         assert!((growth - brute).abs() < 1e-6 * brute, "{growth} vs {brute}");
+    }
+
+    #[test]
+    fn a_slow_leak_is_a_clean_long_trend_and_a_sawtooth_is_not() {
+        let mib = 1u64 << 20;
+        let base = 1_700_000_000_000u64;
+        // 1 MiB a minute for 15 minutes, one usage sample a second.
+        let mut leak = History::new(Windows::default());
+        for i in 0..=900u64 {
+            leak.record_usage(base + i * 1000, 500 * mib + i * mib / 60);
+        }
+        let trend = leak.long_trend(900, 10).expect("trend");
+        assert!(
+            (trend.slope - mib as f64 / 60.0).abs() < 0.02 * mib as f64 / 60.0,
+            "{trend:?}"
+        );
+        assert!(trend.r2 > 0.99 && trend.span_s >= 880.0, "{trend:?}");
+        // A garbage collector's sawtooth: up 100 MiB over a minute, down.
+        let mut sawtooth = History::new(Windows::default());
+        for i in 0..=900u64 {
+            sawtooth.record_usage(base + i * 1000, 500 * mib + (i % 60) * 100 * mib / 60);
+        }
+        let trend = sawtooth.long_trend(900, 10).expect("trend");
+        assert!(trend.r2 < 0.1, "{trend:?}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod export;
 mod growth;
 
 pub use export::Summary;
-pub use growth::slope;
+pub use growth::{Fit, fit, slope};
 
 /// Window lengths.
 #[derive(Debug, Clone, Copy)]

@@ -73,6 +73,7 @@ pub struct SamplerMetrics {
     pub(super) tracked: Gauge,
     pub(super) in_grace: Gauge,
     pub(super) history_bytes: Gauge,
+    pub(super) near_limit: Gauge,
 }
 
 impl Default for SamplerMetrics {
@@ -103,6 +104,7 @@ impl Default for SamplerMetrics {
             tracked: Gauge::default(),
             in_grace: Gauge::default(),
             history_bytes: Gauge::default(),
+            near_limit: Gauge::default(),
         }
     }
 }
@@ -158,6 +160,12 @@ impl SamplerMetrics {
             "history_bytes",
             "Memory held by cgroup histories",
             self.history_bytes.clone(),
+        );
+        registry.register(
+            "containers_near_limit",
+            "Containers past the pre-OOM warning rules at their latest full sample \
+             (at least half their limit and projected to reach it soon)",
+            self.near_limit.clone(),
         );
     }
 

@@ -58,7 +58,7 @@ pub use evidence::{CounterStep, OomNotice};
 pub use handle::{Request, SamplerHandle, Snapshot};
 pub use metrics::SamplerMetrics;
 use metrics::{Outcome, SampleKind};
-pub use report::WarningRules;
+pub use report::{Projection, Trend, WarningRules};
 pub use schedule::Schedule;
 use tracked::Tracked;
 
@@ -290,6 +290,14 @@ impl Sampler {
         self.metrics.tracked.set(gauge(stats.tracked));
         self.metrics.in_grace.set(gauge(stats.in_grace));
         self.metrics.history_bytes.set(gauge(stats.history_bytes));
+        let near = self
+            .tracked
+            .iter()
+            .filter(|t| t.removed_at.is_none() && t.near_limit)
+            .count();
+        self.metrics
+            .near_limit
+            .set(i64::try_from(near).unwrap_or(i64::MAX));
         if let Some(readiness) = &self.readiness {
             readiness.set_sampler_ready();
         }

@@ -45,6 +45,8 @@ pub(super) struct Tracked {
     pub(super) ancestor_limit: Option<u64>,
     pub(super) oom_kill: Option<u64>,
     pub(super) last_warning: Option<Instant>,
+    /// Past the warning rules at its latest full sample.
+    pub(super) near_limit: bool,
     pub(super) removed_at: Option<Instant>,
     pub(super) path: String,
     pub(super) identity: CgroupIdentity,
@@ -76,6 +78,7 @@ impl Tracked {
             ancestor_limit: None,
             oom_kill: None,
             last_warning: None,
+            near_limit: false,
             removed_at: None,
             path,
             identity,
@@ -178,7 +181,10 @@ impl Tracked {
                         Err(error) => debug!(%error, "cgroup.procs not read"),
                     }
                 }
-                sampled.warning = warning_due(config, self, now, t_ms, sample.working_set, sample.limit);
+                let (warning, near_limit) =
+                    warning_due(config, self, now, t_ms, sample.working_set, effective_limit);
+                self.near_limit = near_limit;
+                sampled.warning = warning;
                 if sampled.warning.is_some() {
                     self.last_warning = Some(now);
                 }

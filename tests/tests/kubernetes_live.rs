@@ -1,8 +1,10 @@
-//! Real kills in real containerd pods, seen by the real agent binary in
-//! standalone mode with `--kubernetes-events` and a node kubeconfig: each
-//! becomes an Event on its pod in the Kubernetes API (the stand-in of
-//! `tests/src/kube_api.rs`, which enforces the API's validation rules):
-//! a container killed at its limit, and a child process killed inside a
+//! What Kubernetes users see of real kills in real containerd pods, from
+//! the real agent binary in standalone mode with `--kubernetes-events` and
+//! a node kubeconfig: each kill becomes an Event on its pod in the
+//! Kubernetes API (the stand-in of `tests/src/kube_api.rs`, which enforces
+//! the API's validation rules), and a series of the per-container kill
+//! counter on `/metrics`, which goes a grace after the pod's cgroup does.
+//! A container killed at its limit, and a child process killed inside a
 //! container that lives on (the kill Kubernetes itself never shows).
 //!
 //! Needs root, cgroup v1 memory, containerd and runc; elsewhere it says why
@@ -26,7 +28,7 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
         return;
     }
     let scratch = unique("oomlens-test");
-    let _memory = ScratchTree::new(&scratch);
+    let memory = ScratchTree::new(&scratch);
     let mut containerd = Containerd::start(&scratch).unwrap_or_else(|e| panic!("containerd: {e}"));
     let mut client = containerd.client().await.expect("CRI client");
     let api = FakeEventsApi::start().await;
@@ -34,6 +36,7 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
     let kubeconfig = api.kubeconfig(state.path());
     let node = unique("node");
     let port = free_port();
+    let metrics_port = free_port();
     let mut agent = Command::new(oomlens_tests::agent_binary())
         .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--state-dir", &state.path().display().to_string()])
@@ -43,7 +46,9 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
             "--kubeconfig",
             &kubeconfig.display().to_string(),
         ])
-        .args(["--node-name", &node, "--metrics-listen", "", "--output", "json"])
+        .args(["--node-name", &node, "--output", "json"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--kill-series-grace-secs", "2"])
         .env("OOMLENS_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -110,7 +115,46 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
     let events = api
         .wait_for_events(Duration::from_secs(40), |events| ours(events).len() >= 2)
         .await;
+
+    // The counter: one series per killed container, with the truth about
+    // the silent kill.
+    let (_, metrics) = oomlens_tests::http_get(metrics_port, "/metrics").unwrap();
+    let series = |namespace: &str, pod: &str, container: &str, silent: &str| {
+        format!(
+            "oomlens_agent_container_oom_kills_total{{namespace=\"{namespace}\",pod=\"{pod}\",container=\"{container}\",scope=\"container_limit\",silent=\"{silent}\"}} 1"
+        )
+    };
+    let killed_series = series("shop", "api-0", "api", "false");
+    let silent_series = series("jobs", "worker-0", "worker", "true");
+    for expected in [&killed_series, &silent_series] {
+        assert!(
+            metrics.contains(expected.as_str()),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
+    // The pods go (and their cgroups, as the kubelet removes them): the
+    // series leave after the grace.
     containerd.remove_pods(&mut client).await;
+    for uid in [&uid_a, &uid_b] {
+        for qos in ["burstable", "besteffort"] {
+            let pod_cgroup = format!("kubepods/{qos}/pod{uid}");
+            if memory.path(&pod_cgroup).exists() {
+                memory.remove(&pod_cgroup);
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = oomlens_tests::http_get(metrics_port, "/metrics").unwrap();
+        if !metrics.contains("pod=\"api-0\"") && !metrics.contains("pod=\"worker-0\"") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the series outlived their pods by far more than the grace:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     oomlens_tests::agent::stop(&mut agent);
 
     let ours = ours(&events);
