@@ -10,6 +10,7 @@ pub mod agent;
 pub mod browser;
 pub mod collector;
 pub mod containerd;
+pub mod deploy;
 pub mod faults;
 pub mod http;
 pub mod kernel_log;

@@ -15,71 +15,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use oomlens_tests::deploy::{objects, of_kind, one, repo, run};
 use serde_json::Value;
 
 /// The oldest Kubernetes the chart supports and a current one.
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.29.0", "1.34.0"];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn tool(env: &str, name: &str) -> Option<PathBuf> {
-    std::env::var(env)
-        .ok()
-        .map(PathBuf::from)
-        .or_else(|| oomlens_tests::find_program(name))
-}
-
-struct Tools {
-    kubectl: PathBuf,
-    helm: PathBuf,
-}
-
-fn tools() -> Result<Tools, String> {
-    let kubectl = tool("OOMLENS_KUBECTL", "kubectl").ok_or("needs kubectl (OOMLENS_KUBECTL)")?;
-    let helm = tool("OOMLENS_HELM", "helm").ok_or("needs helm (OOMLENS_HELM)")?;
-    let validator = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "--version"])
-        .output();
-    if !validator.is_ok_and(|o| o.status.success()) {
-        return Err("needs kubernetes-validate (pip install kubernetes-validate)".into());
-    }
-    Ok(Tools { kubectl, helm })
-}
-
-macro_rules! require_tools {
-    () => {
-        match tools() {
-            Ok(tools) => tools,
-            Err(reason) => {
-                assert!(
-                    std::env::var("OOMLENS_REQUIRE_DEPLOY_TOOLS").as_deref() != Ok("1"),
-                    "{reason} (OOMLENS_REQUIRE_DEPLOY_TOOLS=1)"
-                );
-                eprintln!("SKIPPED {}: {reason}; .ci/run installs them", module_path!());
-                return;
-            }
-        }
-    };
-}
-
-fn run(command: &mut Command) -> String {
-    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Strict schema validation; custom resources (the Prometheus Operator's
 /// monitors) have no bundled schema and only warn.
@@ -118,40 +60,6 @@ fn known_variables() -> BTreeSet<String> {
     // Read by the shared logging setup, not a flag.
     known.insert("OOMLENS_LOG".into());
     known
-}
-
-/// The rendered objects, parsed (PyYAML comes with kubernetes-validate):
-/// kustomize and helm write the same YAML differently.
-fn objects(rendered: &str) -> Vec<Value> {
-    use std::io::Write as _;
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rendered.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "rendered YAML does not parse");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objects.iter().filter(|o| o["kind"] == kind).collect()
-}
-
-fn one<'a>(name: &str, objects: &'a [Value], kind: &str) -> &'a Value {
-    let found = of_kind(objects, kind);
-    assert_eq!(found.len(), 1, "{name}: one {kind}");
-    found[0]
 }
 
 fn env_names(pod: &Value) -> Vec<String> {
@@ -314,7 +222,7 @@ fn check_promises(name: &str, objects: &[Value], known: &BTreeSet<String>) {
 
 #[test]
 fn kustomize_overlays_render_and_validate() {
-    let tools = require_tools!();
+    let tools = oomlens_tests::require_deploy_tools!();
     let known = known_variables();
     let root = repo().join("deploy/kustomize");
     for overlay in ["base", "overlays/sqlite", "overlays/postgres", "overlays/secure"] {
@@ -355,7 +263,7 @@ fn kustomize_overlays_render_and_validate() {
 
 #[test]
 fn helm_chart_lints_renders_and_validates() {
-    let tools = require_tools!();
+    let tools = oomlens_tests::require_deploy_tools!();
     let known = known_variables();
     let chart = repo().join("deploy/helm/oomlens");
     run(Command::new(&tools.helm).arg("lint").arg("--strict").arg(&chart));
