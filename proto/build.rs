@@ -34,6 +34,7 @@ const JSON_MESSAGES: &[&str] = &[
     "MemoryBreakdown",
     "MemoryVolume",
     "ContainerUsage",
+    "RuntimeStatus",
 ];
 
 /// Enum-typed fields and the JSON module that prints them as words.
@@ -46,6 +47,8 @@ const ENUM_FIELDS: &[(&str, &str)] = &[
     ("Container.role", "container_role"),
     ("Analysis.verdict", "verdict"),
     ("MemoryBreakdown.source", "breakdown_source"),
+    ("RuntimeStatus.state", "container_state"),
+    ("Analysis.status_match", "status_match"),
 ];
 
 /// Timestamp fields, printed as RFC 3339.
@@ -56,6 +59,7 @@ const TIME_FIELDS: &[&str] = &[
     "NodeMemory.time",
     "MemoryWarning.time",
     "ContainerMemoryStatus.time",
+    "RuntimeStatus.observed",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -116,6 +116,7 @@ impl Harness {
             spool: Some(spool.clone()),
             channel: Some(events_tx),
             printer: None,
+            runtime_watch: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let stream = tokio_stream::wrappers::ReceiverStream::new(records_rx);

@@ -38,6 +38,7 @@ fn hostile(n: u64) -> OomEvent {
         reasoning: "steady climb <b>to</b> the limit".to_owned(),
         recommended_limit_bytes: Some(384 << 20),
         recommendation_reasoning: Some("peak plus headroom".to_owned()),
+        ..Analysis::default()
     });
     event
 }

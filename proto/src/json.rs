@@ -3,7 +3,7 @@
 //! RFC 3339. The CLI's `--output json` prints one event per line in this form,
 //! and scripts rely on it.
 
-use crate::v1::{BreakdownSource, OomEvent, Verdict};
+use crate::v1::{BreakdownSource, ContainerState, OomEvent, StatusMatch, Verdict};
 use crate::v1::{Constraint, ContainerRole, IdentitySource, QosClass, Runtime, Scope};
 
 /// Errors reading the JSON form.
@@ -80,6 +80,8 @@ json_enum!(container_role, ContainerRole, "CONTAINER_ROLE_");
 json_enum!(identity_source, IdentitySource, "IDENTITY_SOURCE_");
 json_enum!(verdict, Verdict, "VERDICT_");
 json_enum!(breakdown_source, BreakdownSource, "BREAKDOWN_SOURCE_");
+json_enum!(container_state, ContainerState, "CONTAINER_STATE_");
+json_enum!(status_match, StatusMatch, "STATUS_MATCH_");
 
 fn serialize_enum<E: JsonEnum, S: serde::Serializer>(value: i32, s: S) -> Result<S::Ok, S::Error> {
     match E::try_from(value) {

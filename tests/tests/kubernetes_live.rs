@@ -4,8 +4,11 @@
 //! Kubernetes API (the stand-in of `tests/src/kube_api.rs`, which enforces
 //! the API's validation rules), and a series of the per-container kill
 //! counter on `/metrics`, which goes a grace after the pod's cgroup does.
-//! A container killed at its limit, and a child process killed inside a
-//! container that lives on (the kill Kubernetes itself never shows).
+//! A container killed at its limit, a child process killed inside a
+//! container that lives on (the kill Kubernetes itself never shows), a
+//! container killed by its pod's limit (shown as Error), and a container
+//! that exits cleanly after a child was killed (shown as OOMKilled): each
+//! stored kill carries what the runtime reported and the mismatch.
 //!
 //! Needs root, cgroup v1 memory, containerd and runc; elsewhere it says why
 //! it skips.
@@ -14,6 +17,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use oomlens_common::client::ClientConfig;
+use oomlens_proto::v1::{ContainerState, OomEvent, QueryRequest, StatusMatch};
 use oomlens_tests::containerd::{Containerd, containerd_unavailable};
 use oomlens_tests::kube_api::FakeEventsApi;
 use oomlens_tests::{ScratchTree, free_port, pod_and_container_ids, unique};
@@ -105,6 +110,44 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
         .await
         .expect("container b");
 
+    // A container under a pod-level limit (set on the pod's cgroup, as the
+    // kubelet does), its main process the hog.
+    let (uid_c, _) = pod_and_container_ids();
+    let pod_cgroup_c = format!("kubepods/pod{uid_c}");
+    memory.create(&pod_cgroup_c);
+    memory.limit(&pod_cgroup_c, 32 << 20);
+    let pod_c = containerd
+        .run_pod(&mut client, "db-0", "db", &uid_c, &pod_cgroup_c)
+        .await
+        .expect("pod c");
+    containerd
+        .run_container(&mut client, &pod_c, "db", &format!("sleep 3; exec {HOG}"), None)
+        .await
+        .expect("container c");
+    // A child killed, then the main process exits cleanly: the runtime
+    // still says OOMKilled of that exit.
+    let (uid_d, _) = pod_and_container_ids();
+    let pod_d = containerd
+        .run_pod(
+            &mut client,
+            "batch-0",
+            "jobs",
+            &uid_d,
+            &format!("kubepods/burstable/pod{uid_d}"),
+        )
+        .await
+        .expect("pod d");
+    containerd
+        .run_container(
+            &mut client,
+            &pod_d,
+            "batch",
+            &format!("sleep 3; {HOG}; sleep 2; exit 0"),
+            Some(32 << 20),
+        )
+        .await
+        .expect("container d");
+
     let ours = |events: &std::collections::BTreeMap<(String, String), Value>| {
         events
             .values()
@@ -113,8 +156,73 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
             .collect::<Vec<_>>()
     };
     let events = api
-        .wait_for_events(Duration::from_secs(40), |events| ours(events).len() >= 2)
+        .wait_for_events(Duration::from_secs(40), |events| ours(events).len() >= 4)
         .await;
+
+    // What the runtime reported after each kill, next to what happened.
+    let statuses = runtime_statuses(port, &["api-0", "worker-0", "db-0", "batch-0"]).await;
+    let expect =
+        |pod: &str, state: ContainerState, reason: Option<&str>, exit: Option<i32>, matched: StatusMatch| {
+            let event = &statuses[pod];
+            let status = event.runtime_status.clone().unwrap();
+            let json = format!(
+                "{:?} {:?}",
+                event.runtime_status,
+                event.analysis.as_ref().map(|a| &a.status_reasoning)
+            );
+            assert_eq!(status.state, state as i32, "{pod}: {json}");
+            assert_eq!(status.reason.as_deref(), reason, "{pod}: {json}");
+            assert_eq!(status.exit_code, exit, "{pod}: {json}");
+            assert_eq!(
+                event.analysis.as_ref().unwrap().status_match,
+                matched as i32,
+                "{pod}: {json}"
+            );
+            eprintln!(
+                "{pod}: {:?} {:?} {:?} -> {}",
+                state,
+                reason,
+                exit,
+                event
+                    .analysis
+                    .as_ref()
+                    .unwrap()
+                    .status_reasoning
+                    .as_deref()
+                    .unwrap_or("consistent")
+            );
+        };
+    expect(
+        "api-0",
+        ContainerState::Exited,
+        Some("OOMKilled"),
+        Some(137),
+        StatusMatch::Consistent,
+    );
+    expect(
+        "worker-0",
+        ContainerState::Running,
+        None,
+        None,
+        StatusMatch::KillNotShown,
+    );
+    // On cgroup v1 containerd hears the pod cgroup's OOM in the container's
+    // too, so the status is right here (a whole-node OOM, shown as Error,
+    // is covered by the analysis's unit tests).
+    expect(
+        "db-0",
+        ContainerState::Exited,
+        Some("OOMKilled"),
+        Some(137),
+        StatusMatch::Consistent,
+    );
+    expect(
+        "batch-0",
+        ContainerState::Exited,
+        Some("OOMKilled"),
+        Some(0),
+        StatusMatch::OomkilledNotAKill,
+    );
 
     // The counter: one series per killed container, with the truth about
     // the silent kill.
@@ -135,9 +243,9 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
     // The pods go (and their cgroups, as the kubelet removes them): the
     // series leave after the grace.
     containerd.remove_pods(&mut client).await;
-    for uid in [&uid_a, &uid_b] {
-        for qos in ["burstable", "besteffort"] {
-            let pod_cgroup = format!("kubepods/{qos}/pod{uid}");
+    for uid in [&uid_a, &uid_b, &uid_c, &uid_d] {
+        for qos in ["burstable/", "besteffort/", ""] {
+            let pod_cgroup = format!("kubepods/{qos}pod{uid}");
             if memory.path(&pod_cgroup).exists() {
                 memory.remove(&pod_cgroup);
             }
@@ -198,5 +306,50 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
     {
         assert_eq!(request.status, 201, "{request:#?}");
         eprintln!("{} {}\n{:#}", request.method, request.path, request.body);
+    }
+}
+
+/// The stored kill of each pod, once the runtime's report on it has
+/// settled (the kill's last revision): what `oomlens show` prints.
+async fn runtime_statuses(port: u16, pods: &[&str]) -> std::collections::HashMap<String, OomEvent> {
+    let client = ClientConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        ..ClientConfig::default()
+    };
+    let mut events = client.event_client().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = events
+            .query(QueryRequest {
+                page_size: 100,
+                ..QueryRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let found: std::collections::HashMap<String, OomEvent> = page
+            .events
+            .into_iter()
+            .filter_map(|e| Some((e.pod.as_ref()?.name.clone()?, e)))
+            .filter(|(name, _)| pods.contains(&name.as_str()))
+            .collect();
+        // Settled, or (the child killed in a live container) reported.
+        let done = |e: &OomEvent| {
+            e.runtime_status
+                .as_ref()
+                .is_some_and(|s| s.settled || s.state == ContainerState::Running as i32)
+        };
+        if found.len() == pods.len() && found.values().all(done) {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no settled runtime report for every pod: {:#?}",
+            found
+                .values()
+                .map(oomlens_proto::json::event_to_json_line)
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -24,6 +24,7 @@ pub struct AgentMetrics {
     pub spool: SpoolMetrics,
     pub sender: SenderMetrics,
     pub identity: IdentityMetrics,
+    pub runtime_watch: crate::pipeline::runtime_watch::RuntimeWatchMetrics,
 }
 
 impl Default for AgentMetrics {
@@ -44,6 +45,7 @@ impl AgentMetrics {
             spool: SpoolMetrics::default(),
             sender: SenderMetrics::default(),
             identity: IdentityMetrics::default(),
+            runtime_watch: Default::default(),
         };
         metrics.pipeline.register(&mut registry);
         metrics.reader.register(&mut registry);
@@ -51,6 +53,7 @@ impl AgentMetrics {
         metrics.spool.register(&mut registry);
         metrics.sender.register(&mut registry);
         metrics.identity.register(&mut registry);
+        metrics.runtime_watch.register(&mut registry);
         Self {
             registry: Arc::new(registry),
             ..metrics

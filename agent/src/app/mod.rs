@@ -31,7 +31,7 @@ mod metrics;
 mod sources;
 
 pub use metrics::AgentMetrics;
-use sources::{start_cri, start_kube};
+use sources::{spawn_kill_series_pruning, start_cri, start_kube};
 
 /// How the sampler runs.
 #[derive(Debug, Clone)]
@@ -385,6 +385,15 @@ impl Agent {
             }
             None => (None, None),
         };
+        // What the runtime reports after each kill, as revisions.
+        let runtime_watch = enrichers.cri.clone().zip(spool.clone()).map(|(cri, spool)| {
+            pipeline::runtime_watch::RuntimeWatcher::new(
+                cri,
+                spool,
+                pipeline::runtime_watch::WatchRules::default(),
+                metrics.runtime_watch.clone(),
+            )
+        });
         let pipeline_config = PipelineConfig {
             state_dir: Some(config.state_dir.clone()),
             start_without_cursor: config.start_without_cursor,
@@ -398,6 +407,7 @@ impl Agent {
             spool,
             channel: None,
             printer,
+            runtime_watch,
         };
         let pipeline = tokio::spawn(pipeline::run(pipeline_config, sink, shutdown.wait()));
         Ok(Running {
@@ -458,37 +468,4 @@ fn sampling_grace(config: &Config) -> Duration {
         .sampling
         .as_ref()
         .map_or(Duration::from_secs(120), |s| s.grace)
-}
-
-/// Drops per-container kill series whose pods are gone (their cgroups
-/// under the memory controller), a grace after they went.
-fn spawn_kill_series_pruning(
-    metrics: &AgentMetrics,
-    cgroup_root: &std::path::Path,
-    grace: Duration,
-    shutdown: &Shutdown,
-) {
-    use crate::pipeline::container_kills::PRUNE_EVERY;
-    // A short grace (tests) is checked as often as it needs.
-    let every = PRUNE_EVERY.min(grace / 2).max(Duration::from_millis(100));
-    let kills = metrics.pipeline.container_kills().clone();
-    let memory_root = cgroup::detect(cgroup_root).ok().map(|root| root.path);
-    let stopping = shutdown.wait();
-    tokio::spawn(async move {
-        let pruning = async {
-            let mut ticker = tokio::time::interval(every);
-            loop {
-                ticker.tick().await;
-                kills.prune(std::time::Instant::now(), grace, |cgroup| {
-                    memory_root
-                        .as_ref()
-                        .is_some_and(|root| root.join(cgroup.trim_start_matches('/')).exists())
-                });
-            }
-        };
-        tokio::select! {
-            () = pruning => {}
-            () = stopping => {}
-        }
-    });
 }

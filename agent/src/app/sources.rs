@@ -69,3 +69,36 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Cl
         kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default()).await?;
     Ok(kube::Client::try_from(config)?)
 }
+
+/// Drops per-container kill series whose pods are gone (their cgroups
+/// under the memory controller), a grace after they went.
+pub(super) fn spawn_kill_series_pruning(
+    metrics: &super::AgentMetrics,
+    cgroup_root: &std::path::Path,
+    grace: Duration,
+    shutdown: &Shutdown,
+) {
+    use crate::pipeline::container_kills::PRUNE_EVERY;
+    // A short grace (tests) is checked as often as it needs.
+    let every = PRUNE_EVERY.min(grace / 2).max(Duration::from_millis(100));
+    let kills = metrics.pipeline.container_kills().clone();
+    let memory_root = crate::cgroup::detect(cgroup_root).ok().map(|root| root.path);
+    let stopping = shutdown.wait();
+    tokio::spawn(async move {
+        let pruning = async {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                kills.prune(std::time::Instant::now(), grace, |cgroup| {
+                    memory_root
+                        .as_ref()
+                        .is_some_and(|root| root.join(cgroup.trim_start_matches('/')).exists())
+                });
+            }
+        };
+        tokio::select! {
+            () = pruning => {}
+            () = stopping => {}
+        }
+    });
+}

@@ -20,6 +20,7 @@ pub mod attribute;
 pub mod container_kills;
 mod enrich;
 pub mod metrics;
+pub mod runtime_watch;
 mod state;
 
 use std::collections::VecDeque;
@@ -55,6 +56,9 @@ pub struct EventSink {
     /// stdout cannot stall reading the kernel log; an event that finds it
     /// full is not printed (it is still spooled and logged), and counted.
     pub printer: Option<mpsc::Sender<OomEvent>>,
+    /// Asks the runtime what it reports for each killed container, and
+    /// spools that as a revision of the kill.
+    pub runtime_watch: Option<runtime_watch::RuntimeWatcher>,
 }
 
 impl From<mpsc::Sender<OomEvent>> for EventSink {
@@ -306,6 +310,9 @@ impl Pipeline {
             self.state
                 .spool(spool, &event, first_seq, metrics, &self.config.readiness)
                 .await;
+        }
+        if let Some(watcher) = &self.sink.runtime_watch {
+            watcher.watch(&event);
         }
         if let Some(printer) = &self.sink.printer
             && printer.try_send(event.clone()).is_err()

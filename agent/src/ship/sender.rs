@@ -5,7 +5,7 @@
 //! (they are not spooled: a stale warning is worthless); what cannot be
 //! sent is counted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
@@ -178,9 +178,12 @@ async fn session(
     }
     last_error.clear();
     metrics.connected.set(1);
-    // Sent, not yet acknowledged: id -> spool keys (a kill spooled twice
-    // across a restart has one id).
-    let mut in_flight: HashMap<String, Vec<u64>> = HashMap::new();
+    // Sent, not yet acknowledged: id -> spool keys in the order sent (a
+    // kill spooled twice across a restart, or a kill and its later
+    // revision, share an id). Each item gets one ack, in order: an ack
+    // settles the oldest key of its id only, so a revision still in
+    // flight is not dropped with its kill's ack.
+    let mut in_flight: HashMap<String, VecDeque<u64>> = HashMap::new();
     let mut sent: HashSet<u64> = HashSet::new();
     loop {
         // Top up the window, oldest first; nothing to read when every
@@ -192,7 +195,7 @@ async fn session(
             let batch = spool.with(move |spool| spool.unsent(&exclude, room)).await;
             for (key, event) in batch {
                 sent.insert(key);
-                in_flight.entry(event.id.clone()).or_default().push(key);
+                in_flight.entry(event.id.clone()).or_default().push_back(key);
                 let request = IngestRequest {
                     item: Some(ingest_request::Item::Event(event)),
                 };
@@ -217,7 +220,16 @@ async fn session(
             }
             ack = acks.message() => match ack {
                 Ok(Some(ack)) => {
-                    let keys = in_flight.remove(&ack.id).unwrap_or_default();
+                    let keys: Vec<u64> = match in_flight.get_mut(&ack.id) {
+                        Some(keys) => {
+                            let oldest = keys.pop_front();
+                            if keys.is_empty() {
+                                in_flight.remove(&ack.id);
+                            }
+                            oldest.into_iter().collect()
+                        }
+                        None => Vec::new(),
+                    };
                     let status = AckStatus::try_from(ack.status).unwrap_or(AckStatus::Unspecified);
                     for key in keys {
                         sent.remove(&key);

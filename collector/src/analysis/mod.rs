@@ -145,8 +145,17 @@ fn kb_bytes(kb: u64) -> Option<u64> {
     kb.checked_mul(1024)
 }
 
-/// The verdict and recommendation for `event`.
+/// The verdict and recommendation for `event`, and how what Kubernetes
+/// shows compares with the kill.
 pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
+    let mut analysis = judge(event, rules);
+    let (status_match, status_reasoning) = status::compare(event);
+    analysis.status_match = status_match as i32;
+    analysis.status_reasoning = status_reasoning;
+    analysis
+}
+
+fn judge(event: &OomEvent, rules: &Rules) -> Analysis {
     let scope = Scope::try_from(event.scope).unwrap_or(Scope::Unknown);
     let constraint = Constraint::try_from(event.constraint).unwrap_or(Constraint::Unspecified);
     if matches!(scope, Scope::NodeOom | Scope::NodeAllocatable) || constraint == Constraint::Global {
@@ -194,6 +203,7 @@ pub fn analyse(event: &OomEvent, rules: &Rules) -> Analysis {
         reasoning,
         recommended_limit_bytes: None,
         recommendation_reasoning: None,
+        ..Analysis::default()
     };
     if recommends && let Some((peak, recommended)) = recommendation(peak.or(kernel_usage), limit, rules) {
         let wanted = saturating_u64(peak as f64 * (1.0 + rules.headroom));
@@ -256,6 +266,7 @@ fn node_pressure(event: &OomEvent, scope: Scope) -> Analysis {
         reasoning,
         recommended_limit_bytes: None,
         recommendation_reasoning: None,
+        ..Analysis::default()
     }
 }
 
@@ -355,5 +366,6 @@ fn classify(
 }
 
 mod causes;
+pub mod status;
 #[cfg(test)]
 mod tests;

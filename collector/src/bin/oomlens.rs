@@ -389,6 +389,9 @@ async fn watch(
                     let mut out = std::io::stdout().lock();
                     match response.item {
                         Some(subscribe_response::Item::Event(event)) => match output {
+                            Output::Table if event.revision > 0 => {
+                                writeln!(out, "{}", cli::update_line(&event))?
+                            }
                             Output::Table => writeln!(out, "{}", cli::event_row(&event, style))?,
                             Output::Json => writeln!(out, "{}", event_to_json_line(&event))?,
                         },

@@ -153,6 +153,12 @@ struct Emitter {
 
 impl Destination for Emitter {
     async fn deliver(&mut self, stored: &StoredEvent) {
+        if stored.event.revision > 0 {
+            // What was learned after a kill (the runtime's report) is not
+            // another kill: its Event is written already.
+            self.metrics.result(Outcome::Revision);
+            return;
+        }
         let Some(occurrence) = Occurrence::of(&stored.event) else {
             debug!(event = %stored.event.id, "no pod to put an Event on (not a pod's process, or its name is unknown)");
             self.metrics.result(Outcome::NotAPod);
@@ -270,6 +276,8 @@ pub enum Outcome {
     Coalesced,
     /// Not a pod's process, or the pod's name is unknown.
     NotAPod,
+    /// A later revision of a kill already written.
+    Revision,
     Retried,
     /// Refused by the API too often: skipped.
     Refused,
@@ -282,6 +290,7 @@ impl Outcome {
             Self::SeriesUpdated => "series_updated",
             Self::Coalesced => "coalesced",
             Self::NotAPod => "not_a_pod",
+            Self::Revision => "revision",
             Self::Retried => "retried",
             Self::Refused => "refused",
         }
@@ -308,7 +317,7 @@ impl KubeEventMetrics {
         registry.register(
             "kubernetes_events",
             "Kills and Kubernetes Event writes by result (created, series_updated, coalesced, \
-             not_a_pod, retried, refused)",
+             not_a_pod, revision, retried, refused)",
             metrics.results.clone(),
         );
         registry.register(

@@ -50,6 +50,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     // The verdict, to filter on; NULL for events stored before, until
     // `Store::backfill_verdicts` reads it from their bodies.
     (4, "ALTER TABLE events ADD COLUMN verdict INTEGER;"),
+    // Later revisions of a kill replace the stored one (`Store::insert_batch`).
+    (
+        5,
+        "ALTER TABLE events ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -96,6 +101,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     );",
     ),
     (4, "ALTER TABLE events ADD COLUMN verdict BIGINT;"),
+    (
+        5,
+        "ALTER TABLE events ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;",
+    ),
 ];
 
 impl Store {

@@ -28,7 +28,7 @@ use super::{Backend, INSERT_LOCK, Store, StoreError, now_us, sql};
 /// The channel PostgreSQL replicas hear new events on.
 pub const NOTIFY_CHANNEL: &str = "oomlens_events";
 
-/// Events per INSERT statement (13 parameters each, far below both
+/// Events per INSERT statement (15 parameters each, far below both
 /// backends' parameter limits).
 const INSERT_CHUNK: usize = 64;
 
@@ -43,12 +43,40 @@ pub enum Inserted {
 
 impl Store {
     /// Stores `events` in one transaction (one disk sync for the batch).
+    /// A later revision of a stored kill replaces it, under a new sequence
+    /// number (readers and streams see it again); an equal or older one is
+    /// a duplicate. Of one id twice in the batch, the highest revision is
+    /// stored and the others are duplicates.
     pub async fn insert_batch(&self, events: &[OomEvent]) -> Result<Vec<Inserted>, StoreError> {
         let received = now_us();
         let style = self.style();
-        // Multi-row statements: one round trip per chunk, not per event.
+        let mut newest: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, event) in events.iter().enumerate() {
+            let slot = newest.entry(event.id.as_str()).or_insert(i);
+            if event.revision > events[*slot].revision {
+                *slot = i;
+            }
+        }
+        let kept: Vec<&OomEvent> = events
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| newest.get(e.id.as_str()) == Some(i))
+            .map(|(_, e)| e)
+            .collect();
         let mut statements = Vec::new();
-        for chunk in events.chunks(INSERT_CHUNK) {
+        // Revisions first take the place of what they revise.
+        for event in kept.iter().filter(|e| e.revision > 0) {
+            let mut w = SqlWhere::new();
+            let id = w.bind(style, SqlValue::Text(event.id.clone()));
+            let revision = w.bind(style, SqlValue::Int(i64::from(event.revision)));
+            statements.push((
+                format!("DELETE FROM events WHERE id = {id} AND revision < {revision} RETURNING id, seq"),
+                w.values,
+            ));
+        }
+        let deletes = statements.len();
+        // Multi-row statements: one round trip per chunk, not per event.
+        for chunk in kept.chunks(INSERT_CHUNK) {
             let mut w = SqlWhere::new();
             let mut rows = Vec::with_capacity(chunk.len());
             for event in chunk {
@@ -70,6 +98,7 @@ impl Store {
                     SqlValue::Int(c.verdict),
                     SqlValue::Int(i64::try_from(body.len()).unwrap_or(i64::MAX)),
                     SqlValue::Bytes(body),
+                    SqlValue::Int(i64::from(event.revision)),
                 ]
                 .into_iter()
                 .map(|v| w.bind(style, v))
@@ -78,7 +107,7 @@ impl Store {
             }
             let query = format!(
                 "INSERT INTO events (id, time_us, received_us, node, namespace, pod, container, \
-                 workload, scope, constraint_kind, silent, verdict, bytes, body) VALUES {} \
+                 workload, scope, constraint_kind, silent, verdict, bytes, body, revision) VALUES {} \
                  ON CONFLICT (id) DO NOTHING RETURNING id, seq",
                 rows.join(", ")
             );
@@ -88,12 +117,15 @@ impl Store {
         // The statements, on either backend's transaction.
         macro_rules! insert_all {
             ($tx:expr) => {
-                for (query, values) in statements {
+                for (i, (query, values)) in statements.into_iter().enumerate() {
                     let rows: Vec<(String, i64)> = bind_owned!(sqlx::query_as(&query), values)
                         .fetch_all(&mut *$tx)
                         .await
                         .map_err(sql("inserting events"))?;
-                    stored.extend(rows);
+                    // What a revision replaced is not stored anew.
+                    if i >= deletes {
+                        stored.extend(rows);
+                    }
                 }
             };
         }
@@ -132,15 +164,15 @@ impl Store {
                 conn.finish(done).await?;
             }
         }
-        // Returned rows are in no promised order: match them by id. An id
-        // twice in one batch is stored once; the later copy is a duplicate.
-        let mut by_id: std::collections::HashMap<String, i64> = stored.into_iter().collect();
+        // Returned rows are in no promised order: match them by id. Of an
+        // id twice in one batch only the kept copy can be stored.
+        let by_id: std::collections::HashMap<String, i64> = stored.into_iter().collect();
         Ok(events
             .iter()
-            .map(|event| {
-                by_id
-                    .remove(&event.id)
-                    .map_or(Inserted::Duplicate, Inserted::Stored)
+            .enumerate()
+            .map(|(i, event)| match by_id.get(&event.id) {
+                Some(&seq) if newest.get(event.id.as_str()) == Some(&i) => Inserted::Stored(seq),
+                _ => Inserted::Duplicate,
             })
             .collect())
     }

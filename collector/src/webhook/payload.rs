@@ -19,11 +19,22 @@ pub enum Format {
     Summary,
 }
 
+/// `oom_kill`, or `oom_kill_update` for a later revision of a kill
+/// delivered before (same id, what the runtime reported after it).
+fn kind(event: &OomEvent) -> &'static str {
+    if event.revision > 0 {
+        "oom_kill_update"
+    } else {
+        "oom_kill"
+    }
+}
+
 /// The body of one delivery.
 pub fn body(format: Format, cursor: i64, event: &OomEvent) -> String {
     match format {
         Format::Full => format!(
-            "{{\"type\":\"oom_kill\",\"cursor\":\"{cursor}\",\"event\":{}}}",
+            "{{\"type\":\"{}\",\"cursor\":\"{cursor}\",\"event\":{}}}",
+            kind(event),
             event_to_json_line(event)
         ),
         Format::Summary => summary(cursor, event).to_string(),
@@ -52,7 +63,8 @@ fn summary(cursor: i64, event: &OomEvent) -> serde_json::Value {
         .as_ref()
         .map(|t| format_rfc3339(t.seconds, u32::try_from(t.nanos).unwrap_or(0)));
     serde_json::json!({
-        "type": "oom_kill",
+        "type": kind(event),
+        "revision": event.revision,
         "cursor": cursor.to_string(),
         "id": event.id,
         "time": time,

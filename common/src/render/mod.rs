@@ -174,6 +174,26 @@ pub fn event_row(event: &OomEvent, style: Style) -> String {
     )
 }
 
+/// A later revision of a kill already shown, for `oomlens watch`: what
+/// the runtime (so Kubernetes) reported, and how that compares.
+pub fn update_line(event: &OomEvent) -> String {
+    let short = event.id.get(..8).unwrap_or(&event.id);
+    let mut line = format!("update {}: kubernetes ", printable(short));
+    match &event.runtime_status {
+        Some(status) => line.push_str(&show::runtime_status_text(event, status)),
+        None => line.push_str("no report"),
+    }
+    if let Some(mismatch) = event
+        .analysis
+        .as_ref()
+        .and_then(|a| a.status_reasoning.as_deref())
+    {
+        line.push_str(" — ");
+        line.push_str(&printable(mismatch));
+    }
+    line
+}
+
 /// A live warning, for `oomlens watch --warnings`.
 pub fn warning_line(warning: &MemoryWarning) -> String {
     let growth = crate::units::saturating_u64(warning.growth_bytes_per_second);

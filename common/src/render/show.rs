@@ -108,6 +108,9 @@ pub fn facts(event: &OomEvent, style: Style) -> Vec<(&'static str, String)> {
         }
         facts.push(("victim", text));
     }
+    if let Some(status) = &event.runtime_status {
+        facts.push(("kubernetes", runtime_status_text(event, status)));
+    }
     if let Some(t) = &event.trigger {
         let mut text = format!(
             "{}[{}]",
@@ -318,6 +321,14 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
             // The collector writes the reasoning, from the event's strings.
             printable(&analysis.reasoning)
         );
+        if let Some(mismatch) = &analysis.status_reasoning {
+            let _ = writeln!(
+                out,
+                "{} {}",
+                style.bold("Kubernetes shows:"),
+                style.paint(&printable(mismatch), "35")
+            );
+        }
         if let Some(limit) = analysis.recommended_limit_bytes {
             let _ = writeln!(
                 out,
@@ -339,4 +350,45 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
         }
     }
     out
+}
+
+/// What the runtime (and so the pod's status) said of the container after
+/// the kill: `exited: OOMKilled, exit 137, restart count 3 (0.4 s after the
+/// kill)`.
+pub(super) fn runtime_status_text(event: &OomEvent, status: &oomlens_proto::v1::RuntimeStatus) -> String {
+    use oomlens_proto::v1::ContainerState;
+    let mut text = match ContainerState::try_from(status.state).unwrap_or(ContainerState::Unspecified) {
+        ContainerState::Exited => {
+            let mut text = format!(
+                "exited: {}",
+                printable(status.reason.as_deref().unwrap_or("no reason given"))
+            );
+            if let Some(code) = status.exit_code {
+                let _ = write!(text, ", exit {code}");
+            }
+            text
+        }
+        ContainerState::Running => "running: no restart, no terminated status".to_owned(),
+        ContainerState::Created => "created, not started".to_owned(),
+        ContainerState::Gone => "gone: the runtime no longer knew the container".to_owned(),
+        ContainerState::Unspecified => "state unknown".to_owned(),
+    };
+    if let Some(restarts) = status.restart_count {
+        let _ = write!(text, ", restart count {restarts}");
+    }
+    let after = status
+        .observed
+        .as_ref()
+        .zip(event.time.as_ref())
+        .map(|(seen, kill)| {
+            oomlens_proto::time::unix_ms(seen) as f64 / 1000.0
+                - oomlens_proto::time::unix_ms(kill) as f64 / 1000.0
+        });
+    if let Some(after) = after.filter(|a| a.is_finite() && *a >= 0.0) {
+        let _ = write!(text, " ({after:.1} s after the kill)");
+    }
+    if !status.settled {
+        text.push_str("; still being watched");
+    }
+    text
 }

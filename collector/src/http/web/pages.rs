@@ -256,6 +256,13 @@ pub(super) fn kill(event: &OomEvent) -> String {
             escape(&word::<Verdict>(analysis.verdict).replace('_', " ")),
             escape(&analysis.reasoning)
         );
+        if let Some(mismatch) = &analysis.status_reasoning {
+            let _ = write!(
+                body,
+                "<h3>What Kubernetes shows</h3><p class=\"mismatch\">{}</p>",
+                escape(mismatch)
+            );
+        }
         if let Some(limit) = analysis.recommended_limit_bytes {
             let container = event
                 .container

@@ -47,7 +47,7 @@ fn kill(scope: Scope) -> OomEvent {
             reasoning: "working set climbed from 100 MiB (20% of the 512 MiB limit) to 511 MiB in 3.2 s"
                 .to_owned(),
             recommended_limit_bytes: Some(768 * 1024 * 1024),
-            recommendation_reasoning: None,
+            ..Analysis::default()
         }),
         ..OomEvent::default()
     }

@@ -31,6 +31,8 @@ pub mod runtime {
 
 use runtime::runtime_service_client::RuntimeServiceClient;
 
+mod report;
+
 /// Default sockets, tried in order when none is configured.
 pub const DEFAULT_SOCKETS: &[&str] = &["/run/containerd/containerd.sock", "/var/run/crio/crio.sock"];
 
@@ -289,9 +291,16 @@ pub struct Resolved {
 
 /// A request to the resolver task, made through [`CriHandle`].
 #[derive(Debug)]
-pub struct Request {
-    container_id: String,
-    reply: oneshot::Sender<Option<Resolved>>,
+pub enum Request {
+    Resolve {
+        container_id: String,
+        reply: oneshot::Sender<Option<Resolved>>,
+    },
+    /// The runtime's report on a container now (None: it did not answer).
+    Report {
+        container_id: String,
+        reply: oneshot::Sender<Option<oomlens_proto::v1::RuntimeStatus>>,
+    },
 }
 
 /// The pipeline's way to the resolver task.
@@ -306,7 +315,21 @@ impl CriHandle {
     pub async fn resolve(&self, container_id: &str) -> Option<Resolved> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request {
+            .send(Request::Resolve {
+                container_id: container_id.to_owned(),
+                reply,
+            })
+            .await
+            .ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// What the runtime reports for the container now: state, exit code,
+    /// reason, restart count. None: the runtime did not answer.
+    pub async fn report(&self, container_id: &str) -> Option<oomlens_proto::v1::RuntimeStatus> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Report {
                 container_id: container_id.to_owned(),
                 reply,
             })
@@ -353,12 +376,26 @@ impl CriResolver {
     }
 
     async fn answer(&mut self, request: Request) {
-        if self.cache.get(&request.container_id).is_none() {
+        let (container_id, reply) = match request {
+            Request::Resolve { container_id, reply } => (container_id, reply),
+            Request::Report { container_id, reply } => {
+                let report = match self.client.report(&container_id).await {
+                    Ok(report) => Some(report),
+                    Err(error) => {
+                        debug!(%error, "no runtime report");
+                        None
+                    }
+                };
+                let _ = reply.send(report);
+                return;
+            }
+        };
+        if self.cache.get(&container_id).is_none() {
             self.refresh_now().await;
         }
-        let running_now = match self.client.status(&request.container_id).await {
+        let running_now = match self.client.status(&container_id).await {
             Ok(now) => {
-                self.cache.set_main_pid(&request.container_id, now.main_pid);
+                self.cache.set_main_pid(&container_id, now.main_pid);
                 Some(now.running)
             }
             // Removed already: it did not survive.
@@ -370,10 +407,10 @@ impl CriResolver {
         };
         let resolved = self
             .cache
-            .get(&request.container_id)
+            .get(&container_id)
             .cloned()
             .map(|info| Resolved { info, running_now });
-        let _ = request.reply.send(resolved);
+        let _ = reply.send(resolved);
     }
 
     /// Runs until `shutdown`.
