@@ -34,3 +34,17 @@ pub fn stop(child: &mut Child) {
     let status = child.wait().expect("wait for the agent");
     assert!(status.success(), "the agent exits cleanly on SIGTERM: {status}");
 }
+
+/// An agent process that is killed if the test ends without stopping it:
+/// a failing test leaves no agent behind.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

@@ -42,22 +42,24 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
     let node = unique("node");
     let port = free_port();
     let metrics_port = free_port();
-    let mut agent = Command::new(oomlens_tests::agent_binary())
-        .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--state-dir", &state.path().display().to_string()])
-        .args(["--cri-socket", &containerd.socket.display().to_string()])
-        .args([
-            "--kubernetes-events",
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-        ])
-        .args(["--node-name", &node, "--output", "json"])
-        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--kill-series-grace-secs", "2"])
-        .env("OOMLENS_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start oomlens-agent");
+    let mut agent = oomlens_tests::agent::KillOnDrop(
+        Command::new(oomlens_tests::agent_binary())
+            .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--state-dir", &state.path().display().to_string()])
+            .args(["--cri-socket", &containerd.socket.display().to_string()])
+            .args([
+                "--kubernetes-events",
+                "--kubeconfig",
+                &kubeconfig.display().to_string(),
+            ])
+            .args(["--node-name", &node, "--output", "json"])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--kill-series-grace-secs", "2"])
+            .env("OOMLENS_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start oomlens-agent"),
+    );
     // Up when its embedded collector accepts.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
@@ -263,7 +265,7 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    oomlens_tests::agent::stop(&mut agent);
+    oomlens_tests::agent::stop(&mut agent.0);
 
     let ours = ours(&events);
     let by_pod = |pod: &str| {

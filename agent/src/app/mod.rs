@@ -235,12 +235,15 @@ impl Agent {
             });
         }
         spawn_kill_series_pruning(&metrics, &config.cgroup_root, config.kill_series_grace, &shutdown);
+        let mut cri_client = None;
         let mut enrichers = Enrichers {
             host_proc: Some(config.proc_root.clone()),
             ..Enrichers::default()
         };
         if let Some(socket) = cri_socket {
-            enrichers.cri = start_cri(&socket, sampling_grace(&config), &shutdown).await;
+            let started = start_cri(&socket, sampling_grace(&config), &shutdown).await;
+            cri_client = started.as_ref().map(|(_, client)| client.clone());
+            enrichers.cri = started.map(|(handle, _)| handle);
             if enrichers.cri.is_some() {
                 metrics.identity.in_use(IdentitySource::Cri);
             }
@@ -386,7 +389,7 @@ impl Agent {
             None => (None, None),
         };
         // What the runtime reports after each kill, as revisions.
-        let runtime_watch = enrichers.cri.clone().zip(spool.clone()).map(|(cri, spool)| {
+        let runtime_watch = cri_client.zip(spool.clone()).map(|(cri, spool)| {
             pipeline::runtime_watch::RuntimeWatcher::new(
                 cri,
                 spool,

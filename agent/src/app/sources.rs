@@ -13,17 +13,18 @@ use crate::pods::cri;
 /// The runtime's names and main pids, relisted every second as the kubelet
 /// does: a container that dies of memory soon after starting still has its
 /// main pid.
+/// Also returns a client of its own for asking about killed containers.
 pub(super) async fn start_cri(
     socket: &std::path::Path,
     grace: Duration,
     shutdown: &Shutdown,
-) -> Option<cri::CriHandle> {
+) -> Option<(cri::CriHandle, cri::CriClient)> {
     match cri::CriClient::connect(socket).await {
         Ok(client) => {
             let (handle, requests) = cri::CriResolver::channel();
-            let resolver = cri::CriResolver::new(client, grace, Duration::from_secs(1));
+            let resolver = cri::CriResolver::new(client.clone(), grace, Duration::from_secs(1));
             tokio::spawn(resolver.run(requests, shutdown.wait()));
-            Some(handle)
+            Some((handle, client))
         }
         Err(error) => {
             warn!(%error, "pod and container names unavailable: identity from cgroup paths only");

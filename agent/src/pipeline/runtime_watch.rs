@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use crate::pods::cri::CriHandle;
+use crate::pods::cri::CriClient;
 use crate::ship::SharedSpool;
 
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +39,7 @@ pub struct WatchRules {
 impl Default for WatchRules {
     fn default() -> Self {
         Self {
-            poll: Duration::from_millis(250),
+            poll: Duration::from_millis(500),
             settle_within: Duration::from_secs(5),
             follow_every: Duration::from_secs(5),
             follow_for: Duration::from_secs(10 * 60),
@@ -81,7 +81,9 @@ impl RuntimeWatchMetrics {
 /// Starts a watch for each kill of a container's process.
 #[derive(Debug, Clone)]
 pub struct RuntimeWatcher {
-    cri: CriHandle,
+    /// A client of its own: the resolver's queue is for the kills being
+    /// named now, and must not wait behind these polls.
+    cri: CriClient,
     spool: SharedSpool,
     rules: WatchRules,
     metrics: RuntimeWatchMetrics,
@@ -89,7 +91,7 @@ pub struct RuntimeWatcher {
 }
 
 impl RuntimeWatcher {
-    pub fn new(cri: CriHandle, spool: SharedSpool, rules: WatchRules, metrics: RuntimeWatchMetrics) -> Self {
+    pub fn new(cri: CriClient, spool: SharedSpool, rules: WatchRules, metrics: RuntimeWatchMetrics) -> Self {
         Self {
             cri,
             spool,
@@ -113,7 +115,7 @@ impl RuntimeWatcher {
             self.metrics.count("not_watched");
             return;
         };
-        let watcher = self.clone();
+        let mut watcher = self.clone();
         let event = event.clone();
         tokio::spawn(async move {
             watcher.follow(event, &id).await;
@@ -121,12 +123,12 @@ impl RuntimeWatcher {
         });
     }
 
-    async fn follow(&self, event: OomEvent, id: &str) {
+    async fn follow(&mut self, event: OomEvent, id: &str) {
         let rules = self.rules;
         let started = tokio::time::Instant::now();
         let mut latest: Option<RuntimeStatus> = None;
         loop {
-            if let Some(report) = self.cri.report(id).await {
+            if let Some(report) = self.ask(id).await {
                 let settled = report.settled;
                 latest = Some(report);
                 if settled {
@@ -154,7 +156,7 @@ impl RuntimeWatcher {
         let deadline = started + rules.follow_for;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(rules.follow_every).await;
-            if let Some(report) = self.cri.report(id).await
+            if let Some(report) = self.ask(id).await
                 && report.settled
             {
                 // Removed while running (the pod deleted): nothing the
@@ -166,6 +168,16 @@ impl RuntimeWatcher {
                     self.metrics.count("followed");
                 }
                 return;
+            }
+        }
+    }
+
+    async fn ask(&mut self, id: &str) -> Option<RuntimeStatus> {
+        match self.cri.report(id).await {
+            Ok(report) => Some(report),
+            Err(error) => {
+                debug!(%error, "no runtime report");
+                None
             }
         }
     }

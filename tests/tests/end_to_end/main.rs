@@ -203,19 +203,18 @@ async fn kills_in_containerd_reach_a_watch_subscriber_once_each_with_their_histo
             continue;
         };
         let event = event_from_json(&line).unwrap_or_else(|e| panic!("watch printed {line:?}: {e}"));
-        if let Some(k) = key(&event) {
-            ours.entry(k).or_default().push(event.clone());
-        }
-        received.push(event);
+        take(event, key, &mut received, &mut ours);
     }
     // Late duplicates would arrive now.
     while let Ok(line) = lines.recv_timeout(Duration::from_secs(3)) {
         let event = event_from_json(&line).unwrap();
-        if let Some(k) = key(&event) {
-            ours.entry(k).or_default().push(event.clone());
-        }
-        received.push(event);
+        take(event, key, &mut received, &mut ours);
     }
+    let revised = received.iter().filter(|e| e.revision > 0).count();
+    eprintln!(
+        "{revised} of {} kills received with the runtime's report (a later revision)",
+        received.len()
+    );
     let agent_page = metrics_page(agent_metrics);
     let collector_page = metrics_page(collector_metrics);
     assert!(agent.stop().success(), "the agent exits cleanly on SIGTERM");
@@ -231,4 +230,34 @@ async fn kills_in_containerd_reach_a_watch_subscriber_once_each_with_their_histo
     checks::counters_agree(&received, &agent_page, &collector_page, ns);
     drop(containerd);
     drop(memory);
+}
+
+/// What a subscriber does with each streamed event: a later revision of a
+/// kill (same id, higher `revision`: what the runtime reported after it)
+/// replaces the one held; anything else is kept, so a kill streamed twice
+/// shows as twice.
+fn take(
+    event: OomEvent,
+    key: impl Fn(&OomEvent) -> Option<String>,
+    received: &mut Vec<OomEvent>,
+    ours: &mut HashMap<String, Vec<OomEvent>>,
+) {
+    let k = key(&event);
+    if let Some(held) = received
+        .iter_mut()
+        .find(|e| e.id == event.id && e.revision < event.revision)
+    {
+        *held = event.clone();
+        if let Some(held) = k
+            .and_then(|k| ours.get_mut(&k))
+            .and_then(|events| events.iter_mut().find(|e| e.id == event.id))
+        {
+            *held = event;
+        }
+        return;
+    }
+    if let Some(k) = k {
+        ours.entry(k).or_default().push(event.clone());
+    }
+    received.push(event);
 }

@@ -291,16 +291,9 @@ pub struct Resolved {
 
 /// A request to the resolver task, made through [`CriHandle`].
 #[derive(Debug)]
-pub enum Request {
-    Resolve {
-        container_id: String,
-        reply: oneshot::Sender<Option<Resolved>>,
-    },
-    /// The runtime's report on a container now (None: it did not answer).
-    Report {
-        container_id: String,
-        reply: oneshot::Sender<Option<oomlens_proto::v1::RuntimeStatus>>,
-    },
+pub struct Request {
+    container_id: String,
+    reply: oneshot::Sender<Option<Resolved>>,
 }
 
 /// The pipeline's way to the resolver task.
@@ -315,21 +308,7 @@ impl CriHandle {
     pub async fn resolve(&self, container_id: &str) -> Option<Resolved> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request::Resolve {
-                container_id: container_id.to_owned(),
-                reply,
-            })
-            .await
-            .ok()?;
-        answer.await.ok().flatten()
-    }
-
-    /// What the runtime reports for the container now: state, exit code,
-    /// reason, restart count. None: the runtime did not answer.
-    pub async fn report(&self, container_id: &str) -> Option<oomlens_proto::v1::RuntimeStatus> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Report {
+            .send(Request {
                 container_id: container_id.to_owned(),
                 reply,
             })
@@ -376,20 +355,7 @@ impl CriResolver {
     }
 
     async fn answer(&mut self, request: Request) {
-        let (container_id, reply) = match request {
-            Request::Resolve { container_id, reply } => (container_id, reply),
-            Request::Report { container_id, reply } => {
-                let report = match self.client.report(&container_id).await {
-                    Ok(report) => Some(report),
-                    Err(error) => {
-                        debug!(%error, "no runtime report");
-                        None
-                    }
-                };
-                let _ = reply.send(report);
-                return;
-            }
-        };
+        let Request { container_id, reply } = request;
         if self.cache.get(&container_id).is_none() {
             self.refresh_now().await;
         }

@@ -52,9 +52,10 @@ impl CriClient {
         let attempt = status.metadata.as_ref().map(|m| m.attempt);
         let pod_uid = status.labels.get("io.kubernetes.pod.uid").cloned();
         // The kubelet's restart count: the newest attempt of this container
-        // name in the pod (a restart is a new container).
+        // name in the pod (a restart is a new container). Listed once the
+        // state has settled, not on every poll.
         let newest = match pod_uid {
-            Some(uid) if !name.is_empty() => self
+            Some(uid) if exited && !name.is_empty() => self
                 .list()
                 .await
                 .ok()
