@@ -81,7 +81,7 @@ pub fn event_time_us(event: &OomEvent) -> i64 {
 /// `i64` can hold (year 294247) is the end of time, not a wrapped value
 /// (a `since` far in the future once wrapped to the past and matched
 /// every event).
-fn timestamp_us(t: &prost_types::Timestamp) -> i64 {
+pub fn timestamp_us(t: &prost_types::Timestamp) -> i64 {
     t.seconds
         .saturating_mul(1_000_000)
         .saturating_add(i64::from(t.nanos) / 1000)

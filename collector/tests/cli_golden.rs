@@ -154,6 +154,7 @@ fn summary_and_top() {
                 seconds: 1_795_086_399,
                 nanos: 0,
             }),
+            timeline: Vec::new(),
         }));
         text.push('\n');
     }
@@ -297,6 +298,7 @@ fn control_characters_from_events_are_escaped() {
         silent: 0,
         first: None,
         last: None,
+        timeline: Vec::new(),
     }));
     text.push('\n');
     text.push('\n');

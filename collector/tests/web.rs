@@ -141,6 +141,9 @@ async fn pages_show_kills_with_charts_and_keep_hostile_strings_inert() {
         .text();
     assert!(summary.contains("61 kills."));
     assert_eq!(summary.matches("<rect class=\"bar\"").count(), 2);
+    // Over time: the kills span a minute, one interval per group.
+    assert!(summary.contains("<h2>Over time</h2>"), "{summary}");
+    assert_eq!(summary.matches("<rect class=\"cell\"").count(), 2, "{summary}");
     assert_eq!(
         http::get(&address, "/summary?group_by=colour", &[]).await.status,
         400

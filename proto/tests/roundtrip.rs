@@ -135,6 +135,7 @@ fn every_message_round_trips_through_protobuf() {
     protobuf_round_trip(&SummaryRequest {
         filter: Some(filter),
         group_by: GroupBy::Workload as i32,
+        bucket_seconds: 3600,
     });
     protobuf_round_trip(&SummaryResponse {
         groups: vec![SummaryGroup {
@@ -143,8 +144,11 @@ fn every_message_round_trips_through_protobuf() {
             silent: 1,
             first: ts(1, 0),
             last: ts(2, 0),
+            timeline: vec![2, 0, 1],
         }],
         total: 3,
+        timeline_start: ts(0, 0),
+        bucket_seconds: 3600,
     });
     protobuf_round_trip(&TopRequest {
         nodes: vec!["n".into()],

@@ -300,6 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .summary(SummaryRequest {
                     filter,
                     group_by: group_by as i32,
+                    bucket_seconds: 0,
                 })
                 .await
                 .map_err(|s| anyhow::anyhow!(config.status_line(&s)))?

@@ -231,6 +231,7 @@ pub fn summary(query: Option<&str>, now: SystemTime) -> Result<SummaryRequest, P
     Ok(SummaryRequest {
         filter: pairs.filter(now)?,
         group_by: group_by.into(),
+        bucket_seconds: 0,
     })
 }
 

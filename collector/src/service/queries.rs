@@ -116,29 +116,70 @@ impl EventService for Events {
         // Counts from SQL are never negative.
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         let total = rows.iter().map(|r| count(r.count)).sum();
-        let groups = rows
+        let group_key = |key: Option<String>| match (by, key) {
+            (GroupColumn::Scope, Some(number)) => number
+                .parse::<i32>()
+                .ok()
+                .and_then(|n| Scope::try_from(n).ok())
+                .and_then(Scope::word)
+                .unwrap_or_else(|| "unknown".to_owned()),
+            (_, Some(key)) if !key.is_empty() => key,
+            _ => String::new(),
+        };
+        let earliest = rows.iter().map(|r| r.first_us).min();
+        let mut groups: Vec<SummaryGroup> = rows
             .into_iter()
-            .map(|row| {
-                let key = match (by, row.key) {
-                    (GroupColumn::Scope, Some(number)) => number
-                        .parse::<i32>()
-                        .ok()
-                        .and_then(|n| Scope::try_from(n).ok())
-                        .and_then(Scope::word)
-                        .unwrap_or_else(|| "unknown".to_owned()),
-                    (_, Some(key)) if !key.is_empty() => key,
-                    _ => String::new(),
-                };
-                SummaryGroup {
-                    key,
-                    count: count(row.count),
-                    silent: count(row.silent),
-                    first: Some(timestamp_from_unix_us(row.first_us)),
-                    last: Some(timestamp_from_unix_us(row.last_us)),
-                }
+            .map(|row| SummaryGroup {
+                key: group_key(row.key),
+                count: count(row.count),
+                silent: count(row.silent),
+                first: Some(timestamp_from_unix_us(row.first_us)),
+                last: Some(timestamp_from_unix_us(row.last_us)),
+                timeline: Vec::new(),
             })
             .collect();
-        Ok(Response::new(SummaryResponse { groups, total }))
+        let mut response = SummaryResponse {
+            total,
+            ..SummaryResponse::default()
+        };
+        let filter = request.filter.as_ref();
+        let since = filter
+            .and_then(|f| f.since.as_ref())
+            .map(crate::filter::timestamp_us);
+        if request.bucket_seconds > 0
+            && let Some(start_us) = since.or(earliest)
+        {
+            let end_us = filter
+                .and_then(|f| f.until.as_ref())
+                .map_or_else(crate::store::now_us, crate::filter::timestamp_us);
+            let (bucket_s, buckets) = timeline_shape(start_us, end_us, request.bucket_seconds);
+            let bucket_us = i64::from(bucket_s) * 1_000_000;
+            let cells = self
+                .collector
+                .store
+                .summary_timeline(filter, by, start_us, bucket_us)
+                .await
+                .map_err(store_status)?;
+            for group in &mut groups {
+                group.timeline = vec![0; buckets];
+            }
+            for cell in cells {
+                let key = group_key(cell.key);
+                let (Some(group), Ok(at)) = (
+                    groups.iter_mut().find(|g| g.key == key),
+                    usize::try_from(cell.bucket),
+                ) else {
+                    continue;
+                };
+                if let Some(slot) = group.timeline.get_mut(at) {
+                    *slot += count(cell.count);
+                }
+            }
+            response.timeline_start = Some(timestamp_from_unix_us(start_us));
+            response.bucket_seconds = bucket_s;
+        }
+        response.groups = groups;
+        Ok(Response::new(response))
     }
 
     async fn top(&self, request: Request<TopRequest>) -> Result<Response<TopResponse>, Status> {
@@ -173,4 +214,39 @@ impl EventService for Events {
 /// (`UNAVAILABLE`, as if the collector were down).
 fn check_filter(filter: Option<&oomlens_proto::v1::EventFilter>) -> Result<(), Status> {
     filter::check(filter).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Intervals a timeline has at most.
+pub(super) const MAX_TIMELINE_BUCKETS: u64 = 200;
+
+/// The interval length (seconds, at least the one asked for) and the
+/// number of intervals from `start_us` to `end_us`: at most
+/// [`MAX_TIMELINE_BUCKETS`], at least one.
+pub(super) fn timeline_shape(start_us: i64, end_us: i64, asked_seconds: u32) -> (u32, usize) {
+    let span_s = u64::try_from(end_us.saturating_sub(start_us))
+        .unwrap_or(0)
+        .div_ceil(1_000_000)
+        .max(1);
+    let widest = span_s.div_ceil(MAX_TIMELINE_BUCKETS);
+    let bucket_s = u64::from(asked_seconds).max(widest).max(1);
+    let buckets = span_s.div_ceil(bucket_s).max(1);
+    (
+        u32::try_from(bucket_s).unwrap_or(u32::MAX),
+        usize::try_from(buckets).unwrap_or(1),
+    )
+}
+
+#[cfg(test)]
+mod timeline_tests {
+    use super::*;
+
+    #[test]
+    fn a_timeline_has_at_most_200_intervals_of_at_least_the_asked_length() {
+        let hour = 3_600_000_000i64;
+        assert_eq!(timeline_shape(0, hour, 60), (60, 60));
+        assert_eq!(timeline_shape(0, 24 * hour, 60), (432, 200));
+        assert_eq!(timeline_shape(0, hour + 1, 60), (60, 61));
+        assert_eq!(timeline_shape(0, 0, 60), (60, 1));
+        assert_eq!(timeline_shape(10, 5, 0), (1, 1));
+    }
 }

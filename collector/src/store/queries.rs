@@ -353,6 +353,60 @@ impl Store {
     }
 }
 
+/// Kills of one group in one interval of a timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketRow {
+    pub key: Option<String>,
+    /// The interval's number from the timeline's start.
+    pub bucket: i64,
+    pub count: i64,
+}
+
+impl Store {
+    /// Counts grouped by `by` and by interval of `bucket_us` from
+    /// `start_us` (kills before it are not counted).
+    pub async fn summary_timeline(
+        &self,
+        filter: Option<&EventFilter>,
+        by: GroupColumn,
+        start_us: i64,
+        bucket_us: i64,
+    ) -> Result<Vec<BucketRow>, StoreError> {
+        let mut w = to_sql(filter, self.style());
+        let bucket_us = bucket_us.max(1);
+        // Integers of ours, written into the statement: placeholders here
+        // would come before the filter's in the text but after them in the
+        // values, which SQLite's `?` cannot have.
+        w.clauses.push(format!("time_us >= {start_us}"));
+        let key = by.sql();
+        // Integer division on both backends: the interval's number.
+        let query = format!(
+            "SELECT {key} AS k, CAST((time_us - {start_us}) / {bucket_us} AS BIGINT) AS b, COUNT(*) AS n \
+             FROM events{} GROUP BY 1, 2",
+            w.sql()
+        );
+        macro_rules! rows {
+            ($pool:expr) => {
+                bind_all!(sqlx::query(&query), &w.values)
+                    .fetch_all($pool)
+                    .await
+                    .map_err(sql("summarising events over time"))?
+                    .into_iter()
+                    .map(|row| BucketRow {
+                        key: row.get("k"),
+                        bucket: row.get("b"),
+                        count: row.get("n"),
+                    })
+                    .collect()
+            };
+        }
+        Ok(match &self.backend {
+            Backend::Sqlite(pool) => rows!(pool),
+            Backend::Postgres(pool) => rows!(pool),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

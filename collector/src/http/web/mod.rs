@@ -208,7 +208,7 @@ async fn summary(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> Respon
     if !since.is_empty() {
         query.push_str(&format!("&since={}", html::query_value(&since)));
     }
-    let request: SummaryRequest = match params::summary(Some(&query), SystemTime::now()) {
+    let mut request: SummaryRequest = match params::summary(Some(&query), SystemTime::now()) {
         Ok(request) => request,
         Err(error) => {
             return html(
@@ -216,6 +216,16 @@ async fn summary(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> Respon
                 pages::error("Cannot group that", &error.to_string()),
             );
         }
+    };
+    // Intervals that suit the period: about 60 of them (the collector
+    // widens them for a longer span).
+    request.bucket_seconds = match since.as_str() {
+        "1h" => 60,
+        "6h" => 360,
+        "1d" => 1800,
+        "7d" => 3 * 3600,
+        "30d" => 12 * 3600,
+        _ => 3600,
     };
     match api.events.summary(Request::new(request)).await {
         Ok(response) => html(

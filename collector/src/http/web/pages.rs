@@ -375,6 +375,42 @@ pub(super) fn summary(group_by: &str, period: &str, response: &SummaryResponse) 
     if !rows.is_empty() {
         body.push_str(&svg::bars(&rows));
     }
+    if let Some(start) = response
+        .timeline_start
+        .as_ref()
+        .filter(|_| response.bucket_seconds > 0)
+    {
+        // The busiest groups, each as a strip over time.
+        let strips: Vec<(String, Vec<u64>)> = response
+            .groups
+            .iter()
+            .take(8)
+            .map(|g| {
+                let key = if g.key.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    g.key.clone()
+                };
+                (key, g.timeline.clone())
+            })
+            .collect();
+        let buckets = strips.iter().map(|s| s.1.len()).max().unwrap_or(0);
+        let end = start.seconds + i64::from(response.bucket_seconds) * i64::try_from(buckets).unwrap_or(0);
+        let when = |seconds: i64| {
+            format_rfc3339(seconds, 0)
+                .replace('T', " ")
+                .trim_end_matches('Z')
+                .to_owned()
+        };
+        let _ = write!(
+            body,
+            "<section><h2>Over time</h2><p>Kills per {} (UTC).</p>{}</section>",
+            escape(&oomlens_common::units::human_seconds(f64::from(
+                response.bucket_seconds
+            ))),
+            svg::timeline(&strips, &when(start.seconds), &when(end))
+        );
+    }
     body.push_str("<div class=\"table\"><table><thead><tr><th>Group</th><th>Kills</th><th>Silent</th><th>First (UTC)</th><th>Last (UTC)</th></tr></thead><tbody>");
     let time = |t: Option<&prost_types::Timestamp>| {
         t.map_or("-".to_owned(), |t| format_rfc3339(t.seconds, 0).replace('T', " "))

@@ -308,6 +308,68 @@ pub(super) fn bars(rows: &[(String, u64)]) -> String {
     svg
 }
 
+/// Kills over time, one strip per group: a column per interval, all
+/// strips on one scale. The counts are also in the label, for screen
+/// readers, and in the table beside it.
+pub(super) fn timeline(rows: &[(String, Vec<u64>)], from: &str, to: &str) -> String {
+    const ROW: f64 = 26.0;
+    const W: f64 = 640.0;
+    const LABEL: f64 = 160.0;
+    let buckets = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(1);
+    let most = rows
+        .iter()
+        .flat_map(|r| r.1.iter().copied())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let height = ROW * rows.len() as f64 + 18.0;
+    let step = (W - LABEL - 8.0) / buckets as f64;
+    let label = rows
+        .iter()
+        .map(|(name, counts)| {
+            format!(
+                "{name}: {}",
+                counts.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut svg = format!(
+        "<svg class=\"timeline\" viewBox=\"0 0 {W} {height}\" role=\"img\" aria-label=\"{}\">",
+        escape(&format!("kills per interval from {from} to {to}: {label}"))
+    );
+    for (i, (name, counts)) in rows.iter().enumerate() {
+        let base = i as f64 * ROW + ROW - 4.0;
+        let _ = write!(
+            svg,
+            "<text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            LABEL - 6.0,
+            base - 4.0,
+            escape(name)
+        );
+        for (j, &count) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+            let h = (ROW - 6.0) * count as f64 / most;
+            let _ = write!(
+                svg,
+                "<rect class=\"cell\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\"><title>{count}</title></rect>",
+                LABEL + j as f64 * step,
+                base - h,
+                (step - 1.0).max(1.0)
+            );
+        }
+    }
+    let axis = rows.len() as f64 * ROW + 14.0;
+    let _ = write!(
+        svg,
+        "<text class=\"axis\" x=\"{LABEL}\" y=\"{axis:.1}\">{}</text>\
+         <text class=\"axis\" x=\"{:.1}\" y=\"{axis:.1}\" text-anchor=\"end\">{}</text></svg>",
+        escape(from),
+        W - 8.0,
+        escape(to)
+    );
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,5 +435,20 @@ mod tests {
         assert!(svg.contains("&lt;b&gt;ns&lt;/b&gt;"));
         assert!(!svg.contains("<b>"));
         assert_eq!(svg.matches("<rect").count(), 2);
+    }
+
+    #[test]
+    fn a_timeline_has_a_column_per_busy_interval_and_says_its_counts() {
+        let svg = timeline(
+            &[
+                ("shop".to_owned(), vec![0, 3, 1]),
+                ("<b>db</b>".to_owned(), vec![2, 0, 0]),
+            ],
+            "10:00",
+            "13:00",
+        );
+        assert_eq!(svg.matches("<rect").count(), 3, "{svg}");
+        assert!(svg.contains("aria-label=\"kills per interval from 10:00 to 13:00: shop: 0 3 1; &lt;b&gt;db&lt;/b&gt;: 2 0 0\""), "{svg}");
+        assert!(!svg.contains("<b>"), "{svg}");
     }
 }
