@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{event, ingest};
+use common::{event, ingest, serve_at};
 use oomlens_collector::kube_events::{KubeEvents, KubeEventsConfig, Outcome, SeriesRules};
 use oomlens_collector::outbound::RetryPolicy;
 use oomlens_collector::server::{Embedded, ServerConfig};
@@ -45,16 +45,9 @@ fn config(kubeconfig: std::path::PathBuf) -> KubeEventsConfig {
 }
 
 async fn start(database: &str, api: &FakeEventsApi, dir: &std::path::Path) -> (Embedded, ClientConfig) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut server = Embedded::start(database, listener, ServerConfig::default())
-        .await
-        .unwrap();
+    let (mut server, client) = serve_at(database, ServerConfig::default()).await;
     let events = KubeEvents::connect(config(api.kubeconfig(dir))).await.unwrap();
     server.start_kube_events(&events).await;
-    let client = ClientConfig {
-        endpoint: server.endpoint(),
-        ..ClientConfig::default()
-    };
     (server, client)
 }
 

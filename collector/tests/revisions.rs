@@ -7,9 +7,8 @@
 
 mod common;
 
-use common::{event, fresh_database, ingest, postgres_url};
-use oomlens_collector::server::{Embedded, ServerConfig};
-use oomlens_common::client::ClientConfig;
+use common::{event, fresh_database, ingest, postgres_url, serve_at};
+use oomlens_collector::server::ServerConfig;
 use oomlens_proto::v1::{
     AckStatus, ContainerState, GetRequest, OomEvent, QueryRequest, RuntimeStatus, Scope, StatusMatch,
     SubscribeRequest, subscribe_response,
@@ -35,14 +34,7 @@ fn statuses(acks: &[oomlens_proto::v1::IngestAck]) -> Vec<AckStatus> {
 }
 
 async fn revisions_replace_and_stream(database: &str) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = Embedded::start(database, listener, ServerConfig::default())
-        .await
-        .unwrap();
-    let client = ClientConfig {
-        endpoint: server.endpoint(),
-        ..ClientConfig::default()
-    };
+    let (server, client) = serve_at(database, ServerConfig::default()).await;
     let mut kill = event(1, "shop", 30);
     kill.scope = Scope::PodLimit as i32;
     kill.silent = Some(false);

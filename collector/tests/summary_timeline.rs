@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::{event, fresh_database, ingest, postgres_url};
-use oomlens_collector::server::{Embedded, ServerConfig};
-use oomlens_common::client::ClientConfig;
-use oomlens_proto::v1::{EventFilter, GroupBy, OomEvent, Scope, SummaryRequest};
+use common::{event, fresh_database, ingest, postgres_url, serve_at};
+use oomlens_collector::server::ServerConfig;
+use oomlens_proto::v1::{EventFilter, GroupBy, OomEvent, Scope, SummaryRequest, SummaryResponse};
 use prost_types::Timestamp;
 
 const START: i64 = 1_795_000_000;
@@ -24,15 +23,26 @@ fn kill(n: u64, ns: &str, minute: i64) -> OomEvent {
     e
 }
 
-async fn timeline_counts_per_interval(database: &str) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = Embedded::start(database, listener, ServerConfig::default())
+/// Kills by namespace from START for `span_s`, asked per minute.
+async fn by_minute(events: &mut oomlens_common::client::EventClient, span_s: i64) -> SummaryResponse {
+    let at = |seconds| Some(Timestamp { seconds, nanos: 0 });
+    events
+        .summary(SummaryRequest {
+            filter: Some(EventFilter {
+                since: at(START),
+                until: at(START + span_s),
+                ..EventFilter::default()
+            }),
+            group_by: GroupBy::Namespace as i32,
+            bucket_seconds: 60,
+        })
         .await
-        .unwrap();
-    let client = ClientConfig {
-        endpoint: server.endpoint(),
-        ..ClientConfig::default()
-    };
+        .unwrap()
+        .into_inner()
+}
+
+async fn timeline_counts_per_interval(database: &str) {
+    let (server, client) = serve_at(database, ServerConfig::default()).await;
     // shop: 2 kills in minute 0, 1 in minute 2; db: 1 in minute 1, 3 in
     // minute 4; one before the window that must not count.
     let kills = vec![
@@ -47,25 +57,7 @@ async fn timeline_counts_per_interval(database: &str) {
     ];
     ingest(&client, kills).await.unwrap();
     let mut events = client.event_client().await.unwrap();
-    let response = events
-        .summary(SummaryRequest {
-            filter: Some(EventFilter {
-                since: Some(Timestamp {
-                    seconds: START,
-                    nanos: 0,
-                }),
-                until: Some(Timestamp {
-                    seconds: START + 300,
-                    nanos: 0,
-                }),
-                ..EventFilter::default()
-            }),
-            group_by: GroupBy::Namespace as i32,
-            bucket_seconds: 60,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let response = by_minute(&mut events, 300).await;
     assert_eq!(response.bucket_seconds, 60);
     assert_eq!(response.timeline_start.unwrap().seconds, START);
     let timeline = |ns: &str| {
@@ -81,25 +73,7 @@ async fn timeline_counts_per_interval(database: &str) {
     assert_eq!(response.total, 7);
 
     // A day at one-minute intervals is widened to 200 intervals.
-    let wide = events
-        .summary(SummaryRequest {
-            filter: Some(EventFilter {
-                since: Some(Timestamp {
-                    seconds: START,
-                    nanos: 0,
-                }),
-                until: Some(Timestamp {
-                    seconds: START + 86_400,
-                    nanos: 0,
-                }),
-                ..EventFilter::default()
-            }),
-            group_by: GroupBy::Namespace as i32,
-            bucket_seconds: 60,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let wide = by_minute(&mut events, 86_400).await;
     assert_eq!(wide.bucket_seconds, 432);
     let db = wide.groups.iter().find(|g| g.key == "db").unwrap();
     assert_eq!(db.timeline.len(), 200);

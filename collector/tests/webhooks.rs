@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{event, fresh_database, ingest, postgres_url};
+use common::{event, fresh_database, ingest, postgres_url, serve_at};
 use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_collector::webhook::{Attempt, Format, RetryPolicy, WebhookConfig, Webhooks};
 use oomlens_common::client::ClientConfig;
@@ -37,15 +37,8 @@ fn webhooks(url: &str, format: Format) -> Webhooks {
 }
 
 async fn start(database: &str, hooks: &Webhooks) -> (Embedded, ClientConfig) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut server = Embedded::start(database, listener, ServerConfig::default())
-        .await
-        .unwrap();
+    let (mut server, client) = serve_at(database, ServerConfig::default()).await;
     server.start_webhooks(hooks).await;
-    let client = ClientConfig {
-        endpoint: server.endpoint(),
-        ..ClientConfig::default()
-    };
     (server, client)
 }
 

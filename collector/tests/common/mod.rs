@@ -191,15 +191,25 @@ pub async fn embedded(
 ) {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("events.db").display().to_string();
+    let (server, client) = serve_at(&database, config).await;
+    (server, client, dir)
+}
+
+/// A collector on a free port storing in `database` (a SQLite file or a
+/// PostgreSQL URL), and a client for it.
+pub async fn serve_at(
+    database: &str,
+    config: oomlens_collector::server::ServerConfig,
+) -> (oomlens_collector::server::Embedded, ClientConfig) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = oomlens_collector::server::Embedded::start(&database, listener, config)
+    let server = oomlens_collector::server::Embedded::start(database, listener, config)
         .await
         .unwrap();
     let client = ClientConfig {
         endpoint: server.endpoint(),
         ..ClientConfig::default()
     };
-    (server, client, dir)
+    (server, client)
 }
 
 pub async fn with_http(tokens: oomlens_collector::auth::Tokens, ingest_token: Option<&str>) -> WithHttp {
