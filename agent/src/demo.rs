@@ -124,6 +124,7 @@ pub async fn run(paths: &Paths) -> anyhow::Result<()> {
         kubeconfig: None,
         kill_series_grace: crate::pipeline::container_kills::SERIES_GRACE,
         metrics_listen: None,
+        web_listen: None,
         output: None,
         delivery: Delivery::Standalone {
             listen: "127.0.0.1:0".to_owned(),

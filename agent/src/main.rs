@@ -141,6 +141,10 @@ struct RunArgs {
     /// Address for /metrics, /healthz and /readyz; empty: none.
     #[arg(long, env = "OOMLENS_METRICS_LISTEN", default_value = "127.0.0.1:7462")]
     metrics_listen: String,
+    /// With --standalone: the embedded collector's JSON API and web pages
+    /// on this address instead of beside the metrics.
+    #[arg(long, env = "OOMLENS_WEB_LISTEN", requires = "standalone")]
+    web_listen: Option<String>,
     /// Warn about a container from this fraction of its limit...
     #[arg(long, env = "OOMLENS_WARN_RATIO", default_value_t = 0.5)]
     warn_ratio: f64,
@@ -295,6 +299,13 @@ impl RunArgs {
                 format!("--metrics-listen {addr:?} is not an address like 127.0.0.1:7462")
             })?),
         };
+        let web_listen =
+            match self.web_listen.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(addr) => Some(addr.parse().with_context(|| {
+                    format!("--web-listen {addr:?} is not an address like 127.0.0.1:7463")
+                })?),
+            };
         let token = match &self.token_file {
             Some(path) => Some(read_token_file(path, self.strict_permissions)?),
             None => None,
@@ -364,6 +375,7 @@ impl RunArgs {
             kubeconfig: self.kubeconfig,
             kill_series_grace: Duration::from_secs(self.kill_series_grace_secs),
             metrics_listen,
+            web_listen,
             output: Some(self.output.into()),
             delivery,
             spool_max_bytes: self.spool_max_mib * 1024 * 1024,

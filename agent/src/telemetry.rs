@@ -89,9 +89,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse as _;
     use axum::routing::get;
-    use tower::ServiceExt as _;
     let router = axum::Router::new()
         .route(
             "/metrics",
@@ -122,24 +120,47 @@ pub async fn serve(
                 }
             }),
         )
-        .fallback(move |request: axum::extract::Request| {
-            let late = Arc::clone(&late);
-            async move {
-                match late.get() {
-                    Some(routes) => match routes.clone().oneshot(request).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    },
-                    None => StatusCode::NOT_FOUND.into_response(),
-                }
-            }
-        });
+        .merge(late_fallback(late));
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving /metrics, /healthz and /readyz");
     }
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Serves only the `late` routes (the embedded collector's API and pages)
+/// on `listener`, until `shutdown` completes.
+pub async fn serve_late(
+    listener: tokio::net::TcpListener,
+    late: LateRoutes,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "serving the embedded collector's JSON API and web pages");
+    }
+    axum::serve(listener, late_fallback(late))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Answers from `late` once it is set, 404 before.
+fn late_fallback(late: LateRoutes) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse as _;
+    use tower::ServiceExt as _;
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let late = Arc::clone(&late);
+        async move {
+            match late.get() {
+                Some(routes) => match routes.clone().oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    })
 }
 
 /// Binds the metrics listener, with the address in the error.

@@ -48,6 +48,58 @@ impl TlsFiles {
         Ok(config)
     }
 
+    /// The same files for the HTTPS web address. A client certificate is
+    /// asked for whenever gRPC requires one; `require_client_certificate`
+    /// false admits a browser without one (its token authenticates it
+    /// then), while a certificate that is presented must still verify.
+    pub fn https_config(&self, require_client_certificate: bool) -> Result<rustls::ServerConfig, ServeError> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (cert, key) = read_identity(
+            "the server certificate (--tls-cert)",
+            &self.cert,
+            "the server key (--tls-key)",
+            &self.key,
+        )?;
+        // read_identity has parsed both already; these cannot fail now.
+        let bad = |e: rustls::pki_types::pem::Error| ServeError::Https(e.to_string());
+        let chain = CertificateDer::pem_slice_iter(&cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let key = PrivateKeyDer::from_pem_slice(&key).map_err(bad)?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(std::sync::Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ServeError::Https(e.to_string()))?;
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let pem = read_ca("the client CA (--tls-client-ca)", ca)?;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(&pem) {
+                    roots
+                        .add(cert.map_err(bad)?)
+                        .map_err(|e| ServeError::Https(e.to_string()))?;
+                }
+                let verifier =
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+                let verifier = if require_client_certificate {
+                    verifier
+                } else {
+                    verifier.allow_unauthenticated()
+                };
+                builder.with_client_cert_verifier(
+                    verifier.build().map_err(|e| ServeError::Https(e.to_string()))?,
+                )
+            }
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| ServeError::Https(e.to_string()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
     /// Checks the files before anything starts: readable, parsed, the key
     /// matching the certificate, and the key private to this user (others
     /// able to read it: a warning, an error with `strict_permissions`).
@@ -81,6 +133,8 @@ pub enum ServeError {
     Permissions(#[from] PermissionError),
     #[error("TLS configuration rejected: {}", error_chain(.0))]
     Tls(tonic::transport::Error),
+    #[error("cannot serve HTTPS on the web address: {0}")]
+    Https(String),
     #[error("gRPC server failed: {}", error_chain(.0))]
     Serve(tonic::transport::Error),
     #[error("cannot build the reflection service: {0}")]

@@ -235,6 +235,53 @@ fn standalone_mode_answers_the_cli_about_a_real_kill() {
     assert!(state.path().join("oomlens.db").exists());
 }
 
+/// `--web-listen`: the embedded collector's API and pages on an address
+/// of their own, and no longer beside the agent's metrics.
+#[test]
+fn standalone_web_listen_moves_the_pages_off_the_metrics_address() {
+    require_real_kernel!();
+    let state = tempfile::tempdir().unwrap();
+    let (port, metrics_port, web_port) = (free_port(), free_port(), free_port());
+    let agent = std::process::Command::new(agent_binary())
+        .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--state-dir", &state.path().display().to_string()])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--web-listen", &format!("127.0.0.1:{web_port}")])
+        .args(["--cri-socket", "none", "--output", "json"])
+        .env("OOMLENS_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = oomlens_tests::agent::KillOnDrop(agent);
+    // The routes exist once the embedded collector has started.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok((200, body)) = oomlens_tests::http_get(web_port, "/api/v1/events") {
+            assert!(body.starts_with('{'), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the web address never served the API"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, page) = oomlens_tests::http_get(web_port, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("<html"), "{page}");
+    assert_eq!(oomlens_tests::http_get(web_port, "/metrics").unwrap().0, 404);
+    let (status, metrics) = oomlens_tests::http_get(metrics_port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("oomlens_agent_"), "{metrics}");
+    for path in ["/", "/api/v1/events"] {
+        assert_eq!(
+            oomlens_tests::http_get(metrics_port, path).unwrap().0,
+            404,
+            "{path} still on the metrics address"
+        );
+    }
+}
+
 /// `oomlens-agent demo` captures a real kill and leaves nothing behind.
 #[test]
 fn the_demo_shows_a_real_kill_and_cleans_up() {

@@ -220,6 +220,47 @@ fn check_promises(name: &str, objects: &[Value], known: &BTreeSet<String>) {
     );
 }
 
+/// With TLS the API and pages have their HTTPS address (7463, `web`) on
+/// the container, the Service and the NetworkPolicy; without, none.
+fn assert_https_web(case: &str, objects: &[serde_json::Value], expected: bool) {
+    let collector = &one(case, objects, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        env_value(collector, "OOMLENS_WEB_LISTEN"),
+        expected.then_some("0.0.0.0:7463"),
+        "{case}"
+    );
+    let has_port = |ports: &serde_json::Value, field: &str| {
+        ports
+            .as_array()
+            .is_some_and(|ports| ports.iter().any(|p| p[field] == 7463))
+    };
+    assert_eq!(
+        has_port(&collector["containers"][0]["ports"], "containerPort"),
+        expected,
+        "{case}"
+    );
+    let service = of_kind(objects, "Service")
+        .into_iter()
+        .find(|s| {
+            s["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("collector"))
+        })
+        .unwrap_or_else(|| panic!("{case}: no collector Service"));
+    assert_eq!(has_port(&service["spec"]["ports"], "port"), expected, "{case}");
+    if let Some(policy) = of_kind(objects, "NetworkPolicy").into_iter().find(|p| {
+        p["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("collector"))
+    }) {
+        assert_eq!(
+            has_port(&policy["spec"]["ingress"][0]["ports"], "port"),
+            expected,
+            "{case}"
+        );
+    }
+}
+
 #[test]
 fn kustomize_overlays_render_and_validate() {
     let tools = oomlens_tests::require_deploy_tools!();
@@ -255,6 +296,7 @@ fn kustomize_overlays_render_and_validate() {
                     "{overlay}: {variable}"
                 );
             }
+            assert_https_web(overlay, &objects, true);
         } else {
             assert_eq!(collector_url, Some("http://oomlens-collector:7460"), "{overlay}");
         }
@@ -316,6 +358,7 @@ fn helm_chart_lints_renders_and_validates() {
         match name {
             "defaults" => {
                 assert!(privileged, "{name}");
+                assert_https_web(name, &objects, false);
                 assert_eq!(of_kind(&objects, "PersistentVolumeClaim").len(), 1, "{name}");
                 assert_eq!(collector_url, Some("http://oomlens-collector:7460"), "{name}");
             }
@@ -335,6 +378,7 @@ fn helm_chart_lints_renders_and_validates() {
                 }
                 assert_eq!(of_kind(&objects, "ServiceMonitor").len(), 1, "{name}");
                 assert_eq!(of_kind(&objects, "PodMonitor").len(), 1, "{name}");
+                assert_https_web(name, &objects, true);
             }
             "postgres-replicas" => {
                 assert!(of_kind(&objects, "PersistentVolumeClaim").is_empty(), "{name}");

@@ -92,6 +92,9 @@ pub struct Config {
     /// How long a container's kill counter series outlives its pod.
     pub kill_series_grace: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    /// With the embedded collector: its API and pages on an address of
+    /// their own rather than beside the metrics.
+    pub web_listen: Option<SocketAddr>,
     /// None: events are not printed.
     pub output: Option<Format>,
     pub delivery: Delivery,
@@ -219,13 +222,27 @@ impl Agent {
             metrics,
         } = self;
         let late_routes = telemetry::LateRoutes::default();
+        if let Some(addr) = config.web_listen {
+            let listener = telemetry::bind(addr).await?;
+            let serving = telemetry::serve_late(listener, Arc::clone(&late_routes), shutdown.wait());
+            tokio::spawn(async move {
+                if let Err(error) = serving.await {
+                    warn!(%error, "web endpoint stopped");
+                }
+            });
+        }
         if let Some(addr) = config.metrics_listen {
             let listener = telemetry::bind(addr).await?;
+            // The API and pages go to the web address when there is one.
+            let late = match config.web_listen {
+                Some(_) => telemetry::LateRoutes::default(),
+                None => Arc::clone(&late_routes),
+            };
             let serving = telemetry::serve(
                 listener,
                 metrics.registry(),
                 Arc::clone(&metrics.readiness),
-                Arc::clone(&late_routes),
+                late,
                 shutdown.wait(),
             );
             tokio::spawn(async move {

@@ -86,6 +86,12 @@ struct ServeArgs {
     /// none, and would carry tokens and events in the clear).
     #[arg(long, env = "OOMLENS_HTTP_API", default_value = "auto")]
     http_api: HttpApi,
+    /// A separate address for the JSON API and the web pages, which then
+    /// leave the metrics address. With --tls-cert it serves HTTPS with the
+    /// same certificate (docs/web.md#https). Empty: they share the metrics
+    /// address.
+    #[arg(long, env = "OOMLENS_WEB_LISTEN", default_value = "")]
+    web_listen: String,
     /// The web pages (kills, one kill with its chart, summary, top) beside
     /// the JSON API; `--web false` serves the API alone (docs/web.md).
     #[arg(long, env = "OOMLENS_WEB", default_value_t = true, action = clap::ArgAction::Set)]
@@ -169,6 +175,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls.check(args.strict_permissions)?;
     }
     let webhooks = webhooks(&args)?;
+    if !args.web_listen.trim().is_empty() && args.http_api == HttpApi::Off {
+        anyhow::bail!("--web-listen serves the JSON API and the pages, which --http-api off turns off");
+    }
+    // HTTPS on the web address with the gRPC certificate. A browser rarely
+    // holds a client certificate: with tokens it may come without one.
+    let web_tls = match (&tls, args.web_listen.trim().is_empty()) {
+        (Some(tls), false) => Some(tls.https_config(args.token_file.is_none())?),
+        _ => None,
+    };
     let config = ServerConfig {
         tls,
         tokens,
@@ -187,27 +202,39 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let web_listener = match args.web_listen.trim() {
+            "" => None,
+            addr => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for the web pages"))?,
+            ),
+        };
         let store = Store::open(&args.database).await?;
         let metrics = Arc::new(CollectorMetrics::new());
         let collector = Collector::start_with(store.clone(), Arc::clone(&metrics), config.limits).await?;
         let shutdown = Shutdown::on_signals();
+        let web_listen = args.web_listen.trim();
         if !args.metrics_listen.trim().is_empty() {
             let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen.trim())
                 .await
                 .with_context(|| format!("cannot listen on {} for metrics", args.metrics_listen))?;
             let stopping = shutdown.wait();
-            let api = match args.http_api {
-                HttpApi::On => true,
-                HttpApi::Off => false,
-                HttpApi::Auto if config.tls.is_some() => {
-                    info!(
-                        "the JSON API is off: gRPC has TLS and the HTTP address has none \
-                         (--http-api on serves it anyway, e.g. behind a TLS-terminating proxy)"
-                    );
-                    false
-                }
-                HttpApi::Auto => true,
-            };
+            // The API and pages come here unless they have their own address.
+            let api = web_listen.is_empty()
+                && match args.http_api {
+                    HttpApi::On => true,
+                    HttpApi::Off => false,
+                    HttpApi::Auto if config.tls.is_some() => {
+                        info!(
+                            "the JSON API is off: gRPC has TLS and the HTTP address has none \
+                             (--web-listen serves it with TLS; --http-api on serves it here anyway, \
+                             e.g. behind a TLS-terminating proxy)"
+                        );
+                        false
+                    }
+                    HttpApi::Auto => true,
+                };
             let api = api.then(|| http::Api::new(collector.clone(), config.tokens.clone()));
             let router = http::router(metrics, api, args.web);
             tokio::spawn(async move {
@@ -215,6 +242,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     warn!(%error, "HTTP endpoint stopped");
                 }
             });
+        }
+        if let Some(web_listener) = web_listener {
+            let router = http::api_routes(http::Api::new(collector.clone(), config.tokens.clone()), args.web);
+            let stopping = shutdown.wait();
+            let addr = web_listener.local_addr()?;
+            match &web_tls {
+                Some(tls) => {
+                    let listener = http::TlsListener::new(web_listener, tls.clone())?;
+                    info!(%addr, pages = args.web, "serving the JSON API over HTTPS");
+                    tokio::spawn(async move {
+                        if let Err(error) = http::serve_tls(listener, router, stopping).await {
+                            warn!(%error, "HTTPS endpoint stopped");
+                        }
+                    });
+                }
+                None => {
+                    info!(%addr, pages = args.web, "serving the JSON API");
+                    tokio::spawn(async move {
+                        if let Err(error) = http::serve(web_listener, router, stopping).await {
+                            warn!(%error, "web endpoint stopped");
+                        }
+                    });
+                }
+            }
         }
         let mut sinks = match &webhooks {
             Some(webhooks) => oomlens_collector::webhook::start(webhooks, &collector).await,

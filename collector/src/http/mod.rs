@@ -18,7 +18,10 @@ use crate::service::{Collector, Events};
 
 mod api;
 pub mod params;
+mod tls;
 mod web;
+
+pub use tls::{ServedOverTls, TlsListener};
 
 /// The JSON API's state: the query service and who may read.
 #[derive(Debug, Clone)]
@@ -117,6 +120,18 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown`: the web
+/// address with the collector's certificate.
+pub async fn serve_tls(
+    listener: TlsListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router.layer(axum::Extension(ServedOverTls)))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -257,7 +257,12 @@ async fn login_form(uri: Uri) -> Response {
 }
 
 /// Checks the token; sets the cookie and goes back where the user was.
-async fn login(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+async fn login(
+    State(api): State<Api>,
+    over_tls: Option<axum::Extension<super::ServedOverTls>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut token = String::new();
     let mut next = String::from("/");
     for (key, value) in form_urlencoded::parse(&body) {
@@ -275,10 +280,12 @@ async fn login(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Respo
     if !valid {
         return html(StatusCode::UNAUTHORIZED, pages::login(&next, true));
     }
-    // Secure when the page was reached over HTTPS (a proxy in front).
-    let secure_flag = headers
-        .get("x-forwarded-proto")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    // Secure when the page was reached over HTTPS: this collector's own
+    // (--web-listen with TLS) or a proxy's in front.
+    let secure_flag = over_tls.is_some()
+        || headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let cookie = format!(
         "{COOKIE}={token}; Path=/; Max-Age={COOKIE_SECONDS}; HttpOnly; SameSite=Strict{}",
         if secure_flag { "; Secure" } else { "" }

@@ -20,3 +20,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "oomlens.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
+
+{{/* With TLS and httpApi auto, the API and pages are served over HTTPS on
+port 7463 (--web-listen); "on" keeps them in clear on the metrics port for a
+TLS-terminating proxy. Non-empty means yes. */}}
+{{- define "oomlens.httpsWeb" -}}
+{{- if and .Values.tls.enabled (eq (toString .Values.collector.httpApi) "auto") -}}true{{- end -}}
+{{- end -}}
