@@ -163,6 +163,22 @@ async fn real_kills_in_pods_become_events_on_those_pods() {
 
     // What the runtime reported after each kill, next to what happened.
     let statuses = runtime_statuses(port, &["api-0", "worker-0", "db-0", "batch-0"]).await;
+    // OOMLENS_RECORD_KILLS=FILE keeps these real kills as JSON lines: the
+    // web pages' golden test (collector/tests/web_golden.rs) renders them.
+    if let Some(path) = std::env::var_os("OOMLENS_RECORD_KILLS") {
+        let mut recorded: Vec<&OomEvent> = statuses.values().collect();
+        recorded.sort_by_key(|e| e.time.as_ref().map(|t| (t.seconds, t.nanos)));
+        let lines: String = recorded
+            .iter()
+            .map(|e| oomlens_proto::json::event_to_json_line(e) + "\n")
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        // And the live containers as `Top` showed them then.
+        let top = oomlens_tests::http::get(&format!("127.0.0.1:{metrics_port}"), "/api/v1/top", &[]).await;
+        let mut top_path = path;
+        top_path.push(".top.json");
+        std::fs::write(top_path, top.body).unwrap();
+    }
     let expect =
         |pod: &str, state: ContainerState, reason: Option<&str>, exit: Option<i32>, matched: StatusMatch| {
             let event = &statuses[pod];
