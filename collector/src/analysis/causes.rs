@@ -13,14 +13,37 @@ pub(super) fn pod_limit(event: &OomEvent, scope: Scope, limit: Option<u64>) -> O
         return None;
     }
     let victim = event.task_memcg.as_deref();
+    // The victim's own anonymous and shared memory at the kill, from the
+    // kernel's line: samples 100 ms apart can miss the last climb
+    // entirely. Not its file-rss: mapped files (its binary) are charged
+    // to whoever read them first.
+    let victim_rss = event.victim.as_ref().and_then(|v| {
+        v.anon_rss_kb?
+            .checked_add(v.shmem_rss_kb.unwrap_or(0))?
+            .checked_mul(1024)
+    });
+    let comm = event
+        .victim
+        .as_ref()
+        .and_then(|v| v.comm.clone())
+        .unwrap_or_else(|| "the victim".to_owned());
     let shares: Vec<String> = event
         .limited_containers
         .iter()
         .filter_map(|c| {
             let bytes = c.working_set_bytes?;
             let name = c.name.clone().unwrap_or_else(|| short_id(&c.container_id));
-            let victim = (Some(c.cgroup.as_str()) == victim).then_some(" (the victim's)");
-            Some(format!("{name} {}{}", human_bytes(bytes), victim.unwrap_or("")))
+            if Some(c.cgroup.as_str()) != victim {
+                return Some(format!("{name} {}", human_bytes(bytes)));
+            }
+            Some(match victim_rss {
+                Some(rss) if rss > bytes => format!(
+                    "{name} at least {} at the kill (the victim {comm}'s anonymous and shared memory; {} at the last sample)",
+                    human_bytes(rss),
+                    human_bytes(bytes)
+                ),
+                _ => format!("{name} {} (the victim's)", human_bytes(bytes)),
+            })
         })
         .take(8)
         .collect();

@@ -28,7 +28,7 @@
 //! no machine has (a counter's "unlimited", a corrupt event) give no
 //! recommendation rather than a wrong one.
 
-use oomlens_proto::v1::{Analysis, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
+use oomlens_proto::v1::{Analysis, BreakdownSource, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
 
 use oomlens_common::units::{human_bytes, quantity, saturating_u64};
 
@@ -174,17 +174,31 @@ fn judge(event: &OomEvent, rules: &Rules) -> Analysis {
         })
         // Past any machine's memory: no limit at all.
         .filter(|l| *l <= MAX_PLAUSIBLE_BYTES);
-    let points = history.map(series).unwrap_or_default();
-    let kernel_usage = event
-        .memcg_usage
-        .as_ref()
-        .and_then(|u| u.usage_kb)
-        .and_then(kb_bytes);
-    let peak = history
+    let mut points = history.map(series).unwrap_or_default();
+    let sampled_peak = history
         .and_then(|h| h.peak_working_set_bytes)
         .into_iter()
         .chain(points.iter().map(|p| saturating_u64(p.1)))
         .max();
+    // The kernel's own number at the kill ends the curve: samples 100 ms
+    // apart miss a climb that takes less (a real kill's 32Mi came in 86 ms
+    // after a sample at 332Ki, which read as "no sudden climb").
+    let at_kill = kill_working_set(event);
+    let kill_time = event
+        .time
+        .as_ref()
+        .map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9);
+    if let (Some(h), Some(bytes), Some(t)) = (history, at_kill, kill_time)
+        && same_cgroup(&h.cgroup, event.oom_memcg.as_deref())
+        && points.last().is_none_or(|last| t > last.0)
+    {
+        points.push((t, bytes as f64));
+    }
+    let (peak, peak_what) = match (sampled_peak, at_kill) {
+        (Some(sampled), Some(kill)) if kill > sampled => (Some(kill), PEAK_AT_KILL),
+        (None, Some(kill)) => (Some(kill), PEAK_AT_KILL),
+        (sampled, _) => (sampled, "peak working set"),
+    };
     let by_layer = event
         .breakdown
         .as_ref()
@@ -205,10 +219,10 @@ fn judge(event: &OomEvent, rules: &Rules) -> Analysis {
         recommendation_reasoning: None,
         ..Analysis::default()
     };
-    if recommends && let Some((peak, recommended)) = recommendation(peak.or(kernel_usage), limit, rules) {
+    if recommends && let Some((peak, recommended)) = recommendation(peak, limit, rules) {
         let wanted = saturating_u64(peak as f64 * (1.0 + rules.headroom));
         let mut why = format!(
-            "peak working set {} + {:.0}% headroom = {}, rounded up to {}",
+            "{peak_what} {} + {:.0}% headroom = {}, rounded up to {}",
             human_bytes(peak),
             rules.headroom * 100.0,
             human_bytes(wanted),
@@ -224,6 +238,44 @@ fn judge(event: &OomEvent, rules: &Rules) -> Analysis {
         analysis.recommendation_reasoning = Some(why);
     }
     analysis
+}
+
+/// "0.4 s" reads as nothing for a climb between two samples: under a
+/// second in milliseconds.
+fn duration_words(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.0} ms", (seconds * 1e3).max(1.0))
+    } else {
+        format!("{seconds:.1} s")
+    }
+}
+
+const PEAK_AT_KILL: &str = "working set at the kill (the kernel's report)";
+
+/// The limited cgroup's working set at the kill from the kernel's report:
+/// its usage less the inactive page cache (which the kernel could have
+/// dropped). None without a usage.
+fn kill_working_set(event: &OomEvent) -> Option<u64> {
+    let usage = event
+        .memcg_usage
+        .as_ref()?
+        .usage_kb
+        .and_then(kb_bytes)
+        .filter(|b| (1..=MAX_PLAUSIBLE_BYTES).contains(b))?;
+    let inactive_file = event
+        .breakdown
+        .as_ref()
+        .filter(|b| b.source == BreakdownSource::KernelReport as i32)
+        .filter(|b| same_cgroup(&b.cgroup, event.oom_memcg.as_deref()))
+        .and_then(|b| b.inactive_file_bytes)
+        .unwrap_or(0);
+    Some(usage.saturating_sub(inactive_file))
+}
+
+/// Whether `path` names the cgroup the kernel reported as `oom_memcg`.
+fn same_cgroup(path: &str, oom_memcg: Option<&str>) -> bool {
+    let trim = |p: &str| p.trim_end_matches('/').to_owned();
+    oom_memcg.is_some_and(|m| !path.is_empty() && trim(path) == trim(m))
 }
 
 /// The peak and the limit to recommend, when both are believable: a
@@ -310,12 +362,12 @@ fn classify(
             return (
                 Verdict::Spike,
                 format!(
-                    "working set climbed from {} ({:.0}% of the {} limit) to {} in {:.1} s",
+                    "working set climbed from {} ({:.0}% of the {} limit) to {} in {}",
                     human_bytes(saturating_u64(low_y)),
                     low_y / limit_f * 100.0,
                     human_bytes(limit),
                     human_bytes(saturating_u64(last_y)),
-                    climb_s
+                    duration_words(climb_s)
                 ),
             );
         }

@@ -386,3 +386,55 @@ fn a_pod_level_kill_says_which_container_held_what() {
         Verdict::LimitTooLow as i32
     );
 }
+
+/// Four real kills from containerd pods (collector/tests/fixtures/web):
+/// busybox filled its 32Mi in under 100 ms, between two samples, so the
+/// samples alone saw a flat 300Ki-10Mi. The kernel's numbers at the kill
+/// end the curve and set the peak.
+#[test]
+fn real_kills_the_samples_missed_are_judged_by_the_kernel_numbers() {
+    let kills: Vec<OomEvent> = include_str!("../../tests/fixtures/web/real-kills.jsonl")
+        .lines()
+        .map(|line| oomlens_proto::json::event_from_json(line).unwrap())
+        .collect();
+    let pod = |e: &OomEvent| e.pod.as_ref().and_then(|p| p.name.clone()).unwrap();
+    for kill in &kills {
+        let analysis = analyse(kill, &Rules::default());
+        let name = pod(kill);
+        let why = analysis.recommendation_reasoning.clone().unwrap_or_default();
+        assert!(
+            why.starts_with("working set at the kill (the kernel's report) 32Mi"),
+            "{name}: {why}"
+        );
+        assert_eq!(analysis.recommended_limit_bytes, Some(48 * MIB), "{name}");
+        if name == "db-0" {
+            assert_eq!(analysis.verdict, Verdict::PodLimit as i32, "{name}");
+            assert!(
+                analysis
+                    .reasoning
+                    .contains("db at least 31Mi at the kill (the victim busybox's anonymous and shared memory; 528Ki at the last sample)"),
+                "{name}: {}",
+                analysis.reasoning
+            );
+        } else {
+            assert_eq!(
+                analysis.verdict,
+                Verdict::Spike as i32,
+                "{name}: {}",
+                analysis.reasoning
+            );
+            assert!(
+                analysis.reasoning.contains("to 32Mi in"),
+                "{name}: {}",
+                analysis.reasoning
+            );
+        }
+    }
+    // Without the kernel's usage the same samples say nothing of a climb.
+    let mut blind = kills[0].clone();
+    blind.memcg_usage = None;
+    assert_eq!(
+        analyse(&blind, &Rules::default()).verdict,
+        Verdict::LimitTooLow as i32
+    );
+}
