@@ -86,6 +86,46 @@ fn linux_6_18_memcg_captured_here() {
     assert_eq!(stats.forged, 0);
 }
 
+/// A real kill by page cache that could not be written back, captured
+/// here: `dd` writing to ext4 on the busy root disk from a 32Mi memory
+/// cgroup, killed when ext4 needed buffer heads (a GFP_NOFS allocation,
+/// which may not wait for writeback) while 29Mi of the charge was dirty or
+/// under writeback.
+#[test]
+fn linux_6_18_dirty_page_cache_kill_captured_here() {
+    let (_, events, stats) = parse("kmsg/linux-6.18-memcg-v1-dirty-page-cache.kmsg");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event.oom_memcg.as_deref(), Some("/oomlens-exp-dirty"));
+    assert_eq!(
+        event.trigger.as_ref().and_then(|t| t.gfp_mask.as_deref()),
+        Some("0x408d40(GFP_NOFS|__GFP_ZERO|__GFP_NOFAIL|__GFP_ACCOUNT)")
+    );
+    let b = event.breakdown.as_ref().expect("breakdown");
+    assert_eq!(b.source, oomlens_proto::v1::BreakdownSource::KernelReport as i32);
+    assert_eq!(b.cgroup, "/oomlens-exp-dirty");
+    assert_eq!(
+        (
+            b.page_cache_bytes,
+            b.inactive_file_bytes,
+            b.active_file_bytes,
+            b.dirty_bytes,
+            b.writeback_bytes,
+            b.shmem_bytes
+        ),
+        (
+            Some(31_457_280),
+            Some(31_457_280),
+            Some(0),
+            Some(5_242_880),
+            Some(25_165_824),
+            Some(0)
+        )
+    );
+    assert_eq!(b.anon_bytes, Some(1_163_264));
+    assert_eq!(stats.forged, 0);
+}
+
 #[test]
 fn ubuntu_5_4_container_limit() {
     let (_, events, _) = parse("logs/ubuntu-5.4-memcg-dmesg.txt");

@@ -132,6 +132,25 @@ fn with_breakdown(mut e: OomEvent) -> OomEvent {
     e
 }
 
+/// `oomlens show` of the four real containerd kills recorded for the web
+/// pages (tests/fixtures/web): the stacked chart of what the memory held,
+/// judged afresh.
+#[test]
+fn show_real_kills() {
+    let recorded = include_str!("fixtures/web/real-kills.jsonl");
+    for line in recorded.lines() {
+        let event = OomEvent {
+            analysis: None,
+            ..oomlens_proto::json::event_from_json(line).unwrap()
+        };
+        let pod = event.pod.as_ref().and_then(|p| p.name.clone()).unwrap();
+        check(
+            &format!("show-real-{pod}.txt"),
+            &show_event(&analysed(event), Style::PLAIN),
+        );
+    }
+}
+
 #[test]
 fn show_a_node_kill() {
     check("show-node.txt", &show_event(&analysed(node_kill()), Style::PLAIN));

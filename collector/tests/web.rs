@@ -110,9 +110,10 @@ async fn pages_show_kills_with_charts_and_keep_hostile_strings_inert() {
     let points = kill.split("class=\"ws\" points=\"").nth(1).unwrap();
     assert_eq!(
         points[..points.find('"').unwrap()].split(' ').count(),
-        120,
-        "a point per sample"
+        121,
+        "a point per sample, and the kernel's own at the kill"
     );
+    assert!(kill.contains("The last point is the kernel's own report at the kill."));
     assert!(kill.contains("memory: 384Mi"), "the YAML snippet");
     assert_eq!(
         kill.matches("<polygon class=\"layer ").count(),

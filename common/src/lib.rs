@@ -14,10 +14,13 @@
 //! - [`secrets`]: bearer tokens' rules, permissions of token and key
 //!   files, and state files created private;
 //! - [`ingest`]: what the collector answered for each event (a metric label
-//!   both sides export).
+//!   both sides export);
+//! - [`kill_point`]: the kernel's numbers at a kill as the last point of
+//!   the killed cgroup's curve, for the verdicts and the charts.
 
 pub mod client;
 pub mod ingest;
+pub mod kill_point;
 pub mod limits;
 pub mod process;
 pub mod render;

@@ -40,6 +40,11 @@ pub fn resident_bytes(event: &oomlens_proto::v1::OomEvent) -> usize {
         + event.kernel_lines.len() * size_of::<KernelLine>()
 }
 
+/// The most memory believed: more than the largest machines have (a few
+/// dozen TiB). A limit above it is "unlimited" (cgroup v1 reports about
+/// 8 EiB), and a peak or a recommendation above it is a broken number.
+pub const MAX_PLAUSIBLE_BYTES: u64 = 256 << 40;
+
 #[cfg(test)]
 mod tests {
     use oomlens_proto::v1::{MemoryHistory, MemorySample, OomEvent};

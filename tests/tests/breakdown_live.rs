@@ -3,8 +3,11 @@
 //! limit in a scratch v1 memory cgroup; the kernel's own stats dump in the
 //! report, read back live from `/dev/kmsg`, gives the event's breakdown.
 //!
-//! Needs root and the cgroup v1 memory controller; elsewhere each test
-//! prints why it skips. The tests share the kernel log, so they run one at
+//! Also the real page-cache kill captured on this machine
+//! (agent/tests/fixtures/kmsg), judged from its kernel record.
+//!
+//! The live tests need root and the cgroup v1 memory controller; elsewhere
+//! each prints why it skips. The tests share the kernel log, so they run one at
 //! a time.
 
 use std::path::{Path, PathBuf};
@@ -157,4 +160,40 @@ async fn anonymous_growth_to_the_limit_shows_as_anon() {
         .any(|v| *v as i32 == verdict),
         "{verdict}"
     );
+}
+
+/// The dirty page-cache kill captured here (`dd` to ext4 on a busy disk in
+/// a 32Mi cgroup; see agent/tests/oom_fixtures.rs), judged: page cache held
+/// the charge and most of it was dirty or under writeback, so the verdict
+/// is page_cache_pressure, no limit is recommended, and the application's
+/// heap (1.1Mi of anon) is not blamed.
+#[test]
+fn a_real_dirty_page_cache_kill_is_page_cache_pressure() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../agent/tests/fixtures/kmsg/linux-6.18-memcg-v1-dirty-page-cache.kmsg"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let (reports, _) = oomlens_agent::logtext::reports_from_text(&text, 2026);
+    assert_eq!(reports.len(), 1);
+    let event = event_from_report(&reports[0], &oomlens_tests::test_node(), 0);
+    let analysis = analyse(&event, &Rules::default());
+    let json = oomlens_proto::json::event_to_json_line(&event);
+    assert_eq!(
+        analysis.verdict,
+        Verdict::PageCachePressure as i32,
+        "{}: {json}",
+        analysis.reasoning
+    );
+    assert_eq!(analysis.recommended_limit_bytes, None, "{json}");
+    for quoted in [
+        "page cache held 30Mi of the 32Mi limit",
+        "29Mi of it dirty or under writeback",
+    ] {
+        assert!(
+            analysis.reasoning.contains(quoted),
+            "{quoted}: {}",
+            analysis.reasoning
+        );
+    }
 }

@@ -136,14 +136,15 @@ async fn the_pages_work_in_a_real_browser_on_real_kills() {
     assert_eq!(rows_after.as_u64().unwrap(), rows_before.as_u64().unwrap() + 1);
     browser.screenshot(&screenshots().join("kills-1280.png")).await;
 
-    // The kill page draws the memory chart, a point per stored sample.
+    // The kill page draws the memory chart, a point per stored sample and
+    // the kernel's own at the kill.
     let samples = second_event["history"]["samples"].as_array().map_or(0, Vec::len);
     assert!(samples >= 5, "the sampler recorded the climb: {samples} samples");
     browser.goto(&format!("http://{http}/kills/{second_id}")).await;
     let points = browser
         .eval("return document.querySelector('svg.chart polyline.ws').getAttribute('points').trim().split(' ').length;")
         .await;
-    assert_eq!(points.as_u64().unwrap(), samples as u64);
+    assert_eq!(points.as_u64().unwrap(), samples as u64 + 1);
     let yaml = browser
         .eval("const y = document.querySelector('pre.yaml'); return y ? y.textContent : '';")
         .await;

@@ -28,17 +28,15 @@
 //! no machine has (a counter's "unlimited", a corrupt event) give no
 //! recommendation rather than a wrong one.
 
-use oomlens_proto::v1::{Analysis, BreakdownSource, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
+use oomlens_common::kill_point::{same_cgroup, working_set_at_kill};
+use oomlens_proto::v1::{Analysis, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
 
 use oomlens_common::units::{human_bytes, quantity, saturating_u64};
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
 
-/// The most memory believed: more than the largest machines have (a few
-/// dozen TiB). A limit above it is "unlimited" (cgroup v1 reports about
-/// 8 EiB), and a peak or a recommendation above it is a broken number.
-pub const MAX_PLAUSIBLE_BYTES: u64 = 256 * 1024 * GIB;
+pub use oomlens_common::limits::MAX_PLAUSIBLE_BYTES;
 
 /// Tunables, with the defaults the collector uses.
 #[derive(Debug, Clone, Copy)]
@@ -183,7 +181,7 @@ fn judge(event: &OomEvent, rules: &Rules) -> Analysis {
     // The kernel's own number at the kill ends the curve: samples 100 ms
     // apart miss a climb that takes less (a real kill's 32Mi came in 86 ms
     // after a sample at 332Ki, which read as "no sudden climb").
-    let at_kill = kill_working_set(event);
+    let at_kill = working_set_at_kill(event);
     let kill_time = event
         .time
         .as_ref()
@@ -251,32 +249,6 @@ fn duration_words(seconds: f64) -> String {
 }
 
 const PEAK_AT_KILL: &str = "working set at the kill (the kernel's report)";
-
-/// The limited cgroup's working set at the kill from the kernel's report:
-/// its usage less the inactive page cache (which the kernel could have
-/// dropped). None without a usage.
-fn kill_working_set(event: &OomEvent) -> Option<u64> {
-    let usage = event
-        .memcg_usage
-        .as_ref()?
-        .usage_kb
-        .and_then(kb_bytes)
-        .filter(|b| (1..=MAX_PLAUSIBLE_BYTES).contains(b))?;
-    let inactive_file = event
-        .breakdown
-        .as_ref()
-        .filter(|b| b.source == BreakdownSource::KernelReport as i32)
-        .filter(|b| same_cgroup(&b.cgroup, event.oom_memcg.as_deref()))
-        .and_then(|b| b.inactive_file_bytes)
-        .unwrap_or(0);
-    Some(usage.saturating_sub(inactive_file))
-}
-
-/// Whether `path` names the cgroup the kernel reported as `oom_memcg`.
-fn same_cgroup(path: &str, oom_memcg: Option<&str>) -> bool {
-    let trim = |p: &str| p.trim_end_matches('/').to_owned();
-    oom_memcg.is_some_and(|m| !path.is_empty() && trim(path) == trim(m))
-}
 
 /// The peak and the limit to recommend, when both are believable: a
 /// peak of nothing, or of more than any machine has, gives no advice.

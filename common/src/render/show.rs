@@ -1,11 +1,13 @@
 //! One kill told in full, for `oomlens show` and the demo.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use oomlens_proto::v1::{Constraint, ContainerRole, OomEvent, QosClass, Runtime, Scope, Verdict};
 
 use super::escape::{printable, printable_opt};
 use super::{Style, chart::memory_chart, layers::layers_chart, prefix, scope_code, utc, word};
+use crate::kill_point::through_kill;
 use crate::units::{human_bytes, quantity, saturating_u64};
 
 fn describe_scope(event: &OomEvent) -> &'static str {
@@ -291,9 +293,21 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
                 human_bytes(saturating_u64(growth.abs()))
             );
         }
+        // The kernel's figure ends the curve: a climb between two samples
+        // shows.
+        let history = through_kill(event, history);
+        if let Cow::Owned(extended) = &history
+            && let Some(at_kill) = extended.samples.last().and_then(|s| s.working_set_bytes)
+        {
+            let _ = write!(
+                heading,
+                "; {} at the kill, from the kernel's report",
+                human_bytes(at_kill)
+            );
+        }
         heading.push_str("):");
         let _ = writeln!(out, "{}", style.bold(&heading));
-        for line in memory_chart(history, 72, 10) {
+        for line in memory_chart(&history, 72, 10) {
             let _ = writeln!(out, "  {line}");
         }
     }
@@ -302,10 +316,20 @@ pub fn show_event(event: &OomEvent, style: Style) -> String {
         .oom_memcg_history
         .as_ref()
         .filter(|h| Some(h.cgroup.as_str()) == event.oom_memcg.as_deref())
-        .or(event.history.as_ref());
-    if let Some(layers) = limited.and_then(|h| layers_chart(h, 72, 8)) {
+        .or(event.history.as_ref())
+        .map(|h| through_kill(event, h));
+    if let Some(layers) = limited.as_deref().and_then(|h| layers_chart(h, 72, 8)) {
         let _ = writeln!(out);
-        let _ = writeln!(out, "{}", style.bold("What the memory held before the kill:"));
+        let ends_at_kill = matches!(limited, Some(Cow::Owned(_)));
+        let _ = writeln!(
+            out,
+            "{}",
+            style.bold(if ends_at_kill {
+                "What the memory held before the kill (the last column and the legend: the kernel's report at the kill):"
+            } else {
+                "What the memory held before the kill:"
+            })
+        );
         for line in layers {
             let _ = writeln!(out, "  {line}");
         }

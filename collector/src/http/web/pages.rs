@@ -1,8 +1,10 @@
 //! The pages, from the data the handlers fetched to HTML. Pure: every
 //! string from an event goes through [`escape`].
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use oomlens_common::kill_point::through_kill;
 use oomlens_common::render::{Style, facts, location};
 use oomlens_common::units::{human_bytes, quantity};
 use oomlens_proto::time::format_rfc3339;
@@ -281,13 +283,21 @@ pub(super) fn kill(event: &OomEvent) -> String {
         body.push_str("</section>");
     }
     let limit = limit_of(event);
-    if let Some(history) = &event.history
-        && let Some(chart) = svg::memory_chart(history, limit.or(history.limit_bytes))
+    // Each curve of the limited cgroup ends with the kernel's figure at the
+    // kill: a climb between two samples shows.
+    let ends_at_kill = "<p class=\"legend\">The last point is the kernel's own report at the kill.</p>";
+    if let Some(history) = event.history.as_ref().map(|h| through_kill(event, h))
+        && let Some(chart) = svg::memory_chart(&history, limit.or(history.limit_bytes))
     {
+        let note = if matches!(history, Cow::Owned(_)) {
+            ends_at_kill
+        } else {
+            ""
+        };
         let _ = write!(
             body,
             "<section><h2>Memory before the kill</h2>{chart}\
-             <p class=\"legend\"><span class=\"key ws\">working set</span> <span class=\"key usage\">usage</span> <span class=\"key limit\">limit</span></p></section>"
+             <p class=\"legend\"><span class=\"key ws\">working set</span> <span class=\"key usage\">usage</span> <span class=\"key limit\">limit</span></p>{note}</section>"
         );
     }
     // The limited cgroup's layers: its own history for a pod-level kill.
@@ -295,8 +305,9 @@ pub(super) fn kill(event: &OomEvent) -> String {
         .oom_memcg_history
         .as_ref()
         .filter(|h| Some(h.cgroup.as_str()) == event.oom_memcg.as_deref())
-        .or(event.history.as_ref());
-    if let Some(history) = limited
+        .or(event.history.as_ref())
+        .map(|h| through_kill(event, h));
+    if let Some(history) = &limited
         && let Some(chart) = svg::layers_chart(history, history.limit_bytes.or(limit))
     {
         let _ = write!(
@@ -311,7 +322,8 @@ pub(super) fn kill(event: &OomEvent) -> String {
         .oom_memcg_history
         .as_ref()
         .filter(|h| Some(h.cgroup.as_str()) != event.history.as_ref().map(|h| h.cgroup.as_str()))
-        && let Some(chart) = svg::memory_chart(pod_history, pod_history.limit_bytes)
+        .map(|h| through_kill(event, h))
+        && let Some(chart) = svg::memory_chart(&pod_history, pod_history.limit_bytes)
     {
         let _ = write!(
             body,
