@@ -170,6 +170,8 @@ pub fn facts(event: &OomEvent, style: Style) -> Vec<(&'static str, String)> {
         if more > 0 {
             let _ = write!(text, ", and {more} more");
         }
+        // The agent's last samples, up to 100 ms before the kill.
+        text.push_str(" at the last sample");
         facts.push(("held by", text));
     }
     if !event.memory_volumes.is_empty() {
