@@ -162,6 +162,54 @@ async fn anonymous_growth_to_the_limit_shows_as_anon() {
     );
 }
 
+/// Pipes full of unread data: kernel memory, charged to the cgroup, that
+/// no process's RSS shows (the kernel's `kmem: usage` line).
+#[tokio::test]
+async fn pipes_filled_to_the_limit_show_as_kernel_memory() {
+    require_real_kernel!();
+    let _serial = SERIAL.lock().await;
+    let tree = ScratchTree::new(&unique("oomlens-breakdown"));
+    let (_, dir, memcg) = limited_container(&tree);
+
+    let mut reader = KmsgReader::open("/dev/kmsg", StartAt::End).expect("open /dev/kmsg");
+    let hog = env!("CARGO_BIN_EXE_oomlens-memhog");
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new(hog)
+            .args(["--mode", "pipes", "--total-mib", "256", "--hold-secs", "5"])
+            .arg("--cgroup")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("spawn the hog")
+    })
+    .await
+    .expect("hog");
+    assert!(
+        !status.success(),
+        "the hog should be killed at the limit: {status:?}"
+    );
+
+    let event = event_of_kill_at(&mut reader, &memcg).await;
+    let b = breakdown(&event);
+    let json = oomlens_proto::json::event_to_json_line(&event);
+    let kernel = b.kernel_bytes.expect("kernel");
+    assert!(kernel > LIMIT / 2, "kernel {kernel}: {json}");
+    assert!(b.anon_bytes.unwrap_or(0) < 8 * MIB, "{json}");
+    let analysis = analyse(&event, &Rules::default());
+    assert_eq!(
+        analysis.verdict,
+        Verdict::KernelMemory as i32,
+        "{}: {json}",
+        analysis.reasoning
+    );
+    eprintln!("kernel memory kill: {}", analysis.reasoning);
+    let victim = event.victim.as_ref().expect("victim");
+    assert!(
+        victim.anon_rss_kb.unwrap_or(0) < 8 << 10,
+        "the victim's RSS does not show it: {json}"
+    );
+}
+
 /// The dirty page-cache kill captured here (`dd` to ext4 on a busy disk in
 /// a 32Mi cgroup; see agent/tests/oom_fixtures.rs), judged: page cache held
 /// the charge and most of it was dirty or under writeback, so the verdict

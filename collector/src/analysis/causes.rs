@@ -141,7 +141,7 @@ pub(super) fn layer_verdict(
             Verdict::KernelMemory,
             format!(
                 "kernel memory held {}{detail}, which no process's RSS shows: look for many \
-                 connections or sockets with full buffers, many files or threads",
+                 connections, sockets or pipes with full buffers, many files or threads",
                 of(kernel)
             ),
         ));

@@ -3,6 +3,9 @@
 //! holds its memory until killed or its hold time ends.
 //!
 //! `oomlens-memhog --cgroup DIR --rate-mib 20 --total-mib 100 --hold-secs 2`
+//!
+//! `--mode pipes` fills pipes instead (64 KiB of unread data in each):
+//! kernel memory charged to the cgroup that no process's RSS shows.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,6 +21,7 @@ fn main() {
     let mut rate_mib = 20.0f64;
     let mut total_mib = 100u64;
     let mut hold_secs = 1.0f64;
+    let mut pipes = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -26,6 +30,7 @@ fn main() {
             "--rate-mib" => rate_mib = value.parse().expect("--rate-mib"),
             "--total-mib" => total_mib = value.parse().expect("--total-mib"),
             "--hold-secs" => hold_secs = value.parse().expect("--hold-secs"),
+            "--mode" => pipes = value == "pipes",
             other => panic!("unknown flag {other}"),
         }
     }
@@ -37,6 +42,13 @@ fn main() {
     writeln!(out, "started {}", now_ms()).expect("stdout");
     out.flush().expect("stdout");
 
+    if pipes {
+        fill_pipes(total_mib);
+        writeln!(out, "grown {}", now_ms()).expect("stdout");
+        out.flush().expect("stdout");
+        std::thread::sleep(Duration::from_secs_f64(hold_secs));
+        return;
+    }
     // 1 MiB chunks, each page written so it is really resident.
     const CHUNK: usize = 1 << 20;
     let start = Instant::now();
@@ -55,5 +67,28 @@ fn main() {
     writeln!(out, "grown {}", now_ms()).expect("stdout");
     out.flush().expect("stdout");
     std::thread::sleep(Duration::from_secs_f64(hold_secs));
+    std::hint::black_box(&held);
+}
+
+/// Fills pipes with 64 KiB each, kept open and unread, until `total_mib`
+/// is held in them (or the kernel kills the process).
+fn fill_pipes(total_mib: u64) {
+    use nix::sys::resource::{Resource, setrlimit};
+    let wanted_pipes = total_mib * 16 + 64;
+    setrlimit(Resource::RLIMIT_NOFILE, wanted_pipes * 2, wanted_pipes * 2).expect("raise RLIMIT_NOFILE");
+    let block = vec![b'x'; 64 << 10];
+    let mut held = Vec::new();
+    let mut written = 0u64;
+    while written < total_mib << 20 {
+        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).expect("pipe2");
+        loop {
+            match nix::unistd::write(&writer, &block) {
+                Ok(n) => written += n as u64,
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => panic!("write to a pipe: {e}"),
+            }
+        }
+        held.push((reader, writer));
+    }
     std::hint::black_box(&held);
 }
