@@ -170,9 +170,15 @@ impl IngestService for Ingest {
                     }
                     Some(ingest_request::Item::Warning(warning)) => {
                         metrics.warning();
+                        if let Some(fleet) = &collector.fleet {
+                            fleet.warn(&warning);
+                        }
                         collector.hub.publish(Published::Warning(Arc::new(warning)));
                     }
                     Some(ingest_request::Item::Status(report)) => {
+                        if let Some(fleet) = &collector.fleet {
+                            fleet.offer(&node, &report);
+                        }
                         for status in report.containers {
                             collector.record_status(status);
                         }

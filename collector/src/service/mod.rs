@@ -19,6 +19,7 @@ use crate::hub::{Hub, HubLimits};
 use crate::metrics::CollectorMetrics;
 use crate::store::{Store, StoreError};
 
+mod fleet;
 mod ingest;
 mod outbox;
 mod queries;
@@ -26,6 +27,7 @@ mod statuses;
 mod subscribe;
 mod writer;
 
+pub(crate) use fleet::warning_from;
 pub use ingest::Ingest;
 pub use queries::Events;
 pub use statuses::{MAX_STATUSES, STATUS_TTL};
@@ -77,6 +79,8 @@ pub struct Collector {
     subscribers_budget: Arc<tokio::sync::Semaphore>,
     backfills: Arc<tokio::sync::Semaphore>,
     statuses: Arc<statuses::StatusBoard>,
+    /// On PostgreSQL: statuses and warnings shared with the other replicas.
+    fleet: Option<Arc<fleet::Fleet>>,
     metrics: Arc<CollectorMetrics>,
     rules: Rules,
     limits: Limits,
@@ -115,9 +119,15 @@ impl Collector {
             queue,
             Arc::clone(&metrics),
         ));
-        if shared {
+        let fleet = shared.then(|| fleet::Fleet::start(store.clone()));
+        if let Some(fleet) = &fleet {
             let last = store.last_seq().await?;
-            tokio::spawn(crate::replicas::relay(store.clone(), hub.clone(), last));
+            tokio::spawn(crate::replicas::relay(
+                store.clone(),
+                hub.clone(),
+                last,
+                fleet.replica().to_owned(),
+            ));
         }
         let backfilling = store.clone();
         tokio::spawn(async move {
@@ -139,6 +149,7 @@ impl Collector {
             subscribers_budget: Arc::new(tokio::sync::Semaphore::new(limits.subscribers_bytes)),
             backfills: Arc::new(tokio::sync::Semaphore::new(subscribe::BACKFILLS)),
             statuses,
+            fleet,
             metrics,
             rules: Rules::default(),
             limits,

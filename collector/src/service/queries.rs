@@ -8,8 +8,9 @@ use oomlens_proto::json::JsonEnum as _;
 use oomlens_proto::time::timestamp_from_unix_us;
 use oomlens_proto::v1::event_service_server::EventService;
 use oomlens_proto::v1::{
-    GetRequest, GroupBy, OomEvent, QueryRequest, QueryResponse, Scope, SubscribeRequest, SubscribeResponse,
-    SummaryGroup, SummaryRequest, SummaryResponse, TopRequest, TopResponse,
+    ContainerMemoryStatus, GetRequest, GroupBy, OomEvent, QueryRequest, QueryResponse, Scope,
+    SubscribeRequest, SubscribeResponse, SummaryGroup, SummaryRequest, SummaryResponse, TopRequest,
+    TopResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -194,7 +195,7 @@ impl EventService for Events {
             0 => 20,
             n => n.min(1000) as usize,
         };
-        let mut containers = self.collector.statuses.live(Instant::now(), |s| {
+        let wanted = |s: &ContainerMemoryStatus| {
             s.limit_bytes.is_some_and(|l| l > 0)
                 && (request.nodes.is_empty() || request.nodes.contains(&s.node))
                 && (request.namespaces.is_empty()
@@ -202,7 +203,14 @@ impl EventService for Events {
                         .as_ref()
                         .and_then(|p| p.namespace.as_ref())
                         .is_some_and(|ns| request.namespaces.contains(ns)))
-        });
+        };
+        let mut containers = self.collector.statuses.live(Instant::now(), wanted);
+        // On PostgreSQL, the agents the other replicas serve too.
+        if let Some(fleet) = &self.collector.fleet {
+            let mut shared = fleet.shared_statuses().await;
+            shared.retain(wanted);
+            containers = super::fleet::merge(containers, shared);
+        }
         containers.sort_by(super::statuses::closest_first);
         containers.truncate(limit);
         Ok(Response::new(TopResponse { containers }))

@@ -105,12 +105,14 @@ macro_rules! bind_all {
 }
 
 mod cursors;
+mod fleet;
 mod queries;
 mod retention;
 mod schema;
 mod writes;
 
 pub use cursors::Leadership;
+pub use fleet::{MAX_NOTIFY_PAYLOAD, WARNINGS_CHANNEL};
 pub use queries::{GroupColumn, GroupRow, PageToken, READ_BUDGET, SeqPage};
 pub use writes::{Inserted, NOTIFY_CHANNEL};
 

@@ -105,6 +105,16 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         5,
         "ALTER TABLE events ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;",
     ),
+    // Each node's latest status report, for `Top` from any replica
+    // (store::fleet); SQLite has one collector and no such table.
+    (
+        6,
+        "CREATE TABLE node_statuses (
+        node TEXT PRIMARY KEY,
+        reported_at TIMESTAMPTZ NOT NULL,
+        report BYTEA NOT NULL
+    );",
+    ),
 ];
 
 impl Store {
