@@ -7,6 +7,11 @@ use std::borrow::Cow;
 
 use oomlens_proto::v1::{BreakdownSource, MemoryBreakdown, MemoryHistory, MemorySample, OomEvent};
 
+/// The kill comes at most this long after the history's last sample
+/// (the agent samples every 100 ms and keeps sampling a cgroup for a
+/// while after its kill); later than that, the point is not believed.
+const MAX_AFTER_LAST_SAMPLE_MS: i64 = 60_000;
+
 /// Whether `path` names the cgroup the kernel reported as `oom_memcg`.
 pub fn same_cgroup(path: &str, oom_memcg: Option<&str>) -> bool {
     let trim = |p: &str| p.trim_end_matches('/').to_owned();
@@ -45,18 +50,22 @@ pub fn working_set_at_kill(event: &OomEvent) -> Option<u64> {
 
 /// The kill as one more sample of `history`: when the history is of the
 /// limited cgroup, the kernel gave its usage, and the kill came after the
-/// last sample. The layers come from the report's stats when it has them.
+/// last sample, within a minute. The layers come from the report's stats when it has them.
 pub fn kill_sample(event: &OomEvent, history: &MemoryHistory) -> Option<MemorySample> {
     if !same_cgroup(&history.cgroup, event.oom_memcg.as_deref()) {
         return None;
     }
     let time = event.time?;
-    let after_samples = history
-        .samples
-        .last()
-        .and_then(|s| s.time.as_ref())
-        .is_none_or(|last| (time.seconds, time.nanos) > (last.seconds, last.nanos));
-    if !after_samples {
+    // Just after the last sample: a kill time past the samples by more
+    // than the agent's window (a clock jump, a corrupt event) would
+    // squash the whole curve into the chart's first column.
+    let last = history.samples.last()?.time?;
+    let after_ms = (time.seconds - last.seconds)
+        .saturating_mul(1000)
+        .saturating_add(i64::from(time.nanos - last.nanos) / 1_000_000);
+    if !(0..=MAX_AFTER_LAST_SAMPLE_MS).contains(&after_ms)
+        || (time.seconds, time.nanos) <= (last.seconds, last.nanos)
+    {
         return None;
     }
     let breakdown = reported_breakdown(event);

@@ -28,7 +28,7 @@
 //! no machine has (a counter's "unlimited", a corrupt event) give no
 //! recommendation rather than a wrong one.
 
-use oomlens_common::kill_point::{same_cgroup, working_set_at_kill};
+use oomlens_common::kill_point::{kill_sample, working_set_at_kill};
 use oomlens_proto::v1::{Analysis, Constraint, MemoryHistory, OomEvent, Scope, Verdict};
 
 use oomlens_common::units::{human_bytes, quantity, saturating_u64};
@@ -182,15 +182,10 @@ fn judge(event: &OomEvent, rules: &Rules) -> Analysis {
     // apart miss a climb that takes less (a real kill's 32Mi came in 86 ms
     // after a sample at 332Ki, which read as "no sudden climb").
     let at_kill = working_set_at_kill(event);
-    let kill_time = event
-        .time
-        .as_ref()
-        .map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9);
-    if let (Some(h), Some(bytes), Some(t)) = (history, at_kill, kill_time)
-        && same_cgroup(&h.cgroup, event.oom_memcg.as_deref())
-        && points.last().is_none_or(|last| t > last.0)
+    if let Some(kill) = history.and_then(|h| kill_sample(event, h))
+        && let (Some(t), Some(bytes)) = (kill.time, kill.working_set_bytes)
     {
-        points.push((t, bytes as f64));
+        points.push((t.seconds as f64 + f64::from(t.nanos) / 1e9, bytes as f64));
     }
     let (peak, peak_what) = match (sampled_peak, at_kill) {
         (Some(sampled), Some(kill)) if kill > sampled => (Some(kill), PEAK_AT_KILL),

@@ -25,6 +25,11 @@ const READ_AGAIN_AFTER: Duration = Duration::from_secs(1);
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// Warnings waiting to be relayed; more are dropped (and logged).
 const WARNINGS_QUEUE: usize = 1024;
+/// Nodes whose shared reports `Top` reads at most (the newest): four
+/// times the 5,000 nodes a collector tier is sized for, so that an ingest
+/// token inventing node names cannot make every replica decode without
+/// end.
+const MAX_SHARED_NODES: usize = 20_000;
 
 #[derive(Debug)]
 pub(crate) struct Fleet {
@@ -32,6 +37,9 @@ pub(crate) struct Fleet {
     /// This replica's name on the warnings channel, to skip its own.
     replica: String,
     pending: Mutex<HashMap<String, ContainerStatusReport>>,
+    /// Containers `Top` takes from the shared reports at most (the
+    /// status board's own bound).
+    max_statuses: usize,
     others: tokio::sync::Mutex<Option<(Instant, Vec<ContainerMemoryStatus>)>>,
     warnings: mpsc::Sender<String>,
 }
@@ -39,12 +47,13 @@ pub(crate) struct Fleet {
 impl Fleet {
     /// Starts sharing through `store`'s database until the returned
     /// handle is dropped.
-    pub(super) fn start(store: Store) -> Arc<Self> {
+    pub(super) fn start(store: Store, max_statuses: usize) -> Arc<Self> {
         let (warnings, queue) = mpsc::channel(WARNINGS_QUEUE);
         let fleet = Arc::new(Self {
             store,
             replica: replica_name(),
             pending: Mutex::default(),
+            max_statuses,
             others: tokio::sync::Mutex::default(),
             warnings,
         });
@@ -101,7 +110,7 @@ impl Fleet {
         {
             return statuses.clone();
         }
-        let statuses = match self.store.shared_statuses(STATUS_TTL).await {
+        let statuses = match self.store.shared_statuses(STATUS_TTL, MAX_SHARED_NODES).await {
             Ok(rows) => rows
                 .into_iter()
                 .filter_map(
@@ -114,6 +123,7 @@ impl Fleet {
                     },
                 )
                 .flatten()
+                .take(self.max_statuses)
                 .collect(),
             Err(error) => {
                 warn!(%error, "cannot read the other replicas' status reports: Top shows this replica's agents only");

@@ -39,17 +39,23 @@ impl Store {
         Ok(())
     }
 
-    /// The shared status reports of nodes heard from `within` the last
-    /// while, by the database's clock.
-    pub async fn shared_statuses(&self, within: Duration) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    /// The shared status reports of at most `max_nodes` nodes heard from
+    /// `within` the last while (by the database's clock), newest first.
+    pub async fn shared_statuses(
+        &self,
+        within: Duration,
+        max_nodes: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let Backend::Postgres(pool) = &self.backend else {
             return Ok(Vec::new());
         };
         sqlx::query_as(
             "SELECT node, report FROM node_statuses \
-             WHERE reported_at > now() - make_interval(secs => $1)",
+             WHERE reported_at > now() - make_interval(secs => $1) \
+             ORDER BY reported_at DESC LIMIT $2",
         )
         .bind(within.as_secs_f64())
+        .bind(i64::try_from(max_nodes).unwrap_or(i64::MAX))
         .fetch_all(pool)
         .await
         .map_err(sql("reading shared status reports"))
