@@ -6,6 +6,10 @@
 //!
 //! `--mode pipes` fills pipes instead (64 KiB of unread data in each):
 //! kernel memory charged to the cgroup that no process's RSS shows.
+//!
+//! `--mode stream` is a busy neighbour for benchmarks: it writes through
+//! `--total-mib` (more than the last-level cache) a cache line at a time,
+//! over and over, for `--hold-secs`.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,7 +25,7 @@ fn main() {
     let mut rate_mib = 20.0f64;
     let mut total_mib = 100u64;
     let mut hold_secs = 1.0f64;
-    let mut pipes = false;
+    let mut mode = String::from("grow");
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -30,7 +34,7 @@ fn main() {
             "--rate-mib" => rate_mib = value.parse().expect("--rate-mib"),
             "--total-mib" => total_mib = value.parse().expect("--total-mib"),
             "--hold-secs" => hold_secs = value.parse().expect("--hold-secs"),
-            "--mode" => pipes = value == "pipes",
+            "--mode" => mode = value,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -42,7 +46,11 @@ fn main() {
     writeln!(out, "started {}", now_ms()).expect("stdout");
     out.flush().expect("stdout");
 
-    if pipes {
+    if mode == "stream" {
+        stream(total_mib, Duration::from_secs_f64(hold_secs));
+        return;
+    }
+    if mode == "pipes" {
         fill_pipes(total_mib);
         writeln!(out, "grown {}", now_ms()).expect("stdout");
         out.flush().expect("stdout");
@@ -91,4 +99,18 @@ fn fill_pipes(total_mib: u64) {
         held.push((reader, writer));
     }
     std::hint::black_box(&held);
+}
+
+/// Writes through `total_mib` one cache line at a time until `hold` ends:
+/// keeps the last-level cache full of its own lines.
+fn stream(total_mib: u64, hold: Duration) {
+    let len = usize::try_from(total_mib << 20).expect("a buffer that fits");
+    let mut buffer = vec![0u8; len];
+    let start = Instant::now();
+    while start.elapsed() < hold {
+        for at in (0..len).step_by(64) {
+            buffer[at] = buffer[at].wrapping_add(1);
+        }
+        std::hint::black_box(&buffer);
+    }
 }
