@@ -108,6 +108,7 @@ pub struct Agent {
     node: NodeContext,
     sampler: Option<SamplerConfig>,
     cgroup_mode: String,
+    oom_groups: crate::pipeline::oom_group::OomGroups,
     cri_socket: Option<PathBuf>,
     pub metrics: Arc<AgentMetrics>,
 }
@@ -164,6 +165,14 @@ impl Config {
                 }
             },
         };
+        // Whether a kill can be followed by its memory.oom.group (v2 only).
+        let oom_groups = match cgroup::detect(&self.cgroup_root) {
+            Ok(root) if root.version == cgroup::Version::V1 => {
+                crate::pipeline::oom_group::OomGroups::Impossible
+            }
+            Ok(root) => crate::pipeline::oom_group::OomGroups::V2(root.path),
+            Err(_) => crate::pipeline::oom_group::OomGroups::Unknown,
+        };
         let cri_socket = match &self.cri_socket {
             CriSocket::Off => None,
             CriSocket::At(path) => Some(path.clone()),
@@ -177,6 +186,7 @@ impl Config {
             node,
             sampler,
             cgroup_mode,
+            oom_groups,
             cri_socket,
             metrics: Arc::new(AgentMetrics::new()),
         })
@@ -218,6 +228,7 @@ impl Agent {
             node,
             sampler: sampler_config,
             cgroup_mode,
+            oom_groups,
             cri_socket,
             metrics,
         } = self;
@@ -416,6 +427,7 @@ impl Agent {
         });
         let pipeline_config = PipelineConfig {
             state_dir: Some(config.state_dir.clone()),
+            oom_groups,
             start_without_cursor: config.start_without_cursor,
             enrichers,
             metrics: metrics.pipeline.clone(),

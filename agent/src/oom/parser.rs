@@ -243,6 +243,31 @@ impl Parser {
         }
     }
 
+    /// Reports every burst that has reached its kill when `complete` says
+    /// no `memory.oom.group` kill can follow it, given its task's and its
+    /// limited cgroup from the `oom-kill:` summary (both None without
+    /// one). The live reader calls this after each record: the kernel
+    /// prints the victim's kill before the group's line, so only a host's
+    /// cgroups can tell whether more is coming.
+    pub fn flush_complete_kills(&mut self, complete: impl Fn(Option<&str>, Option<&str>) -> bool) {
+        let mut index = 0;
+        while index < self.bursts.len() {
+            let burst = &self.bursts[index];
+            let summary = burst.summary.as_ref().map(|(s, _)| s);
+            let whole = !burst.kills.is_empty()
+                && burst.group.is_none()
+                && complete(
+                    summary.and_then(|s| s.task_memcg.as_deref()),
+                    summary.and_then(|s| s.oom_memcg.as_deref()),
+                );
+            if whole {
+                self.close(index);
+            } else {
+                index += 1;
+            }
+        }
+    }
+
     /// End of input: reports everything that reached an anchor and counts
     /// the rest as abandoned.
     pub fn finish(&mut self) {

@@ -272,3 +272,53 @@ fn the_stats_dump_becomes_the_reports_memstat_in_each_shape() {
         (Some(524_188 * 1024), Some(24 * 1024), Some(8 * 1024))
     );
 }
+
+/// The live reader closes a report at its kill line when no
+/// `memory.oom.group` can follow; a group's victim (printed before the
+/// group's line) waits for the members, and each is reported as a member.
+#[test]
+fn a_kill_no_group_can_follow_is_reported_at_its_kill_line() {
+    let summary = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/a,task_memcg=/a/b,task=tail,pid=2061,uid=0";
+    let asked = std::cell::RefCell::new(Vec::new());
+    let mut parser = Parser::new();
+    for (at, text) in [FRAGMENTS[0], summary, FRAGMENTS[12]].iter().enumerate() {
+        parser.push(&kernel(at as u64, text));
+        parser.flush_complete_kills(|task, oom| {
+            asked
+                .borrow_mut()
+                .push((task.map(str::to_owned), oom.map(str::to_owned)));
+            true
+        });
+    }
+    let report = parser.next_report().expect("reported at the kill line");
+    assert_eq!(report.victim.pid, Some(2061));
+    // Asked once, at the kill, with the summary's cgroups.
+    assert_eq!(
+        asked.into_inner(),
+        [(Some("/a/b".to_owned()), Some("/a".to_owned()))]
+    );
+
+    // A group may follow: the victim waits, its group joins it, and the
+    // report closes only after the quiet pause, whole.
+    let mut parser = Parser::new();
+    let group = [
+        FRAGMENTS[0],
+        summary,
+        "Memory cgroup out of memory: Killed process 2061 (tail) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:4kB oom_score_adj:0",
+        "Tasks in /a are going to be killed due to memory.oom.group set",
+        "Memory cgroup out of memory: Killed process 2062 (sh) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:4kB oom_score_adj:0",
+    ];
+    for (at, text) in group.iter().enumerate() {
+        parser.push(&kernel(at as u64, text));
+        // Unsure before the group line, and never closed once it came.
+        parser.flush_complete_kills(|_, _| false);
+        assert!(parser.next_report().is_none(), "closed early at line {at}");
+    }
+    parser.flush_killed();
+    let reports: Vec<OomReport> = std::iter::from_fn(|| parser.next_report()).collect();
+    let members: Vec<(Option<i32>, Option<&str>)> = reports
+        .iter()
+        .map(|r| (r.victim.pid, r.group_memcg.as_deref()))
+        .collect();
+    assert_eq!(members, [(Some(2061), Some("/a")), (Some(2062), Some("/a"))]);
+}

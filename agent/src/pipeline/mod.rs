@@ -20,6 +20,7 @@ pub mod attribute;
 pub mod container_kills;
 mod enrich;
 pub mod metrics;
+pub mod oom_group;
 pub mod runtime_watch;
 mod state;
 
@@ -83,6 +84,9 @@ pub struct PipelineConfig {
     /// After this long without a record, finished kills are reported
     /// without waiting for the next record.
     pub idle_flush: Duration,
+    /// Whether a kill may be followed by its `memory.oom.group`: kills
+    /// that cannot are reported at their kill line, without the pause.
+    pub oom_groups: oom_group::OomGroups,
     /// Memory history, runtime names, Kubernetes owners; each optional.
     /// The sampler also places kills whose report named no cgroup.
     pub enrichers: Enrichers,
@@ -102,6 +106,7 @@ impl PipelineConfig {
             node,
             start_without_cursor: StartAt::End,
             idle_flush: Duration::from_millis(20),
+            oom_groups: oom_group::OomGroups::Unknown,
             enrichers: Enrichers::default(),
             metrics: PipelineMetrics::default(),
             reader_metrics: ReaderMetrics::default(),
@@ -165,6 +170,10 @@ impl Pipeline {
         for line in self.joiner.push(record) {
             self.push(&line.input_line());
         }
+        // A kill no group can follow is whole at its kill line.
+        let groups = &self.config.oom_groups;
+        self.parser
+            .flush_complete_kills(|task, oom| groups.may_follow(task, oom) == Some(false));
     }
 
     /// After a pause: a line left open is as whole as it gets, and kills
