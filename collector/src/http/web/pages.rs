@@ -88,7 +88,14 @@ pub(super) fn row(event: &OomEvent) -> String {
         .as_ref()
         .map_or_else(|| "-".to_owned(), |a| word::<Verdict>(a.verdict));
     let limit = limit_of(event);
-    let peak = event.history.as_ref().and_then(|h| h.peak_working_set_bytes);
+    // Through the kernel's figure at the kill, as on the kill's own page.
+    let history = event.history.as_ref().map(|h| through_kill(event, h));
+    let peak = history.as_ref().and_then(|h| {
+        h.peak_working_set_bytes
+            .into_iter()
+            .chain(h.samples.iter().filter_map(|s| s.working_set_bytes))
+            .max()
+    });
     let silent = if event.silent == Some(true) {
         " <span class=\"flag\">silent</span>"
     } else {
@@ -105,7 +112,7 @@ pub(super) fn row(event: &OomEvent) -> String {
         escape(&location(event)),
         limit.map_or("-".to_owned(), human_bytes),
         peak.map_or("-".to_owned(), human_bytes),
-        svg::sparkline(event.history.as_ref(), limit),
+        svg::sparkline(history.as_deref(), limit),
     )
 }
 

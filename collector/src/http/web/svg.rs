@@ -200,9 +200,13 @@ pub(super) fn memory_chart(history: &MemoryHistory, limit: Option<u64>) -> Optio
 }
 
 fn chart_label(history: &MemoryHistory, limit: Option<u64>, points: &[(i64, u64, Option<u64>)]) -> String {
+    // The samples' highest may be the kernel's own at the kill, above the
+    // history's recorded peak.
     let peak = history
         .peak_working_set_bytes
-        .or_else(|| points.iter().map(|p| p.1).max())
+        .into_iter()
+        .chain(points.iter().map(|p| p.1))
+        .max()
         .unwrap_or(0);
     let seconds = points.last().map_or(0, |p| p.0) / 1000;
     let mut label = format!(
