@@ -6,6 +6,11 @@
 //!
 //! Run as root on cgroup v1: `cargo bench -p oomlens-tests --bench
 //! kill_latency` (KILLS=N to change the 40 kills).
+//!
+//! Then the agent's own stage histograms (`/metrics`): the kernel's
+//! timestamp to the finished report, placing, enrichment, the spool, and
+//! sending to the collector's acknowledgement (which includes its durable
+//! store); the rest is the collector's fan-out to the subscriber.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,10 +50,12 @@ fn main() {
         .unwrap_or(40);
     let state = tempfile::tempdir().expect("tempdir");
     let port = free_port();
+    let metrics_port = free_port();
     let agent = Command::new(agent_binary())
         .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--state-dir", &state.path().display().to_string()])
-        .args(["--metrics-listen", "", "--cri-socket", "none", "--output", "json"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--cri-socket", "none", "--output", "json"])
         .env("OOMLENS_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -114,6 +121,9 @@ fn main() {
         }
         receiver.await.expect("receiver")
     });
+    let metrics = oomlens_tests::http_get(metrics_port, "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
     agent.stop();
     let mut sorted = latencies.clone();
     sorted.sort();
@@ -129,4 +139,63 @@ fn main() {
         pct(0.99),
         sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
     );
+    let mut stages = Vec::new();
+    for (name, selector) in [
+        ("read", r#"oomlens_agent_kill_stage_seconds_{}{stage="read""#),
+        ("place", r#"oomlens_agent_kill_stage_seconds_{}{stage="place""#),
+        ("enrich", r#"oomlens_agent_kill_stage_seconds_{}{stage="enrich""#),
+        ("spool", r#"oomlens_agent_kill_stage_seconds_{}{stage="spool""#),
+        ("deliver", "oomlens_agent_delivery_seconds_{}"),
+    ] {
+        if let Some(stage) = Stage::from_metrics(&metrics, selector) {
+            stages.push(format!(
+                "{name} {:.2} ms (p50 <= {:.2}, p99 <= {:.2})",
+                stage.mean_ms, stage.p50_ms, stage.p99_ms
+            ));
+        }
+    }
+    println!("by stage, mean (histogram bounds): {}", stages.join("; "));
+}
+
+/// One stage's histogram from the agent's `/metrics`.
+struct Stage {
+    mean_ms: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Stage {
+    /// `selector` names the series with `{}` where `_sum`, `_count` and
+    /// `_bucket` go (label set left open for `le`).
+    fn from_metrics(text: &str, selector: &str) -> Option<Self> {
+        let value = |line: &str| line.rsplit(' ').next()?.parse::<f64>().ok();
+        let find = |part: &str| {
+            let prefix = selector.replace("{}", part);
+            text.lines().find(|l| l.starts_with(&prefix)).and_then(value)
+        };
+        let (sum, count) = (find("sum")?, find("count")?);
+        if count == 0.0 {
+            return None;
+        }
+        let bucket_prefix = selector.replace("{}", "bucket");
+        let buckets: Vec<(f64, f64)> = text
+            .lines()
+            .filter(|l| l.starts_with(&bucket_prefix))
+            .filter_map(|l| {
+                let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                Some((le.parse::<f64>().unwrap_or(f64::INFINITY), value(l)?))
+            })
+            .collect();
+        let quantile = |q: f64| {
+            buckets
+                .iter()
+                .find(|(_, cumulative)| *cumulative >= q * count)
+                .map_or(f64::INFINITY, |(le, _)| le * 1e3)
+        };
+        Some(Self {
+            mean_ms: sum / count * 1e3,
+            p50_ms: quantile(0.5),
+            p99_ms: quantile(0.99),
+        })
+    }
 }

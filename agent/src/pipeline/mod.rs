@@ -196,13 +196,23 @@ impl Pipeline {
     /// the sampler's evidence wait.
     async fn take_reports(&mut self) -> Result<(), PipelineError> {
         while let Some(report) = self.parser.next_report() {
-            if let (Some(vmstat), Some(us)) = (self.vmstat.as_mut(), report.kill_stamp.monotonic_us) {
-                vmstat.kill_seen(us);
+            if let Some(us) = report.kill_stamp.monotonic_us {
+                if let Some(vmstat) = self.vmstat.as_mut() {
+                    vmstat.kill_seen(us);
+                }
+                // Only a kill read live: the kernel's clock is this boot's.
+                let now = crate::clock::monotonic_us();
+                if now >= us && now - us < 60_000_000 {
+                    let read = (now - us) as f64 / 1e6;
+                    self.config.metrics.stage(metrics::KillStage::read, read);
+                }
             }
             let first_seq = report.first_seq();
+            let placing = std::time::Instant::now();
             let mut event = event_from_report(&report, &self.config.node, self.events);
             let placement = self.place_at_once(&report, &mut event).await;
             self.find_limit(&mut event).await;
+            (self.config.metrics).stage(metrics::KillStage::place, placing.elapsed().as_secs_f64());
             if let (Some(path), Some(us)) = (
                 &event.task_memcg,
                 event.kernel.as_ref().and_then(|k| k.monotonic_us),
@@ -308,7 +318,9 @@ impl Pipeline {
         placement: Placement,
         first_seq: Option<u64>,
     ) -> Result<(), PipelineError> {
+        let enriching = std::time::Instant::now();
         self.config.enrichers.enrich(&mut event).await;
+        (self.config.metrics).stage(metrics::KillStage::enrich, enriching.elapsed().as_secs_f64());
         KillReported {
             event: &event,
             placement,
@@ -316,9 +328,11 @@ impl Pipeline {
         .emit(&self.config.metrics);
         if let Some(spool) = &self.sink.spool {
             let metrics = &self.config.metrics;
+            let spooling = std::time::Instant::now();
             self.state
                 .spool(spool, &event, first_seq, metrics, &self.config.readiness)
                 .await;
+            metrics.stage(metrics::KillStage::spool, spooling.elapsed().as_secs_f64());
         }
         if let Some(watcher) = &self.sink.runtime_watch {
             watcher.watch(&event);

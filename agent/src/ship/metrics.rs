@@ -9,6 +9,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::error;
 
@@ -106,6 +107,17 @@ pub struct SendFailureLabels {
     pub reason: SendFailure,
 }
 
+/// Seconds from sending an event to its acknowledgement (the collector's
+/// durable store included), from 100 µs to about 3 s.
+#[derive(Debug, Clone)]
+pub struct DeliverySeconds(pub(super) Histogram);
+
+impl Default for DeliverySeconds {
+    fn default() -> Self {
+        Self(Histogram::new(exponential_buckets(0.0001, 2.0, 15)))
+    }
+}
+
 /// The sender's counters. Clones share the counts.
 #[derive(Debug, Clone, Default)]
 pub struct SenderMetrics {
@@ -113,6 +125,7 @@ pub struct SenderMetrics {
     pub(super) connected: Gauge,
     send_errors: Family<SendFailureLabels, Counter>,
     pub(super) side_dropped: Counter,
+    pub(super) delivery_seconds: DeliverySeconds,
 }
 
 impl SenderMetrics {
@@ -121,6 +134,11 @@ impl SenderMetrics {
             "shipped_events",
             "Events the collector acknowledged, by result",
             self.shipped.clone(),
+        );
+        registry.register(
+            "delivery_seconds",
+            "Time from sending an event to the collector's acknowledgement (stored durably)",
+            self.delivery_seconds.0.clone(),
         );
         registry.register(
             "collector_connected",

@@ -185,6 +185,8 @@ async fn session(
     // flight is not dropped with its kill's ack.
     let mut in_flight: HashMap<String, VecDeque<u64>> = HashMap::new();
     let mut sent: HashSet<u64> = HashSet::new();
+    // When each spooled item went out, for the delivery time.
+    let mut sent_at: HashMap<u64, std::time::Instant> = HashMap::new();
     loop {
         // Top up the window, oldest first; nothing to read when every
         // spooled event is already in flight.
@@ -195,6 +197,7 @@ async fn session(
             let batch = spool.with(move |spool| spool.unsent(&exclude, room)).await;
             for (key, event) in batch {
                 sent.insert(key);
+                sent_at.insert(key, std::time::Instant::now());
                 in_flight.entry(event.id.clone()).or_default().push_back(key);
                 let request = IngestRequest {
                     item: Some(ingest_request::Item::Event(event)),
@@ -233,6 +236,9 @@ async fn session(
                     let status = AckStatus::try_from(ack.status).unwrap_or(AckStatus::Unspecified);
                     for key in keys {
                         sent.remove(&key);
+                        if let Some(at) = sent_at.remove(&key) {
+                            metrics.delivery_seconds.0.observe(at.elapsed().as_secs_f64());
+                        }
                         match status {
                             AckStatus::Stored | AckStatus::Duplicate => {
                                 let removed = spool.with(move |s| s.remove(key)).await;
