@@ -177,10 +177,12 @@ impl Stage {
         if count == 0.0 {
             return None;
         }
+        // `le` may come before or after the stage in a bucket's labels.
         let bucket_prefix = selector.replace("{}", "bucket");
+        let (bucket_name, labels) = bucket_prefix.split_once('{').unwrap_or((&bucket_prefix, ""));
         let buckets: Vec<(f64, f64)> = text
             .lines()
-            .filter(|l| l.starts_with(&bucket_prefix))
+            .filter(|l| l.starts_with(bucket_name) && l.contains(labels))
             .filter_map(|l| {
                 let le = l.split("le=\"").nth(1)?.split('"').next()?;
                 Some((le.parse::<f64>().unwrap_or(f64::INFINITY), value(l)?))

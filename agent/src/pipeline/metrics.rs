@@ -9,7 +9,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing::{debug, info, warn};
 
@@ -57,15 +57,20 @@ pub struct StageLabels {
     pub stage: KillStage,
 }
 
-/// Seconds per stage, from 100 µs to about 3 s.
+/// Seconds per stage: fine around the few milliseconds a kill takes,
+/// up to 2.5 s.
+pub(crate) const STAGE_BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1,
+    0.25, 0.5, 2.5,
+];
+
+/// Seconds per stage ([`STAGE_BUCKETS`]).
 #[derive(Debug, Clone)]
 pub struct StageSeconds(Family<StageLabels, Histogram, fn() -> Histogram>);
 
 impl Default for StageSeconds {
     fn default() -> Self {
-        Self(Family::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0001, 2.0, 15))
-        }))
+        Self(Family::new_with_constructor(|| Histogram::new(STAGE_BUCKETS)))
     }
 }
 

@@ -9,7 +9,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing::error;
 
@@ -108,13 +108,13 @@ pub struct SendFailureLabels {
 }
 
 /// Seconds from sending an event to its acknowledgement (the collector's
-/// durable store included), from 100 µs to about 3 s.
+/// durable store included), in the kill stages' buckets.
 #[derive(Debug, Clone)]
 pub struct DeliverySeconds(pub(super) Histogram);
 
 impl Default for DeliverySeconds {
     fn default() -> Self {
-        Self(Histogram::new(exponential_buckets(0.0001, 2.0, 15)))
+        Self(Histogram::new(crate::pipeline::metrics::STAGE_BUCKETS))
     }
 }
 
