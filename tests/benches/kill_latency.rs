@@ -7,6 +7,10 @@
 //! Run as root on cgroup v1: `cargo bench -p oomlens-tests --bench
 //! kill_latency` (KILLS=N to change the 40 kills).
 //!
+//! `COLLECTOR=process` runs the collector binary as its own process on
+//! loopback (the agent sends over gRPC as a DaemonSet's does) instead of
+//! the agent's embedded one.
+//!
 //! Then the agent's own stage histograms (`/metrics`): the kernel's
 //! timestamp to the finished report, placing, enrichment, the spool, and
 //! sending to the collector's acknowledgement (which includes its durable
@@ -49,11 +53,25 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
     let state = tempfile::tempdir().expect("tempdir");
+    let separate = std::env::var("COLLECTOR").as_deref() == Ok("process");
+    let collector = separate.then(|| {
+        let database = state.path().join("events.db").display().to_string();
+        oomlens_tests::collector::CollectorProcess::start(&database, state.path())
+    });
     let port = free_port();
+    let endpoint = collector
+        .as_ref()
+        .map_or_else(|| format!("http://127.0.0.1:{port}"), |c| c.endpoint());
     let metrics_port = free_port();
-    let agent = Command::new(agent_binary())
-        .args(["run", "--standalone", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--state-dir", &state.path().display().to_string()])
+    let agent_state = state.path().join("agent");
+    let mut command = Command::new(agent_binary());
+    command.arg("run");
+    match &collector {
+        Some(_) => command.args(["--collector", &endpoint]),
+        None => command.args(["--standalone", "--listen", &format!("127.0.0.1:{port}")]),
+    };
+    let agent = command
+        .args(["--state-dir", &agent_state.display().to_string()])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
         .args(["--cri-socket", "none", "--output", "json"])
         .env("OOMLENS_LOG", "warn")
@@ -61,9 +79,10 @@ fn main() {
         .spawn()
         .expect("start the agent");
     let mut agent = StopOnDrop(agent);
+    let address = endpoint.trim_start_matches("http://").to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the embedded collector did not listen");
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < deadline, "the collector did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -75,7 +94,7 @@ fn main() {
     let prefix = tree.kernel_path("");
     let latencies = runtime.block_on(async {
         let mut client = ClientConfig {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: endpoint.clone(),
             ..ClientConfig::default()
         }
         .event_client()
@@ -133,7 +152,12 @@ fn main() {
     };
     assert!(!sorted.is_empty(), "no kill reached the subscriber");
     println!(
-        "kill -> subscriber: {} of {kills} kills received: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "kill -> subscriber ({}): {} of {kills} kills received: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        if separate {
+            "the collector as its own process"
+        } else {
+            "standalone"
+        },
         sorted.len(),
         pct(0.5),
         pct(0.99),
