@@ -204,9 +204,13 @@ async fn summary(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> Respon
         other => other.to_owned(),
     };
     let since = param(&uri, "since");
+    // The end of the period, when a link gives one (the form keeps it).
+    let until = param(&uri, "until");
     let mut query = format!("group_by={}", html::query_value(&group_by));
-    if !since.is_empty() {
-        query.push_str(&format!("&since={}", html::query_value(&since)));
+    for (name, value) in [("since", &since), ("until", &until)] {
+        if !value.is_empty() {
+            query.push_str(&format!("&{name}={}", html::query_value(value)));
+        }
     }
     let mut request: SummaryRequest = match params::summary(Some(&query), SystemTime::now()) {
         Ok(request) => request,
@@ -230,7 +234,7 @@ async fn summary(State(api): State<Api>, uri: Uri, headers: HeaderMap) -> Respon
     match api.events.summary(Request::new(request)).await {
         Ok(response) => html(
             StatusCode::OK,
-            pages::summary(&group_by, &since, &response.into_inner()),
+            pages::summary(&group_by, &since, &until, &response.into_inner()),
         ),
         Err(status) => from_status(&status),
     }

@@ -363,9 +363,16 @@ pub(super) fn kill(event: &OomEvent) -> String {
 }
 
 /// Kill counts by one grouping, as bars and as a table.
-pub(super) fn summary(group_by: &str, period: &str, response: &SummaryResponse) -> String {
+pub(super) fn summary(group_by: &str, period: &str, until: &str, response: &SummaryResponse) -> String {
     let mut body =
         String::from("<h1>Summary</h1><form class=\"filters\" method=\"get\" action=\"/summary\">");
+    if !until.is_empty() {
+        let _ = write!(
+            body,
+            "<input type=\"hidden\" name=\"until\" value=\"{}\">",
+            escape(until)
+        );
+    }
     let groups = [
         ("scope", "by scope"),
         ("namespace", "by namespace"),
