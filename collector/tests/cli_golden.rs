@@ -18,16 +18,7 @@ use oomlens_proto::v1::{
 use prost_types::Timestamp;
 
 fn check(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
-    assert_eq!(actual, expected, "{name} differs from its golden file");
+    common::check_golden(name, actual);
 }
 
 fn analysed(mut e: OomEvent) -> OomEvent {

@@ -229,31 +229,6 @@ fn text(out: &mut String, depth: usize, raw: &str) {
     }
 }
 
-fn check(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/web")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
-    if actual != expected {
-        let first = actual
-            .lines()
-            .zip(expected.lines())
-            .position(|(a, e)| a != e)
-            .unwrap_or_else(|| actual.lines().count().min(expected.lines().count()));
-        panic!(
-            "{name} differs from its golden file at line {}:\n  now:    {:?}\n  golden: {:?}\n(UPDATE_GOLDEN=1 rewrites it; review the diff)",
-            first + 1,
-            actual.lines().nth(first),
-            expected.lines().nth(first)
-        );
-    }
-}
-
 fn assert_inert(name: &str, page: &str) {
     for raw in ["<img src=x", "<script>alert", "</pre><script>"] {
         assert!(!page.contains(raw), "{name}: unescaped {raw:?}");
@@ -308,7 +283,7 @@ async fn pages_of_real_kills_match_their_golden_outlines() {
         assert_eq!(page.status, 200, "{path}: {}", page.text());
         let html = page.text();
         assert_inert(name, &html);
-        check(name, &outline(&html));
+        common::check_golden(&format!("web/{name}"), &outline(&html));
     }
     // The hostile strings did reach the pages that show them, escaped.
     let list = http::get(&address, &format!("/?{period}"), &auth).await.text();

@@ -229,3 +229,31 @@ pub async fn with_http(tokens: oomlens_collector::auth::Tokens, ingest_token: Op
         _dir: dir,
     }
 }
+
+/// Compares `actual` with the golden file `tests/golden/<name>`; with
+/// `UPDATE_GOLDEN` set, rewrites it instead. A difference names its first
+/// differing line.
+pub fn check_golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
+    if actual != expected {
+        let first = actual
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, e)| a != e)
+            .unwrap_or_else(|| actual.lines().count().min(expected.lines().count()));
+        panic!(
+            "{name} differs from its golden file at line {}:\n  now:    {:?}\n  golden: {:?}\n(UPDATE_GOLDEN=1 rewrites it; review the diff)",
+            first + 1,
+            actual.lines().nth(first),
+            expected.lines().nth(first)
+        );
+    }
+}
