@@ -123,21 +123,38 @@ fn with_breakdown(mut e: OomEvent) -> OomEvent {
     e
 }
 
-/// `oomlens show` of the four real containerd kills recorded for the web
-/// pages (tests/fixtures/web): the stacked chart of what the memory held,
-/// judged afresh.
+/// `oomlens show` of the real kills in tests/fixtures/web: four
+/// containerd kills (anonymous memory), a tmpfs filled to its limit and
+/// pipes full of kernel memory, each with its stacked chart of what the
+/// memory held, judged afresh.
 #[test]
 fn show_real_kills() {
-    let recorded = include_str!("fixtures/web/real-kills.jsonl");
-    for line in recorded.lines() {
+    let recorded = [
+        include_str!("fixtures/web/real-kills.jsonl"),
+        include_str!("fixtures/web/real-layer-kills.jsonl"),
+    ];
+    for line in recorded.iter().flat_map(|file| file.lines()) {
         let event = OomEvent {
             analysis: None,
             ..oomlens_proto::json::event_from_json(line).unwrap()
         };
-        let pod = event.pod.as_ref().and_then(|p| p.name.clone()).unwrap();
+        let event = analysed(event);
+        // Named by pod, or (without the runtime's names) by verdict.
+        let name = event
+            .pod
+            .as_ref()
+            .and_then(|p| p.name.clone())
+            .unwrap_or_else(|| {
+                use oomlens_proto::json::JsonEnum as _;
+                let verdict = event.analysis.as_ref().map_or(0, |a| a.verdict);
+                oomlens_proto::v1::Verdict::try_from(verdict)
+                    .ok()
+                    .and_then(|v| v.word())
+                    .unwrap_or_else(|| "unknown".to_owned())
+            });
         check(
-            &format!("show-real-{pod}.txt"),
-            &show_event(&analysed(event), Style::PLAIN),
+            &format!("show-real-{name}.txt"),
+            &show_event(&event, Style::PLAIN),
         );
     }
 }
