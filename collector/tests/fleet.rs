@@ -63,6 +63,22 @@ async fn top_and_warnings_through_replica_b_cover_replica_a_agents() {
         .unwrap()
         .into_inner();
 
+    // Warnings are not stored: one sent before B listens is gone. A kill
+    // stored through A reaches B's subscriber only through B's relay, so
+    // once it has, B is listening.
+    common::ingest(&client_a, vec![common::event(1, "shop", 5)])
+        .await
+        .unwrap();
+    let relayed = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(response) = subscriber.message().await.unwrap() {
+            if matches!(response.item, Some(subscribe_response::Item::Event(_))) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(relayed.is_ok(), "replica B never relayed replica A's kill");
+
     // An agent on replica A: its status report, then a warning; the
     // stream stays open, as an agent's does.
     let (agent, items) = tokio::sync::mpsc::channel(8);
