@@ -29,15 +29,20 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Reads and checks the files (a certificate and its key, a usable
-    /// CA), so that a mistake is reported at start with the file named.
-    fn load(&self) -> Result<ServerTlsConfig, ServeError> {
-        let (cert, key) = read_identity(
+    /// The certificate chain and key (PEM), read and checked.
+    fn identity(&self) -> Result<(Vec<u8>, Vec<u8>), TlsFileError> {
+        read_identity(
             "the server certificate (--tls-cert)",
             &self.cert,
             "the server key (--tls-key)",
             &self.key,
-        )?;
+        )
+    }
+
+    /// Reads and checks the files (a certificate and its key, a usable
+    /// CA), so that a mistake is reported at start with the file named.
+    fn load(&self) -> Result<ServerTlsConfig, ServeError> {
+        let (cert, key) = self.identity()?;
         let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
         if let Some(ca) = &self.client_ca {
             config = config.client_ca_root(Certificate::from_pem(read_ca(
@@ -55,12 +60,7 @@ impl TlsFiles {
     pub fn https_config(&self, require_client_certificate: bool) -> Result<rustls::ServerConfig, ServeError> {
         use rustls::pki_types::pem::PemObject as _;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let (cert, key) = read_identity(
-            "the server certificate (--tls-cert)",
-            &self.cert,
-            "the server key (--tls-key)",
-            &self.key,
-        )?;
+        let (cert, key) = self.identity()?;
         // read_identity has parsed both already; these cannot fail now.
         let bad = |e: rustls::pki_types::pem::Error| ServeError::Https(e.to_string());
         let chain = CertificateDer::pem_slice_iter(&cert)
