@@ -212,7 +212,9 @@ impl Pipeline {
             let mut event = event_from_report(&report, &self.config.node, self.events);
             let placement = self.place_at_once(&report, &mut event).await;
             self.find_limit(&mut event).await;
-            (self.config.metrics).stage(metrics::KillStage::place, placing.elapsed().as_secs_f64());
+            self.config
+                .metrics
+                .stage(metrics::KillStage::place, placing.elapsed().as_secs_f64());
             if let (Some(path), Some(us)) = (
                 &event.task_memcg,
                 event.kernel.as_ref().and_then(|k| k.monotonic_us),
@@ -320,7 +322,9 @@ impl Pipeline {
     ) -> Result<(), PipelineError> {
         let enriching = std::time::Instant::now();
         self.config.enrichers.enrich(&mut event).await;
-        (self.config.metrics).stage(metrics::KillStage::enrich, enriching.elapsed().as_secs_f64());
+        self.config
+            .metrics
+            .stage(metrics::KillStage::enrich, enriching.elapsed().as_secs_f64());
         KillReported {
             event: &event,
             placement,
