@@ -68,7 +68,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(PROTOS, ["."])?;
 
-    let mut builder = tonic_prost_build::configure();
+    // Decoding from a slice (src/codec.rs).
+    let mut builder = tonic_prost_build::configure().codec_path("crate::codec::SliceCodec");
     for message in JSON_MESSAGES {
         builder = builder.type_attribute(
             format!(".oomlens.v1.{message}"),
@@ -87,6 +88,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[serde(with = \"crate::json::timestamp\")]",
         );
     }
+    // Packed histories never leave the collector: no JSON form (and none
+    // in the schema: `schema::NOT_IN_JSON`).
+    builder = builder.field_attribute(".oomlens.v1.MemoryHistory.packed", "#[serde(skip)]");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("oomlens_descriptor.bin"),

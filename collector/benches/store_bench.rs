@@ -4,7 +4,9 @@
 //!
 //! 1. Ingest: events carrying 60 s of 10 Hz history (600 samples) sent by
 //!    4 concurrent agents over gRPC into the real server, each acked only
-//!    once durable: events/s into SQLite and into PostgreSQL. The agents'
+//!    once durable: events/s into SQLite and into PostgreSQL, with the
+//!    histories packed as agents send them (and, for SQLite, plain, as
+//!    agents from before packing do). The agents'
 //!    protobuf encoding is done before the clock starts (real agents encode
 //!    on their own nodes; here they share the collector's 2 cores).
 //! 2. Query: 1,000,000 stored events (30 days, 50 namespaces, 20 nodes;
@@ -15,7 +17,7 @@
 //!    their sparklines), the list filtered by namespace, and one kill's
 //!    page, over HTTP on loopback: p50/p99 of the whole request.
 //!
-//! `STORE_BENCH=query` runs only 2 and 3.
+//! `STORE_BENCH=query` runs only 2 and 3, `STORE_BENCH=ingest` only 1.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_collector::store::Store;
 use oomlens_common::client::ClientConfig;
 use oomlens_common::units::saturating_u64;
+use oomlens_proto::preencoded::Preencoded;
 use oomlens_proto::v1::{
     EventFilter, IngestAck, IngestRequest, MemoryHistory, MemorySample, OomEvent, Pod, QueryRequest,
     ingest_request,
@@ -31,34 +34,6 @@ use prost_types::Timestamp;
 use tokio_stream::wrappers::ReceiverStream;
 
 const START: i64 = 1_795_000_000;
-
-/// An `IngestRequest` already encoded: sent as its bytes.
-#[derive(Debug, Clone, Default)]
-struct Preencoded(prost::bytes::Bytes);
-
-impl prost::Message for Preencoded {
-    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
-        buf.put_slice(&self.0);
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: prost::encoding::WireType,
-        buf: &mut impl prost::bytes::Buf,
-        ctx: prost::encoding::DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0.clear();
-    }
-}
 
 fn event(n: u64, samples: usize) -> OomEvent {
     // 30 days over 1M events.
@@ -107,7 +82,9 @@ async fn serve(database: &str) -> Embedded {
         .expect("start the collector")
 }
 
-async fn ingest_bench(label: &str, database: &str) {
+/// `packed`: histories packed, as agents send them to a collector that
+/// announces it; otherwise plain, as older agents send them.
+async fn ingest_bench(label: &str, database: &str, packed: bool) {
     let collector = serve(database).await;
     let address = collector.endpoint();
     let agents = 4u64;
@@ -117,8 +94,12 @@ async fn ingest_bench(label: &str, database: &str) {
         .map(|a| {
             (0..per_agent)
                 .map(|i| {
-                    let item = Some(ingest_request::Item::Event(event(a * per_agent + i, 600)));
-                    Preencoded(prost::Message::encode_to_vec(&IngestRequest { item }).into())
+                    let mut event = event(a * per_agent + i, 600);
+                    if packed {
+                        oomlens_proto::history::pack(event.history.as_mut().expect("a history"));
+                    }
+                    let item = Some(ingest_request::Item::Event(event));
+                    Preencoded::of(&IngestRequest { item })
                 })
                 .collect()
         })
@@ -167,8 +148,13 @@ async fn ingest_bench(label: &str, database: &str) {
     let elapsed = started.elapsed();
     let total = agents * per_agent;
     println!(
-        "ingest {label}: {total} events of {:.1} KiB (600 samples) from {agents} agents in {:.2} s = {:.0} events/s ({:.1} MiB/s)",
+        "ingest {label}: {total} events of {:.1} KiB (600 samples, {}) from {agents} agents in {:.2} s = {:.0} events/s ({:.1} MiB/s)",
         size as f64 / 1024.0,
+        if packed {
+            "packed"
+        } else {
+            "plain, as older agents send"
+        },
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64(),
         (total as f64 * size as f64) / elapsed.as_secs_f64() / (1024.0 * 1024.0),
@@ -324,12 +310,17 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         if std::env::var("STORE_BENCH").as_deref() != Ok("query") {
             let sqlite = dir.path().join("ingest.db").display().to_string();
-            ingest_bench("sqlite", &sqlite).await;
+            ingest_bench("sqlite", &sqlite, true).await;
+            let plain = dir.path().join("ingest-plain.db").display().to_string();
+            ingest_bench("sqlite", &plain, false).await;
             let postgres = postgres_database("oomlens_bench_ingest").await;
             match &postgres {
-                Some(url) => ingest_bench("postgres", url).await,
+                Some(url) => ingest_bench("postgres", url, true).await,
                 None => println!("ingest postgres: skipped (set OOMLENS_TEST_POSTGRES to a server the role can CREATE DATABASE on)"),
             }
+        }
+        if std::env::var("STORE_BENCH").as_deref() == Ok("ingest") {
+            return;
         }
         let count = std::env::var("QUERY_EVENTS")
             .ok()

@@ -4,7 +4,10 @@
 //! The `.proto` files under `oomlens/v1/` are the source of truth and
 //! document every field; this crate only adds what protobuf cannot say.
 
+pub mod codec;
+pub mod history;
 pub mod json;
+pub mod preencoded;
 pub mod schema;
 pub mod time;
 

@@ -231,6 +231,9 @@ fn field_schema(
 /// Component schemas for [`JSON_ROOTS`] and everything inside them, by
 /// message name; and every message, field and enum value among them that
 /// has no comment.
+/// Fields the JSON form leaves out (`#[serde(skip)]` in build.rs).
+const NOT_IN_JSON: &[&str] = &["MemoryHistory.packed"];
+
 pub fn json_schemas(
     descriptor_set: &[u8],
 ) -> Result<(BTreeMap<String, Value>, Vec<Undocumented>), SchemaError> {
@@ -249,6 +252,9 @@ pub fn json_schemas(
         let mut properties = serde_json::Map::new();
         let mut required = Vec::new();
         for (i, field) in message.field.iter().enumerate() {
+            if NOT_IN_JSON.contains(&format!("{name}.{}", field.name()).as_str()) {
+                continue;
+            }
             let index = i32::try_from(i).unwrap_or(i32::MAX);
             let mut refs = Vec::new();
             let mut schema = field_schema(&contract, field, &name, &mut refs, &mut undocumented)?;

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use oomlens_common::client::{ClientConfig, error_chain, status_line};
+use oomlens_proto::history;
 use oomlens_proto::v1::{
     AckStatus, AgentHello, ContainerStatusReport, IngestRequest, MemoryWarning, ingest_request,
 };
@@ -161,8 +162,16 @@ async fn session(
     if outbound.send(hello).await.is_err() {
         return SessionEnd::Reconnect;
     }
-    let mut acks = match client.ingest(ReceiverStream::new(requests)).await {
-        Ok(response) => response.into_inner(),
+    // A collector that reads packed histories says so; older ones would
+    // drop them as an unknown field.
+    let (packs, mut acks) = match client.ingest(ReceiverStream::new(requests)).await {
+        Ok(response) => {
+            let packs = response
+                .metadata()
+                .get(history::HEADER)
+                .is_some_and(|v| v == history::HEADER_PACKED);
+            (packs, response.into_inner())
+        }
         Err(status) => {
             metrics.send_failed(SendFailure::Refused);
             let text = status_line(&status);
@@ -195,7 +204,15 @@ async fn session(
             let room = config.max_in_flight - sent.len();
             let exclude = sent.clone();
             let batch = spool.with(move |spool| spool.unsent(&exclude, room)).await;
-            for (key, event) in batch {
+            for (key, mut event) in batch {
+                if packs {
+                    for h in [event.history.as_mut(), event.oom_memcg_history.as_mut()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        history::pack(h);
+                    }
+                }
                 sent.insert(key);
                 sent_at.insert(key, std::time::Instant::now());
                 in_flight.entry(event.id.clone()).or_default().push_back(key);

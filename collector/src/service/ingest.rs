@@ -8,10 +8,12 @@
 
 use std::sync::Arc;
 
+use oomlens_proto::history;
 use oomlens_proto::v1::ingest_service_server::IngestService;
 use oomlens_proto::v1::{AckStatus, IngestAck, IngestRequest, OomEvent, ingest_request};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -124,8 +126,8 @@ impl IngestService for Ingest {
                         info!(%peer, node = %hello.node, version = %hello.agent_version, "agent connected");
                         node = hello.node;
                     }
-                    Some(ingest_request::Item::Event(event)) => {
-                        if let Err(why) = validate(&event) {
+                    Some(ingest_request::Item::Event(mut event)) => {
+                        if let Err(why) = unpack_histories(&mut event).and_then(|()| validate(&event)) {
                             metrics.ingested(IngestResult::Rejected);
                             warn!(%peer, %node, id = %event.id, why, "event rejected");
                             // In line with the other acks: they go out in order.
@@ -168,7 +170,15 @@ impl IngestService for Ingest {
                             break;
                         }
                     }
-                    Some(ingest_request::Item::Warning(warning)) => {
+                    Some(ingest_request::Item::Warning(mut warning)) => {
+                        // Served unpacked, as events are; a damaged one
+                        // goes without its history.
+                        if let Some(h) = warning.history.as_mut()
+                            && let Err(error) = history::unpack(h)
+                        {
+                            warn!(%peer, %node, %error, "a warning's packed memory history does not decode; dropped");
+                            h.packed.clear();
+                        }
                         metrics.warning();
                         if let Some(fleet) = &collector.fleet {
                             fleet.warn(&warning);
@@ -195,11 +205,32 @@ impl IngestService for Ingest {
             }
             metrics.agent_connected(-1);
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(ack_stream))))
+        let mut response = Response::new(Box::pin(ReceiverStream::new(ack_stream)) as Self::IngestStream);
+        // Agents may send histories packed.
+        response.metadata_mut().insert(
+            history::HEADER,
+            MetadataValue::from_static(history::HEADER_PACKED),
+        );
+        Ok(response)
     }
 }
 
 /// What makes an event unstorable.
+/// Unpacks the histories of an event from an agent that packs them (see
+/// the response header); damaged ones reject the event.
+fn unpack_histories(event: &mut OomEvent) -> Result<(), &'static str> {
+    for history in [event.history.as_mut(), event.oom_memcg_history.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        if let Err(error) = history::unpack(history) {
+            warn!(id = %event.id, %error, "an event's packed memory history does not decode");
+            return Err("the event's packed memory history does not decode");
+        }
+    }
+    Ok(())
+}
+
 fn validate(event: &OomEvent) -> Result<(), &'static str> {
     if event.id.is_empty() {
         return Err("the event has no id");

@@ -1,8 +1,8 @@
 //! Event storage through sqlx: SQLite (one file, WAL; the default) or
 //! PostgreSQL (a `postgres://` URL; several collector replicas share it).
 //!
-//! Events are stored whole (protobuf) with their filterable fields in
-//! indexed columns. `seq` orders events by storage: it is the subscription
+//! Events are stored whole (protobuf, histories delta-encoded: `body`)
+//! with their filterable fields in indexed columns. `seq` orders events by storage: it is the subscription
 //! cursor. Inserts are idempotent by event id. On PostgreSQL every insert
 //! transaction takes one advisory lock, so `seq` order is commit order
 //! across replicas (a reader that has seen `seq` N has seen everything
@@ -41,7 +41,7 @@ pub enum StoreError {
         source: sqlx::Error,
     },
     #[error("stored event {seq} cannot be decoded: {source}")]
-    Corrupt { seq: i64, source: prost::DecodeError },
+    Corrupt { seq: i64, source: body::BodyError },
     #[error("invalid page token {0:?}")]
     PageToken(String),
 }
@@ -104,6 +104,7 @@ macro_rules! bind_all {
     }};
 }
 
+mod body;
 mod cursors;
 mod fleet;
 mod queries;
@@ -111,6 +112,7 @@ mod retention;
 mod schema;
 mod writes;
 
+pub use body::BodyError;
 pub use cursors::Leadership;
 pub use fleet::{MAX_NOTIFY_PAYLOAD, WARNINGS_CHANNEL};
 pub use queries::{GroupColumn, GroupRow, PageToken, READ_BUDGET, SeqPage};

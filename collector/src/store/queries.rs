@@ -1,7 +1,7 @@
 //! Reading events back: by id, filtered pages newest first, backfill by
 //! sequence number, totals and grouped summaries.
 
-use oomlens_proto::v1::{EventFilter, OomEvent};
+use oomlens_proto::v1::EventFilter;
 use prost::Message as _;
 use sqlx::Row as _;
 use tracing::warn;
@@ -69,7 +69,7 @@ impl PageToken {
 pub const READ_BUDGET: usize = 4 << 20;
 
 fn decode_row(seq: i64, body: &[u8]) -> Option<StoredEvent> {
-    match OomEvent::decode(body) {
+    match super::body::decode(body) {
         Ok(event) => Some(StoredEvent { seq, event }),
         Err(source) => {
             // One bad row must not hide the others.
@@ -114,15 +114,19 @@ impl Store {
             last_seq: None,
         };
         let mut bytes = 0usize;
+        // Counted as sent (protobuf), not as stored: the budget bounds
+        // responses, and a stored body is a fraction of its event.
         let mut take = |(seq, body): (i64, Vec<u8>)| {
-            if bytes > 0 && bytes + body.len() > budget {
+            let event = decode_row(seq, &body);
+            let size = event.as_ref().map_or(body.len(), |e| e.event.encoded_len());
+            if bytes > 0 && bytes + size > budget {
                 read.cut = true;
                 return false;
             }
-            bytes += body.len();
+            bytes += size;
             read.rows += 1;
             read.last_seq = Some(seq);
-            read.events.extend(decode_row(seq, &body));
+            read.events.extend(event);
             true
         };
         match &self.backend {
@@ -422,15 +426,15 @@ mod tests {
         assert!(PageToken::decode("1.x").is_err());
     }
 
-    fn analysed(n: u64, verdict: Option<oomlens_proto::v1::Verdict>) -> OomEvent {
-        OomEvent {
+    fn analysed(n: u64, verdict: Option<oomlens_proto::v1::Verdict>) -> oomlens_proto::v1::OomEvent {
+        oomlens_proto::v1::OomEvent {
             id: format!("{n:032x}"),
             node: Some("n".into()),
             analysis: verdict.map(|v| oomlens_proto::v1::Analysis {
                 verdict: v as i32,
                 ..Default::default()
             }),
-            ..OomEvent::default()
+            ..oomlens_proto::v1::OomEvent::default()
         }
     }
 

@@ -16,7 +16,6 @@ use std::time::Duration;
 use futures_util::TryFutureExt as _;
 use futures_util::future::BoxFuture;
 use oomlens_proto::v1::OomEvent;
-use prost::Message as _;
 use sqlx::pool::PoolConnection;
 use sqlx::{Acquire as _, Database, Pool};
 use tracing::debug;
@@ -81,7 +80,7 @@ impl Store {
             let mut rows = Vec::with_capacity(chunk.len());
             for event in chunk {
                 let c = EventColumns::of(event);
-                let body = event.encode_to_vec();
+                let body = super::body::encode(event);
                 let text = |v: Option<String>| v.map_or(SqlValue::Null, SqlValue::Text);
                 let marks: Vec<String> = [
                     SqlValue::Text(event.id.clone()),

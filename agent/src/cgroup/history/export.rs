@@ -122,6 +122,8 @@ impl History {
             seconds_above_90pct: summary.seconds_above_90pct,
             limit_bytes: self.limit,
             sample_interval_ms: interval_ms,
+            // Packed only on the wire, for a collector that reads it.
+            packed: Vec::new(),
         }
     }
 }
