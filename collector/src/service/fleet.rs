@@ -5,7 +5,7 @@
 //! three replicas `oomlens top` showed about a third of the fleet and a
 //! subscriber heard a third of the warnings.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::statuses::STATUS_TTL;
+use super::statuses::{STATUS_TTL, Standing, closest_first, first_by, sample_time};
 use crate::store::{MAX_NOTIFY_PAYLOAD, Store};
 
 /// How often a replica writes the reports it received.
@@ -31,30 +31,34 @@ const WARNINGS_QUEUE: usize = 1024;
 /// end.
 const MAX_SHARED_NODES: usize = 20_000;
 
+/// Containers of the shared reports `Top` ranks at most: a 5,000-node
+/// cluster with 110 pods per node, with room (about 200 bytes each:
+/// the encoded reports and their ranking).
+const MAX_SHARED_CONTAINERS: usize = 600_000;
+
 #[derive(Debug)]
 pub(crate) struct Fleet {
     store: Store,
     /// This replica's name on the warnings channel, to skip its own.
     replica: String,
     pending: Mutex<HashMap<String, ContainerStatusReport>>,
-    /// Containers `Top` takes from the shared reports at most (the
-    /// status board's own bound).
-    max_statuses: usize,
-    others: tokio::sync::Mutex<Option<(Instant, Vec<ContainerMemoryStatus>)>>,
+    /// Containers `Top` ranks from the shared reports at most.
+    max_shared: usize,
+    shared: tokio::sync::Mutex<SharedReports>,
     warnings: mpsc::Sender<String>,
 }
 
 impl Fleet {
     /// Starts sharing through `store`'s database until the returned
     /// handle is dropped.
-    pub(super) fn start(store: Store, max_statuses: usize) -> Arc<Self> {
+    pub(super) fn start(store: Store) -> Arc<Self> {
         let (warnings, queue) = mpsc::channel(WARNINGS_QUEUE);
         let fleet = Arc::new(Self {
             store,
             replica: replica_name(),
             pending: Mutex::default(),
-            max_statuses,
-            others: tokio::sync::Mutex::default(),
+            max_shared: MAX_SHARED_CONTAINERS,
+            shared: tokio::sync::Mutex::default(),
             warnings,
         });
         tokio::spawn(share(Arc::downgrade(&fleet)));
@@ -100,59 +104,205 @@ impl Fleet {
         }
     }
 
-    /// The other replicas' containers (and this one's, as last shared),
-    /// from reports at most [`STATUS_TTL`] old; read at most once a
-    /// second. Empty, with a log line, when the database cannot answer.
-    pub(super) async fn shared_statuses(&self) -> Vec<ContainerMemoryStatus> {
-        let mut others = self.others.lock().await;
-        if let Some((read, statuses)) = others.as_ref()
-            && read.elapsed() < READ_AGAIN_AFTER
-        {
-            return statuses.clone();
-        }
-        let statuses = match self.store.shared_statuses(STATUS_TTL, MAX_SHARED_NODES).await {
-            Ok(rows) => rows
-                .into_iter()
-                .filter_map(
-                    |(node, body)| match ContainerStatusReport::decode(body.as_slice()) {
-                        Ok(report) => Some(report.containers),
-                        Err(error) => {
-                            warn!(%node, %error, "a shared status report cannot be decoded; skipped");
-                            None
-                        }
-                    },
-                )
-                .flatten()
-                .take(self.max_statuses)
-                .collect(),
-            Err(error) => {
+    /// The first `limit` containers in `Top`'s order among the shared
+    /// reports (every replica's, as last shared) of nodes that pass
+    /// `node_wanted`, of the statuses that pass `wanted`. The reports
+    /// are re-read at most once a second, and then only those that
+    /// changed; ranking reads no report, and only the reports of the
+    /// containers shown are decoded again. Empty, with a log line, when
+    /// the database cannot answer.
+    ///
+    /// A node this replica has statuses of (`local_newest`: its newest
+    /// sample) counts only where the shared report is newer (an agent
+    /// that moved here is fresher here; one that moved away, there);
+    /// returned with the first `limit` are those nodes, whose statuses
+    /// on this replica's board are stale.
+    pub(super) async fn top(
+        &self,
+        local_newest: &HashMap<String, Option<(i64, i32)>>,
+        node_wanted: impl Fn(&str) -> bool,
+        namespace_wanted: impl Fn(Option<&str>) -> bool,
+        limit: usize,
+    ) -> (Vec<ContainerMemoryStatus>, HashSet<String>) {
+        let mut shared = self.shared.lock().await;
+        if shared.read.is_none_or(|at| at.elapsed() >= READ_AGAIN_AFTER) {
+            if let Err(error) = shared.refresh(&self.store, self.max_shared).await {
                 warn!(%error, "cannot read the other replicas' status reports: Top shows this replica's agents only");
-                Vec::new()
+                *shared = SharedReports::default();
+                return (Vec::new(), HashSet::new());
             }
-        };
-        *others = Some((Instant::now(), statuses.clone()));
-        statuses
+            shared.read = Some(Instant::now());
+        }
+        let stale_here: HashSet<String> = local_newest
+            .iter()
+            .filter(|(node, local)| {
+                shared
+                    .nodes
+                    .get(node.as_str())
+                    .is_some_and(|n| n.newest > **local)
+            })
+            .map(|(node, _)| node.clone())
+            .collect();
+        let chosen = shared.top(
+            |node, newest| node_wanted(node) && local_newest.get(node).is_none_or(|local| newest > *local),
+            namespace_wanted,
+            limit,
+        );
+        (chosen, stale_here)
     }
 }
 
-/// `local` and `shared` statuses, one per container (node and cgroup):
-/// the one with the later sample time.
-pub(super) fn merge(
-    local: Vec<ContainerMemoryStatus>,
-    shared: Vec<ContainerMemoryStatus>,
-) -> Vec<ContainerMemoryStatus> {
-    let time = |s: &ContainerMemoryStatus| s.time.as_ref().map(|t| (t.seconds, t.nanos));
-    let mut by_container: HashMap<(String, String), ContainerMemoryStatus> = HashMap::new();
-    for status in shared.into_iter().chain(local) {
-        let key = (status.node.clone(), status.cgroup.clone());
-        match by_container.get(&key) {
-            Some(held) if time(held) > time(&status) => {}
-            _ => {
-                by_container.insert(key, status);
+/// The shared status reports as last read, ranked.
+#[derive(Debug, Default)]
+pub(super) struct SharedReports {
+    read: Option<Instant>,
+    nodes: HashMap<String, SharedNode>,
+}
+
+/// One node's shared report and where each of its containers stands.
+#[derive(Debug)]
+struct SharedNode {
+    /// When it was shared (database clock, microseconds): changed means
+    /// read again.
+    shared_us: i64,
+    report: Vec<u8>,
+    /// The newest sample time in the report.
+    newest: Option<(i64, i32)>,
+    namespaces: Vec<String>,
+    containers: Vec<Ranked>,
+}
+
+/// A container of a shared report, as much as ranking needs.
+#[derive(Debug, Clone, Copy)]
+struct Ranked {
+    /// Its place in the report.
+    index: usize,
+    /// Into `SharedNode::namespaces`.
+    namespace: Option<usize>,
+    standing: Standing,
+}
+
+impl SharedNode {
+    fn read(shared_us: i64, report: Vec<u8>) -> Result<Self, prost::DecodeError> {
+        let decoded = ContainerStatusReport::decode(report.as_slice())?;
+        let mut namespaces: Vec<String> = Vec::new();
+        let mut containers = Vec::new();
+        let mut newest = None;
+        for (index, status) in decoded.containers.iter().enumerate() {
+            newest = newest.max(sample_time(status));
+            // Top shows only containers with a limit.
+            if status.limit_bytes.is_none_or(|l| l == 0) {
+                continue;
+            }
+            let namespace = status
+                .pod
+                .as_ref()
+                .and_then(|p| p.namespace.as_deref())
+                .map(|ns| {
+                    namespaces
+                        .iter()
+                        .position(|known| known == ns)
+                        .unwrap_or_else(|| {
+                            namespaces.push(ns.to_owned());
+                            namespaces.len() - 1
+                        })
+                });
+            containers.push(Ranked {
+                index,
+                namespace,
+                standing: Standing::of(status),
+            });
+        }
+        Ok(Self {
+            shared_us,
+            report,
+            newest,
+            namespaces,
+            containers,
+        })
+    }
+}
+
+impl SharedReports {
+    /// Reads the reports shared since the last read, and forgets those
+    /// no longer live (at most `max_containers` ranked in all).
+    async fn refresh(
+        &mut self,
+        store: &Store,
+        max_containers: usize,
+    ) -> Result<(), crate::store::StoreError> {
+        let times = store.shared_report_times(STATUS_TTL, MAX_SHARED_NODES).await?;
+        let live: HashMap<&str, i64> = times.iter().map(|(node, at)| (node.as_str(), *at)).collect();
+        self.nodes
+            .retain(|node, shared| live.get(node.as_str()) == Some(&shared.shared_us));
+        let changed: Vec<String> = times
+            .iter()
+            .filter(|(node, _)| !self.nodes.contains_key(node))
+            .map(|(node, _)| node.clone())
+            .collect();
+        let mut ranked: usize = self.nodes.values().map(|n| n.containers.len()).sum();
+        for chunk in changed.chunks(500) {
+            for (node, shared_us, report) in store.shared_reports(chunk).await? {
+                match SharedNode::read(shared_us, report) {
+                    Ok(shared) if ranked + shared.containers.len() <= max_containers => {
+                        ranked += shared.containers.len();
+                        self.nodes.insert(node, shared);
+                    }
+                    Ok(_) => {
+                        warn!(%node, max_containers, "more shared containers than Top ranks (600,000): it leaves out this node's");
+                    }
+                    Err(error) => warn!(%node, %error, "a shared status report cannot be decoded; skipped"),
+                }
             }
         }
+        Ok(())
     }
-    by_container.into_values().collect()
+
+    fn top(
+        &self,
+        node_wanted: impl Fn(&str, Option<(i64, i32)>) -> bool,
+        namespace_wanted: impl Fn(Option<&str>) -> bool,
+        limit: usize,
+    ) -> Vec<ContainerMemoryStatus> {
+        let mut candidates: Vec<(&str, Ranked)> = Vec::new();
+        for (node, shared) in &self.nodes {
+            if !node_wanted(node, shared.newest) {
+                continue;
+            }
+            let namespaces: Vec<bool> = shared
+                .namespaces
+                .iter()
+                .map(|ns| namespace_wanted(Some(ns)))
+                .collect();
+            let without_namespace = namespace_wanted(None);
+            candidates.extend(
+                shared
+                    .containers
+                    .iter()
+                    .filter(|c| c.namespace.map_or(without_namespace, |i| namespaces[i]))
+                    .map(|c| (node.as_str(), *c)),
+            );
+        }
+        let chosen = first_by(candidates, limit, |a, b| a.1.standing.order(&b.1.standing));
+        // Decode only the reports that hold what is shown.
+        let mut by_node: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (node, ranked) in &chosen {
+            by_node.entry(node).or_default().push(ranked.index);
+        }
+        let mut statuses = Vec::with_capacity(chosen.len());
+        for (node, indices) in by_node {
+            let Ok(mut report) = ContainerStatusReport::decode(self.nodes[node].report.as_slice()) else {
+                continue;
+            };
+            for index in indices {
+                if let Some(status) = report.containers.get_mut(index) {
+                    statuses.push(std::mem::take(status));
+                }
+            }
+        }
+        statuses.sort_by(closest_first);
+        statuses
+    }
 }
 
 /// Writes the pending reports every [`SHARE_EVERY`] and forgets silent
@@ -250,21 +400,82 @@ mod tests {
         }
     }
 
-    #[test]
-    fn merging_keeps_the_latest_of_each_container() {
-        let local = vec![status("a", "/c1", 10, 1), status("a", "/c2", 5, 2)];
-        let shared = vec![
-            status("a", "/c1", 9, 100),
-            status("a", "/c2", 6, 200),
-            status("b", "/c1", 1, 300),
-        ];
-        let mut merged = merge(local, shared);
-        merged.sort_by(|x, y| (&x.node, &x.cgroup).cmp(&(&y.node, &y.cgroup)));
-        let seen: Vec<(&str, &str, u64)> = merged
+    fn report(node: &str, seconds: i64, containers: &[(&str, Option<&str>, u64)]) -> Vec<u8> {
+        ContainerStatusReport {
+            containers: containers
+                .iter()
+                .map(|(cgroup, namespace, working_set)| ContainerMemoryStatus {
+                    pod: namespace.map(|ns| oomlens_proto::v1::Pod {
+                        namespace: Some(ns.into()),
+                        ..oomlens_proto::v1::Pod::default()
+                    }),
+                    limit_bytes: Some(100),
+                    ..status(node, cgroup, seconds, *working_set)
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    }
+
+    fn shared(reports: &[(&str, Vec<u8>)]) -> SharedReports {
+        SharedReports {
+            read: Some(Instant::now()),
+            nodes: reports
+                .iter()
+                .map(|(node, report)| ((*node).to_owned(), SharedNode::read(1, report.clone()).unwrap()))
+                .collect(),
+        }
+    }
+
+    fn shown(statuses: &[ContainerMemoryStatus]) -> Vec<(&str, &str)> {
+        statuses
             .iter()
-            .map(|s| (s.node.as_str(), s.cgroup.as_str(), s.working_set_bytes))
-            .collect();
-        assert_eq!(seen, [("a", "/c1", 1), ("a", "/c2", 200), ("b", "/c1", 300)]);
+            .map(|s| (s.node.as_str(), s.cgroup.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn top_of_shared_reports_ranks_across_nodes_and_filters_without_decoding_all() {
+        let reports = shared(&[
+            (
+                "a",
+                report(
+                    "a",
+                    10,
+                    &[
+                        ("/a1", Some("shop"), 90),
+                        ("/a2", Some("db"), 50),
+                        ("/a3", None, 99),
+                    ],
+                ),
+            ),
+            (
+                "b",
+                report("b", 10, &[("/b1", Some("shop"), 95), ("/b2", Some("db"), 70)]),
+            ),
+            // A container without a limit is never in Top.
+            ("c", {
+                let mut r =
+                    ContainerStatusReport::decode(report("c", 10, &[("/c1", Some("db"), 99)]).as_slice())
+                        .unwrap();
+                r.containers[0].limit_bytes = None;
+                r.encode_to_vec()
+            }),
+        ]);
+        let all = reports.top(|_, _| true, |_| true, 3);
+        assert_eq!(shown(&all), [("a", "/a3"), ("b", "/b1"), ("a", "/a1")]);
+        assert_eq!(all[1].working_set_bytes, 95, "the status itself, decoded again");
+        let db = reports.top(|_, _| true, |ns| ns == Some("db"), 10);
+        assert_eq!(shown(&db), [("b", "/b2"), ("a", "/a2")]);
+        let only_a = reports.top(|node, _| node == "a", |_| true, 10);
+        assert_eq!(shown(&only_a), [("a", "/a3"), ("a", "/a1"), ("a", "/a2")]);
+    }
+
+    #[test]
+    fn a_shared_node_knows_its_newest_sample() {
+        let node = SharedNode::read(1, report("a", 7, &[("/a1", None, 1)])).unwrap();
+        assert_eq!(node.newest, Some((7, 0)));
+        assert!(SharedNode::read(1, vec![0xff, 0xff]).is_err());
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl Collector {
             queue,
             Arc::clone(&metrics),
         ));
-        let fleet = shared.then(|| fleet::Fleet::start(store.clone(), limits.max_statuses));
+        let fleet = shared.then(|| fleet::Fleet::start(store.clone()));
         if let Some(fleet) = &fleet {
             let last = store.last_seq().await?;
             tokio::spawn(crate::replicas::relay(

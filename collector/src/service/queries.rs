@@ -204,15 +204,34 @@ impl EventService for Events {
                         .and_then(|p| p.namespace.as_ref())
                         .is_some_and(|ns| request.namespaces.contains(ns)))
         };
-        let mut containers = self.collector.statuses.live(Instant::now(), wanted);
-        // On PostgreSQL, the agents the other replicas serve too.
-        if let Some(fleet) = &self.collector.fleet {
-            let mut shared = fleet.shared_statuses().await;
-            shared.retain(wanted);
-            containers = super::fleet::merge(containers, shared);
-        }
-        containers.sort_by(super::statuses::closest_first);
-        containers.truncate(limit);
+        let now = Instant::now();
+        let Some(fleet) = &self.collector.fleet else {
+            let containers = self.collector.statuses.top(now, wanted, limit);
+            return Ok(Response::new(TopResponse { containers }));
+        };
+        // On PostgreSQL, the agents the other replicas serve too; each
+        // node's containers from whichever view of it is newer.
+        let local_newest = self.collector.statuses.newest_by_node(now);
+        let (shared, stale_here) = fleet
+            .top(
+                &local_newest,
+                |node| request.nodes.is_empty() || request.nodes.iter().any(|n| n == node),
+                |namespace| {
+                    request.namespaces.is_empty()
+                        || namespace.is_some_and(|ns| request.namespaces.iter().any(|n| n == ns))
+                },
+                limit,
+            )
+            .await;
+        let local = self
+            .collector
+            .statuses
+            .top(now, |s| wanted(s) && !stale_here.contains(&s.node), limit);
+        let containers = super::statuses::first_by(
+            local.into_iter().chain(shared).collect(),
+            limit,
+            super::statuses::closest_first,
+        );
         Ok(Response::new(TopResponse { containers }))
     }
 }

@@ -14,26 +14,67 @@ use oomlens_proto::v1::ContainerMemoryStatus;
 /// that time in `Top`, ahead of the rest.
 pub(super) const TOP_HORIZON_SECONDS: f64 = 6.0 * 3600.0;
 
-/// `Top`'s order: containers projected to reach their limit within
-/// [`TOP_HORIZON_SECONDS`], soonest first; then the others, the largest
-/// fraction of their limit first.
-pub(super) fn closest_first(a: &ContainerMemoryStatus, b: &ContainerMemoryStatus) -> std::cmp::Ordering {
-    let soon = |s: &ContainerMemoryStatus| s.seconds_to_limit.filter(|t| *t <= TOP_HORIZON_SECONDS);
-    let ratio =
-        |s: &ContainerMemoryStatus| s.working_set_bytes as f64 / s.limit_bytes.unwrap_or(1).max(1) as f64;
-    match (soon(a), soon(b)) {
-        (Some(x), Some(y)) => x.total_cmp(&y),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => ratio(b).total_cmp(&ratio(a)),
+/// Where a container stands in `Top`: its projected seconds to the limit
+/// when within [`TOP_HORIZON_SECONDS`], and its fraction of the limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Standing {
+    soon: Option<f64>,
+    fraction: f64,
+}
+
+impl Standing {
+    pub(super) fn of(s: &ContainerMemoryStatus) -> Self {
+        Self {
+            soon: s.seconds_to_limit.filter(|t| *t <= TOP_HORIZON_SECONDS),
+            fraction: s.working_set_bytes as f64 / s.limit_bytes.unwrap_or(1).max(1) as f64,
+        }
     }
+
+    /// `Top`'s order: containers projected to reach their limit within
+    /// [`TOP_HORIZON_SECONDS`], soonest first; then the others, the
+    /// largest fraction of their limit first.
+    pub(super) fn order(&self, other: &Self) -> std::cmp::Ordering {
+        match (self.soon, other.soon) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => other.fraction.total_cmp(&self.fraction),
+        }
+    }
+}
+
+/// `Top`'s order of two statuses ([`Standing::order`]).
+pub(super) fn closest_first(a: &ContainerMemoryStatus, b: &ContainerMemoryStatus) -> std::cmp::Ordering {
+    Standing::of(a).order(&Standing::of(b))
+}
+
+/// The first `limit` of `items` in `order`, sorted (a partial selection:
+/// `Top` ranks hundreds of thousands of containers to show a few).
+pub(super) fn first_by<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    if items.len() > limit && limit > 0 {
+        items.select_nth_unstable_by(limit - 1, &order);
+    }
+    items.truncate(limit);
+    items.sort_by(order);
+    items
+}
+
+/// A status's sample time, to tell which of two views of a node is newer.
+pub(super) fn sample_time(s: &ContainerMemoryStatus) -> Option<(i64, i32)> {
+    s.time.as_ref().map(|t| (t.seconds, t.nanos))
 }
 
 /// A container not reported for this long is gone (agents report every
 /// few seconds).
 pub const STATUS_TTL: Duration = Duration::from_secs(30);
-/// Containers tracked across the cluster by default (about 1 KiB each;
-/// `--max-container-statuses` changes it).
+/// Containers tracked by default (about 1 KiB each;
+/// `--max-container-statuses` changes it): within the 1 GiB a collector
+/// is given by default. A replica serving a third of 5,000 nodes with
+/// 110 pods each needs 200,000 and more memory (docs/scale.md).
 pub const MAX_STATUSES: usize = 100_000;
 
 type Entries = HashMap<(String, String), (Instant, ContainerMemoryStatus)>;
@@ -110,20 +151,40 @@ impl StatusBoard {
         board.entries.len()
     }
 
-    /// The live statuses that pass `keep`.
-    pub(super) fn live(
+    /// The first `limit` live statuses that pass `keep`, in `Top`'s
+    /// order; only those are copied.
+    pub(super) fn top(
         &self,
         now: Instant,
         keep: impl Fn(&ContainerMemoryStatus) -> bool,
+        limit: usize,
     ) -> Vec<ContainerMemoryStatus> {
-        self.lock()
+        let board = self.lock();
+        let live: Vec<&ContainerMemoryStatus> = board
             .entries
             .values()
-            .filter(|(seen, _)| now.duration_since(*seen) < STATUS_TTL)
+            .filter(|(seen, _)| now.saturating_duration_since(*seen) < STATUS_TTL)
             .map(|(_, status)| status)
             .filter(|status| keep(status))
+            .collect();
+        first_by(live, limit, |a, b| closest_first(a, b))
+            .into_iter()
             .cloned()
             .collect()
+    }
+
+    /// Each node with live statuses, and the newest sample time among them.
+    pub(super) fn newest_by_node(&self, now: Instant) -> HashMap<String, Option<(i64, i32)>> {
+        let board = self.lock();
+        let mut newest: HashMap<String, Option<(i64, i32)>> = HashMap::new();
+        for (seen, status) in board.entries.values() {
+            if now.saturating_duration_since(*seen) < STATUS_TTL {
+                let time = sample_time(status);
+                let held = newest.entry(status.node.clone()).or_insert(time);
+                *held = (*held).max(time);
+            }
+        }
+        newest
     }
 }
 
@@ -152,6 +213,41 @@ mod tests {
         assert_eq!(order, ["climb-30s", "leak-5h", "full-flat", "slow-2d", "half"]);
     }
 
+    #[test]
+    fn top_selects_what_a_full_sort_would_show() {
+        let board = StatusBoard::new(10_000);
+        let now = Instant::now();
+        for n in 0..5_000u64 {
+            board.record(
+                ContainerMemoryStatus {
+                    node: format!("node-{}", n % 7),
+                    cgroup: format!("/c{n}"),
+                    working_set_bytes: (n * 7919) % 10_007,
+                    limit_bytes: Some(10_007),
+                    seconds_to_limit: (n % 97 == 0).then_some((n % 13) as f64 * 60.0),
+                    ..ContainerMemoryStatus::default()
+                },
+                now,
+            );
+        }
+        let mut everything = board.top(now, |_| true, usize::MAX);
+        assert_eq!(everything.len(), 5_000);
+        everything.sort_by(closest_first);
+        // Ties may come in any order: compare where each stands.
+        let first: Vec<Standing> = board.top(now, |_| true, 20).iter().map(Standing::of).collect();
+        let expected: Vec<Standing> = everything.iter().take(20).map(Standing::of).collect();
+        assert_eq!(first.len(), 20);
+        for (got, want) in first.iter().zip(&expected) {
+            assert_eq!(
+                got.order(want),
+                std::cmp::Ordering::Equal,
+                "{got:?} in place of {want:?}"
+            );
+        }
+        let newest = board.newest_by_node(now);
+        assert_eq!(newest.len(), 7);
+    }
+
     fn status(node: &str, cgroup: &str) -> ContainerMemoryStatus {
         ContainerMemoryStatus {
             node: node.into(),
@@ -175,10 +271,11 @@ mod tests {
         assert_eq!(board.record(status("n", "/c0"), start), Recorded::Kept);
         let later = start + STATUS_TTL + Duration::from_secs(1);
         assert_eq!(
-            board.live(later, |_| true).len(),
+            board.top(later, |_| true, 1000).len(),
             0,
             "stale entries are not shown"
         );
+        assert!(board.newest_by_node(later).is_empty());
         assert_eq!(
             board.record(status("n", "/c3"), later),
             Recorded::Kept,

@@ -39,23 +39,41 @@ impl Store {
         Ok(())
     }
 
-    /// The shared status reports of at most `max_nodes` nodes heard from
-    /// `within` the last while (by the database's clock), newest first.
-    pub async fn shared_statuses(
+    /// The nodes whose shared reports are at most `within` old (by the
+    /// database's clock), newest first, at most `max_nodes`, each with
+    /// when it was written (microseconds since the epoch): enough to tell
+    /// which reports changed since the last read without reading them.
+    pub async fn shared_report_times(
         &self,
         within: Duration,
         max_nodes: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let Backend::Postgres(pool) = &self.backend else {
             return Ok(Vec::new());
         };
         sqlx::query_as(
-            "SELECT node, report FROM node_statuses \
+            "SELECT node, CAST(EXTRACT(EPOCH FROM reported_at) * 1000000 AS BIGINT) FROM node_statuses \
              WHERE reported_at > now() - make_interval(secs => $1) \
              ORDER BY reported_at DESC LIMIT $2",
         )
         .bind(within.as_secs_f64())
         .bind(i64::try_from(max_nodes).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await
+        .map_err(sql("reading when status reports were shared"))
+    }
+
+    /// The shared reports of `nodes`: node, when written (as in
+    /// [`Store::shared_report_times`]) and the encoded report.
+    pub async fn shared_reports(&self, nodes: &[String]) -> Result<Vec<(String, i64, Vec<u8>)>, StoreError> {
+        let Backend::Postgres(pool) = &self.backend else {
+            return Ok(Vec::new());
+        };
+        sqlx::query_as(
+            "SELECT node, CAST(EXTRACT(EPOCH FROM reported_at) * 1000000 AS BIGINT), report \
+             FROM node_statuses WHERE node = ANY($1)",
+        )
+        .bind(nodes)
         .fetch_all(pool)
         .await
         .map_err(sql("reading shared status reports"))
