@@ -118,6 +118,18 @@ async fn ship_all(endpoint: &str, events: &[OomEvent]) {
     shipper.await.unwrap();
 }
 
+/// The real collector, embedded, storing in `database`.
+async fn collector(database: &str) -> oomlens_collector::server::Embedded {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    oomlens_collector::server::Embedded::start(
+        database,
+        listener,
+        oomlens_collector::server::ServerConfig::default(),
+    )
+    .await
+    .unwrap()
+}
+
 /// Kills with 60 s of 10 Hz history, one of them with a pod's history too.
 fn kills() -> Vec<OomEvent> {
     let mut kills: Vec<OomEvent> = (0..5)
@@ -166,14 +178,7 @@ async fn histories_are_packed_for_a_collector_that_announces_it_and_plain_otherw
 async fn the_collector_stores_packed_histories_and_serves_them_whole() {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("events.db").display().to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector = oomlens_collector::server::Embedded::start(
-        &database,
-        listener,
-        oomlens_collector::server::ServerConfig::default(),
-    )
-    .await
-    .unwrap();
+    let collector = collector(&database).await;
     let sent = kills();
     ship_all(&collector.endpoint(), &sent).await;
 
@@ -219,14 +224,7 @@ async fn the_collector_stores_packed_histories_and_serves_them_whole() {
 async fn a_damaged_packed_history_is_rejected_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("events.db").display().to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector = oomlens_collector::server::Embedded::start(
-        &database,
-        listener,
-        oomlens_collector::server::ServerConfig::default(),
-    )
-    .await
-    .unwrap();
+    let collector = collector(&database).await;
     let mut good = oomlens_tests::synthetic_kill("packing-node", 1, 600);
     history::pack(good.history.as_mut().unwrap());
     let mut damaged = oomlens_tests::synthetic_kill("packing-node", 2, 600);
