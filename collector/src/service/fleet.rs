@@ -105,8 +105,9 @@ impl Fleet {
     }
 
     /// The first `limit` containers in `Top`'s order among the shared
-    /// reports (every replica's, as last shared) of nodes that pass
-    /// `node_wanted`, of the statuses that pass `wanted`. The reports
+    /// reports (every replica's, as last shared) of the nodes that pass
+    /// `node_wanted`, in the namespaces that pass `namespace_wanted`
+    /// (None: a container outside any pod). The reports
     /// are re-read at most once a second, and then only those that
     /// changed; ranking reads no report, and only the reports of the
     /// containers shown are decoded again. Empty, with a log line, when

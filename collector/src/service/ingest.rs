@@ -215,7 +215,6 @@ impl IngestService for Ingest {
     }
 }
 
-/// What makes an event unstorable.
 /// Unpacks the histories of an event from an agent that packs them (see
 /// the response header); damaged ones reject the event.
 fn unpack_histories(event: &mut OomEvent) -> Result<(), &'static str> {
@@ -231,6 +230,7 @@ fn unpack_histories(event: &mut OomEvent) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// What makes an event unstorable.
 fn validate(event: &OomEvent) -> Result<(), &'static str> {
     if event.id.is_empty() {
         return Err("the event has no id");
