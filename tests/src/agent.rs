@@ -48,3 +48,60 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// The agent's sender on a spool, in this process (as `oomlens-agent`
+/// runs it), until [`InProcessShipper::stop`] or
+/// [`InProcessShipper::abort`].
+#[derive(Debug)]
+pub struct InProcessShipper {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessShipper {
+    /// Ships `spool` to `endpoint` as `node`, its configuration first
+    /// given to `tune`.
+    pub fn start(
+        spool: &oomlens_agent::ship::SharedSpool,
+        endpoint: &str,
+        metrics: &std::sync::Arc<oomlens_agent::app::AgentMetrics>,
+        node: &str,
+        tune: impl FnOnce(&mut oomlens_agent::ship::ShipperConfig),
+    ) -> Self {
+        let mut config = oomlens_agent::ship::ShipperConfig::new(
+            oomlens_common::client::ClientConfig {
+                endpoint: endpoint.to_owned(),
+                ..oomlens_common::client::ClientConfig::default()
+            },
+            oomlens_proto::v1::AgentHello {
+                node: node.into(),
+                ..oomlens_proto::v1::AgentHello::default()
+            },
+        );
+        tune(&mut config);
+        let (_side, side) = tokio::sync::mpsc::channel(1);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(oomlens_agent::ship::run_shipper(
+            spool.clone(),
+            config,
+            side,
+            metrics.sender.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self { stop, task }
+    }
+
+    /// Shuts it down as the agent does (draining), and waits.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("the shipper task");
+    }
+
+    /// Drops it mid-stream, as a killed agent: acks in flight are lost.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}

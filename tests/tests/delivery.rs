@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oomlens_agent::app::AgentMetrics;
-use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
+use oomlens_agent::ship::SharedSpool;
 use oomlens_common::client::ClientConfig;
-use oomlens_proto::v1::{AgentHello, OomEvent, QueryRequest};
-use oomlens_tests::agent::{start_shipping, stop};
+use oomlens_proto::v1::{OomEvent, QueryRequest};
+use oomlens_tests::agent::{InProcessShipper, start_shipping, stop};
 use oomlens_tests::collector::CollectorProcess;
 use oomlens_tests::collector::stored_ids;
 use oomlens_tests::{ScratchTree, cli_binary, metric, oom_kill_in, require_real_kernel, unique};
@@ -24,38 +24,14 @@ fn synthetic(n: u64) -> OomEvent {
     oomlens_tests::synthetic_kill("delivery-node", n, 600)
 }
 
-fn start_shipper(
-    spool: &SharedSpool,
-    endpoint: &str,
-    metrics: &Arc<AgentMetrics>,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let mut config = ShipperConfig::new(
-        ClientConfig {
-            endpoint: endpoint.to_owned(),
-            ..ClientConfig::default()
-        },
-        AgentHello {
-            node: "delivery-node".into(),
-            ..AgentHello::default()
-        },
-    );
-    config.min_backoff = Duration::from_millis(50);
-    config.max_backoff = Duration::from_millis(500);
-    // A small window: the kill lands with many events in flight, and
-    // more still to send.
-    config.max_in_flight = 32;
-    let (_side, side_rx) = tokio::sync::mpsc::channel(1);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(ship::run_shipper(
-        spool.clone(),
-        config,
-        side_rx,
-        metrics.sender.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    (stop, task)
+/// The sender, retrying fast, with a small window: the kill lands with
+/// many events in flight, and more still to send.
+fn start_shipper(spool: &SharedSpool, endpoint: &str, metrics: &Arc<AgentMetrics>) -> InProcessShipper {
+    InProcessShipper::start(spool, endpoint, metrics, "delivery-node", |config| {
+        config.min_backoff = Duration::from_millis(50);
+        config.max_backoff = Duration::from_millis(500);
+        config.max_in_flight = 32;
+    })
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -78,7 +54,7 @@ async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice()
     for n in 0..300 {
         spool.append(synthetic(n)).await.unwrap();
     }
-    let (stop, shipper) = start_shipper(&spool, &collector.endpoint(), &metrics);
+    let shipper = start_shipper(&spool, &collector.endpoint(), &metrics);
     // Mid-stream: kill the collector while events are in flight.
     let spooled = || spool.stats().events;
     wait_for("the first acks", Duration::from_secs(30), || spooled() < 250).await;
@@ -96,20 +72,17 @@ async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice()
         spooled() + 20 < before
     })
     .await;
-    shipper.abort();
-    let _ = shipper.await;
-    drop(stop);
+    shipper.abort().await;
     let spool = SharedSpool::open(&spool_dir, 256 << 20, metrics.spool.clone()).unwrap();
     for n in 450..total {
         spool.append(synthetic(n)).await.unwrap();
     }
-    let (stop, shipper) = start_shipper(&spool, &collector.endpoint(), &metrics);
+    let shipper = start_shipper(&spool, &collector.endpoint(), &metrics);
     wait_for("an empty spool", Duration::from_secs(60), || {
         spool.stats().events == 0
     })
     .await;
-    let _ = stop.send(());
-    shipper.await.unwrap();
+    shipper.stop().await;
 
     let ids = stored_ids(&collector.endpoint()).await;
     let unique_ids: HashSet<&String> = ids.iter().collect();

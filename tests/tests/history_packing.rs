@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oomlens_agent::app::AgentMetrics;
-use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
+use oomlens_agent::ship::SharedSpool;
 use oomlens_common::client::ClientConfig;
 use oomlens_proto::history;
 use oomlens_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
-use oomlens_proto::v1::{
-    AckStatus, AgentHello, GetRequest, IngestAck, IngestRequest, OomEvent, ingest_request,
-};
+use oomlens_proto::v1::{AckStatus, GetRequest, IngestAck, IngestRequest, OomEvent, ingest_request};
+use oomlens_tests::agent::InProcessShipper;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -88,34 +87,13 @@ async fn ship_all(endpoint: &str, events: &[OomEvent]) {
     for event in events {
         spool.append(event.clone()).await.unwrap();
     }
-    let config = ShipperConfig::new(
-        ClientConfig {
-            endpoint: endpoint.to_owned(),
-            ..ClientConfig::default()
-        },
-        AgentHello {
-            node: "packing-node".into(),
-            ..AgentHello::default()
-        },
-    );
-    let (_side, side) = tokio::sync::mpsc::channel(1);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shipper = tokio::spawn(ship::run_shipper(
-        spool.clone(),
-        config,
-        side,
-        metrics.sender.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let shipper = InProcessShipper::start(&spool, endpoint, &metrics, "packing-node", |_| {});
     let deadline = Instant::now() + Duration::from_secs(30);
     while spool.stats().events > 0 {
         assert!(Instant::now() < deadline, "the spool never emptied");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = stop.send(());
-    shipper.await.unwrap();
+    shipper.stop().await;
 }
 
 /// The real collector, embedded, storing in `database`.

@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use oomlens_agent::app::AgentMetrics;
-use oomlens_agent::ship::{self, SharedSpool, ShipperConfig};
+use oomlens_agent::ship::SharedSpool;
 use oomlens_collector::store::{Inserted, Store};
-use oomlens_common::client::ClientConfig;
-use oomlens_proto::v1::{AgentHello, OomEvent};
+use oomlens_proto::v1::OomEvent;
+use oomlens_tests::agent::InProcessShipper;
 use oomlens_tests::collector::{CollectorProcess, stored_ids};
 use oomlens_tests::faults::{FullablePostgres, Tmpfs, fresh_database, postgres_required, postgres_url};
 use oomlens_tests::{
@@ -46,47 +46,15 @@ async fn stored_once(endpoint: &str) -> HashSet<String> {
     unique
 }
 
-/// The agent's sender on `spool` (as `oomlens-agent` runs it), stopped by
-/// [`Shipper::stop`].
-struct Shipper {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Shipper {
-    fn start(spool: &SharedSpool, endpoint: &str, metrics: &Arc<AgentMetrics>) -> Self {
-        let mut config = ShipperConfig::new(
-            ClientConfig {
-                endpoint: endpoint.to_owned(),
-                ..ClientConfig::default()
-            },
-            AgentHello {
-                node: NODE.into(),
-                ..AgentHello::default()
-            },
-        );
+/// The agent's sender, retrying fast, with a small window and a short
+/// drain.
+fn start_shipper(spool: &SharedSpool, endpoint: &str, metrics: &Arc<AgentMetrics>) -> InProcessShipper {
+    InProcessShipper::start(spool, endpoint, metrics, NODE, |config| {
         config.min_backoff = Duration::from_millis(50);
         config.max_backoff = Duration::from_millis(500);
         config.max_in_flight = 32;
         config.drain = Duration::from_millis(200);
-        let (_side, side_rx) = tokio::sync::mpsc::channel(1);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(ship::run_shipper(
-            spool.clone(),
-            config,
-            side_rx,
-            metrics.sender.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
-    }
+    })
 }
 
 /// Appends events to the spool at a steady pace, as the pipeline does
@@ -225,7 +193,7 @@ async fn nothing_acknowledged_is_lost(database: &str, mut fault: Fault<'_>) {
     };
 
     // Healthy: events flow and are acknowledged.
-    let shipper = Shipper::start(&spool, &collector.endpoint(), &metrics);
+    let shipper = start_shipper(&spool, &collector.endpoint(), &metrics);
     let producer = Producer::start(&spool, 0, &produced);
     wait_for("acks", Duration::from_secs(30), || acked() >= 20).await;
     assert_eq!(collector.ready(), Some(true));
@@ -271,7 +239,7 @@ async fn nothing_acknowledged_is_lost(database: &str, mut fault: Fault<'_>) {
 
     // The agent goes on sending while the fault lasts: the (maybe
     // restarted) collector finds out by itself that it cannot write.
-    let shipper = Shipper::start(&spool, &collector.endpoint(), &metrics);
+    let shipper = start_shipper(&spool, &collector.endpoint(), &metrics);
     let producer = Producer::start(&spool, next, &produced);
     wait_for("not ready", Duration::from_secs(60), || {
         collector.ready() == Some(false)
