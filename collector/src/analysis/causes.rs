@@ -71,10 +71,16 @@ fn short_id(id: &str) -> String {
 }
 
 /// The verdict a dominant layer of the charge gives, if one does.
+/// `charged_at_kill`: the kernel's own usage of the breakdown's cgroup at
+/// the kill. A layer holds the charge only against that too: a breakdown
+/// from the last sample, 100 ms before a fast climb, may show a volume's
+/// few MiB as most of what was then charged, while the kill came from
+/// another layer filling the rest.
 pub(super) fn layer_verdict(
     b: &MemoryBreakdown,
     volumes: &[MemoryVolume],
     limit: Option<u64>,
+    charged_at_kill: Option<u64>,
     rules: &Rules,
 ) -> Option<(Verdict, String)> {
     let anon = b.anon_bytes.unwrap_or(0);
@@ -84,7 +90,8 @@ pub(super) fn layer_verdict(
     let total = anon
         .saturating_add(page_cache)
         .saturating_add(shmem)
-        .saturating_add(kernel);
+        .saturating_add(kernel)
+        .max(charged_at_kill.unwrap_or(0));
     if total == 0 {
         return None;
     }

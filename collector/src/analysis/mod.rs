@@ -192,10 +192,14 @@ fn judge(event: &OomEvent, rules: &Rules) -> Analysis {
         (None, Some(kill)) => (Some(kill), PEAK_AT_KILL),
         (sampled, _) => (sampled, "peak working set"),
     };
-    let by_layer = event
-        .breakdown
-        .as_ref()
-        .and_then(|b| causes::layer_verdict(b, &event.memory_volumes, limit, rules));
+    let by_layer = event.breakdown.as_ref().and_then(|b| {
+        // The kernel's "memory: usage" line is of the limited cgroup.
+        let charged_at_kill = (event.oom_memcg.as_deref() == Some(b.cgroup.as_str()))
+            .then(|| event.memcg_usage.as_ref()?.usage_kb)
+            .flatten()
+            .map(|kb| kb.saturating_mul(1024));
+        causes::layer_verdict(b, &event.memory_volumes, limit, charged_at_kill, rules)
+    });
     // More memory is not the fix for these.
     let recommends = matches!(scope, Scope::ContainerLimit | Scope::PodLimit)
         && !matches!(

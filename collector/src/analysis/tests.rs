@@ -251,6 +251,51 @@ fn a_charge_mostly_shmem_is_a_full_tmpfs_with_no_limit_to_recommend() {
 }
 
 #[test]
+fn a_stale_breakdown_does_not_outweigh_the_kernels_usage_at_the_kill() {
+    // Seen in CI: a pod's sidecar held 6Mi in a memory-backed volume; the
+    // breakdown came from the last sample, before the victim's climb to
+    // the 32Mi limit in under 100 ms; the kernel's report said 32Mi used.
+    let mut event = with_breakdown(
+        plateau_kill(),
+        MemoryBreakdown {
+            cgroup: "/kubepods/pod1".into(),
+            source: oomlens_proto::v1::BreakdownSource::LastSample as i32,
+            anon_bytes: Some(MIB),
+            shmem_bytes: Some(6 * MIB),
+            ..MemoryBreakdown::default()
+        },
+    );
+    event.oom_memcg = Some("/kubepods/pod1".into());
+    event.memcg_usage = Some(oomlens_proto::v1::MemcgUsage {
+        usage_kb: Some(32 * 1024),
+        ..oomlens_proto::v1::MemcgUsage::default()
+    });
+    let analysis = analyse(&event, &Rules::default());
+    assert_ne!(
+        analysis.verdict,
+        Verdict::TmpfsFull as i32,
+        "{}",
+        analysis.reasoning
+    );
+    // Without the kernel's figure (or of another cgroup), the layers are
+    // all there is to go by.
+    event.memcg_usage = None;
+    assert_eq!(
+        analyse(&event, &Rules::default()).verdict,
+        Verdict::TmpfsFull as i32
+    );
+    event.memcg_usage = Some(oomlens_proto::v1::MemcgUsage {
+        usage_kb: Some(32 * 1024),
+        ..oomlens_proto::v1::MemcgUsage::default()
+    });
+    event.oom_memcg = Some("/kubepods/pod1/other".into());
+    assert_eq!(
+        analyse(&event, &Rules::default()).verdict,
+        Verdict::TmpfsFull as i32
+    );
+}
+
+#[test]
 fn a_charge_mostly_kernel_memory_names_its_parts() {
     let event = with_breakdown(
         plateau_kill(),
