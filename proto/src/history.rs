@@ -22,7 +22,7 @@
 
 use prost_types::Timestamp;
 
-use crate::v1::{MemoryBucket, MemoryHistory, MemorySample};
+use crate::v1::{MemoryBucket, MemoryHistory, MemorySample, OomEvent};
 
 /// The response header by which a collector announces that it reads
 /// packed histories, and its value.
@@ -76,6 +76,29 @@ pub fn pack(history: &mut MemoryHistory) {
     history.packed = packed(&history.samples, &history.buckets);
     history.samples = Vec::new();
     history.buckets = Vec::new();
+}
+
+/// [`pack`]s both of an event's histories: the victim's and its limited
+/// cgroup's.
+pub fn pack_event(event: &mut OomEvent) {
+    for history in [event.history.as_mut(), event.oom_memcg_history.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        pack(history);
+    }
+}
+
+/// [`unpack`]s both of an event's histories; the first that fails is the
+/// error.
+pub fn unpack_event(event: &mut OomEvent) -> Result<(), HistoryError> {
+    for history in [event.history.as_mut(), event.oom_memcg_history.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        unpack(history)?;
+    }
+    Ok(())
 }
 
 /// `samples` and `buckets` as `packed` bytes (each timestamp must pass

@@ -421,21 +421,6 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[at.min(sorted.len() - 1)].as_secs_f64() * 1e3
 }
 
-async fn fresh_database(url: &str, name: &str) -> String {
-    let pool = sqlx::PgPool::connect(url).await.expect("connect to PostgreSQL");
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&pool)
-        .await
-        .expect("drop the old benchmark database");
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-        .execute(&pool)
-        .await
-        .expect("create the benchmark database");
-    pool.close().await;
-    let slash = url.rfind('/').expect("a database URL");
-    format!("{}/{name}", &url[..slash])
-}
-
 fn main() {
     let Ok(url) = std::env::var("OOMLENS_TEST_POSTGRES") else {
         println!(
@@ -470,7 +455,7 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let database = fresh_database(&url, "oomlens_bench_fleet").await;
+        let database = oomlens_tests::faults::fresh_database(&url, "bench_fleet").await;
         let logs = tempfile::tempdir().expect("tempdir");
         let tier: Vec<CollectorProcess> = (0..replicas)
             .map(|i| {

@@ -137,12 +137,7 @@ async fn histories_are_packed_for_a_collector_that_announces_it_and_plain_otherw
             original.oom_memcg_history.is_some()
         );
         let mut whole = got.clone();
-        for h in [whole.history.as_mut(), whole.oom_memcg_history.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            history::unpack(h).unwrap();
-        }
+        history::unpack_event(&mut whole).unwrap();
         assert_eq!(&whole, original);
     }
 

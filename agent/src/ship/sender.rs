@@ -206,12 +206,7 @@ async fn session(
             let batch = spool.with(move |spool| spool.unsent(&exclude, room)).await;
             for (key, mut event) in batch {
                 if packs {
-                    for h in [event.history.as_mut(), event.oom_memcg_history.as_mut()]
-                        .into_iter()
-                        .flatten()
-                    {
-                        history::pack(h);
-                    }
+                    history::pack_event(&mut event);
                 }
                 sent.insert(key);
                 sent_at.insert(key, std::time::Instant::now());

@@ -218,16 +218,10 @@ impl IngestService for Ingest {
 /// Unpacks the histories of an event from an agent that packs them (see
 /// the response header); damaged ones reject the event.
 fn unpack_histories(event: &mut OomEvent) -> Result<(), &'static str> {
-    for history in [event.history.as_mut(), event.oom_memcg_history.as_mut()]
-        .into_iter()
-        .flatten()
-    {
-        if let Err(error) = history::unpack(history) {
-            warn!(id = %event.id, %error, "an event's packed memory history does not decode");
-            return Err("the event's packed memory history does not decode");
-        }
-    }
-    Ok(())
+    history::unpack_event(event).map_err(|error| {
+        warn!(id = %event.id, %error, "an event's packed memory history does not decode");
+        "the event's packed memory history does not decode"
+    })
 }
 
 /// What makes an event unstorable.

@@ -18,24 +18,14 @@ pub enum BodyError {
 /// The bytes to store for `event`.
 pub(super) fn encode(event: &OomEvent) -> Vec<u8> {
     let mut stored = event.clone();
-    for history in [stored.history.as_mut(), stored.oom_memcg_history.as_mut()]
-        .into_iter()
-        .flatten()
-    {
-        history::pack(history);
-    }
+    history::pack_event(&mut stored);
     stored.encode_to_vec()
 }
 
 /// The event stored as `body`, its histories unpacked.
 pub(super) fn decode(body: &[u8]) -> Result<OomEvent, BodyError> {
     let mut event = OomEvent::decode(body)?;
-    for history in [event.history.as_mut(), event.oom_memcg_history.as_mut()]
-        .into_iter()
-        .flatten()
-    {
-        history::unpack(history)?;
-    }
+    history::unpack_event(&mut event)?;
     Ok(event)
 }
 
