@@ -8,10 +8,11 @@
 //! are gone, and it is told how many.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use oomlens_proto::v1::MemoryWarning;
+use oomlens_proto::v1::{MemoryWarning, OomEvent};
 use prost::Message as _;
+use prost::bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::store::StoredEvent;
@@ -19,18 +20,67 @@ use crate::store::StoredEvent;
 /// What subscribers receive.
 #[derive(Debug, Clone)]
 pub enum Published {
-    Event(Arc<StoredEvent>),
+    Event(Arc<SharedEvent>),
     Warning(Arc<MemoryWarning>),
 }
 
 impl Published {
-    /// About what it costs to keep in the ring.
+    /// About what it costs to keep in the ring: an event counts its
+    /// encoded response too, which its first gRPC subscriber adds.
     fn bytes(&self) -> usize {
         match self {
-            Self::Event(stored) => oomlens_common::limits::resident_bytes(&stored.event),
+            Self::Event(shared) => {
+                let encoded = shared.stored.event.encoded_len();
+                oomlens_common::limits::resident_bytes_encoded(&shared.stored.event, encoded) + encoded
+            }
             Self::Warning(warning) => warning.encoded_len(),
         }
     }
+}
+
+/// A stored event as subscribers are sent it. Its gRPC response is the
+/// same for every subscriber (the cursor is its seq), so the first to
+/// send it encodes it and the others send the same bytes: a storm fanned
+/// out to 50 subscribers is encoded once, not 50 times.
+#[derive(Debug)]
+pub struct SharedEvent {
+    pub stored: StoredEvent,
+    response: OnceLock<Bytes>,
+}
+
+impl SharedEvent {
+    pub fn new(stored: StoredEvent) -> Self {
+        Self {
+            stored,
+            response: OnceLock::new(),
+        }
+    }
+
+    /// The encoded `SubscribeResponse` that carries this event, and
+    /// whether this call encoded it.
+    pub fn encoded_response(&self) -> (Bytes, bool) {
+        let mut encoded = false;
+        let bytes = self.response.get_or_init(|| {
+            encoded = true;
+            encode_event_response(self.stored.seq, &self.stored.event)
+        });
+        (bytes.clone(), encoded)
+    }
+}
+
+/// `SubscribeResponse { item: Some(Event(event)), cursor: seq }`, encoded
+/// without copying the event into one (tags as in `query.proto`; a test
+/// decodes the result as the generated type).
+fn encode_event_response(seq: i64, event: &OomEvent) -> Bytes {
+    const EVENT_TAG: u32 = 1;
+    const CURSOR_TAG: u32 = 4;
+    let cursor = seq.to_string();
+    let len = prost::encoding::message::encoded_len(EVENT_TAG, event)
+        + prost::encoding::string::encoded_len(CURSOR_TAG, &cursor);
+    let mut buf = Vec::with_capacity(len);
+    prost::encoding::message::encode(EVENT_TAG, event, &mut buf);
+    prost::encoding::string::encode(CURSOR_TAG, &cursor, &mut buf);
+    buf.into()
 }
 
 /// How much of the recent past the ring keeps.
@@ -173,23 +223,21 @@ impl HubReceiver {
 
 #[cfg(test)]
 mod tests {
-    use oomlens_proto::v1::OomEvent;
-
     use super::*;
 
     fn event(seq: i64, bytes: usize) -> Published {
-        Published::Event(Arc::new(StoredEvent {
+        Published::Event(Arc::new(SharedEvent::new(StoredEvent {
             seq,
             event: OomEvent {
                 id: "x".repeat(bytes),
                 ..OomEvent::default()
             },
-        }))
+        })))
     }
 
     fn seq_of(item: &Published) -> i64 {
         match item {
-            Published::Event(stored) => stored.seq,
+            Published::Event(shared) => shared.stored.seq,
             Published::Warning(_) => -1,
         }
     }
@@ -241,5 +289,39 @@ mod tests {
         assert_eq!(seq_of(&receiver.recv().await.unwrap()), 1);
         hub.publish(event(2, 1000));
         assert_eq!(hub.held().0, 1);
+    }
+
+    #[test]
+    fn an_event_is_encoded_once_as_the_response_every_subscriber_is_sent() {
+        use oomlens_proto::v1::{MemoryHistory, MemorySample, SubscribeResponse, subscribe_response};
+
+        let event = OomEvent {
+            id: "0123456789abcdef".into(),
+            node: Some("node-1".into()),
+            history: Some(MemoryHistory {
+                samples: (0..600)
+                    .map(|i| MemorySample {
+                        usage_bytes: Some(1000 * i),
+                        ..MemorySample::default()
+                    })
+                    .collect(),
+                ..MemoryHistory::default()
+            }),
+            ..OomEvent::default()
+        };
+        let shared = SharedEvent::new(StoredEvent {
+            seq: 4711,
+            event: event.clone(),
+        });
+        let (first, encoded) = shared.encoded_response();
+        assert!(encoded);
+        let (second, encoded) = shared.encoded_response();
+        assert!(!encoded);
+        assert_eq!(first.as_ptr(), second.as_ptr(), "encoded once, then shared");
+        let expected = SubscribeResponse {
+            item: Some(subscribe_response::Item::Event(event)),
+            cursor: "4711".into(),
+        };
+        assert_eq!(SubscribeResponse::decode(first).expect("decodes"), expected);
     }
 }

@@ -51,6 +51,8 @@ pub struct CollectorMetrics {
     subscribers: Gauge,
     subscriber_lagged: Counter,
     subscribers_dropped: Counter,
+    subscriber_events: Counter,
+    subscriber_encodings: Counter,
     statuses: Gauge,
     statuses_dropped: Counter,
     query_seconds: Histogram,
@@ -118,6 +120,18 @@ impl CollectorMetrics {
             "Times a subscriber fell behind and was caught up from the store",
             subscriber_lagged.clone(),
         );
+        let subscriber_events = Counter::default();
+        registry.register(
+            "subscriber_events",
+            "Events sent to gRPC subscribers",
+            subscriber_events.clone(),
+        );
+        let subscriber_encodings = Counter::default();
+        registry.register(
+            "subscriber_event_encodings",
+            "Events encoded for gRPC subscribers: once for all those sent a live event, once per subscriber for events caught up from the store",
+            subscriber_encodings.clone(),
+        );
         let subscribers_dropped = Counter::default();
         registry.register(
             "subscribers_dropped",
@@ -169,6 +183,8 @@ impl CollectorMetrics {
             agents,
             subscribers,
             subscriber_lagged,
+            subscriber_events,
+            subscriber_encodings,
             subscribers_dropped,
             statuses,
             statuses_dropped,
@@ -245,6 +261,15 @@ impl CollectorMetrics {
 
     pub fn status_dropped(&self) {
         self.statuses_dropped.inc();
+    }
+
+    /// An event sent to a gRPC subscriber; `encoded` when it had to be
+    /// encoded for it (the first subscriber of a live event).
+    pub fn subscriber_event(&self, encoded: bool) {
+        self.subscriber_events.inc();
+        if encoded {
+            self.subscriber_encodings.inc();
+        }
     }
 
     pub fn subscriber_lagged(&self) {

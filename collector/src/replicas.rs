@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tracing::{info, warn};
 
-use crate::hub::{Hub, Published};
+use crate::hub::{Hub, Published, SharedEvent};
 use crate::store::{NOTIFY_CHANNEL, Store, WARNINGS_CHANNEL};
 
 /// How often the relay also polls, in case a notification was lost while
@@ -59,7 +59,7 @@ pub(crate) async fn relay(store: Store, hub: Hub, mut last: i64, replica: String
                 Ok(page) => {
                     for stored in page.events {
                         last = stored.seq;
-                        hub.publish(Published::Event(Arc::new(stored)));
+                        hub.publish(Published::Event(Arc::new(SharedEvent::new(stored))));
                     }
                     match page.more_after {
                         Some(seq) => last = last.max(seq),

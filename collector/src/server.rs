@@ -8,14 +8,13 @@ use oomlens_common::client::error_chain;
 use oomlens_common::limits::{MAX_INGEST_MESSAGE, MAX_MESSAGE};
 use oomlens_common::secrets::{PermissionError, check_private};
 use oomlens_common::tls::{TlsFileError, read_ca, read_identity};
-use oomlens_proto::v1::event_service_server::EventServiceServer;
 use oomlens_proto::v1::ingest_service_server::IngestServiceServer;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::auth::{Role, Tokens};
-use crate::service::{Collector, Events, Ingest};
+use crate::service::{Collector, EventRoutes, Ingest};
 
 /// How long a shutdown waits for connections to close.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -157,8 +156,7 @@ pub async fn serve(
     }
     let ingest = IngestServiceServer::new(Ingest::new(collector.clone()))
         .max_decoding_message_size(MAX_INGEST_MESSAGE);
-    let events =
-        EventServiceServer::new(Events::new(collector.clone())).max_encoding_message_size(MAX_MESSAGE);
+    let events = EventRoutes::new(collector.clone(), MAX_MESSAGE);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let (reflection_v1, reflection_v1alpha) = crate::standard::reflection()?;
     let router = builder

@@ -141,6 +141,72 @@ async fn clients_that_leave_idle_are_counted_out_and_the_limit_refuses_more() {
     server.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_is_sent_each_live_event_whole_from_one_encoding() {
+    let (server, config, _dir) = start(Limits::default()).await;
+    let mut streams = vec![
+        subscribe(&config, "").await.unwrap(),
+        subscribe(&config, "").await.unwrap(),
+        subscribe(&config, "").await.unwrap(),
+    ];
+    // A first event read by all: each is past its catch-up from the
+    // store, and what follows reaches them live.
+    ingest(&config, 0..1, 10).await;
+    for stream in &mut streams {
+        assert_eq!(next_events(stream, 1).await.len(), 1);
+    }
+    let sent = gauge(&server, "oomlens_collector_subscriber_events_total");
+    let encoded = gauge(&server, "oomlens_collector_subscriber_event_encodings_total");
+
+    ingest(&config, 1..21, 600).await;
+    let mut received = Vec::new();
+    for stream in &mut streams {
+        received.push(next_events(stream, 20).await);
+    }
+    let mut client = config.event_client().await.unwrap();
+    for (cursor, event) in &received[0] {
+        let stored = client
+            .get(oomlens_proto::v1::GetRequest { id: event.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(event, &stored, "sent whole, as stored");
+        assert_eq!(event.history.as_ref().unwrap().samples.len(), 600);
+        assert!(cursor.parse::<i64>().is_ok(), "cursor {cursor:?}");
+    }
+    assert_eq!(received[1], received[0], "every subscriber is sent the same");
+    assert_eq!(received[2], received[0], "every subscriber is sent the same");
+    assert_eq!(
+        gauge(&server, "oomlens_collector_subscriber_events_total") - sent,
+        60.0
+    );
+    assert_eq!(
+        gauge(&server, "oomlens_collector_subscriber_event_encodings_total") - encoded,
+        20.0,
+        "each live event encoded once for the three subscribers"
+    );
+    server.stop().await.unwrap();
+}
+
+/// The next `count` events of `stream`, with their cursors.
+async fn next_events(
+    stream: &mut tonic::Streaming<SubscribeResponse>,
+    count: usize,
+) -> Vec<(String, oomlens_proto::v1::OomEvent)> {
+    let mut events = Vec::new();
+    while events.len() < count {
+        let response = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        if let Some(subscribe_response::Item::Event(event)) = response.item {
+            events.push((response.cursor, event));
+        }
+    }
+    events
+}
+
 /// Stores events `range`, each acknowledged.
 async fn ingest(config: &ClientConfig, range: std::ops::Range<u64>, samples: usize) {
     let events: Vec<_> = range.map(|n| event(n, "shop", samples)).collect();

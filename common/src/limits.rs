@@ -22,10 +22,16 @@ pub const MAX_INGEST_MESSAGE: usize = MAX_EVENT_BYTES + (64 << 10);
 /// collector's budgets (events waiting for the store, the subscription
 /// ring, subscribers' outboxes) count this, so that they bound memory.
 pub fn resident_bytes(event: &oomlens_proto::v1::OomEvent) -> usize {
+    use prost::Message as _;
+
+    resident_bytes_encoded(event, event.encoded_len())
+}
+
+/// [`resident_bytes`] for an event whose `encoded_len` is known.
+pub fn resident_bytes_encoded(event: &oomlens_proto::v1::OomEvent, encoded_len: usize) -> usize {
     use std::mem::size_of;
 
     use oomlens_proto::v1::{KernelLine, MemoryBucket, MemoryHistory, MemorySample, TaskEntry};
-    use prost::Message as _;
 
     let history = |h: Option<&MemoryHistory>| {
         h.map_or(0, |h| {
@@ -33,7 +39,7 @@ pub fn resident_bytes(event: &oomlens_proto::v1::OomEvent) -> usize {
         })
     };
     size_of::<oomlens_proto::v1::OomEvent>()
-        + event.encoded_len()
+        + encoded_len
         + history(event.history.as_ref())
         + history(event.oom_memcg_history.as_ref())
         + event.tasks.len() * size_of::<TaskEntry>()

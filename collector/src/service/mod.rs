@@ -23,6 +23,7 @@ mod fleet;
 mod ingest;
 mod outbox;
 mod queries;
+mod routes;
 mod statuses;
 mod subscribe;
 mod writer;
@@ -30,6 +31,7 @@ mod writer;
 pub(crate) use fleet::warning_from;
 pub use ingest::Ingest;
 pub use queries::Events;
+pub use routes::EventRoutes;
 pub use statuses::{MAX_STATUSES, STATUS_TTL};
 pub use subscribe::{MAX_SUBSCRIBERS, SLOW_AFTER, SUBSCRIBER_BYTES, SUBSCRIBERS_BYTES};
 

@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::Stream;
+use oomlens_proto::preencoded::Preencoded;
 use oomlens_proto::v1::{SubscribeResponse, subscribe_response};
 use prost::Message as _;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-use crate::store::StoredEvent;
+use crate::hub::SharedEvent;
+use crate::metrics::CollectorMetrics;
 
 /// Why a response was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +35,7 @@ pub(super) enum Refused {
 /// other subscribers) until its client takes it.
 #[derive(Debug)]
 pub(super) enum Outgoing {
-    Event(Arc<StoredEvent>),
+    Event(Arc<SharedEvent>),
     Response(Box<SubscribeResponse>),
 }
 
@@ -41,23 +43,37 @@ impl Outgoing {
     /// What it takes in memory while it waits.
     fn bytes(&self) -> usize {
         match self {
-            Self::Event(stored) => oomlens_common::limits::resident_bytes(&stored.event),
+            Self::Event(shared) => oomlens_common::limits::resident_bytes(&shared.stored.event),
             Self::Response(response) => response.encoded_len(),
         }
     }
 
-    fn into_response(self) -> SubscribeResponse {
+    /// The response as a message (for the HTTP stream, which prints it).
+    pub(super) fn into_response(self) -> SubscribeResponse {
         match self {
-            Self::Event(stored) => {
-                let cursor = stored.seq.to_string();
-                let event =
-                    Arc::try_unwrap(stored).map_or_else(|shared| shared.event.clone(), |own| own.event);
+            Self::Event(shared) => {
+                let cursor = shared.stored.seq.to_string();
+                let event = Arc::try_unwrap(shared)
+                    .map_or_else(|shared| shared.stored.event.clone(), |own| own.stored.event);
                 SubscribeResponse {
                     item: Some(subscribe_response::Item::Event(event)),
                     cursor,
                 }
             }
             Self::Response(response) => *response,
+        }
+    }
+
+    /// The response as its encoded bytes (for gRPC): an event's are
+    /// encoded once and shared by every subscriber sent it.
+    pub(super) fn into_encoded(self, metrics: &CollectorMetrics) -> Preencoded {
+        match self {
+            Self::Event(shared) => {
+                let (bytes, encoded) = shared.encoded_response();
+                metrics.subscriber_event(encoded);
+                Preencoded(bytes)
+            }
+            Self::Response(response) => Preencoded::of(&*response),
         }
     }
 }
@@ -108,7 +124,7 @@ impl Outbox {
         patience: Duration,
     ) -> (
         Arc<Self>,
-        impl Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static,
+        impl Stream<Item = Result<Outgoing, Status>> + Send + 'static,
     ) {
         let outbox = Arc::new(Self {
             state: Mutex::new(State::default()),
@@ -256,9 +272,9 @@ impl From<SubscribeResponse> for Outgoing {
     }
 }
 
-impl From<Arc<StoredEvent>> for Outgoing {
-    fn from(stored: Arc<StoredEvent>) -> Self {
-        Self::Event(stored)
+impl From<Arc<SharedEvent>> for Outgoing {
+    fn from(shared: Arc<SharedEvent>) -> Self {
+        Self::Event(shared)
     }
 }
 
@@ -274,7 +290,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 struct Reader(Arc<Outbox>);
 
 impl Reader {
-    async fn next(&mut self) -> Option<Result<SubscribeResponse, Status>> {
+    async fn next(&mut self) -> Option<Result<Outgoing, Status>> {
         loop {
             {
                 let mut state = self.0.lock();
@@ -285,7 +301,7 @@ impl Reader {
                     state.in_transit = Some(waiting.shared);
                     drop(state);
                     self.0.writable.notify_one();
-                    return Some(Ok(waiting.item.into_response()));
+                    return Some(Ok(waiting.item));
                 }
                 if let Some(status) = state.end.take() {
                     return Some(Err(status));
@@ -358,7 +374,7 @@ mod tests {
         let reader = tokio::spawn(async move {
             stream
                 .take(20)
-                .map(|r| r.unwrap().cursor.trim().parse::<usize>().unwrap())
+                .map(|r| r.unwrap().into_response().cursor.trim().parse::<usize>().unwrap())
                 .collect::<Vec<_>>()
                 .await
         });
@@ -406,7 +422,7 @@ mod tests {
         let reader = tokio::spawn(async move {
             stream
                 .take(3)
-                .map(|r| r.unwrap().cursor.trim().parse::<usize>().unwrap())
+                .map(|r| r.unwrap().into_response().cursor.trim().parse::<usize>().unwrap())
                 .collect::<Vec<_>>()
                 .await
         });

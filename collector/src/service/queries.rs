@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use futures_util::TryStreamExt as _;
 use oomlens_proto::json::JsonEnum as _;
 use oomlens_proto::time::timestamp_from_unix_us;
 use oomlens_proto::v1::event_service_server::EventService;
@@ -17,13 +18,16 @@ use tonic::{Request, Response, Status};
 use crate::filter::{self, MAX_FILTER_VALUES};
 use crate::store::{GroupColumn, PageToken};
 
+use super::outbox::Outgoing;
 use super::{BoxStream, Collector, store_status, subscribe};
 
 /// Status reports older than this are not shown by `Top`.
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
-/// `EventService`: queries and subscriptions.
+/// `EventService`: queries and subscriptions (over gRPC, `Subscribe` is
+/// served by [`super::EventRoutes`], which sends responses pre-encoded;
+/// the HTTP stream calls it here).
 #[derive(Debug, Clone)]
 pub struct Events {
     collector: Collector,
@@ -96,7 +100,7 @@ impl EventService for Events {
         let request = request.into_inner();
         check_filter(request.filter.as_ref())?;
         let responses = subscribe::start(&self.collector, request).await?;
-        Ok(Response::new(Box::pin(responses)))
+        Ok(Response::new(Box::pin(responses.map_ok(Outgoing::into_response))))
     }
 
     async fn summary(&self, request: Request<SummaryRequest>) -> Result<Response<SummaryResponse>, Status> {
@@ -239,7 +243,7 @@ impl EventService for Events {
 /// A filter too large for one SQL statement is the caller's mistake
 /// (`INVALID_ARGUMENT`), said before the store would fail on it
 /// (`UNAVAILABLE`, as if the collector were down).
-fn check_filter(filter: Option<&oomlens_proto::v1::EventFilter>) -> Result<(), Status> {
+pub(super) fn check_filter(filter: Option<&oomlens_proto::v1::EventFilter>) -> Result<(), Status> {
     filter::check(filter).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 

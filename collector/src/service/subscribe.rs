@@ -21,9 +21,9 @@ use tonic::Status;
 use super::outbox::{Outbox, Outgoing, Refused};
 use super::{Collector, store_status};
 use crate::filter::matches;
-use crate::hub::{HubReceiver, Published, RecvError};
+use crate::hub::{HubReceiver, Published, RecvError, SharedEvent};
 use crate::metrics::CollectorMetrics;
-use crate::store::{Store, StoredEvent};
+use crate::store::Store;
 
 /// Responses a subscriber's client may leave waiting, in bytes (one
 /// larger event alone still goes).
@@ -44,7 +44,7 @@ pub(super) const BACKFILLS: usize = 4;
 pub(super) async fn start(
     collector: &Collector,
     request: SubscribeRequest,
-) -> Result<impl Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static, Status> {
+) -> Result<impl Stream<Item = Result<Outgoing, Status>> + Send + 'static, Status> {
     let limits = collector.limits;
     if collector.metrics.subscriber_count() >= limits.max_subscribers {
         return Err(Status::resource_exhausted(format!(
@@ -158,16 +158,16 @@ impl Subscription {
         }
     }
 
-    async fn send_event(&mut self, stored: Arc<StoredEvent>) -> bool {
-        if stored.seq <= self.last {
+    async fn send_event(&mut self, shared: Arc<SharedEvent>) -> bool {
+        let seq = shared.stored.seq;
+        if seq <= self.last {
             return true;
         }
-        self.last = stored.seq;
-        if !matches(self.filter.as_ref(), &stored.event) {
+        self.last = seq;
+        if !matches(self.filter.as_ref(), &shared.stored.event) {
             return true;
         }
-        let seq = stored.seq;
-        let sent = self.send(stored).await;
+        let sent = self.send(shared).await;
         self.sent = seq;
         sent
     }
@@ -190,7 +190,7 @@ impl Subscription {
                 }
             };
             for stored in page.events {
-                if !self.send_event(Arc::new(stored)).await {
+                if !self.send_event(Arc::new(SharedEvent::new(stored))).await {
                     return false;
                 }
             }
@@ -208,7 +208,7 @@ impl Subscription {
         }
         loop {
             let alive = match live.recv().await {
-                Ok(Published::Event(stored)) => self.send_event(stored).await,
+                Ok(Published::Event(shared)) => self.send_event(shared).await,
                 Ok(Published::Warning(warning)) => {
                     if self.include_warnings && warning_matches(self.filter.as_ref(), &warning) {
                         let cursor = self.last.to_string();

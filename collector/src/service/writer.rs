@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info};
 
-use crate::hub::{Hub, Published};
+use crate::hub::{Hub, Published, SharedEvent};
 use crate::metrics::{CollectorMetrics, IngestResult};
 use crate::store::{Inserted, Store, StoreError, StoredEvent};
 
@@ -111,7 +111,7 @@ pub(super) async fn write_batches(
                 // Subscribers rely on increasing seq.
                 fresh.sort_by_key(|stored| stored.seq);
                 for stored in fresh {
-                    hub.publish(Published::Event(Arc::new(stored)));
+                    hub.publish(Published::Event(Arc::new(SharedEvent::new(stored))));
                 }
             }
             Err(error) => {
