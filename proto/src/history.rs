@@ -112,6 +112,22 @@ fn packed(samples: &[MemorySample], buckets: &[MemoryBucket]) -> Vec<u8> {
     out.0
 }
 
+/// [`unpack_event`], returning each history's packed bytes as received
+/// (empty when sent plain): a store can keep them rather than pack the
+/// same samples again.
+pub fn unpack_event_keeping(event: &mut OomEvent) -> Result<[Vec<u8>; 2], HistoryError> {
+    let unpack_one = |history: Option<&mut MemoryHistory>| {
+        history.map_or(Ok(Vec::new()), |history| {
+            let bytes = history.packed.clone();
+            unpack(history).map(|()| bytes)
+        })
+    };
+    Ok([
+        unpack_one(event.history.as_mut())?,
+        unpack_one(event.oom_memcg_history.as_mut())?,
+    ])
+}
+
 /// Moves `packed` back into `samples` and `buckets`. A history with both
 /// is refused (which to believe?), as are damaged bytes; either way the
 /// history is left as it was.
@@ -493,6 +509,29 @@ mod tests {
         let mut back = MemoryHistory::decode(packed.encode_to_vec().as_slice()).expect("decodes");
         unpack(&mut back).expect("unpacks");
         assert_eq!(back, plain);
+    }
+
+    #[test]
+    fn unpacking_an_event_keeping_its_bytes_returns_what_each_history_was_sent_as() {
+        let original = OomEvent {
+            history: Some(history(600, 10)),
+            oom_memcg_history: Some(history(5, 0)),
+            ..OomEvent::default()
+        };
+        let mut received = original.clone();
+        pack(received.history.as_mut().expect("has one"));
+        let sent_packed = received.history.as_ref().expect("has one").packed.clone();
+        let [history_bytes, memcg_bytes] = unpack_event_keeping(&mut received).expect("unpacks");
+        assert_eq!(received, original);
+        assert_eq!(history_bytes, sent_packed);
+        assert!(memcg_bytes.is_empty(), "sent plain");
+
+        let mut damaged = original.clone();
+        pack(damaged.history.as_mut().expect("has one"));
+        damaged.history.as_mut().expect("has one").packed.pop();
+        let before = damaged.clone();
+        assert!(unpack_event_keeping(&mut damaged).is_err());
+        assert_eq!(damaged, before, "left as it was");
     }
 
     #[test]

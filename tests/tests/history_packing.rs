@@ -12,7 +12,10 @@ use oomlens_agent::ship::SharedSpool;
 use oomlens_common::client::ClientConfig;
 use oomlens_proto::history;
 use oomlens_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
-use oomlens_proto::v1::{AckStatus, GetRequest, IngestAck, IngestRequest, OomEvent, ingest_request};
+use oomlens_proto::v1::{
+    AckStatus, GetRequest, IngestAck, IngestRequest, OomEvent, SubscribeRequest, ingest_request,
+    subscribe_response,
+};
 use oomlens_tests::agent::InProcessShipper;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -152,9 +155,6 @@ async fn the_collector_stores_packed_histories_and_serves_them_whole() {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("events.db").display().to_string();
     let collector = collector(&database).await;
-    let sent = kills();
-    ship_all(&collector.endpoint(), &sent).await;
-
     let mut client = ClientConfig {
         endpoint: collector.endpoint(),
         ..ClientConfig::default()
@@ -162,6 +162,29 @@ async fn the_collector_stores_packed_histories_and_serves_them_whole() {
     .event_client()
     .await
     .unwrap();
+    let mut live = client
+        .subscribe(SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let sent = kills();
+    ship_all(&collector.endpoint(), &sent).await;
+
+    // Subscribers are sent every sample (the store keeps the packed bytes
+    // the agent sent; the event it publishes has them unpacked).
+    for original in &sent {
+        let response = tokio::time::timeout(std::time::Duration::from_secs(10), live.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        let Some(subscribe_response::Item::Event(event)) = response.item else {
+            panic!("not an event: {response:?}");
+        };
+        assert_eq!(event.id, original.id);
+        assert_eq!(event.history, original.history);
+        assert_eq!(event.oom_memcg_history, original.oom_memcg_history);
+    }
     for original in &sent {
         let served = client
             .get(GetRequest {

@@ -22,7 +22,7 @@ use crate::hub::Published;
 use crate::metrics::{IngestResult, Refused};
 use crate::store::Inserted;
 
-use super::writer::{WRITE_QUEUE, WriteRequest};
+use super::writer::{SetAside, WRITE_QUEUE, WriteRequest};
 use super::{BoxStream, Collector};
 
 /// `IngestService`: agents stream events; each is acknowledged once stored.
@@ -127,15 +127,20 @@ impl IngestService for Ingest {
                         node = hello.node;
                     }
                     Some(ingest_request::Item::Event(mut event)) => {
-                        if let Err(why) = unpack_histories(&mut event).and_then(|()| validate(&event)) {
-                            metrics.ingested(IngestResult::Rejected);
-                            warn!(%peer, %node, id = %event.id, why, "event rejected");
-                            // In line with the other acks: they go out in order.
-                            if pending.send(Pending::Rejected(event.id, why)).await.is_err() {
-                                break;
+                        let packed = match unpack_histories(&mut event)
+                            .and_then(|packed| validate(&event).map(|()| packed))
+                        {
+                            Ok(packed) => packed,
+                            Err(why) => {
+                                metrics.ingested(IngestResult::Rejected);
+                                warn!(%peer, %node, id = %event.id, why, "event rejected");
+                                // In line with the other acks: they go out in order.
+                                if pending.send(Pending::Rejected(event.id, why)).await.is_err() {
+                                    break;
+                                }
+                                continue;
                             }
-                            continue;
-                        }
+                        };
                         let (reply, answer) = oneshot::channel();
                         let id = event.id.clone();
                         let mut event = event;
@@ -158,7 +163,12 @@ impl IngestService for Ingest {
                         };
                         if collector
                             .writes
-                            .send(WriteRequest { event, reply, budget })
+                            .send(WriteRequest {
+                                set_aside: SetAside::packed_as_received(&mut event, packed),
+                                event,
+                                reply,
+                                budget,
+                            })
                             .await
                             .is_err()
                         {
@@ -216,9 +226,10 @@ impl IngestService for Ingest {
 }
 
 /// Unpacks the histories of an event from an agent that packs them (see
-/// the response header); damaged ones reject the event.
-fn unpack_histories(event: &mut OomEvent) -> Result<(), &'static str> {
-    history::unpack_event(event).map_err(|error| {
+/// the response header), returning the packed bytes; damaged ones reject
+/// the event.
+fn unpack_histories(event: &mut OomEvent) -> Result<[Vec<u8>; 2], &'static str> {
+    history::unpack_event_keeping(event).map_err(|error| {
         warn!(id = %event.id, %error, "an event's packed memory history does not decode");
         "the event's packed memory history does not decode"
     })
