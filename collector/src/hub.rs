@@ -29,10 +29,7 @@ impl Published {
     /// encoded response too, which its first gRPC subscriber adds.
     fn bytes(&self) -> usize {
         match self {
-            Self::Event(shared) => {
-                let encoded = shared.stored.event.encoded_len();
-                oomlens_common::limits::resident_bytes_encoded(&shared.stored.event, encoded) + encoded
-            }
+            Self::Event(shared) => shared.resident_bytes + shared.encoded_len,
             Self::Warning(warning) => warning.encoded_len(),
         }
     }
@@ -45,25 +42,45 @@ impl Published {
 #[derive(Debug)]
 pub struct SharedEvent {
     pub stored: StoredEvent,
+    /// What the event takes in memory decoded, and its encoded size:
+    /// sized once, not by every subscriber's outbox (walking a history
+    /// of 600 samples each time).
+    pub resident_bytes: usize,
+    encoded_len: usize,
     response: OnceLock<Bytes>,
+    /// The same with the histories packed, for subscribers that read them.
+    packed_response: OnceLock<Bytes>,
 }
 
 impl SharedEvent {
     pub fn new(stored: StoredEvent) -> Self {
+        let encoded_len = stored.event.encoded_len();
         Self {
+            resident_bytes: oomlens_common::limits::resident_bytes_encoded(&stored.event, encoded_len),
+            encoded_len,
             stored,
             response: OnceLock::new(),
+            packed_response: OnceLock::new(),
         }
     }
 
-    /// The encoded `SubscribeResponse` that carries this event, and
-    /// whether this call encoded it.
-    pub fn encoded_response(&self) -> (Bytes, bool) {
+    /// The encoded `SubscribeResponse` that carries this event, its
+    /// histories `packed` or not, and whether this call encoded it.
+    pub fn encoded_response(&self, packed: bool) -> (Bytes, bool) {
         let mut encoded = false;
-        let bytes = self.response.get_or_init(|| {
-            encoded = true;
-            encode_event_response(self.stored.seq, &self.stored.event)
-        });
+        let bytes = if packed {
+            self.packed_response.get_or_init(|| {
+                encoded = true;
+                let mut event = self.stored.event.clone();
+                oomlens_proto::history::pack_event(&mut event);
+                encode_event_response(self.stored.seq, &event)
+            })
+        } else {
+            self.response.get_or_init(|| {
+                encoded = true;
+                encode_event_response(self.stored.seq, &self.stored.event)
+            })
+        };
         (bytes.clone(), encoded)
     }
 }
@@ -313,15 +330,31 @@ mod tests {
             seq: 4711,
             event: event.clone(),
         });
-        let (first, encoded) = shared.encoded_response();
+        let (first, encoded) = shared.encoded_response(false);
         assert!(encoded);
-        let (second, encoded) = shared.encoded_response();
+        let (second, encoded) = shared.encoded_response(false);
         assert!(!encoded);
         assert_eq!(first.as_ptr(), second.as_ptr(), "encoded once, then shared");
         let expected = SubscribeResponse {
             item: Some(subscribe_response::Item::Event(event)),
             cursor: "4711".into(),
         };
-        assert_eq!(SubscribeResponse::decode(first).expect("decodes"), expected);
+        assert_eq!(
+            SubscribeResponse::decode(first.clone()).expect("decodes"),
+            expected
+        );
+
+        // Packed: once too, fewer bytes, the same when unpacked.
+        let (packed, encoded) = shared.encoded_response(true);
+        assert!(encoded);
+        assert!(!shared.encoded_response(true).1);
+        assert!(packed.len() < first.len(), "{} bytes packed", packed.len());
+        let mut unpacked = SubscribeResponse::decode(packed).expect("decodes");
+        let Some(subscribe_response::Item::Event(event)) = unpacked.item.as_mut() else {
+            panic!("an event");
+        };
+        assert!(event.history.as_ref().is_some_and(|h| h.samples.is_empty()));
+        oomlens_proto::history::unpack_event(event).expect("unpacks");
+        assert_eq!(unpacked, expected);
     }
 }

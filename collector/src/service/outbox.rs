@@ -43,7 +43,7 @@ impl Outgoing {
     /// What it takes in memory while it waits.
     fn bytes(&self) -> usize {
         match self {
-            Self::Event(shared) => oomlens_common::limits::resident_bytes(&shared.stored.event),
+            Self::Event(shared) => shared.resident_bytes,
             Self::Response(response) => response.encoded_len(),
         }
     }
@@ -64,16 +64,25 @@ impl Outgoing {
         }
     }
 
-    /// The response as its encoded bytes (for gRPC): an event's are
-    /// encoded once and shared by every subscriber sent it.
-    pub(super) fn into_encoded(self, metrics: &CollectorMetrics) -> Preencoded {
+    /// The response as its encoded bytes (for gRPC), histories `packed`
+    /// or not: an event's are encoded once and shared by every
+    /// subscriber sent it.
+    pub(super) fn into_encoded(self, packed: bool, metrics: &CollectorMetrics) -> Preencoded {
         match self {
             Self::Event(shared) => {
-                let (bytes, encoded) = shared.encoded_response();
+                let (bytes, encoded) = shared.encoded_response(packed);
                 metrics.subscriber_event(encoded);
                 Preencoded(bytes)
             }
-            Self::Response(response) => Preencoded::of(&*response),
+            Self::Response(mut response) => {
+                if packed
+                    && let Some(subscribe_response::Item::Warning(warning)) = response.item.as_mut()
+                    && let Some(history) = warning.history.as_mut()
+                {
+                    oomlens_proto::history::pack(history);
+                }
+                Preencoded::of(&*response)
+            }
         }
     }
 }
