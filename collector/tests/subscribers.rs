@@ -12,6 +12,7 @@ use common::event;
 use oomlens_collector::server::{Embedded, ServerConfig};
 use oomlens_collector::service::Limits;
 use oomlens_common::client::ClientConfig;
+use oomlens_proto::history;
 use oomlens_proto::v1::{SubscribeRequest, SubscribeResponse, subscribe_response};
 
 async fn start(limits: Limits) -> (Embedded, ClientConfig, tempfile::TempDir) {
@@ -185,6 +186,47 @@ async fn every_subscriber_is_sent_each_live_event_whole_from_one_encoding() {
         20.0,
         "each live event encoded once for the three subscribers"
     );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_reads_packed_histories_is_sent_them_packed() {
+    let (server, config, _dir) = start(Limits::default()).await;
+    let mut client = config.event_client().await.unwrap();
+    let mut request = tonic::Request::new(SubscribeRequest::default());
+    request.metadata_mut().insert(
+        history::HEADER,
+        tonic::metadata::MetadataValue::from_static(history::HEADER_PACKED),
+    );
+    let response = client.subscribe(request).await.unwrap();
+    assert_eq!(
+        response.metadata().get(history::HEADER).unwrap(),
+        history::HEADER_PACKED,
+        "the collector confirms it"
+    );
+    let mut packed = response.into_inner();
+    let mut plain = subscribe(&config, "").await.unwrap();
+
+    ingest(&config, 0..5, 600).await;
+    let plain_events = next_events(&mut plain, 5).await;
+    for (cursor, expected) in plain_events {
+        let mut response = tokio::time::timeout(Duration::from_secs(10), packed.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.cursor, cursor);
+        let Some(subscribe_response::Item::Event(event)) = response.item.as_ref() else {
+            panic!("not an event: {response:?}");
+        };
+        let history = event.history.as_ref().unwrap();
+        assert!(history.samples.is_empty() && !history.packed.is_empty(), "packed");
+        history::unpack_response(&mut response).unwrap();
+        let Some(subscribe_response::Item::Event(event)) = response.item else {
+            unreachable!()
+        };
+        assert_eq!(event, expected, "the same event, unpacked");
+    }
     server.stop().await.unwrap();
 }
 

@@ -22,7 +22,7 @@
 
 use prost_types::Timestamp;
 
-use crate::v1::{MemoryBucket, MemoryHistory, MemorySample, OomEvent};
+use crate::v1::{MemoryBucket, MemoryHistory, MemorySample, OomEvent, SubscribeResponse, subscribe_response};
 
 /// The response header by which a collector announces that it reads
 /// packed histories, and its value.
@@ -126,6 +126,16 @@ pub fn unpack_event_keeping(event: &mut OomEvent) -> Result<[Vec<u8>; 2], Histor
         unpack_one(event.history.as_mut())?,
         unpack_one(event.oom_memcg_history.as_mut())?,
     ])
+}
+
+/// Unpacks what a subscription response carries (an event's histories or
+/// a warning's), for a subscriber that asked for them packed.
+pub fn unpack_response(response: &mut SubscribeResponse) -> Result<(), HistoryError> {
+    match response.item.as_mut() {
+        Some(subscribe_response::Item::Event(event)) => unpack_event(event),
+        Some(subscribe_response::Item::Warning(warning)) => warning.history.as_mut().map_or(Ok(()), unpack),
+        Some(subscribe_response::Item::Lagged(_)) | None => Ok(()),
+    }
 }
 
 /// Moves `packed` back into `samples` and `buckets`. A history with both

@@ -1,7 +1,9 @@
 //! Fleet load: a collector tier of `REPLICAS` (3) collector processes on
 //! one PostgreSQL database, under the traffic of `AGENTS` (5,000) agents
 //! and `SUBSCRIBERS` (50) subscribers, all simulated on loopback by this
-//! program. Bounded: it stops by itself.
+//! program. Bounded: it stops by itself. Subscribers ask for histories
+//! packed, as `oomlens watch` does (`PACKED_SUBSCRIBERS=0`: plain, as
+//! other clients get them).
 //!
 //! Run: `OOMLENS_TEST_POSTGRES=postgres://… cargo bench -p oomlens-tests
 //! --bench fleet_load` (the role must be able to CREATE DATABASE).
@@ -301,7 +303,7 @@ struct Heard {
     latencies: Vec<Duration>,
 }
 
-async fn run_subscriber(endpoint: String, tally: Arc<Tally>, heard: Arc<Mutex<Heard>>) {
+async fn run_subscriber(endpoint: String, packed: bool, tally: Arc<Tally>, heard: Arc<Mutex<Heard>>) {
     let channel = ClientConfig {
         endpoint,
         ..ClientConfig::default()
@@ -317,8 +319,15 @@ async fn run_subscriber(endpoint: String, tally: Arc<Tally>, heard: Arc<Mutex<He
         include_warnings: true,
         ..SubscribeRequest::default()
     };
+    let mut request = tonic::Request::new(request);
+    if packed {
+        request.metadata_mut().insert(
+            oomlens_proto::history::HEADER,
+            tonic::metadata::MetadataValue::from_static(oomlens_proto::history::HEADER_PACKED),
+        );
+    }
     let mut items = grpc
-        .server_streaming(tonic::Request::new(request), path, codec)
+        .server_streaming(request, path, codec)
         .await
         .expect("subscribe")
         .into_inner();
@@ -432,6 +441,8 @@ fn main() {
     let containers = setting("CONTAINERS", 110);
     let replicas = setting("REPLICAS", 3);
     let subscribers = setting("SUBSCRIBERS", 50);
+    // As `oomlens watch` does: histories packed, a third of the bytes.
+    let packed_subscribers = setting("PACKED_SUBSCRIBERS", 1) == 1;
     let steady_seconds = setting("STEADY_SECONDS", 30);
     let warnings_per_second = setting("WARNINGS_PER_SECOND", 10);
     let storm_rate = setting("STORM_RATE", 1_000);
@@ -473,12 +484,18 @@ fn main() {
         let hearing: Vec<Arc<Mutex<Heard>>> = (0..subscribers).map(|_| Arc::default()).collect();
         for (s, heard) in hearing.iter().enumerate() {
             let endpoint = endpoints[s % endpoints.len()].clone();
-            tokio::spawn(run_subscriber(endpoint, Arc::clone(&tally), Arc::clone(heard)));
+            tokio::spawn(run_subscriber(
+                endpoint,
+                packed_subscribers,
+                Arc::clone(&tally),
+                Arc::clone(heard),
+            ));
         }
 
         // 1. Connect.
         println!(
-            "fleet_load: {agents} agents × {containers} containers, {replicas} replicas on one PostgreSQL, {subscribers} subscribers"
+            "fleet_load: {agents} agents × {containers} containers, {replicas} replicas on one PostgreSQL, {subscribers} subscribers ({})",
+            if packed_subscribers { "histories packed" } else { "histories plain" }
         );
         let encode_started = Instant::now();
         let statuses: Vec<Preencoded> = (0..agents)
@@ -679,12 +696,13 @@ fn main() {
             println!("storm: an ingest stream failed: {error}");
         }
         usage.report("storm", &pids);
-        // Fan-out: each subscriber hears every kill (or is told it lagged).
+        // Fan-out: each subscriber hears every kill. One that lagged is
+        // told how many items it missed, then hears the kills among them
+        // from the store: it is done only when it has heard them all.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let done = hearing.iter().all(|h| {
-                let h = h.lock().unwrap_or_else(PoisonError::into_inner);
-                h.events + h.missed >= acked
+                h.lock().unwrap_or_else(PoisonError::into_inner).events >= acked
             });
             if done || Instant::now() > deadline {
                 break;

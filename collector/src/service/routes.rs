@@ -6,7 +6,10 @@
 //! out to 50 subscribers, was 50 encodings of every kill and the
 //! collector's bottleneck. Here an event is encoded once, the first time a
 //! subscriber is sent it ([`crate::hub::SharedEvent`]), and every
-//! subscriber is sent those bytes. What a client receives is unchanged.
+//! subscriber is sent those bytes. What a client receives is unchanged,
+//! unless it asks for histories packed (the `oomlens-history: packed`
+//! request header, as agents are told): a third of the bytes, for
+//! clients that unpack them with `oomlens_proto::history`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,10 +17,12 @@ use std::task::{Context, Poll};
 
 use futures_util::TryStreamExt as _;
 use oomlens_proto::codec::SliceCodec;
+use oomlens_proto::history;
 use oomlens_proto::preencoded::Preencoded;
 use oomlens_proto::v1::SubscribeRequest;
 use oomlens_proto::v1::event_service_server::EventServiceServer;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
+use tonic::metadata::MetadataValue;
 use tonic::server::{NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 
@@ -90,13 +95,26 @@ impl ServerStreamingService<SubscribeRequest> for EncodedSubscribe {
     fn call(&mut self, request: Request<SubscribeRequest>) -> Self::Future {
         let collector = self.0.clone();
         Box::pin(async move {
+            // A client that reads packed histories says so, as the
+            // collector does to agents; the answer confirms it.
+            let packed = request
+                .metadata()
+                .get(history::HEADER)
+                .is_some_and(|value| value == history::HEADER_PACKED);
             let request = request.into_inner();
             check_filter(request.filter.as_ref())?;
             let responses = subscribe::start(&collector, request).await?;
             let metrics = Arc::clone(&collector.metrics);
             let encoded: BoxStream<Preencoded> =
-                Box::pin(responses.map_ok(move |outgoing| outgoing.into_encoded(&metrics)));
-            Ok(Response::new(encoded))
+                Box::pin(responses.map_ok(move |outgoing| outgoing.into_encoded(packed, &metrics)));
+            let mut response = Response::new(encoded);
+            if packed {
+                response.metadata_mut().insert(
+                    history::HEADER,
+                    MetadataValue::from_static(history::HEADER_PACKED),
+                );
+            }
+            Ok(response)
         })
     }
 }
