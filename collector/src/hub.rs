@@ -26,7 +26,9 @@ pub enum Published {
 
 impl Published {
     /// About what it costs to keep in the ring: an event counts its
-    /// encoded response too, which its first gRPC subscriber adds.
+    /// encoded response too, which its first gRPC subscriber adds. (The
+    /// packed response, a third of that, made only for subscribers that
+    /// ask, is not counted.)
     fn bytes(&self) -> usize {
         match self {
             Self::Event(shared) => shared.resident_bytes + shared.encoded_len,

@@ -230,6 +230,30 @@ async fn a_subscriber_that_reads_packed_histories_is_sent_them_packed() {
     server.stop().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_subscribe_request_that_does_not_decode_is_refused_and_the_next_is_served() {
+    let (server, config, _dir) = start(Limits::default()).await;
+    let mut grpc = tonic::client::Grpc::new(config.connect().await.unwrap());
+    grpc.ready().await.unwrap();
+    // Field 1 (the filter) says 100 bytes follow; two do.
+    let garbage = oomlens_proto::preencoded::Preencoded(vec![0x0a, 100, 1, 2].into());
+    let refused = grpc
+        .server_streaming(
+            tonic::Request::new(garbage),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/oomlens.v1.EventService/Subscribe"),
+            tonic_prost::ProstCodec::<oomlens_proto::preencoded::Preencoded, SubscribeResponse>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Internal, "{refused:?}");
+    assert_eq!(gauge(&server, "oomlens_collector_subscribers"), 0.0);
+
+    let mut stream = subscribe(&config, "").await.unwrap();
+    ingest(&config, 0..1, 10).await;
+    assert_eq!(next_events(&mut stream, 1).await.len(), 1);
+    server.stop().await.unwrap();
+}
+
 /// The next `count` events of `stream`, with their cursors.
 async fn next_events(
     stream: &mut tonic::Streaming<SubscribeResponse>,
