@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{event, fresh_database, ingest, postgres_url};
+use common::{event, fresh_database, ingest, next_event, postgres_url};
 use oomlens_collector::auth::{Role, Tokens};
 use oomlens_collector::server::{Embedded, ServerConfig, TlsFiles};
 use oomlens_common::client::{ClientConfig, EventClient, status_line};
@@ -49,19 +49,6 @@ fn plain(address: &str) -> ClientConfig {
     ClientConfig {
         endpoint: format!("http://{address}"),
         ..ClientConfig::default()
-    }
-}
-
-async fn next_event(stream: &mut tonic::Streaming<SubscribeResponse>) -> (OomEvent, String) {
-    loop {
-        let response = tokio::time::timeout(Duration::from_secs(10), stream.message())
-            .await
-            .expect("an event within 10 s")
-            .unwrap()
-            .expect("the stream stays open");
-        if let Some(subscribe_response::Item::Event(event)) = response.item {
-            return (event, response.cursor);
-        }
     }
 }
 

@@ -261,14 +261,8 @@ async fn next_events(
 ) -> Vec<(String, oomlens_proto::v1::OomEvent)> {
     let mut events = Vec::new();
     while events.len() < count {
-        let response = tokio::time::timeout(Duration::from_secs(10), stream.message())
-            .await
-            .expect("an event within 10 s")
-            .unwrap()
-            .expect("the stream stays open");
-        if let Some(subscribe_response::Item::Event(event)) = response.item {
-            events.push((response.cursor, event));
-        }
+        let (event, cursor) = common::next_event(stream).await;
+        events.push((cursor, event));
     }
     events
 }

@@ -257,3 +257,20 @@ pub fn check_golden(name: &str, actual: &str) {
         );
     }
 }
+
+/// The next event `stream` sends (within 10 s), with its cursor; other
+/// items are skipped.
+pub async fn next_event(
+    stream: &mut tonic::Streaming<oomlens_proto::v1::SubscribeResponse>,
+) -> (OomEvent, String) {
+    loop {
+        let response = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        if let Some(oomlens_proto::v1::subscribe_response::Item::Event(event)) = response.item {
+            return (event, response.cursor);
+        }
+    }
+}
