@@ -194,16 +194,14 @@ async fn a_subscriber_that_reads_packed_histories_is_sent_them_packed() {
     let (server, config, _dir) = start(Limits::default()).await;
     let mut client = config.event_client().await.unwrap();
     let mut request = tonic::Request::new(SubscribeRequest::default());
-    request.metadata_mut().insert(
-        history::HEADER,
-        tonic::metadata::MetadataValue::from_static(history::HEADER_PACKED),
-    );
+    history::say_packed(request.metadata_mut());
     let response = client.subscribe(request).await.unwrap();
     assert_eq!(
         response.metadata().get(history::HEADER).unwrap(),
         history::HEADER_PACKED,
         "the collector confirms it"
     );
+    assert!(history::says_packed(response.metadata()));
     let mut packed = response.into_inner();
     let mut plain = subscribe(&config, "").await.unwrap();
 

@@ -24,10 +24,21 @@ use prost_types::Timestamp;
 
 use crate::v1::{MemoryBucket, MemoryHistory, MemorySample, OomEvent, SubscribeResponse, subscribe_response};
 
-/// The response header by which a collector announces that it reads
-/// packed histories, and its value.
+/// The header that says its sender reads packed histories, and its
+/// value: on a collector's `Ingest` response (agents may send them) and
+/// on a subscriber's `Subscribe` request (and its response, confirming).
 pub const HEADER: &str = "oomlens-history";
 pub const HEADER_PACKED: &str = "packed";
+
+/// Says, in `metadata`, that its sender reads packed histories.
+pub fn say_packed(metadata: &mut tonic::metadata::MetadataMap) {
+    metadata.insert(HEADER, tonic::metadata::MetadataValue::from_static(HEADER_PACKED));
+}
+
+/// Whether `metadata` says its sender reads packed histories.
+pub fn says_packed(metadata: &tonic::metadata::MetadataMap) -> bool {
+    metadata.get(HEADER).is_some_and(|value| value == HEADER_PACKED)
+}
 
 /// Samples, and buckets, one packed history may hold at most: a hundred
 /// times what an agent's minute at 10 Hz and its 15 minutes of buckets

@@ -321,10 +321,7 @@ async fn run_subscriber(endpoint: String, packed: bool, tally: Arc<Tally>, heard
     };
     let mut request = tonic::Request::new(request);
     if packed {
-        request.metadata_mut().insert(
-            oomlens_proto::history::HEADER,
-            tonic::metadata::MetadataValue::from_static(oomlens_proto::history::HEADER_PACKED),
-        );
+        oomlens_proto::history::say_packed(request.metadata_mut());
     }
     let mut items = grpc
         .server_streaming(request, path, codec)

@@ -56,10 +56,7 @@ impl IngestService for Recorder {
         });
         let mut response = Response::new(Box::pin(ReceiverStream::new(stream)) as Self::IngestStream);
         if self.announces {
-            response.metadata_mut().insert(
-                history::HEADER,
-                tonic::metadata::MetadataValue::from_static(history::HEADER_PACKED),
-            );
+            history::say_packed(response.metadata_mut());
         }
         Ok(response)
     }

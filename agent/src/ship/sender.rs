@@ -166,10 +166,7 @@ async fn session(
     // drop them as an unknown field.
     let (packs, mut acks) = match client.ingest(ReceiverStream::new(requests)).await {
         Ok(response) => {
-            let packs = response
-                .metadata()
-                .get(history::HEADER)
-                .is_some_and(|v| v == history::HEADER_PACKED);
+            let packs = history::says_packed(response.metadata());
             (packs, response.into_inner())
         }
         Err(status) => {

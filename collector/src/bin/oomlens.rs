@@ -359,10 +359,7 @@ async fn watch(
             cursor: cursor.clone(),
             include_warnings: warnings,
         });
-        request.metadata_mut().insert(
-            history::HEADER,
-            tonic::metadata::MetadataValue::from_static(history::HEADER_PACKED),
-        );
+        history::say_packed(request.metadata_mut());
         let stream = client.subscribe(request).await;
         let mut stream = match stream {
             Ok(stream) => stream.into_inner(),

@@ -13,7 +13,6 @@ use oomlens_proto::v1::ingest_service_server::IngestService;
 use oomlens_proto::v1::{AckStatus, IngestAck, IngestRequest, OomEvent, ingest_request};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -217,10 +216,7 @@ impl IngestService for Ingest {
         });
         let mut response = Response::new(Box::pin(ReceiverStream::new(ack_stream)) as Self::IngestStream);
         // Agents may send histories packed.
-        response.metadata_mut().insert(
-            history::HEADER,
-            MetadataValue::from_static(history::HEADER_PACKED),
-        );
+        history::say_packed(response.metadata_mut());
         Ok(response)
     }
 }

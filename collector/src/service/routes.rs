@@ -22,7 +22,6 @@ use oomlens_proto::preencoded::Preencoded;
 use oomlens_proto::v1::SubscribeRequest;
 use oomlens_proto::v1::event_service_server::EventServiceServer;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
-use tonic::metadata::MetadataValue;
 use tonic::server::{NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 
@@ -97,10 +96,7 @@ impl ServerStreamingService<SubscribeRequest> for EncodedSubscribe {
         Box::pin(async move {
             // A client that reads packed histories says so, as the
             // collector does to agents; the answer confirms it.
-            let packed = request
-                .metadata()
-                .get(history::HEADER)
-                .is_some_and(|value| value == history::HEADER_PACKED);
+            let packed = history::says_packed(request.metadata());
             let request = request.into_inner();
             check_filter(request.filter.as_ref())?;
             let responses = subscribe::start(&collector, request).await?;
@@ -109,10 +105,7 @@ impl ServerStreamingService<SubscribeRequest> for EncodedSubscribe {
                 Box::pin(responses.map_ok(move |outgoing| outgoing.into_encoded(packed, &metrics)));
             let mut response = Response::new(encoded);
             if packed {
-                response.metadata_mut().insert(
-                    history::HEADER,
-                    MetadataValue::from_static(history::HEADER_PACKED),
-                );
+                history::say_packed(response.metadata_mut());
             }
             Ok(response)
         })
