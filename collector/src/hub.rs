@@ -10,10 +10,12 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use oomlens_proto::history;
 use oomlens_proto::v1::{MemoryWarning, OomEvent};
 use prost::Message as _;
 use prost::bytes::Bytes;
 use tokio::sync::watch;
+use tracing::warn;
 
 use crate::store::StoredEvent;
 
@@ -25,13 +27,12 @@ pub enum Published {
 }
 
 impl Published {
-    /// About what it costs to keep in the ring: an event counts its
-    /// encoded response too, which its first gRPC subscriber adds. (The
-    /// packed response, a third of that, made only for subscribers that
-    /// ask, is not counted.)
+    /// About what it costs to keep in the ring: an event counts both its
+    /// encoded responses too (plain and packed histories), which its
+    /// first gRPC subscribers of each kind add.
     fn bytes(&self) -> usize {
         match self {
-            Self::Event(shared) => shared.resident_bytes + shared.encoded_len,
+            Self::Event(shared) => shared.resident_bytes + shared.plain_len + shared.packed_len,
             Self::Warning(warning) => warning.encoded_len(),
         }
     }
@@ -41,50 +42,125 @@ impl Published {
 /// same for every subscriber (the cursor is its seq), so the first to
 /// send it encodes it and the others send the same bytes: a storm fanned
 /// out to 50 subscribers is encoded once, not 50 times.
+///
+/// Its histories may be kept packed (as the agent sent them and the store
+/// keeps them): a tenth of the memory in the ring and in the writer's
+/// queue, and sent as they are to subscribers that read them packed. They
+/// are unpacked for the others, once per encoding.
 #[derive(Debug)]
 pub struct SharedEvent {
-    pub stored: StoredEvent,
-    /// What the event takes in memory decoded, and its encoded size:
-    /// sized once, not by every subscriber's outbox (walking a history
-    /// of 600 samples each time).
+    stored: StoredEvent,
+    /// What the event takes in memory as kept, and the encoded sizes of
+    /// its responses: sized once, not by every subscriber's outbox
+    /// (walking a history of 600 samples each time).
     pub resident_bytes: usize,
-    encoded_len: usize,
+    plain_len: usize,
+    packed_len: usize,
     response: OnceLock<Bytes>,
     /// The same with the histories packed, for subscribers that read them.
     packed_response: OnceLock<Bytes>,
 }
 
 impl SharedEvent {
+    /// `stored` as given. A packed history is unpacked here to size the
+    /// plain response: [`Self::with_plain_len`] when that is known.
     pub fn new(stored: StoredEvent) -> Self {
+        let plain_len = if history::has_packed_history(&stored.event) {
+            unpacked(&stored.event).encoded_len()
+        } else {
+            stored.event.encoded_len()
+        };
+        Self::with_plain_len(stored, plain_len)
+    }
+
+    /// `stored`, whose encoded size with its histories unpacked is
+    /// `plain_len`.
+    pub fn with_plain_len(stored: StoredEvent, plain_len: usize) -> Self {
         let encoded_len = stored.event.encoded_len();
+        // Packed, a history is a third of its plain bytes or less.
+        let packed_len = if history::has_plain_history(&stored.event) {
+            plain_len / 3
+        } else {
+            encoded_len
+        };
         Self {
             resident_bytes: oomlens_common::limits::resident_bytes_encoded(&stored.event, encoded_len),
-            encoded_len,
+            plain_len,
+            packed_len,
             stored,
             response: OnceLock::new(),
             packed_response: OnceLock::new(),
         }
     }
 
+    pub fn seq(&self) -> i64 {
+        self.stored.seq
+    }
+
+    /// The event as kept: its histories may be packed. For what does not
+    /// look at them (filters).
+    pub fn as_kept(&self) -> &OomEvent {
+        &self.stored.event
+    }
+
+    /// The whole event, its histories unpacked.
+    pub fn to_event(&self) -> OomEvent {
+        unpacked(&self.stored.event)
+    }
+
     /// The encoded `SubscribeResponse` that carries this event, its
     /// histories `packed` or not, and whether this call encoded it.
     pub fn encoded_response(&self, packed: bool) -> (Bytes, bool) {
         let mut encoded = false;
+        let seq = self.stored.seq;
+        let event = &self.stored.event;
         let bytes = if packed {
             self.packed_response.get_or_init(|| {
                 encoded = true;
-                let mut event = self.stored.event.clone();
-                oomlens_proto::history::pack_event(&mut event);
-                encode_event_response(self.stored.seq, &event)
+                if history::has_plain_history(event) {
+                    let mut event = event.clone();
+                    history::pack_event(&mut event);
+                    encode_event_response(seq, &event)
+                } else {
+                    encode_event_response(seq, event)
+                }
             })
         } else {
             self.response.get_or_init(|| {
                 encoded = true;
-                encode_event_response(self.stored.seq, &self.stored.event)
+                if history::has_packed_history(event) {
+                    encode_event_response(seq, &unpacked(event))
+                } else {
+                    encode_event_response(seq, event)
+                }
             })
         };
         (bytes.clone(), encoded)
     }
+}
+
+/// `event` with its histories unpacked. They were unpacked once already
+/// (the ingest checks them, the store decodes them), so this does not
+/// fail; if it did, the event goes out without the history that does not
+/// decode rather than not at all.
+fn unpacked(event: &OomEvent) -> OomEvent {
+    let mut event = event.clone();
+    let OomEvent {
+        id,
+        history,
+        oom_memcg_history,
+        ..
+    } = &mut event;
+    for h in [history.as_mut(), oom_memcg_history.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        if let Err(error) = history::unpack(h) {
+            warn!(%id, %error, "a kept packed memory history does not decode; sent without it");
+            h.packed.clear();
+        }
+    }
+    event
 }
 
 /// `SubscribeResponse { item: Some(Event(event)), cursor: seq }`, encoded
@@ -256,7 +332,7 @@ mod tests {
 
     fn seq_of(item: &Published) -> i64 {
         match item {
-            Published::Event(shared) => shared.stored.seq,
+            Published::Event(shared) => shared.seq(),
             Published::Warning(_) => -1,
         }
     }
@@ -358,5 +434,61 @@ mod tests {
         assert!(event.history.as_ref().is_some_and(|h| h.samples.is_empty()));
         oomlens_proto::history::unpack_event(event).expect("unpacks");
         assert_eq!(unpacked, expected);
+    }
+
+    #[test]
+    fn an_event_kept_packed_is_sent_packed_as_kept_and_unpacked_whole() {
+        use oomlens_proto::v1::{MemoryHistory, MemorySample, SubscribeResponse, subscribe_response};
+
+        let whole = OomEvent {
+            id: "k".into(),
+            history: Some(MemoryHistory {
+                samples: (0..600)
+                    .map(|i| MemorySample {
+                        working_set_bytes: Some(1_000_000 + 4096 * i),
+                        ..MemorySample::default()
+                    })
+                    .collect(),
+                ..MemoryHistory::default()
+            }),
+            ..OomEvent::default()
+        };
+        let mut kept = whole.clone();
+        history::pack_event(&mut kept);
+        let agent_bytes = kept.history.as_ref().unwrap().packed.clone();
+        let shared = SharedEvent::with_plain_len(StoredEvent { seq: 7, event: kept }, whole.encoded_len());
+
+        // Small in memory; the ring counts what its plain response will take.
+        let resident_whole = oomlens_common::limits::resident_bytes(&whole);
+        assert!(
+            shared.resident_bytes * 10 < resident_whole,
+            "{} kept, {resident_whole} whole",
+            shared.resident_bytes
+        );
+        assert!(
+            Published::Event(Arc::new(SharedEvent::new(StoredEvent {
+                seq: 7,
+                event: whole.clone()
+            })))
+            .bytes()
+                > whole.encoded_len()
+        );
+        assert_eq!(shared.to_event(), whole);
+        assert!(shared.as_kept().history.as_ref().unwrap().samples.is_empty());
+
+        let response = |bytes: Bytes| match SubscribeResponse::decode(bytes).unwrap().item {
+            Some(subscribe_response::Item::Event(event)) => event,
+            other => panic!("{other:?}"),
+        };
+        // Packed: the bytes as kept, not packed again.
+        let (packed, _) = shared.encoded_response(true);
+        assert_eq!(response(packed).history.unwrap().packed, agent_bytes);
+        // Plain: unpacked once, whole.
+        let (plain, encoded) = shared.encoded_response(false);
+        assert!(encoded);
+        assert_eq!(plain.len(), encode_event_response(7, &whole).len());
+        assert_eq!(response(plain), whole);
+        // Kept as it was.
+        assert!(shared.as_kept().history.as_ref().unwrap().samples.is_empty());
     }
 }

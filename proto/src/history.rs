@@ -139,6 +139,43 @@ pub fn unpack_event_keeping(event: &mut OomEvent) -> Result<[Vec<u8>; 2], Histor
     ])
 }
 
+/// The inverse of [`unpack_event_keeping`]: packs both of an event's
+/// histories, each into the bytes it was `received` packed in when given
+/// (they unpacked to its samples and buckets), otherwise anew ([`pack`]).
+pub fn pack_event_keeping(event: &mut OomEvent, received: [Vec<u8>; 2]) {
+    let [history, memcg] = received;
+    for (history, bytes) in [
+        (event.history.as_mut(), history),
+        (event.oom_memcg_history.as_mut(), memcg),
+    ] {
+        let Some(history) = history else { continue };
+        if bytes.is_empty() {
+            pack(history);
+        } else {
+            history.packed = bytes;
+            history.samples = Vec::new();
+            history.buckets = Vec::new();
+        }
+    }
+}
+
+/// Whether either of an event's histories has plain samples or buckets
+/// (which [`pack_event`] would pack).
+pub fn has_plain_history(event: &OomEvent) -> bool {
+    [event.history.as_ref(), event.oom_memcg_history.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|h| !h.samples.is_empty() || !h.buckets.is_empty())
+}
+
+/// Whether either of an event's histories is packed.
+pub fn has_packed_history(event: &OomEvent) -> bool {
+    [event.history.as_ref(), event.oom_memcg_history.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|h| !h.packed.is_empty())
+}
+
 /// Unpacks what a subscription response carries (an event's histories or
 /// a warning's), for a subscriber that asked for them packed.
 pub fn unpack_response(response: &mut SubscribeResponse) -> Result<(), HistoryError> {
@@ -546,6 +583,20 @@ mod tests {
         assert_eq!(received, original);
         assert_eq!(history_bytes, sent_packed);
         assert!(memcg_bytes.is_empty(), "sent plain");
+        assert!(!has_packed_history(&received) && has_plain_history(&received));
+
+        // And back: the received bytes are moved in, not packed again; the
+        // history sent plain is packed here.
+        let kept_at = history_bytes.as_ptr();
+        pack_event_keeping(&mut received, [history_bytes, memcg_bytes]);
+        assert_eq!(
+            received.history.as_ref().expect("has one").packed.as_ptr(),
+            kept_at
+        );
+        assert!(has_packed_history(&received) && !has_plain_history(&received));
+        let mut packed_here = original.clone();
+        pack_event(&mut packed_here);
+        assert_eq!(received, packed_here);
 
         let mut damaged = original.clone();
         pack(damaged.history.as_mut().expect("has one"));

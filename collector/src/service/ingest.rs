@@ -11,6 +11,7 @@ use std::sync::Arc;
 use oomlens_proto::history;
 use oomlens_proto::v1::ingest_service_server::IngestService;
 use oomlens_proto::v1::{AckStatus, IngestAck, IngestRequest, OomEvent, ingest_request};
+use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -21,7 +22,7 @@ use crate::hub::Published;
 use crate::metrics::{IngestResult, Refused};
 use crate::store::Inserted;
 
-use super::writer::{SetAside, WRITE_QUEUE, WriteRequest};
+use super::writer::{WRITE_QUEUE, WriteRequest};
 use super::{BoxStream, Collector};
 
 /// `IngestService`: agents stream events; each is acknowledged once stored.
@@ -142,10 +143,14 @@ impl IngestService for Ingest {
                         };
                         let (reply, answer) = oneshot::channel();
                         let id = event.id.clone();
-                        let mut event = event;
                         if event.analysis.is_none() {
                             event.analysis = Some(analyse(&event, &collector.rules));
                         }
+                        let plain_len = event.encoded_len();
+                        // Queued, stored and kept for subscribers packed:
+                        // in the agent's own bytes, or packed here (in
+                        // parallel across agents, not in the one writer).
+                        history::pack_event_keeping(&mut event, packed);
                         // Waits while the writer's queue holds its budget
                         // of bytes (the agent's stream waits with it).
                         let wanted = oomlens_common::limits::resident_bytes(&event)
@@ -163,8 +168,8 @@ impl IngestService for Ingest {
                         if collector
                             .writes
                             .send(WriteRequest {
-                                set_aside: SetAside::packed_as_received(&mut event, packed),
                                 event,
+                                plain_len,
                                 reply,
                                 budget,
                             })

@@ -51,15 +51,10 @@ impl Outgoing {
     /// The response as a message (for the HTTP stream, which prints it).
     pub(super) fn into_response(self) -> SubscribeResponse {
         match self {
-            Self::Event(shared) => {
-                let cursor = shared.stored.seq.to_string();
-                let event = Arc::try_unwrap(shared)
-                    .map_or_else(|shared| shared.stored.event.clone(), |own| own.stored.event);
-                SubscribeResponse {
-                    item: Some(subscribe_response::Item::Event(event)),
-                    cursor,
-                }
-            }
+            Self::Event(shared) => SubscribeResponse {
+                item: Some(subscribe_response::Item::Event(shared.to_event())),
+                cursor: shared.seq().to_string(),
+            },
             Self::Response(response) => *response,
         }
     }

@@ -159,12 +159,12 @@ impl Subscription {
     }
 
     async fn send_event(&mut self, shared: Arc<SharedEvent>) -> bool {
-        let seq = shared.stored.seq;
+        let seq = shared.seq();
         if seq <= self.last {
             return true;
         }
         self.last = seq;
-        if !matches(self.filter.as_ref(), &shared.stored.event) {
+        if !matches(self.filter.as_ref(), shared.as_kept()) {
             return true;
         }
         let sent = self.send(shared).await;

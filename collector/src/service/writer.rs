@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use oomlens_proto::v1::{MemoryBucket, MemoryHistory, MemorySample, OomEvent};
+use oomlens_proto::v1::OomEvent;
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -36,63 +36,15 @@ pub const WRITE_QUEUE_BYTES: usize = 64 << 20;
 
 /// An event for the batch writer, and where its result goes.
 pub(super) struct WriteRequest {
-    /// As it is to be stored: histories its agent packed stand packed.
+    /// As it is to be stored and kept for subscribers: histories packed
+    /// (in the bytes its agent sent, where it sent them packed).
     pub(super) event: OomEvent,
-    /// Their samples and buckets, put back for subscribers.
-    pub(super) set_aside: SetAside,
+    /// Its encoded size with the histories unpacked (for the hub).
+    pub(super) plain_len: usize,
     pub(super) reply: oneshot::Sender<Result<Inserted, String>>,
     /// Its share of [`WRITE_QUEUE_BYTES`], given back once it is written
     /// (or not).
     pub(super) budget: tokio::sync::OwnedSemaphorePermit,
-}
-
-/// An event's samples and buckets, set aside while it is stored with the
-/// packed bytes its agent sent: the store keeps those as they came rather
-/// than pack the same samples again (as it does for plain histories).
-#[derive(Debug, Default)]
-pub(super) struct SetAside([Option<(Vec<MemorySample>, Vec<MemoryBucket>)>; 2]);
-
-impl SetAside {
-    /// Stands each of `event`'s histories whose `packed` bytes it was
-    /// received with are given (they unpacked to its samples and buckets)
-    /// packed again, those samples and buckets set aside.
-    pub(super) fn packed_as_received(event: &mut OomEvent, packed: [Vec<u8>; 2]) -> Self {
-        let [history, memcg] = packed;
-        Self([
-            set_aside(event.history.as_mut(), history),
-            set_aside(event.oom_memcg_history.as_mut(), memcg),
-        ])
-    }
-
-    /// Puts the samples and buckets back in place of the packed bytes.
-    pub(super) fn restore(self, event: &mut OomEvent) {
-        let [history, memcg] = self.0;
-        for (history, aside) in [
-            (event.history.as_mut(), history),
-            (event.oom_memcg_history.as_mut(), memcg),
-        ] {
-            if let (Some(history), Some((samples, buckets))) = (history, aside) {
-                history.samples = samples;
-                history.buckets = buckets;
-                history.packed = Vec::new();
-            }
-        }
-    }
-}
-
-fn set_aside(
-    history: Option<&mut MemoryHistory>,
-    packed: Vec<u8>,
-) -> Option<(Vec<MemorySample>, Vec<MemoryBucket>)> {
-    let history = history?;
-    if packed.is_empty() {
-        return None;
-    }
-    history.packed = packed;
-    Some((
-        std::mem::take(&mut history.samples),
-        std::mem::take(&mut history.buckets),
-    ))
 }
 
 /// Stores queued events until the queue closes; publishes the stored ones
@@ -129,7 +81,7 @@ pub(super) async fn write_batches(
             return;
         };
         let mut events = vec![first.event];
-        let mut set_aside = vec![first.set_aside];
+        let mut plain_lens = vec![first.plain_len];
         let mut replies = vec![first.reply];
         // Held until the batch is written: its events count in the budget.
         let mut _budget = vec![first.budget];
@@ -137,7 +89,7 @@ pub(super) async fn write_batches(
             match queue.try_recv() {
                 Ok(next) => {
                     events.push(next.event);
-                    set_aside.push(next.set_aside);
+                    plain_lens.push(next.plain_len);
                     replies.push(next.reply);
                     _budget.push(next.budget);
                 }
@@ -152,23 +104,24 @@ pub(super) async fn write_batches(
             // flap; the probe (as large as the batch that failed) decides.
             Ok(results) => {
                 let mut fresh = Vec::new();
-                for (((mut event, set_aside), reply), result) in
-                    events.into_iter().zip(set_aside).zip(replies).zip(results)
+                for (((event, plain_len), reply), result) in
+                    events.into_iter().zip(plain_lens).zip(replies).zip(results)
                 {
                     metrics.ingested(match result {
                         Inserted::Stored(_) => IngestResult::Stored,
                         Inserted::Duplicate => IngestResult::Duplicate,
                     });
                     if let (true, Inserted::Stored(seq)) = (publish, result) {
-                        set_aside.restore(&mut event);
-                        fresh.push(StoredEvent { seq, event });
+                        fresh.push((StoredEvent { seq, event }, plain_len));
                     }
                     let _ = reply.send(Ok(result));
                 }
                 // Subscribers rely on increasing seq.
-                fresh.sort_by_key(|stored| stored.seq);
-                for stored in fresh {
-                    hub.publish(Published::Event(Arc::new(SharedEvent::new(stored))));
+                fresh.sort_by_key(|(stored, _)| stored.seq);
+                for (stored, plain_len) in fresh {
+                    hub.publish(Published::Event(Arc::new(SharedEvent::with_plain_len(
+                        stored, plain_len,
+                    ))));
                 }
             }
             Err(error) => {
@@ -208,48 +161,5 @@ fn not_writable(metrics: &CollectorMetrics, error: &StoreError, events: usize) {
         );
     } else {
         debug!(%error, events, "still cannot write: not stored, agents resend");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use oomlens_proto::history;
-
-    use super::*;
-
-    fn history_of(samples: u64) -> MemoryHistory {
-        MemoryHistory {
-            cgroup: "/kubepods/pod1/c".into(),
-            samples: (0..samples)
-                .map(|i| MemorySample {
-                    working_set_bytes: Some(1_000_000 + i * 4096),
-                    ..MemorySample::default()
-                })
-                .collect(),
-            limit_bytes: Some(64 << 20),
-            ..MemoryHistory::default()
-        }
-    }
-
-    #[test]
-    fn an_event_stands_packed_as_received_and_gets_its_samples_back() {
-        let original = OomEvent {
-            id: "k".into(),
-            history: Some(history_of(600)),
-            oom_memcg_history: Some(history_of(3)),
-            ..OomEvent::default()
-        };
-        let mut packed = history_of(600);
-        history::pack(&mut packed);
-
-        let mut event = original.clone();
-        let set_aside = SetAside::packed_as_received(&mut event, [packed.packed.clone(), Vec::new()]);
-        // As the store is to keep it: the agent's bytes, not the samples;
-        // the history sent plain stays plain.
-        assert_eq!(event.history.as_ref(), Some(&packed));
-        assert_eq!(event.oom_memcg_history, original.oom_memcg_history);
-
-        set_aside.restore(&mut event);
-        assert_eq!(event, original);
     }
 }

@@ -17,6 +17,10 @@ pub enum BodyError {
 
 /// The bytes to store for `event`.
 pub(super) fn encode(event: &OomEvent) -> Vec<u8> {
+    if !history::has_plain_history(event) {
+        // Packed already (as the ingest queues events): nothing to copy.
+        return event.encode_to_vec();
+    }
     let mut stored = event.clone();
     history::pack_event(&mut stored);
     stored.encode_to_vec()
