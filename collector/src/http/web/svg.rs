@@ -37,14 +37,35 @@ fn scale(limit: Option<u64>, values: impl Iterator<Item = u64>) -> f64 {
 
 /// `x,y x,y …` for a polyline's or polygon's `points`.
 fn point_list(points: &[(f64, f64)]) -> String {
-    let mut list = String::new();
+    let mut list = String::with_capacity(points.len() * 12);
     for (i, (x, y)) in points.iter().enumerate() {
         if i > 0 {
             list.push(' ');
         }
-        let _ = write!(list, "{x:.1},{y:.1}");
+        tenths(&mut list, *x);
+        list.push(',');
+        tenths(&mut list, *y);
     }
     list
+}
+
+/// `value` to one decimal, as `{:.1}` but through integers: the kill
+/// list draws 50 sparklines of 600 points, and float formatting with a
+/// precision was a third of its time.
+fn tenths(out: &mut String, value: f64) {
+    // Far beyond any coordinate drawn; not finite (no data) draws as 0.
+    let scaled = if value.is_finite() {
+        (value * 10.0).round().clamp(-1e15, 1e15)
+    } else {
+        0.0
+    };
+    #[allow(clippy::cast_possible_truncation)] // clamped above
+    let scaled = scaled as i64;
+    if scaled < 0 {
+        out.push('-');
+    }
+    let magnitude = scaled.unsigned_abs();
+    let _ = write!(out, "{}.{}", magnitude / 10, magnitude % 10);
 }
 
 fn polyline(class: &str, points: &[(f64, f64)]) -> String {
@@ -379,6 +400,31 @@ mod tests {
     use super::*;
     use oomlens_proto::v1::MemorySample;
     use prost_types::Timestamp;
+
+    #[test]
+    fn coordinates_are_written_as_format_writes_them_to_one_decimal() {
+        for i in -20_000..20_000 {
+            let value = f64::from(i) * 0.0731 + 0.003;
+            // Away from ties, where the two may round either way.
+            if ((value * 10.0).fract().abs() - 0.5).abs() < 1e-6 {
+                continue;
+            }
+            let mut ours = String::new();
+            tenths(&mut ours, value);
+            let theirs = format!("{value:.1}");
+            assert_eq!(
+                ours,
+                theirs
+                    .strip_prefix("-0.0")
+                    .map_or(theirs.clone(), |_| "0.0".into()),
+                "{value}"
+            );
+        }
+        let mut odd = String::new();
+        tenths(&mut odd, f64::NAN);
+        assert_eq!(odd, "0.0");
+        assert_eq!(point_list(&[(1.25, 30.0), (640.06, 0.0)]).split(' ').count(), 2);
+    }
 
     fn history(n: usize) -> MemoryHistory {
         MemoryHistory {
