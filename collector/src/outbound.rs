@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use crate::hub::Hub;
-use crate::store::{Leadership, Store, StoreError, StoredEvent};
+use crate::store::{Histories, Leadership, Store, StoreError, StoredEvent};
 
 /// Events one read of the store takes (fewer past its byte budget).
 const PAGE: u32 = 100;
@@ -139,7 +139,11 @@ impl Reader {
                     warn!(destination = %self.label, "lost the destination's lock (the database connection broke); taking it again");
                     break;
                 }
-                let page = match self.store.after_seq(cursor, None, PAGE).await {
+                let page = match self
+                    .store
+                    .after_seq(cursor, None, PAGE, Histories::Unpacked)
+                    .await
+                {
                     Ok(page) => page,
                     Err(error) => {
                         warn!(destination = %self.label, %error, "cannot read events to deliver; retrying");

@@ -10,7 +10,7 @@ use sqlx::postgres::PgListener;
 use tracing::{info, warn};
 
 use crate::hub::{Hub, Published, SharedEvent};
-use crate::store::{NOTIFY_CHANNEL, Store, WARNINGS_CHANNEL};
+use crate::store::{Histories, NOTIFY_CHANNEL, Store, WARNINGS_CHANNEL};
 
 /// How often the relay also polls, in case a notification was lost while
 /// the listening connection was being re-established.
@@ -55,7 +55,7 @@ pub(crate) async fn relay(store: Store, hub: Hub, mut last: i64, replica: String
         // Whatever woke us, publish everything after `last`: seq order is
         // commit order (inserts hold one advisory lock).
         loop {
-            match store.after_seq(last, None, 500).await {
+            match store.after_seq(last, None, 500, Histories::AsStored).await {
                 Ok(page) => {
                     for stored in page.events {
                         last = stored.seq;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{BASE_SECS, event, fresh_database, postgres_url};
 use oomlens_collector::filter::matches;
-use oomlens_collector::store::{GroupColumn, Inserted, Store};
+use oomlens_collector::store::{GroupColumn, Histories, Inserted, Store};
 use oomlens_proto::v1::{EventFilter, Scope};
 use prost_types::Timestamp;
 
@@ -124,10 +124,18 @@ async fn filters_pages_and_summaries(store: &Store) {
         .unwrap()
     );
     // Backfill by sequence: in order, after the cursor only.
-    let all = store.after_seq(0, None, 1000).await.unwrap().events;
+    let all = store
+        .after_seq(0, None, 1000, Histories::Unpacked)
+        .await
+        .unwrap()
+        .events;
     assert_eq!(all.len(), 250);
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
-    let rest = store.after_seq(all[199].seq, None, 1000).await.unwrap().events;
+    let rest = store
+        .after_seq(all[199].seq, None, 1000, Histories::Unpacked)
+        .await
+        .unwrap()
+        .events;
     assert_eq!(rest.len(), 50);
     assert_eq!(store.last_seq().await.unwrap(), all[249].seq);
 }

@@ -207,7 +207,7 @@ async fn a_subscriber_that_reads_packed_histories_is_sent_them_packed() {
 
     ingest(&config, 0..5, 600).await;
     let plain_events = next_events(&mut plain, 5).await;
-    for (cursor, expected) in plain_events {
+    for (cursor, expected) in plain_events.clone() {
         let mut response = tokio::time::timeout(Duration::from_secs(10), packed.message())
             .await
             .expect("an event within 10 s")
@@ -224,6 +224,31 @@ async fn a_subscriber_that_reads_packed_histories_is_sent_them_packed() {
             unreachable!()
         };
         assert_eq!(event, expected, "the same event, unpacked");
+    }
+
+    // Caught up from the store (read with its histories as stored): the
+    // same, plain for a plain subscriber, packed for a packed one.
+    let mut plain_again = subscribe(&config, "0").await.unwrap();
+    assert_eq!(next_events(&mut plain_again, 5).await, plain_events);
+    let mut request = tonic::Request::new(SubscribeRequest {
+        cursor: "0".into(),
+        ..SubscribeRequest::default()
+    });
+    history::say_packed(request.metadata_mut());
+    let mut packed_again = client.subscribe(request).await.unwrap().into_inner();
+    for (cursor, expected) in plain_events {
+        let mut response = packed_again.message().await.unwrap().unwrap();
+        assert_eq!(response.cursor, cursor);
+        let Some(subscribe_response::Item::Event(event)) = response.item.as_ref() else {
+            panic!("not an event: {response:?}");
+        };
+        assert!(event.history.as_ref().unwrap().samples.is_empty(), "packed");
+        history::unpack_response(&mut response).unwrap();
+        assert_eq!(
+            response.item,
+            Some(subscribe_response::Item::Event(expected)),
+            "the same event, unpacked"
+        );
     }
     server.stop().await.unwrap();
 }

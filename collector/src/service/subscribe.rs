@@ -23,7 +23,7 @@ use super::{Collector, store_status};
 use crate::filter::matches;
 use crate::hub::{HubReceiver, Published, RecvError, SharedEvent};
 use crate::metrics::CollectorMetrics;
-use crate::store::Store;
+use crate::store::{Histories, Store};
 
 /// Responses a subscriber's client may leave waiting, in bytes (one
 /// larger event alone still goes).
@@ -180,7 +180,12 @@ impl Subscription {
             let _turn = Arc::clone(&self.backfills).acquire_owned().await.ok();
             let page = match self
                 .store
-                .after_seq(self.last, self.filter.as_ref(), BACKFILL_PAGE)
+                .after_seq(
+                    self.last,
+                    self.filter.as_ref(),
+                    BACKFILL_PAGE,
+                    Histories::AsStored,
+                )
                 .await
             {
                 Ok(page) => page,

@@ -26,11 +26,25 @@ pub(super) fn encode(event: &OomEvent) -> Vec<u8> {
     stored.encode_to_vec()
 }
 
-/// The event stored as `body`, its histories unpacked.
-pub(super) fn decode(body: &[u8]) -> Result<OomEvent, BodyError> {
+/// The event stored as `body`, its histories as `histories` says.
+pub(super) fn decode_as(body: &[u8], histories: Histories) -> Result<OomEvent, BodyError> {
     let mut event = OomEvent::decode(body)?;
-    history::unpack_event(&mut event)?;
+    if histories == Histories::Unpacked {
+        history::unpack_event(&mut event)?;
+    }
     Ok(event)
+}
+
+/// How a read returns events' memory histories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Histories {
+    /// Samples and buckets, for what reads them.
+    Unpacked,
+    /// As stored, packed where they were (all but the few too long to
+    /// pack): for what passes events on, subscriptions and the replica
+    /// relay, which keep them so and unpack only for a subscriber that
+    /// reads them plain.
+    AsStored,
 }
 
 #[cfg(test)]
@@ -74,13 +88,27 @@ mod tests {
             "{} bytes stored",
             body.len()
         );
-        assert_eq!(decode(&body).expect("decodes"), event);
+        assert_eq!(decode_as(&body, Histories::Unpacked).expect("decodes"), event);
+    }
+
+    #[test]
+    fn read_as_stored_a_kill_keeps_its_histories_packed() {
+        let event = kill();
+        let kept = decode_as(&encode(&event), Histories::AsStored).expect("decodes");
+        assert!(oomlens_proto::history::has_packed_history(&kept));
+        assert!(!oomlens_proto::history::has_plain_history(&kept));
+        let mut unpacked = kept;
+        history::unpack_event(&mut unpacked).expect("unpacks");
+        assert_eq!(unpacked, event);
     }
 
     #[test]
     fn bodies_stored_unpacked_still_decode() {
         let event = kill();
-        assert_eq!(decode(&event.encode_to_vec()).expect("decodes"), event);
+        assert_eq!(
+            decode_as(&event.encode_to_vec(), Histories::Unpacked).expect("decodes"),
+            event
+        );
     }
 
     #[test]
@@ -89,7 +117,7 @@ mod tests {
         event.history.as_mut().expect("history").packed = vec![0xff; 3];
         event.history.as_mut().expect("history").samples.clear();
         assert!(matches!(
-            decode(&event.encode_to_vec()),
+            decode_as(&event.encode_to_vec(), Histories::Unpacked),
             Err(BodyError::History(_))
         ));
     }

@@ -112,7 +112,7 @@ mod retention;
 mod schema;
 mod writes;
 
-pub use body::BodyError;
+pub use body::{BodyError, Histories};
 pub use cursors::Leadership;
 pub use fleet::{MAX_NOTIFY_PAYLOAD, WARNINGS_CHANNEL};
 pub use queries::{GroupColumn, GroupRow, PageToken, READ_BUDGET, SeqPage};

@@ -8,7 +8,7 @@ use tracing::warn;
 
 use crate::filter::{EventColumns, SqlValue, SqlWhere, to_sql};
 
-use super::{Backend, Store, StoreError, StoredEvent, sql};
+use super::{Backend, Histories, Store, StoreError, StoredEvent, sql};
 
 /// One group of a summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +68,8 @@ impl PageToken {
 /// response stays far below the gRPC message limit and memory is bounded.
 pub const READ_BUDGET: usize = 4 << 20;
 
-fn decode_row(seq: i64, body: &[u8]) -> Option<StoredEvent> {
-    match super::body::decode(body) {
+fn decode_row(seq: i64, body: &[u8], histories: Histories) -> Option<StoredEvent> {
+    match super::body::decode_as(body, histories) {
         Ok(event) => Some(StoredEvent { seq, event }),
         Err(source) => {
             // One bad row must not hide the others.
@@ -106,6 +106,17 @@ impl Store {
         values: &[SqlValue],
         budget: usize,
     ) -> Result<Read, StoreError> {
+        self.fetch_events_as(query, values, budget, Histories::Unpacked)
+            .await
+    }
+
+    async fn fetch_events_as(
+        &self,
+        query: &str,
+        values: &[SqlValue],
+        budget: usize,
+        histories: Histories,
+    ) -> Result<Read, StoreError> {
         use futures_util::TryStreamExt as _;
         let mut read = Read {
             events: Vec::new(),
@@ -117,7 +128,7 @@ impl Store {
         // Counted as sent (protobuf), not as stored: the budget bounds
         // responses, and a stored body is a fraction of its event.
         let mut take = |(seq, body): (i64, Vec<u8>)| {
-            let event = decode_row(seq, &body);
+            let event = decode_row(seq, &body, histories);
             let size = event.as_ref().map_or(body.len(), |e| e.event.encoded_len());
             if bytes > 0 && bytes + size > budget {
                 read.cut = true;
@@ -217,13 +228,15 @@ impl Store {
     }
 
     /// Events stored after `seq` that match `filter`, oldest first, at most
-    /// `limit` (fewer when their bytes pass [`READ_BUDGET`]): subscription
-    /// backfill and the replica relay.
+    /// `limit` (fewer when their bytes pass [`READ_BUDGET`]), their
+    /// histories as `histories` says: subscription backfill, the replica
+    /// relay, outbound destinations.
     pub async fn after_seq(
         &self,
         seq: i64,
         filter: Option<&EventFilter>,
         limit: u32,
+        histories: Histories,
     ) -> Result<SeqPage, StoreError> {
         let style = self.style();
         let mut w = to_sql(filter, style);
@@ -234,7 +247,9 @@ impl Store {
             "SELECT seq, body FROM events{} ORDER BY seq LIMIT {wanted}",
             w.sql()
         );
-        let read = self.fetch_events(&query, &w.values, READ_BUDGET).await?;
+        let read = self
+            .fetch_events_as(&query, &w.values, READ_BUDGET, histories)
+            .await?;
         let more = read.cut || read.rows == limit as usize;
         Ok(SeqPage {
             events: read.events,
