@@ -491,4 +491,31 @@ mod tests {
         // Kept as it was.
         assert!(shared.as_kept().history.as_ref().unwrap().samples.is_empty());
     }
+
+    #[test]
+    fn a_kept_history_that_does_not_decode_is_left_out_and_the_event_still_sent() {
+        use oomlens_proto::v1::{MemoryHistory, SubscribeResponse, subscribe_response};
+
+        let damaged = OomEvent {
+            id: "k".into(),
+            history: Some(MemoryHistory {
+                cgroup: "/kubepods/pod1/c".into(),
+                packed: vec![0xff; 3],
+                ..MemoryHistory::default()
+            }),
+            ..OomEvent::default()
+        };
+        let shared = SharedEvent::new(StoredEvent {
+            seq: 9,
+            event: damaged,
+        });
+        let whole = shared.to_event();
+        let history = whole.history.as_ref().expect("the history's other fields stay");
+        assert_eq!(history.cgroup, "/kubepods/pod1/c");
+        assert!(history.packed.is_empty() && history.samples.is_empty());
+        let (plain, _) = shared.encoded_response(false);
+        let sent = SubscribeResponse::decode(plain).expect("decodes");
+        assert_eq!(sent.item, Some(subscribe_response::Item::Event(whole)));
+        assert_eq!(sent.cursor, "9");
+    }
 }
