@@ -32,7 +32,7 @@ impl Published {
     /// first gRPC subscribers of each kind add.
     fn bytes(&self) -> usize {
         match self {
-            Self::Event(shared) => shared.resident_bytes + shared.plain_len + shared.packed_len,
+            Self::Event(shared) => shared.resident_bytes + shared.plain_len() + shared.packed_len,
             Self::Warning(warning) => warning.encoded_len(),
         }
     }
@@ -54,7 +54,10 @@ pub struct SharedEvent {
     /// its responses: sized once, not by every subscriber's outbox
     /// (walking a history of 600 samples each time).
     pub resident_bytes: usize,
-    plain_len: usize,
+    /// Sized when the ring first asks: an event read as stored for one
+    /// subscriber's catch-up never enters the ring and is not unpacked
+    /// for it.
+    plain_len: OnceLock<usize>,
     packed_len: usize,
     response: OnceLock<Bytes>,
     /// The same with the histories packed, for subscribers that read them.
@@ -62,26 +65,29 @@ pub struct SharedEvent {
 }
 
 impl SharedEvent {
-    /// `stored` as given. A packed history is unpacked here to size the
-    /// plain response: [`Self::with_plain_len`] when that is known.
+    /// `stored` as given. The size of a packed history's plain response
+    /// is known only by unpacking it: [`Self::with_plain_len`] when the
+    /// caller knows it.
     pub fn new(stored: StoredEvent) -> Self {
-        let plain_len = if history::has_packed_history(&stored.event) {
-            unpacked(&stored.event).encoded_len()
-        } else {
-            stored.event.encoded_len()
-        };
-        Self::with_plain_len(stored, plain_len)
+        let plain_len = OnceLock::new();
+        if !history::has_packed_history(&stored.event) {
+            let _ = plain_len.set(stored.event.encoded_len());
+        }
+        Self::sized(stored, plain_len)
     }
 
     /// `stored`, whose encoded size with its histories unpacked is
     /// `plain_len`.
     pub fn with_plain_len(stored: StoredEvent, plain_len: usize) -> Self {
+        Self::sized(stored, OnceLock::from(plain_len))
+    }
+
+    fn sized(stored: StoredEvent, plain_len: OnceLock<usize>) -> Self {
         let encoded_len = stored.event.encoded_len();
-        // Packed, a history is a third of its plain bytes or less.
-        let packed_len = if history::has_plain_history(&stored.event) {
-            plain_len / 3
-        } else {
-            encoded_len
+        let packed_len = match plain_len.get() {
+            // Packed, a history is a third of its plain bytes or less.
+            Some(plain) if history::has_plain_history(&stored.event) => plain / 3,
+            _ => encoded_len,
         };
         Self {
             resident_bytes: oomlens_common::limits::resident_bytes_encoded(&stored.event, encoded_len),
@@ -91,6 +97,13 @@ impl SharedEvent {
             response: OnceLock::new(),
             packed_response: OnceLock::new(),
         }
+    }
+
+    /// The encoded size of its plain response.
+    fn plain_len(&self) -> usize {
+        *self
+            .plain_len
+            .get_or_init(|| unpacked(&self.stored.event).encoded_len())
     }
 
     pub fn seq(&self) -> i64 {
@@ -456,6 +469,12 @@ mod tests {
         let mut kept = whole.clone();
         history::pack_event(&mut kept);
         let agent_bytes = kept.history.as_ref().unwrap().packed.clone();
+        // Read as stored, its plain response is sized when the ring asks.
+        let read_back = Published::Event(Arc::new(SharedEvent::new(StoredEvent {
+            seq: 7,
+            event: kept.clone(),
+        })));
+        assert!(read_back.bytes() > whole.encoded_len());
         let shared = SharedEvent::with_plain_len(StoredEvent { seq: 7, event: kept }, whole.encoded_len());
 
         // Small in memory; the ring counts what its plain response will take.
