@@ -125,8 +125,10 @@ impl Store {
             last_seq: None,
         };
         let mut bytes = 0usize;
-        // Counted as sent (protobuf), not as stored: the budget bounds
-        // responses, and a stored body is a fraction of its event.
+        // Counted as returned (protobuf), not as stored: the budget bounds
+        // what a read holds, and a stored body is a fraction of its event
+        // unpacked. Read as stored, histories stay packed, and so are
+        // counted; a plain subscriber's catch-up encodes them one by one.
         let mut take = |(seq, body): (i64, Vec<u8>)| {
             let event = decode_row(seq, &body, histories);
             let size = event.as_ref().map_or(body.len(), |e| e.event.encoded_len());
