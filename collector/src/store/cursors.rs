@@ -50,7 +50,12 @@ impl Store {
             Backend::Postgres(_) => "SELECT seq FROM reader_cursors WHERE reader = $1",
         };
         match &self.backend {
-            Backend::Sqlite(pool) => sqlx::query_scalar(query).bind(reader).fetch_optional(pool).await,
+            Backend::Sqlite(pools) => {
+                sqlx::query_scalar(query)
+                    .bind(reader)
+                    .fetch_optional(&pools.read)
+                    .await
+            }
             Backend::Postgres(pool) => sqlx::query_scalar(query).bind(reader).fetch_optional(pool).await,
         }
         .map_err(sql("reading a reader's cursor"))
@@ -90,11 +95,11 @@ impl Store {
         );
         let now = now_us();
         match &self.backend {
-            Backend::Sqlite(pool) => sqlx::query(&query)
+            Backend::Sqlite(pools) => sqlx::query(&query)
                 .bind(reader)
                 .bind(seq)
                 .bind(now)
-                .execute(pool)
+                .execute(&pools.write)
                 .await
                 .map(drop),
             Backend::Postgres(pool) => sqlx::query(&query)

@@ -25,6 +25,9 @@ use tracing::{info, warn};
 
 use crate::filter::Placeholders;
 
+/// Concurrent SQLite queries; the writer has a connection of its own.
+const SQLITE_READ_CONNECTIONS: u32 = 4;
+
 /// Advisory lock key serialising inserts (ASCII "oomlens"); migrations
 /// take the next key.
 const INSERT_LOCK: i64 = 0x006f_6f6d_6c65_6e73;
@@ -59,8 +62,21 @@ pub struct StoredEvent {
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePools),
     Postgres(PgPool),
+}
+
+/// SQLite takes one writer at a time, so writes get a pool of their own,
+/// of one connection, and reads another. In one shared pool, a burst of
+/// queries (the web UI, SREs, subscribers catching up) could hold every
+/// connection while the ingest's batch, and so the agents' acks, waited
+/// for one; a second writer only waited on SQLite's lock. The write
+/// connection has no memory map: it mostly appends, and the map would be
+/// re-established as the file grows.
+#[derive(Debug, Clone)]
+struct SqlitePools {
+    read: SqlitePool,
+    write: SqlitePool,
 }
 
 /// The event store. Cheap to clone (a pool handle).
@@ -151,20 +167,32 @@ impl Store {
                 // leaf an insert dirties costs a quarter as much to write
                 // (only applies to a new file).
                 .page_size(4096)
-                // Reads through a memory map rather than a pread per page:
-                // Query p99 at 1,000,000 events 1.3-1.5 ms instead of 2-3
-                // (store_bench). SQLite caps it just under 2 GiB; beyond,
-                // pread. The cost: a disk read error ends the process
-                // (SIGBUS) rather than one query; what was acked is on
-                // disk and agents resend the rest (docs/collector.md).
-                .pragma("mmap_size", "2147418112")
                 .busy_timeout(Duration::from_secs(10));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(options)
+            // Writes first: this pool creates the file and its WAL.
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
                 .await
                 .map_err(open_err)?;
-            Backend::Sqlite(pool)
+            // Lazy: its connections open after the migration and the
+            // statistics below, and load both.
+            let read = SqlitePoolOptions::new()
+                .max_connections(SQLITE_READ_CONNECTIONS)
+                .connect_lazy_with(
+                    options
+                        // Reads through a memory map rather than a pread
+                        // per page: Query p99 at 1,000,000 events 1.3-1.5
+                        // ms instead of 2-3 (store_bench). SQLite caps it
+                        // just under 2 GiB; beyond, pread. The cost: a disk
+                        // read error ends the process (SIGBUS) rather than
+                        // one query; what was acked is on disk and agents
+                        // resend the rest (docs/collector.md).
+                        .pragma("mmap_size", "2147418112")
+                        // A write here would be a bug: it belongs to the
+                        // write pool.
+                        .pragma("query_only", "ON"),
+                );
+            Backend::Sqlite(SqlitePools { read, write })
         };
         let store = Self { backend };
         store.migrate().await?;
@@ -200,13 +228,13 @@ impl Store {
     /// itself). Without them SQLite may scan a day of all namespaces
     /// instead of one namespace's index range.
     pub async fn optimize(&self, at_open: bool) {
-        if let Backend::Sqlite(pool) = &self.backend {
+        if let Backend::Sqlite(pools) = &self.backend {
             let pragma = if at_open {
                 "PRAGMA optimize=0x10002"
             } else {
                 "PRAGMA optimize"
             };
-            if let Err(error) = sqlx::query(pragma).execute(pool).await {
+            if let Err(error) = sqlx::query(pragma).execute(&pools.write).await {
                 warn!(%error, "PRAGMA optimize failed; queries may be slower");
             }
         }
@@ -214,7 +242,10 @@ impl Store {
 
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Sqlite(pools) => {
+                pools.read.close().await;
+                pools.write.close().await;
+            }
             Backend::Postgres(pool) => pool.close().await,
         }
     }
@@ -254,5 +285,74 @@ mod tests {
             redact("/var/lib/oomlens/oomlens.db"),
             "/var/lib/oomlens/oomlens.db"
         );
+    }
+
+    fn event(n: u64) -> OomEvent {
+        OomEvent {
+            id: format!("{n:032x}"),
+            node: Some("n".into()),
+            ..OomEvent::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_reads_and_the_writer_never_wait_for_each_other_and_reads_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("e.db").display().to_string())
+            .await
+            .unwrap();
+        store.insert_batch(&[event(1)]).await.unwrap();
+        let Backend::Sqlite(pools) = &store.backend else {
+            unreachable!()
+        };
+        // The one write connection, held in an open write transaction,
+        // as a long insert batch holds it.
+        let mut writer = pools.write.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *writer)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM events")
+            .execute(&mut *writer)
+            .await
+            .unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(5), store.query(None, 10, None))
+            .await
+            .expect("a query waits for no write")
+            .unwrap();
+        assert_eq!(
+            read.0.len(),
+            1,
+            "the reader sees the last commit, not the open write"
+        );
+        // A second write waits for the first rather than failing on a busy
+        // database.
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move { store.insert_batch(&[event(2)]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!second.is_finished(), "the writer's connection is still taken");
+        sqlx::query("ROLLBACK").execute(&mut *writer).await.unwrap();
+        drop(writer);
+        second.await.unwrap().unwrap();
+        assert_eq!(store.totals().await.unwrap().0, 2);
+        // Queries holding every read connection do not hold up a write.
+        let mut readers = Vec::new();
+        for _ in 0..SQLITE_READ_CONNECTIONS {
+            readers.push(pools.read.acquire().await.unwrap());
+        }
+        tokio::time::timeout(Duration::from_secs(5), store.insert_batch(&[event(3)]))
+            .await
+            .expect("a write waits for no query")
+            .unwrap();
+        drop(readers);
+        assert_eq!(store.totals().await.unwrap().0, 3);
+        // Reads go through connections that refuse writes: a write that
+        // took the read pool by mistake fails instead of racing the writer.
+        let refused = sqlx::query("DELETE FROM events").execute(&pools.read).await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(store.totals().await.unwrap().0, 3);
+        store.close().await;
     }
 }

@@ -143,8 +143,9 @@ impl Store {
             true
         };
         match &self.backend {
-            Backend::Sqlite(pool) => {
-                let mut rows = bind_all!(sqlx::query_as::<_, (i64, Vec<u8>)>(query), values).fetch(pool);
+            Backend::Sqlite(pools) => {
+                let mut rows =
+                    bind_all!(sqlx::query_as::<_, (i64, Vec<u8>)>(query), values).fetch(&pools.read);
                 while let Some(row) = rows.try_next().await.map_err(sql("reading events"))? {
                     if !take(row) {
                         break;
@@ -301,8 +302,8 @@ impl Store {
                 list.join(", ")
             );
             match &self.backend {
-                Backend::Sqlite(pool) => bind_all!(sqlx::query(&update), &u.values)
-                    .execute(pool)
+                Backend::Sqlite(pools) => bind_all!(sqlx::query(&update), &u.values)
+                    .execute(&pools.write)
                     .await
                     .map(drop),
                 Backend::Postgres(pool) => bind_all!(sqlx::query(&update), &u.values)
@@ -319,7 +320,7 @@ impl Store {
     pub async fn last_seq(&self) -> Result<i64, StoreError> {
         let query = "SELECT COALESCE(MAX(seq), 0) FROM events";
         let seq: i64 = match &self.backend {
-            Backend::Sqlite(pool) => sqlx::query_scalar(query).fetch_one(pool).await,
+            Backend::Sqlite(pools) => sqlx::query_scalar(query).fetch_one(&pools.read).await,
             Backend::Postgres(pool) => sqlx::query_scalar(query).fetch_one(pool).await,
         }
         .map_err(sql("reading the last sequence number"))?;
@@ -330,7 +331,7 @@ impl Store {
     pub async fn totals(&self) -> Result<(i64, i64), StoreError> {
         let query = "SELECT COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM events";
         match &self.backend {
-            Backend::Sqlite(pool) => sqlx::query_as(query).fetch_one(pool).await,
+            Backend::Sqlite(pools) => sqlx::query_as(query).fetch_one(&pools.read).await,
             Backend::Postgres(pool) => sqlx::query_as(query).fetch_one(pool).await,
         }
         .map_err(sql("counting events"))
@@ -368,7 +369,7 @@ impl Store {
             };
         }
         Ok(match &self.backend {
-            Backend::Sqlite(pool) => rows!(pool),
+            Backend::Sqlite(pools) => rows!(&pools.read),
             Backend::Postgres(pool) => rows!(pool),
         })
     }
@@ -422,7 +423,7 @@ impl Store {
             };
         }
         Ok(match &self.backend {
-            Backend::Sqlite(pool) => rows!(pool),
+            Backend::Sqlite(pools) => rows!(&pools.read),
             Backend::Postgres(pool) => rows!(pool),
         })
     }
@@ -480,11 +481,11 @@ mod tests {
         };
         assert_eq!(count(&store).await, 2, "new events carry their verdict");
         // As if stored by a collector before the column existed.
-        let Backend::Sqlite(pool) = &store.backend else {
+        let Backend::Sqlite(pools) = &store.backend else {
             unreachable!()
         };
         sqlx::query("UPDATE events SET verdict = NULL")
-            .execute(pool)
+            .execute(&pools.write)
             .await
             .unwrap();
         assert_eq!(count(&store).await, 0);

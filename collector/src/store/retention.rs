@@ -51,8 +51,8 @@ impl Store {
 
     async fn execute(&self, query: &str, values: &[SqlValue]) -> Result<u64, StoreError> {
         let done = match &self.backend {
-            Backend::Sqlite(pool) => bind_all!(sqlx::query(query), values)
-                .execute(pool)
+            Backend::Sqlite(pools) => bind_all!(sqlx::query(query), values)
+                .execute(&pools.write)
                 .await
                 .map(|r| r.rows_affected()),
             Backend::Postgres(pool) => bind_all!(sqlx::query(query), values)

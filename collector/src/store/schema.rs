@@ -166,8 +166,8 @@ impl Store {
             };
         }
         match &self.backend {
-            Backend::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(sql("starting the migration"))?;
+            Backend::Sqlite(pools) => {
+                let mut tx = pools.write.begin().await.map_err(sql("starting the migration"))?;
                 apply!(tx, SQLITE_MIGRATIONS);
             }
             Backend::Postgres(pool) => {

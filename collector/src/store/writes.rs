@@ -129,8 +129,8 @@ impl Store {
             };
         }
         match &self.backend {
-            Backend::Sqlite(pool) => {
-                let mut conn = WriteConnection::acquire(pool).await?;
+            Backend::Sqlite(pools) => {
+                let mut conn = WriteConnection::acquire(&pools.write).await?;
                 let done = async {
                     let mut tx = conn.begin().await.map_err(sql("starting an insert"))?;
                     insert_all!(tx);
@@ -201,8 +201,8 @@ impl Store {
             }};
         }
         match &self.backend {
-            Backend::Sqlite(pool) => probe!(
-                pool,
+            Backend::Sqlite(pools) => probe!(
+                &pools.write,
                 "INSERT INTO store_probe (id, checked_us, pad) VALUES (1, ?, ?) \
                  ON CONFLICT (id) DO UPDATE SET checked_us = excluded.checked_us, pad = excluded.pad"
             ),
