@@ -101,7 +101,7 @@ impl Store {
                 .bind(now)
                 .execute(&pools.write)
                 .await
-                .map(drop),
+                .map(|_| pools.checkpointer.committed()),
             Backend::Postgres(pool) => sqlx::query(&query)
                 .bind(reader)
                 .bind(seq)

@@ -14,6 +14,7 @@
 //! their own module.
 
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use oomlens_proto::v1::OomEvent;
@@ -72,11 +73,14 @@ enum Backend {
 /// connection while the ingest's batch, and so the agents' acks, waited
 /// for one; a second writer only waited on SQLite's lock. The write
 /// connection has no memory map: it mostly appends, and the map would be
-/// re-established as the file grows.
+/// re-established as the file grows. A third connection checkpoints the
+/// write-ahead log (`checkpoint`), off the writer's path.
 #[derive(Debug, Clone)]
 struct SqlitePools {
     read: SqlitePool,
     write: SqlitePool,
+    checkpoints: SqlitePool,
+    checkpointer: Arc<checkpoint::Checkpointer>,
 }
 
 /// The event store. Cheap to clone (a pool handle).
@@ -121,6 +125,7 @@ macro_rules! bind_all {
 }
 
 mod body;
+mod checkpoint;
 mod cursors;
 mod fleet;
 mod queries;
@@ -168,12 +173,23 @@ impl Store {
                 // (only applies to a new file).
                 .page_size(4096)
                 .busy_timeout(Duration::from_secs(10));
-            // Writes first: this pool creates the file and its WAL.
+            // Writes first: this pool creates the file and its WAL. Its
+            // commits never checkpoint: `checkpoint` does, off its path.
+            // When the log starts over after a storm, its file is cut back
+            // to 4 MiB.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(options.clone())
+                .connect_with(
+                    options
+                        .clone()
+                        .pragma("wal_autocheckpoint", "0")
+                        .pragma("journal_size_limit", "4194304"),
+                )
                 .await
                 .map_err(open_err)?;
+            let checkpoints = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(options.clone());
             // Lazy: its connections open after the migration and the
             // statistics below, and load both.
             let read = SqlitePoolOptions::new()
@@ -192,7 +208,16 @@ impl Store {
                         // write pool.
                         .pragma("query_only", "ON"),
                 );
-            Backend::Sqlite(SqlitePools { read, write })
+            Backend::Sqlite(SqlitePools {
+                read,
+                write,
+                checkpointer: Arc::new(checkpoint::Checkpointer::start(
+                    checkpoints.clone(),
+                    checkpoint::RESTART_FRAMES,
+                    checkpoint::INTERVAL,
+                )),
+                checkpoints,
+            })
         };
         let store = Self { backend };
         store.migrate().await?;
@@ -240,11 +265,19 @@ impl Store {
         }
     }
 
+    /// After a write on SQLite: its log is checkpointed soon.
+    fn committed(&self) {
+        if let Backend::Sqlite(pools) = &self.backend {
+            pools.checkpointer.committed();
+        }
+    }
+
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(pools) => {
                 pools.read.close().await;
                 pools.write.close().await;
+                pools.checkpoints.close().await;
             }
             Backend::Postgres(pool) => pool.close().await,
         }

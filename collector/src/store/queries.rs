@@ -312,6 +312,7 @@ impl Store {
                     .map(drop),
             }
             .map_err(sql("filling in verdicts"))?;
+            self.committed();
             filled += read.events.len() as u64;
         }
     }

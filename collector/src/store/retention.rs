@@ -60,6 +60,8 @@ impl Store {
                 .await
                 .map(|r| r.rows_affected()),
         };
-        done.map_err(sql("deleting old events"))
+        let deleted = done.map_err(sql("deleting old events"))?;
+        self.committed();
+        Ok(deleted)
     }
 }

@@ -130,6 +130,7 @@ impl Store {
         }
         match &self.backend {
             Backend::Sqlite(pools) => {
+                let _gate = pools.checkpointer.writing().await;
                 let mut conn = WriteConnection::acquire(&pools.write).await?;
                 let done = async {
                     let mut tx = conn.begin().await.map_err(sql("starting an insert"))?;
@@ -138,6 +139,7 @@ impl Store {
                 }
                 .await;
                 conn.finish(done).await?;
+                pools.checkpointer.committed();
             }
             Backend::Postgres(pool) => {
                 let mut conn = WriteConnection::acquire(pool).await?;
@@ -200,7 +202,7 @@ impl Store {
                 conn.finish(done).await
             }};
         }
-        match &self.backend {
+        let probed = match &self.backend {
             Backend::Sqlite(pools) => probe!(
                 &pools.write,
                 "INSERT INTO store_probe (id, checked_us, pad) VALUES (1, ?, ?) \
@@ -211,7 +213,11 @@ impl Store {
                 "INSERT INTO store_probe (id, checked_us, pad) VALUES (1, $1, $2) \
                  ON CONFLICT (id) DO UPDATE SET checked_us = excluded.checked_us, pad = excluded.pad"
             ),
+        };
+        if probed.is_ok() {
+            self.committed();
         }
+        probed
     }
 }
 
