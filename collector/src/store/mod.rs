@@ -175,16 +175,13 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10));
             // Writes first: this pool creates the file and its WAL. Its
             // commits never checkpoint: `checkpoint` does, off its path.
-            // When the log starts over after a storm, its file is cut back
-            // to 4 MiB.
+            // The log's file keeps its largest size (no journal_size_limit):
+            // cut back each time the log starts over, it grew again with
+            // every storm's commits, and each sync of a growing file also
+            // syncs its size (8% of ingest, store_bench).
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(
-                    options
-                        .clone()
-                        .pragma("wal_autocheckpoint", "0")
-                        .pragma("journal_size_limit", "4194304"),
-                )
+                .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
                 .await
                 .map_err(open_err)?;
             let checkpoints = SqlitePoolOptions::new()
