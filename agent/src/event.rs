@@ -17,6 +17,9 @@ pub struct NodeContext {
     /// Wall-clock time of boot in microseconds since the Unix epoch, to turn
     /// kernel timestamps into wall time; None for saved logs.
     pub boot_wall_us: Option<i64>,
+    /// The kernel log's clock minus `CLOCK_MONOTONIC` (µs; 0 unmeasured):
+    /// [`crate::clock::log_clock_offset_us`].
+    pub log_clock_offset_us: i64,
     pub kernel_release: Option<String>,
 }
 

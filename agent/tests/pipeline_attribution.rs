@@ -187,6 +187,7 @@ async fn a_rate_limited_storm_is_placed_kill_by_kill_without_guessing() {
         node: "node-1".into(),
         boot_id: "boot-1".into(),
         boot_wall_us: Some(BOOT_WALL_US),
+        log_clock_offset_us: 0,
         kernel_release: None,
     };
     let config = PipelineConfig {
@@ -322,6 +323,7 @@ async fn an_old_kernels_kill_logged_in_pieces_keeps_its_cgroups() {
         node: "rhel7".into(),
         boot_id: "boot-1".into(),
         boot_wall_us: Some(BOOT_WALL_US),
+        log_clock_offset_us: 0,
         kernel_release: Some("3.10.0-327.4.5.el7.x86_64".into()),
     };
     let proc_root = tempfile::tempdir().expect("proc root");

@@ -337,10 +337,12 @@ pub fn host_sampler_config() -> oomlens_agent::cgroup::SamplerConfig {
 
 /// This host's node facts for events (node "test-node", this boot).
 pub fn test_node() -> oomlens_agent::event::NodeContext {
+    let log_clock_offset_us = oomlens_agent::clock::log_clock_offset_us(Path::new("/dev/kmsg")).unwrap_or(0);
     oomlens_agent::event::NodeContext {
         node: "test-node".into(),
         boot_id: oomlens_agent::procfs::read_boot_id(Path::new("/proc")).expect("boot id"),
-        boot_wall_us: oomlens_agent::clock::boot_wall_us(),
+        boot_wall_us: oomlens_agent::clock::boot_wall_us(log_clock_offset_us),
+        log_clock_offset_us,
         kernel_release: None,
     }
 }

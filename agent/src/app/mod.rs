@@ -133,6 +133,21 @@ impl Config {
         if let Delivery::Collector(client) = &self.delivery {
             client.check().context("the collector settings cannot work")?;
         }
+        // The kernel log's clock drifts from CLOCK_MONOTONIC with uptime:
+        // measured once, so that event times are wall time.
+        let log_clock_offset_us = match crate::clock::log_clock_offset_us(&self.kmsg) {
+            Ok(offset) => {
+                tracing::info!(
+                    offset_us = offset,
+                    "kernel log clock measured against CLOCK_MONOTONIC"
+                );
+                offset
+            }
+            Err(error) => {
+                tracing::info!(%error, "kernel log clock not measured: taken as CLOCK_MONOTONIC");
+                0
+            }
+        };
         let node = NodeContext {
             node: self
                 .node_name
@@ -140,7 +155,8 @@ impl Config {
                 .or_else(|| crate::procfs::hostname(&self.proc_root))
                 .unwrap_or_else(|| "unknown".to_owned()),
             boot_id,
-            boot_wall_us: crate::clock::boot_wall_us(),
+            boot_wall_us: crate::clock::boot_wall_us(log_clock_offset_us),
+            log_clock_offset_us,
             kernel_release: crate::procfs::kernel_release(&self.proc_root),
         };
         let (sampler, cgroup_mode) = match &self.sampling {

@@ -201,7 +201,8 @@ impl Pipeline {
                     vmstat.kill_seen(us);
                 }
                 // Only a kill read live: the kernel's clock is this boot's.
-                let now = crate::clock::monotonic_us();
+                let now =
+                    crate::clock::monotonic_us().saturating_add_signed(self.config.node.log_clock_offset_us);
                 if now >= us && now - us < 60_000_000 {
                     let read = (now - us) as f64 / 1e6;
                     self.config.metrics.stage(metrics::KillStage::read, read);
