@@ -101,7 +101,7 @@ impl Store {
                 .bind(now)
                 .execute(&pools.write)
                 .await
-                .map(|_| pools.checkpointer.committed()),
+                .map(|_| self.committed()),
             Backend::Postgres(pool) => sqlx::query(&query)
                 .bind(reader)
                 .bind(seq)

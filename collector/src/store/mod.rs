@@ -160,28 +160,11 @@ impl Store {
             let path = target.strip_prefix("sqlite://").unwrap_or(target);
             // Created 0600 before SQLite creates it with its default mode.
             crate::private::create_sqlite_file(path);
-            let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
-                .map_err(open_err)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                // FULL: a commit is on disk before the agent is told it is stored.
-                .synchronous(SqliteSynchronous::Full)
-                // Bodies are stored packed (~8 KiB with a full history):
-                // 16 KiB pages held one each, half empty; 4 KiB pages (the
-                // default) chain them with little waste, and every index
-                // leaf an insert dirties costs a quarter as much to write
-                // (only applies to a new file).
-                .page_size(4096)
-                .busy_timeout(Duration::from_secs(10));
-            // Writes first: this pool creates the file and its WAL. Its
-            // commits never checkpoint: `checkpoint` does, off its path.
-            // The log's file keeps its largest size (no journal_size_limit):
-            // cut back each time the log starts over, it grew again with
-            // every storm's commits, and each sync of a growing file also
-            // syncs its size (8% of ingest, store_bench).
+            let options = sqlite_options(path).map_err(open_err)?;
+            // Writes first: this pool creates the file and its WAL.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
+                .connect_with(checkpoint::writer_options(options.clone()))
                 .await
                 .map_err(open_err)?;
             let checkpoints = SqlitePoolOptions::new()
@@ -279,6 +262,21 @@ impl Store {
             Backend::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+/// What every connection to the SQLite file at `path` shares.
+fn sqlite_options(path: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
+    Ok(SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a commit is on disk before the agent is told it is stored.
+        .synchronous(SqliteSynchronous::Full)
+        // Bodies are stored packed (~8 KiB with a full history): 16 KiB
+        // pages held one each, half empty; 4 KiB pages (the default) chain
+        // them with little waste, and every index leaf an insert dirties
+        // costs a quarter as much to write (only applies to a new file).
+        .page_size(4096)
+        .busy_timeout(Duration::from_secs(10)))
 }
 
 /// The target without a password, for logs and errors.

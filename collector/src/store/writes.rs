@@ -139,7 +139,7 @@ impl Store {
                 }
                 .await;
                 conn.finish(done).await?;
-                pools.checkpointer.committed();
+                self.committed();
             }
             Backend::Postgres(pool) => {
                 let mut conn = WriteConnection::acquire(pool).await?;
