@@ -93,11 +93,12 @@ fn storm() -> Vec<Record> {
     ]
 }
 
-/// What the sampler saw during the storm.
-fn evidence() -> (Vec<OomNotice>, Vec<CounterStep>) {
-    let notice = |cgroup: &str, at_us| OomNotice {
+/// What the sampler saw during the storm, its notices timed on
+/// `CLOCK_MONOTONIC`: the kernel log's clock minus `log_clock_offset_us`.
+fn evidence(log_clock_offset_us: i64) -> (Vec<OomNotice>, Vec<CounterStep>) {
+    let notice = |cgroup: &str, at_us: u64| OomNotice {
         cgroup: cgroup.to_owned(),
-        at_us,
+        at_us: at_us.saturating_add_signed(-log_clock_offset_us),
     };
     let step = |cgroup: &str, at_ms| CounterStep {
         cgroup: cgroup.to_owned(),
@@ -122,8 +123,8 @@ fn evidence() -> (Vec<OomNotice>, Vec<CounterStep>) {
 }
 
 /// Answers the pipeline's requests as a sampler that saw `evidence`.
-async fn scripted_sampler(mut requests: mpsc::Receiver<Request>) {
-    let (notices, steps) = evidence();
+async fn scripted_sampler(mut requests: mpsc::Receiver<Request>, log_clock_offset_us: i64) {
+    let (notices, steps) = evidence(log_clock_offset_us);
     while let Some(request) = requests.recv().await {
         match request {
             Request::OomNotices {
@@ -174,6 +175,18 @@ async fn scripted_sampler(mut requests: mpsc::Receiver<Request>) {
 
 #[tokio::test(start_paused = true)]
 async fn a_rate_limited_storm_is_placed_kill_by_kill_without_guessing() {
+    storm_is_placed_kill_by_kill(0).await;
+}
+
+/// The same storm on a node up for weeks: the kernel log's clock 30 ms
+/// behind CLOCK_MONOTONIC, on which the OOM notices are timed. The notice
+/// still places its kill (matched on one clock, not 30 ms apart).
+#[tokio::test(start_paused = true)]
+async fn a_storm_is_placed_by_notices_with_the_log_clock_drifted() {
+    storm_is_placed_kill_by_kill(-30_000).await;
+}
+
+async fn storm_is_placed_kill_by_kill(log_clock_offset_us: i64) {
     let proc_root = tempfile::tempdir().expect("proc root");
     // Kill 2's victim is still dying: its /proc entry names its cgroup.
     let dying = proc_root.path().join("200");
@@ -181,13 +194,13 @@ async fn a_rate_limited_storm_is_placed_kill_by_kill_without_guessing() {
     std::fs::write(dying.join("cgroup"), format!("7:memory:{C2}\n")).expect("cgroup file");
     let state = tempfile::tempdir().expect("state");
     let (sampler, requests) = Sampler::channel();
-    tokio::spawn(scripted_sampler(requests));
+    tokio::spawn(scripted_sampler(requests, log_clock_offset_us));
     let metrics = AgentMetrics::new();
     let node = NodeContext {
         node: "node-1".into(),
         boot_id: "boot-1".into(),
         boot_wall_us: Some(BOOT_WALL_US),
-        log_clock_offset_us: 0,
+        log_clock_offset_us,
         kernel_release: None,
     };
     let config = PipelineConfig {

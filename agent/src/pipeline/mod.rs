@@ -39,6 +39,7 @@ use self::attribute::{ATTRIBUTION_WAIT, Attributor, PID_LOOKBACK_MS, Placement};
 pub use self::enrich::Enrichers;
 use self::metrics::{ForgedLines, KillReported, KillsMissed, PipelineMetrics, PrintDropped};
 use self::state::StateDir;
+use crate::cgroup::OomNotice;
 use crate::event::{NodeContext, attribute, event_from_report};
 use crate::kmsg::{Cursor, KmsgError, KmsgItem, KmsgReader, LineJoiner, ReaderMetrics, ReaderStats, StartAt};
 use crate::oom::{OomReport, Parser, ParserStats};
@@ -290,8 +291,24 @@ impl Pipeline {
             return Placement::Unplaced;
         };
         if let Some(kill_us) = event.kernel.as_ref().and_then(|k| k.monotonic_us) {
+            // Notices are timed on CLOCK_MONOTONIC, kill stamps on the
+            // kernel log's clock: the window and the notices are moved
+            // between the two (they drift apart by more than the
+            // matching's 10 ms within a day or two of uptime).
+            let offset = self.config.node.log_clock_offset_us;
             let (from, to) = Attributor::notice_window(kill_us);
-            let notices = sampler.oom_notices(from, to).await;
+            let notices = sampler
+                .oom_notices(
+                    from.saturating_add_signed(-offset),
+                    to.saturating_add_signed(-offset),
+                )
+                .await
+                .into_iter()
+                .map(|notice| OomNotice {
+                    at_us: notice.at_us.saturating_add_signed(offset),
+                    ..notice
+                })
+                .collect();
             if let Some(place) = self.attributor.place_by_notices(kill_us, notices) {
                 attribute(event, place.oom_memcg.as_deref(), place.task_memcg.as_deref());
                 return Placement::Notice;
