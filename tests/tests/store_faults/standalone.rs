@@ -92,6 +92,18 @@ async fn standalone_agent_on_a_full_disk_loses_nothing_acknowledged() {
     spool_events(&spool_dir, 0..40).await;
     let mut running = agent.start();
     agent.wait_spool(&spool_dir, 0).await;
+    let log = || std::fs::read_to_string(&agent.log).unwrap();
+
+    // Started afresh: SQLite removed its write-ahead log at the clean stop,
+    // so the kills' commits below need new blocks. (A log kept from before
+    // could hold them in blocks it already has: then they are committed,
+    // and rightly acknowledged, on the full disk.)
+    agent.stop(&mut running);
+    let mut running = agent.start();
+    wait_for("the restarted agent", Duration::from_secs(30), || {
+        count(&log(), "reading the kernel log") == 2
+    })
+    .await;
 
     // The disk fills; kills happen: they wait in the spool.
     disk.fill();
@@ -110,7 +122,6 @@ async fn standalone_agent_on_a_full_disk_loses_nothing_acknowledged() {
     // collector's next probe finds it can write.
     disk.free();
     agent.wait_spool(&spool_dir, 0).await;
-    let log = || std::fs::read_to_string(&agent.log).unwrap();
     wait_for("the probe", Duration::from_secs(30), || {
         count(&log(), CAN_WRITE) == 1
     })
