@@ -450,3 +450,63 @@ async fn a_cursor_ahead_of_the_log_reads_the_log_again() {
     );
     assert_eq!(metrics.stats().cursor_resets, 1, "the reset is counted");
 }
+
+fn wall_now_us() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    i64::try_from(since_epoch.as_micros()).expect("µs since 1970 fit i64")
+}
+
+/// An agent started long ago holds a stale log clock offset (here 5 s
+/// off): the pipeline measures it again, and the next real kill's time is
+/// the wall time at which the kernel killed (without it, 5 s off).
+#[tokio::test]
+async fn a_stale_log_clock_offset_is_measured_again_and_kill_times_follow() {
+    require_real_kernel!();
+    let _serial = SERIAL.lock().await;
+    let state = tempfile::tempdir().expect("state dir");
+    let tree = ScratchTree::new(&unique("oomlens-test"));
+    let cgroup = tree.create("clock");
+    tree.limit("clock", LIMIT);
+    let mut config = oomlens_tests::test_pipeline_config(state.path());
+    let true_offset = config.node.log_clock_offset_us;
+    let stale = true_offset + 5_000_000;
+    config.node.log_clock_offset_us = stale;
+    config.node.boot_wall_us = oomlens_agent::clock::boot_wall_us(stale);
+    // Due at every tick, so at once.
+    config.log_clock_every = Some(Duration::ZERO);
+    let metrics = config.metrics.clone();
+
+    let (stop, mut events, task) = start_pipeline(config);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let measured = loop {
+        let seen_us = metrics.log_clock_offset_seconds() * 1e6;
+        if (seen_us - true_offset as f64).abs() < 1_000.0 {
+            break seen_us;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offset still {seen_us} µs, the kernel log's is {true_offset} µs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let before = wall_now_us();
+    let (pid, status) = tokio::task::spawn_blocking(move || run_hog(&cgroup))
+        .await
+        .expect("hog");
+    let after = wall_now_us();
+    assert_killed(status);
+    let found = wait_for_memcg(&mut events, &tree.kernel_path("clock"), Duration::from_secs(10)).await;
+    stop.send(()).expect("stop");
+    task.await.expect("pipeline");
+    let event = found.first().expect("the kill was reported");
+    assert_eq!(event.victim.as_ref().and_then(|v| v.pid), Some(kernel_pid(pid)));
+    let time = event.time.as_ref().expect("time");
+    let time_us = time.seconds * 1_000_000 + i64::from(time.nanos) / 1000;
+    assert!(
+        (before - 2_000..=after + 2_000).contains(&time_us),
+        "kill at {time_us}, the hog ran from {before} to {after} (offset {measured} µs)"
+    );
+}

@@ -106,6 +106,7 @@ pub struct Config {
 pub struct Agent {
     config: Config,
     node: NodeContext,
+    log_clock_every: Option<Duration>,
     sampler: Option<SamplerConfig>,
     cgroup_mode: String,
     oom_groups: crate::pipeline::oom_group::OomGroups,
@@ -134,18 +135,20 @@ impl Config {
             client.check().context("the collector settings cannot work")?;
         }
         // The kernel log's clock drifts from CLOCK_MONOTONIC with uptime:
-        // measured once, so that event times are wall time.
-        let log_clock_offset_us = match crate::clock::log_clock_offset_us(&self.kmsg) {
+        // measured now, and again every hour by the pipeline, so that event
+        // times are wall time. Where it cannot be measured (a file, no
+        // write access) it never will be.
+        let (log_clock_offset_us, log_clock_every) = match crate::clock::log_clock_offset_us(&self.kmsg) {
             Ok(offset) => {
                 tracing::info!(
                     offset_us = offset,
                     "kernel log clock measured against CLOCK_MONOTONIC"
                 );
-                offset
+                (offset, Some(pipeline::log_clock::REMEASURE_EVERY))
             }
             Err(error) => {
                 tracing::info!(%error, "kernel log clock not measured: taken as CLOCK_MONOTONIC");
-                0
+                (0, None)
             }
         };
         let node = NodeContext {
@@ -200,6 +203,7 @@ impl Config {
         Ok(Agent {
             config: self,
             node,
+            log_clock_every,
             sampler,
             cgroup_mode,
             oom_groups,
@@ -242,6 +246,7 @@ impl Agent {
         let Self {
             config,
             node,
+            log_clock_every,
             sampler: sampler_config,
             cgroup_mode,
             oom_groups,
@@ -445,6 +450,7 @@ impl Agent {
             state_dir: Some(config.state_dir.clone()),
             oom_groups,
             start_without_cursor: config.start_without_cursor,
+            log_clock_every,
             enrichers,
             metrics: metrics.pipeline.clone(),
             reader_metrics: metrics.reader.clone(),

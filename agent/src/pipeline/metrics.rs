@@ -88,6 +88,8 @@ pub struct PipelineMetrics {
     state_unwritable: Gauge,
     unspooled: Gauge,
     unspooled_dropped: Counter,
+    log_clock_offset: Gauge<f64, std::sync::atomic::AtomicU64>,
+    log_clock_probe_failures: Counter,
 }
 
 impl PipelineMetrics {
@@ -143,6 +145,25 @@ impl PipelineMetrics {
             "Events not printed on standard output because it did not keep up (still spooled and logged)",
             self.printer_dropped.clone(),
         );
+        registry.register(
+            "kernel_log_clock_offset_seconds",
+            "The kernel log's clock minus CLOCK_MONOTONIC, as last measured (0: not measured); kill times are corrected by it",
+            self.log_clock_offset.clone(),
+        );
+        registry.register(
+            "kernel_log_clock_probe_failures",
+            "Hourly measurements of the kernel log's clock that failed (the last offset is kept)",
+            self.log_clock_probe_failures.clone(),
+        );
+    }
+
+    /// The kernel log clock's offset in use, in seconds.
+    pub fn log_clock_offset_seconds(&self) -> f64 {
+        self.log_clock_offset.get()
+    }
+
+    pub(super) fn set_log_clock_offset(&self, offset_us: i64) {
+        self.log_clock_offset.set(offset_us as f64 / 1e6);
     }
 
     /// Records that a kill spent `seconds` in `stage`.
@@ -174,6 +195,33 @@ impl PipelineMetrics {
 
     pub(super) fn unspooled_dropped(&self) {
         self.unspooled_dropped.inc();
+    }
+}
+
+/// The kernel log's clock measured again against `CLOCK_MONOTONIC`.
+#[derive(Debug)]
+pub struct LogClockMeasured {
+    pub before_us: i64,
+    pub outcome: Result<i64, crate::clock::ClockProbeError>,
+}
+
+impl Happening for LogClockMeasured {
+    type Metrics = PipelineMetrics;
+    fn emit(self, metrics: &PipelineMetrics) {
+        match self.outcome {
+            Ok(offset_us) => {
+                metrics.set_log_clock_offset(offset_us);
+                debug!(
+                    offset_us,
+                    drift_us = offset_us - self.before_us,
+                    "kernel log clock measured again"
+                );
+            }
+            Err(error) => {
+                metrics.log_clock_probe_failures.inc();
+                warn!(%error, offset_us = self.before_us, "cannot measure the kernel log clock again; keeping the last offset");
+            }
+        }
     }
 }
 

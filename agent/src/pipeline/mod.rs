@@ -19,6 +19,7 @@
 pub mod attribute;
 pub mod container_kills;
 mod enrich;
+pub mod log_clock;
 pub mod metrics;
 pub mod oom_group;
 pub mod runtime_watch;
@@ -37,7 +38,10 @@ use tracing::{info, warn};
 
 use self::attribute::{ATTRIBUTION_WAIT, Attributor, PID_LOOKBACK_MS, Placement};
 pub use self::enrich::Enrichers;
-use self::metrics::{ForgedLines, KillReported, KillsMissed, PipelineMetrics, PrintDropped};
+use self::log_clock::LogClockWatch;
+use self::metrics::{
+    ForgedLines, KillReported, KillsMissed, LogClockMeasured, PipelineMetrics, PrintDropped,
+};
 use self::state::StateDir;
 use crate::cgroup::OomNotice;
 use crate::event::{NodeContext, attribute, event_from_report};
@@ -80,6 +84,10 @@ pub struct PipelineConfig {
     /// Holds `kmsg.cursor`; None: no resume across restarts.
     pub state_dir: Option<PathBuf>,
     pub node: NodeContext,
+    /// How often the kernel log clock's offset in `node` is measured again
+    /// on `kmsg_path` (None: kept as given; [`log_clock::REMEASURE_EVERY`]
+    /// in the agent).
+    pub log_clock_every: Option<Duration>,
     /// Where to start without a cursor of this boot.
     pub start_without_cursor: StartAt,
     /// After this long without a record, finished kills are reported
@@ -105,6 +113,7 @@ impl PipelineConfig {
             proc_root,
             state_dir: None,
             node,
+            log_clock_every: None,
             start_without_cursor: StartAt::End,
             idle_flush: Duration::from_millis(20),
             oom_groups: oom_group::OomGroups::Unknown,
@@ -154,6 +163,7 @@ struct Pipeline {
     events: u64,
     waiting: VecDeque<Waiting>,
     attributor: Attributor,
+    log_clock: Option<LogClockWatch>,
 }
 
 /// Unix milliseconds of a kill (now, when its time is unknown).
@@ -198,12 +208,12 @@ impl Pipeline {
     async fn take_reports(&mut self) -> Result<(), PipelineError> {
         while let Some(report) = self.parser.next_report() {
             if let Some(us) = report.kill_stamp.monotonic_us {
+                let offset = self.config.node.log_clock_offset_us;
                 if let Some(vmstat) = self.vmstat.as_mut() {
-                    vmstat.kill_seen(us);
+                    vmstat.kill_seen(us.saturating_add_signed(-offset));
                 }
                 // Only a kill read live: the kernel's clock is this boot's.
-                let now =
-                    crate::clock::monotonic_us().saturating_add_signed(self.config.node.log_clock_offset_us);
+                let now = crate::clock::monotonic_us().saturating_add_signed(offset);
                 if now >= us && now - us < 60_000_000 {
                     let read = (now - us) as f64 / 1e6;
                     self.config.metrics.stage(metrics::KillStage::read, read);
@@ -387,8 +397,22 @@ impl Pipeline {
     }
 
     /// Once a second: the vmstat cross-check, kills kept from the spool
-    /// offered again, the cursor saved.
+    /// offered again, the log clock measured again when due, the cursor
+    /// saved.
     async fn tick(&mut self) {
+        if let Some(outcome) = match self.log_clock.as_mut() {
+            Some(watch) => watch.poll().await,
+            None => None,
+        } {
+            let node = &mut self.config.node;
+            let before_us = node.log_clock_offset_us;
+            if let Ok(offset) = outcome {
+                node.log_clock_offset_us = offset;
+                // The wall clock may have been stepped since, too.
+                node.boot_wall_us = crate::clock::boot_wall_us(offset).or(node.boot_wall_us);
+            }
+            LogClockMeasured { before_us, outcome }.emit(&self.config.metrics);
+        }
         if let Some(spool) = &self.sink.spool {
             self.state
                 .offer_kept(spool, &self.config.metrics, &self.config.readiness)
@@ -485,8 +509,15 @@ async fn run_from(
         events: 0,
         waiting: VecDeque::new(),
         attributor: Attributor::default(),
+        log_clock: config
+            .log_clock_every
+            .map(|every| LogClockWatch::new(config.kmsg_path.clone(), every)),
         config,
     };
+    pipeline
+        .config
+        .metrics
+        .set_log_clock_offset(pipeline.config.node.log_clock_offset_us);
     pipeline.tick().await;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
