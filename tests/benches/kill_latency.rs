@@ -17,6 +17,10 @@
 //! loopback (the agent sends over gRPC as a DaemonSet's does) instead of
 //! the agent's embedded one.
 //!
+//! Each kill's cgroup exists for 600 ms before it, so the sampler has
+//! registered for its OOM notification, which hurries the kernel log reader
+//! (`kmsg::hurry`); the benchmark prints how many reads it hurried.
+//!
 //! Then the agent's own stage histograms (`/metrics`): the kernel's
 //! timestamp to the finished report, placing, enrichment, the spool, and
 //! sending to the collector's acknowledgement (which includes its durable
@@ -28,7 +32,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use oomlens_common::client::ClientConfig;
 use oomlens_common::units::saturating_u64;
 use oomlens_proto::v1::{SubscribeRequest, subscribe_response};
-use oomlens_tests::{ScratchTree, agent_binary, free_port, real_kernel_unavailable, run_hog, unique};
+use oomlens_tests::{
+    ScratchTree, agent_binary, free_port, pod_and_container_ids, real_kernel_unavailable, run_hog, unique,
+};
 
 /// The agent, stopped however the benchmark ends.
 struct StopOnDrop(std::process::Child);
@@ -134,16 +140,22 @@ fn main() {
             }
             latencies
         });
-        for i in 0..kills {
-            let name = format!("k{i}");
+        for _ in 0..kills {
+            // Where the kubelet puts a container: the sampler follows
+            // Kubernetes cgroups only.
+            let (uid, id) = pod_and_container_ids();
+            let pod = format!("kubepods/burstable/pod{uid}");
+            let name = format!("{pod}/{id}");
             let cgroup = tree.create(&name);
             tree.limit(&name, 16 << 20);
-            tokio::task::block_in_place(|| run_hog(&cgroup));
-            tree.remove(&name);
             // Spaced out: one kill at a time, as latency is per kill, and
             // below the kernel's report rate limit (10 per 5 s), so every
-            // report names its cgroup.
+            // report names its cgroup. The pause also lets the sampler find
+            // the cgroup and register for its OOM notifications, as it has
+            // for any container that lived a while before its kill.
             tokio::time::sleep(Duration::from_millis(600)).await;
+            tokio::task::block_in_place(|| run_hog(&cgroup));
+            tree.remove(&pod);
         }
         receiver.await.expect("receiver")
     });
@@ -187,6 +199,11 @@ fn main() {
         }
     }
     println!("by stage, mean (histogram bounds): {}", stages.join("; "));
+    println!(
+        "reads hurried by an OOM notification (ahead of the kernel's wake-up): {} for {} kills",
+        oomlens_tests::metric(&metrics, "oomlens_agent_kmsg_hurried_reads_total"),
+        sorted.len()
+    );
     match (clock_before, clock_after) {
         (Ok(before), Ok(after)) => println!(
             "kernel log clock minus CLOCK_MONOTONIC: {:+.2} ms before the kills, {:+.2} ms after \

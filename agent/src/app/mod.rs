@@ -410,7 +410,19 @@ impl Agent {
             drop(side_receiver);
         }
         let mut sampler_task = None;
-        if let Some(sampler_config) = sampler_config {
+        // The sampler's OOM notifications come before the kernel wakes the
+        // log reader; they hurry it.
+        let kmsg_hurry = sampler_config
+            .as_ref()
+            .and_then(|_| match crate::kmsg::KmsgHurry::start() {
+                Ok(hurry) => Some(hurry),
+                Err(error) => {
+                    warn!(%error, "kills are read when the kernel wakes the log reader, not earlier");
+                    None
+                }
+            });
+        if let Some(mut sampler_config) = sampler_config {
+            sampler_config.kmsg_hurry = kmsg_hurry.clone();
             let (handle, requests) = Sampler::channel();
             let (warnings, warning_rx) = mpsc::channel(256);
             let sampler = Sampler::new(sampler_config, warnings)
@@ -451,6 +463,7 @@ impl Agent {
             oom_groups,
             start_without_cursor: config.start_without_cursor,
             log_clock_every,
+            kmsg_hurry,
             enrichers,
             metrics: metrics.pipeline.clone(),
             reader_metrics: metrics.reader.clone(),

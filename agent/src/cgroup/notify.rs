@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 
 use super::files::parse_events_v2;
 use super::reader::Version;
+use crate::kmsg::KmsgHurry;
 
 /// An OOM in a cgroup (or, on v1, in one of its ancestors).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +93,8 @@ struct Worker {
     v2: HashMap<WatchDescriptor, V2Registration>,
     v2_by_path: HashMap<String, WatchDescriptor>,
     notices: mpsc::Sender<OomNotice>,
+    /// Told of each OOM at once, so the kernel log reader looks early.
+    hurry: Option<KmsgHurry>,
 }
 
 impl Worker {
@@ -183,6 +186,9 @@ impl Worker {
         };
         let _ = registration.eventfd.read();
         if registration.dir.exists() {
+            if let Some(hurry) = &self.hurry {
+                hurry.oom();
+            }
             let _ = self.notices.send(OomNotice {
                 path: registration.path.clone(),
                 monotonic_us: at,
@@ -208,6 +214,9 @@ impl Worker {
             if let (Some(now), Some(before)) = (now, registration.oom_kill)
                 && now > before
             {
+                if let Some(hurry) = &self.hurry {
+                    hurry.oom();
+                }
                 let _ = self.notices.send(OomNotice {
                     path: registration.path.clone(),
                     monotonic_us: at,
@@ -221,8 +230,9 @@ impl Worker {
 }
 
 impl OomNotifier {
-    /// Starts the notifier thread for cgroups of `version`.
-    pub fn start(version: Version) -> std::io::Result<Self> {
+    /// Starts the notifier thread for cgroups of `version`; `hurry` is
+    /// told of each OOM as it is noticed.
+    pub fn start(version: Version, hurry: Option<KmsgHurry>) -> std::io::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let inotify = match version {
             Version::V1 => None,
@@ -246,6 +256,7 @@ impl OomNotifier {
             v2: HashMap::new(),
             v2_by_path: HashMap::new(),
             notices: notice_tx,
+            hurry,
         };
         let thread = std::thread::Builder::new()
             .name("oom-notify".into())

@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use tokio::io::unix::AsyncFd;
 use tracing::warn;
 
+use super::hurry::KmsgHurry;
 use super::record::{Record, RecordError, parse_record};
 use crate::telemetry::Happening;
 
@@ -71,6 +72,7 @@ pub struct ReaderMetrics {
     overruns: Counter,
     malformed: Counter,
     cursor_resets: Counter,
+    hurried_reads: Counter,
 }
 
 impl ReaderMetrics {
@@ -84,6 +86,7 @@ impl ReaderMetrics {
             lost: self.lost.get(),
             skipped: 0,
             cursor_resets: self.cursor_resets.get(),
+            hurried_reads: self.hurried_reads.get(),
         }
     }
 
@@ -116,6 +119,11 @@ impl ReaderMetrics {
             "kmsg_cursor_resets",
             "Resume cursors ahead of the kernel log (read again from its oldest record)",
             self.cursor_resets.clone(),
+        );
+        registry.register(
+            "kmsg_hurried_reads",
+            "Wake-ups after an OOM notification that found new records before the kernel woke the reader",
+            self.hurried_reads.clone(),
         );
     }
 }
@@ -184,6 +192,8 @@ pub struct ReaderStats {
     pub skipped: u64,
     /// Resume cursors found ahead of the log (read from its oldest record).
     pub cursor_resets: u64,
+    /// Wake-ups after an OOM notification that found records waiting.
+    pub hurried_reads: u64,
 }
 
 #[derive(Debug)]
@@ -197,6 +207,7 @@ pub struct KmsgReader {
     pending: Option<Record>,
     metrics: ReaderMetrics,
     skipped: u64,
+    hurry: Option<KmsgHurry>,
 }
 
 /// Reads every record available now; returns the last one's sequence
@@ -302,7 +313,16 @@ impl KmsgReader {
             pending: None,
             metrics,
             skipped: 0,
+            hurry: None,
         })
+    }
+
+    /// Also tries a read at each wake-up of `hurry` (after an OOM
+    /// notification), not only when the kernel wakes the reader.
+    #[must_use]
+    pub fn hurried_by(mut self, hurry: KmsgHurry) -> Self {
+        self.hurry = Some(hurry);
+        self
     }
 
     pub fn stats(&self) -> ReaderStats {
@@ -328,15 +348,29 @@ impl KmsgReader {
 
     /// The next item, waiting for one if none is available.
     pub async fn next(&mut self) -> Result<KmsgItem, KmsgError> {
+        let mut hurried = false;
         loop {
             if let Some(item) = self.try_next()? {
+                if hurried {
+                    self.metrics.hurried_reads.inc();
+                }
                 return Ok(item);
             }
-            let mut guard = self.fd.readable().await.map_err(|source| KmsgError::Read {
-                path: self.path.clone(),
-                source,
-            })?;
-            guard.clear_ready();
+            let readable = match &self.hurry {
+                None => Some(self.fd.readable().await),
+                Some(hurry) => tokio::select! {
+                    readable = self.fd.readable() => Some(readable),
+                    () = hurry.woken() => None,
+                },
+            };
+            hurried = readable.is_none();
+            if let Some(readable) = readable {
+                let mut guard = readable.map_err(|source| KmsgError::Read {
+                    path: self.path.clone(),
+                    source,
+                })?;
+                guard.clear_ready();
+            }
         }
     }
 

@@ -88,6 +88,9 @@ pub struct PipelineConfig {
     /// on `kmsg_path` (None: kept as given; [`log_clock::REMEASURE_EVERY`]
     /// in the agent).
     pub log_clock_every: Option<Duration>,
+    /// Wakes the reader early after an OOM notification (the sampler's
+    /// notifier tells it): [`crate::kmsg::hurry`].
+    pub kmsg_hurry: Option<crate::kmsg::KmsgHurry>,
     /// Where to start without a cursor of this boot.
     pub start_without_cursor: StartAt,
     /// After this long without a record, finished kills are reported
@@ -114,6 +117,7 @@ impl PipelineConfig {
             state_dir: None,
             node,
             log_clock_every: None,
+            kmsg_hurry: None,
             start_without_cursor: StartAt::End,
             idle_flush: Duration::from_millis(20),
             oom_groups: oom_group::OomGroups::Unknown,
@@ -467,7 +471,10 @@ pub async fn run(
     };
     let start = Cursor::start_for(cursor.as_ref(), &config.node.boot_id, config.start_without_cursor);
     info!(path = %config.kmsg_path.display(), ?start, boot_id = %config.node.boot_id, "reading the kernel log");
-    let reader = KmsgReader::open_with(&config.kmsg_path, start, config.reader_metrics.clone())?;
+    let mut reader = KmsgReader::open_with(&config.kmsg_path, start, config.reader_metrics.clone())?;
+    if let Some(hurry) = config.kmsg_hurry.clone() {
+        reader = reader.hurried_by(hurry);
+    }
     config.readiness.set_kmsg_ready();
     // The position we start from is saved at once: a restart after a
     // quiet spell resumes here, and a kill made while the agent was down

@@ -75,6 +75,9 @@ pub struct SamplerConfig {
     pub windows: Windows,
     pub warnings: WarningRules,
     pub node_name: String,
+    /// Told of each OOM notification, so the kernel log reader reads the
+    /// kill early ([`crate::kmsg::hurry`]).
+    pub kmsg_hurry: Option<crate::kmsg::KmsgHurry>,
 }
 
 impl SamplerConfig {
@@ -91,6 +94,7 @@ impl SamplerConfig {
             windows: Windows::default(),
             warnings: WarningRules::default(),
             node_name,
+            kmsg_hurry: None,
         }
     }
 }
@@ -166,7 +170,7 @@ impl Sampler {
                 None
             }
         };
-        let notifier = match OomNotifier::start(config.root.version) {
+        let notifier = match OomNotifier::start(config.root.version, config.kmsg_hurry.clone()) {
             Ok(notifier) => Some(notifier),
             Err(error) => {
                 warn!(%error, "no kernel OOM notifications: kills without a cgroup path are matched by counters only");
