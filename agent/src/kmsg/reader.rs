@@ -292,7 +292,7 @@ impl KmsgReader {
                 }
             }
         };
-        // The one unsafe expression of the workspace (see Cargo.toml).
+        // One of the workspace's two unsafe expressions (see Cargo.toml).
         // SAFETY: `register` needs the descriptor to stay open and unchanged
         // while registered. The `File` is moved into the `AsyncFd`, which owns
         // it until the reader is dropped; nothing else can close or replace it.

@@ -276,6 +276,12 @@ impl History {
         self.fine.range(skip..)
     }
 
+    /// The newest sample of the ring and the one after it, where the next
+    /// sample goes (see `sampler::prefetch`).
+    pub fn newest_slot(&self) -> Option<&impl Sized> {
+        self.fine.back()
+    }
+
     /// Heap bytes held, for the agent's own memory accounting.
     pub fn heap_bytes(&self) -> usize {
         self.fine.capacity() * size_of::<Fine>()

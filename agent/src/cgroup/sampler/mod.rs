@@ -48,6 +48,7 @@ use crate::telemetry::Readiness;
 mod evidence;
 mod handle;
 mod metrics;
+mod prefetch;
 mod report;
 mod schedule;
 mod tracked;
@@ -133,6 +134,8 @@ pub struct Sampler {
     /// large `Tracked` entries so that a tick skipping most cgroups reads
     /// a few cache lines, not one or more per cgroup.
     next_due: Vec<Option<Instant>>,
+    /// The positions due this tick (kept to reuse its allocation).
+    due: Vec<usize>,
     /// Path -> position in `tracked`.
     index: HashMap<String, usize>,
     inotify: Option<Inotify>,
@@ -183,6 +186,7 @@ impl Sampler {
             config,
             tracked: Vec::new(),
             next_due: Vec::new(),
+            due: Vec::new(),
             index: HashMap::new(),
             inotify,
             watches: HashMap::new(),
@@ -253,12 +257,31 @@ impl Sampler {
         let t_ms = oomlens_proto::time::now_unix_ms();
         let mut warnings = Vec::new();
         let started = Instant::now();
-        for (tracked, next_due) in self.tracked.iter_mut().zip(&mut self.next_due) {
-            if next_due.is_none_or(|at| at > now) {
-                continue;
+        self.due.clear();
+        self.due.extend(
+            self.next_due
+                .iter()
+                .enumerate()
+                .filter(|(_, at)| at.is_some_and(|at| at <= now))
+                .map(|(i, _)| i),
+        );
+        for (k, &i) in self.due.iter().enumerate() {
+            // Two entries ahead: the entry itself; one ahead (its entry
+            // loaded by now): the newest slot of its history.
+            if let Some(&ahead) = self.due.get(k + 2) {
+                prefetch::prefetch(&self.tracked[ahead], prefetch::ENTRY_BYTES);
             }
+            if let Some(slot) = self
+                .due
+                .get(k + 1)
+                .and_then(|&next| self.tracked[next].history.newest_slot())
+            {
+                // The newest sample and the free slot after it.
+                prefetch::prefetch(slot, 2 * size_of_val(slot));
+            }
+            let tracked = &mut self.tracked[i];
             let sampled = tracked.sample(&self.config, &mut self.buf, &self.metrics, now, t_ms);
-            *next_due = tracked.next_due(&self.config.schedule, now);
+            self.next_due[i] = tracked.next_due(&self.config.schedule, now);
             if let Some(pids) = sampled.hot_pids {
                 self.pid_places.remember(pids, &tracked.path, t_ms);
             }
