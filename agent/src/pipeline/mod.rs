@@ -404,10 +404,11 @@ impl Pipeline {
     /// offered again, the log clock measured again when due, the cursor
     /// saved.
     async fn tick(&mut self) {
-        if let Some(outcome) = match self.log_clock.as_mut() {
+        let measured = match self.log_clock.as_mut() {
             Some(watch) => watch.poll().await,
             None => None,
-        } {
+        };
+        if let Some(outcome) = measured {
             let node = &mut self.config.node;
             let before_us = node.log_clock_offset_us;
             if let Ok(offset) = outcome {

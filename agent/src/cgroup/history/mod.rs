@@ -276,8 +276,8 @@ impl History {
         self.fine.range(skip..)
     }
 
-    /// The newest sample of the ring and the one after it, where the next
-    /// sample goes (see `sampler::prefetch`).
+    /// The ring's newest sample; the next one is stored right after it
+    /// (see `sampler::prefetch`).
     pub fn newest_slot(&self) -> Option<&impl Sized> {
         self.fine.back()
     }
