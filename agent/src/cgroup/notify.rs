@@ -80,7 +80,23 @@ struct V1Registration {
 struct V2Registration {
     path: String,
     events_file: PathBuf,
+    /// `oom` steps as the kernel starts an OOM (before its report),
+    /// `oom_kill` as it kills.
+    oom: Option<u64>,
     oom_kill: Option<u64>,
+}
+
+/// `memory.events`' `oom` and `oom_kill` (None: unreadable).
+fn read_oom_counters(events_file: &Path) -> (Option<u64>, Option<u64>) {
+    std::fs::read_to_string(events_file)
+        .ok()
+        .and_then(|t| parse_events_v2(&t).ok())
+        .map_or((None, None), |c| (c.oom, c.oom_kill))
+}
+
+/// Whether a counter read `now` moved past `before`.
+fn stepped(before: Option<u64>, now: Option<u64>) -> bool {
+    matches!((before, now), (Some(before), Some(now)) if now > before)
 }
 
 struct Worker {
@@ -140,10 +156,7 @@ impl Worker {
                     return;
                 }
                 let events_file = dir.join("memory.events");
-                let oom_kill = std::fs::read_to_string(&events_file)
-                    .ok()
-                    .and_then(|t| parse_events_v2(&t).ok())
-                    .and_then(|c| c.oom_kill);
+                let (oom, oom_kill) = read_oom_counters(&events_file);
                 match inotify.add_watch(&events_file, AddWatchFlags::IN_MODIFY) {
                     Ok(wd) => {
                         self.v2_by_path.insert(path.clone(), wd);
@@ -152,6 +165,7 @@ impl Worker {
                             V2Registration {
                                 path,
                                 events_file,
+                                oom,
                                 oom_kill,
                             },
                         );
@@ -207,24 +221,21 @@ impl Worker {
             let Some(registration) = self.v2.get_mut(&event.wd) else {
                 continue;
             };
-            let now = std::fs::read_to_string(&registration.events_file)
-                .ok()
-                .and_then(|t| parse_events_v2(&t).ok())
-                .and_then(|c| c.oom_kill);
-            if let (Some(now), Some(before)) = (now, registration.oom_kill)
-                && now > before
+            let (oom, oom_kill) = read_oom_counters(&registration.events_file);
+            let killed = stepped(registration.oom_kill, oom_kill);
+            if (killed || stepped(registration.oom, oom))
+                && let Some(hurry) = &self.hurry
             {
-                if let Some(hurry) = &self.hurry {
-                    hurry.oom();
-                }
+                hurry.oom();
+            }
+            if killed {
                 let _ = self.notices.send(OomNotice {
                     path: registration.path.clone(),
                     monotonic_us: at,
                 });
             }
-            if now.is_some() {
-                registration.oom_kill = now;
-            }
+            registration.oom = oom.or(registration.oom);
+            registration.oom_kill = oom_kill.or(registration.oom_kill);
         }
     }
 }
@@ -318,5 +329,99 @@ impl Drop for OomNotifier {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn write_events(dir: &Path, oom: u64, oom_kill: u64) {
+        std::fs::write(
+            dir.join("memory.events"),
+            format!("low 0\nhigh 0\nmax 3\noom {oom}\noom_kill {oom_kill}\noom_group_kill 0\n"),
+        )
+        .expect("write memory.events");
+    }
+
+    /// Waits up to `within` for the hurry's next wake-up.
+    async fn hurried(hurry: &KmsgHurry, within: Duration) -> bool {
+        tokio::time::timeout(within, hurry.woken()).await.is_ok()
+    }
+
+    /// Waits up to `within` for notices.
+    fn notices_within(notifier: &OomNotifier, within: Duration) -> Vec<OomNotice> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let notices = notifier.drain();
+            if !notices.is_empty() || std::time::Instant::now() >= deadline {
+                return notices;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// cgroup v2 on a fixture `memory.events` (inotify works on any file):
+    /// the `oom` step, which the kernel makes before it prints the report,
+    /// hurries the log reader without a notice; the `oom_kill` step is a
+    /// notice and hurries it too.
+    #[tokio::test]
+    async fn v2_oom_steps_hurry_the_log_reader_and_kill_steps_are_notices() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cgroup = root.path().join("kubepods/podx/c1");
+        std::fs::create_dir_all(&cgroup).expect("mkdir");
+        write_events(&cgroup, 0, 0);
+        let hurry =
+            KmsgHurry::start_with(Duration::from_millis(1), Duration::from_millis(100)).expect("hurry");
+        let notifier = OomNotifier::start(Version::V2, Some(hurry.clone())).expect("notifier");
+        notifier.register("/kubepods/podx/c1", &cgroup);
+        // Registrations are taken between waits of at most 50 ms.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !hurried(&hurry, Duration::from_millis(50)).await,
+            "hurried before any OOM"
+        );
+
+        write_events(&cgroup, 1, 0);
+        assert!(
+            hurried(&hurry, Duration::from_secs(2)).await,
+            "the oom step did not hurry the reader"
+        );
+        assert_eq!(
+            notices_within(&notifier, Duration::from_millis(200)),
+            [],
+            "an oom step without a kill is no notice"
+        );
+
+        // The window ends; a stored wake-up may remain.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = hurried(&hurry, Duration::from_millis(10)).await;
+        write_events(&cgroup, 1, 1);
+        assert!(
+            hurried(&hurry, Duration::from_secs(2)).await,
+            "the kill step did not hurry the reader"
+        );
+        let notices = notices_within(&notifier, Duration::from_secs(2));
+        assert_eq!(
+            notices.iter().map(|n| n.path.as_str()).collect::<Vec<_>>(),
+            ["/kubepods/podx/c1"],
+            "{notices:?}"
+        );
+
+        // A write that steps nothing (another counter) does neither.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = hurried(&hurry, Duration::from_millis(10)).await;
+        std::fs::write(
+            cgroup.join("memory.events"),
+            "low 0\nhigh 5\nmax 9\noom 1\noom_kill 1\noom_group_kill 0\n",
+        )
+        .expect("write");
+        assert!(
+            !hurried(&hurry, Duration::from_millis(300)).await,
+            "hurried by a max step"
+        );
+        assert_eq!(notices_within(&notifier, Duration::from_millis(100)), []);
     }
 }

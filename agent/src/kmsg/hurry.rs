@@ -4,8 +4,9 @@
 //! next timer tick: up to 4 ms after the record at HZ=250, 10 ms at HZ=100
 //! (2.3–2.9 ms on average on the test VM, a third of a kill's way to a
 //! subscriber). A record can be read as soon as it is stored. The cgroup
-//! OOM notifications come sooner: the v1 eventfd is signalled as the kernel
-//! starts an OOM kill, before it prints the report. So whoever sees one
+//! OOM notifications come sooner: the v1 eventfd is signalled, and v2's
+//! `memory.events` `oom` counter steps, as the kernel starts an OOM kill,
+//! before it prints the report. So whoever sees one
 //! calls [`KmsgHurry::oom`], and a thread then wakes the reader every
 //! [`POLL_EVERY`] for [`WINDOW`]: 100 non-blocking reads per OOM, instead
 //! of polling all the time.
