@@ -376,7 +376,8 @@ mod tests {
         let hurry =
             KmsgHurry::start_with(Duration::from_millis(1), Duration::from_millis(100)).expect("hurry");
         let notifier = OomNotifier::start(Version::V2, Some(hurry.clone())).expect("notifier");
-        notifier.register("/kubepods/podx/c1", &cgroup);
+        let path = "/kubepods/podx/c1";
+        notifier.register(path, &cgroup);
         // Registrations are taken between waits of at most 50 ms.
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
@@ -406,7 +407,7 @@ mod tests {
         let notices = notices_within(&notifier, Duration::from_secs(2));
         assert_eq!(
             notices.iter().map(|n| n.path.as_str()).collect::<Vec<_>>(),
-            ["/kubepods/podx/c1"],
+            [path],
             "{notices:?}"
         );
 
