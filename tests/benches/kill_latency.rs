@@ -24,7 +24,9 @@
 //! Then the agent's own stage histograms (`/metrics`): the kernel's
 //! timestamp to the finished report, placing, enrichment, the spool, and
 //! sending to the collector's acknowledgement (which includes its durable
-//! store); the rest is the collector's fan-out to the subscriber.
+//! store); the rest is the collector's fan-out to the subscriber. An event
+//! is sent as its spool write starts (`ship::early`), so `spool` and
+//! `deliver` overlap; the benchmark prints how many kills went that way.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -199,6 +201,11 @@ fn main() {
         }
     }
     println!("by stage, mean (histogram bounds): {}", stages.join("; "));
+    println!(
+        "sent as their spool write started (spool and deliver side by side): {} for {} kills",
+        oomlens_tests::metric(&metrics, "oomlens_agent_events_sent_early_total"),
+        sorted.len()
+    );
     println!(
         "reads hurried by an OOM notification (ahead of the kernel's wake-up): {} for {} kills",
         oomlens_tests::metric(&metrics, "oomlens_agent_kmsg_hurried_reads_total"),

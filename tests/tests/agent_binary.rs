@@ -224,6 +224,19 @@ fn standalone_mode_answers_the_cli_about_a_real_kill() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Connected to its own collector before the kill, so the kill is sent
+    // as its spool write starts.
+    let connected = || {
+        oomlens_tests::http_get(http_port, "/metrics")
+            .is_ok_and(|(_, page)| metric(&page, "oomlens_agent_collector_connected") == 1.0)
+    };
+    while !connected() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not connect to its collector"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let tree = ScratchTree::new(&oomlens_tests::unique("oomlens-standalone"));
     let cgroup = tree.create("victim");
     tree.limit("victim", 32 << 20);
@@ -284,6 +297,10 @@ fn standalone_mode_answers_the_cli_about_a_real_kill() {
     let (status, metrics) = oomlens_tests::http_get(http_port, "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("oomlens_agent_"), "the agent's own metrics stay");
+    assert!(
+        metric(&metrics, "oomlens_agent_events_sent_early_total") >= 1.0,
+        "the kill was sent while it was spooled: {metrics}"
+    );
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(oomlens_tests::kernel_pid(agent.id())),
         nix::sys::signal::Signal::SIGTERM,

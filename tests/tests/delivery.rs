@@ -106,6 +106,156 @@ async fn collector_kill_and_agent_restart_lose_nothing_and_store_nothing_twice()
     }
 }
 
+/// Holds the spool's lock until the returned sender is dropped: a disk
+/// that stalls every write.
+async fn stall_disk(spool: &SharedSpool) -> std::sync::mpsc::Sender<()> {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, holding) = tokio::sync::oneshot::channel();
+    let stalled = spool.clone();
+    tokio::spawn(async move {
+        stalled
+            .with(move |_| {
+                let _ = held.send(());
+                let _ = released.recv();
+            })
+            .await;
+    });
+    holding.await.unwrap();
+    release
+}
+
+fn spool_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".event")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_the_collector_while_their_spool_writes_are_stalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = CollectorProcess::start(&dir.path().join("events.db").display().to_string(), dir.path());
+    let spool_dir = dir.path().join("spool");
+    let metrics = Arc::new(AgentMetrics::new());
+    let spool = SharedSpool::open(&spool_dir, 256 << 20, metrics.spool.clone()).unwrap();
+    let shipper = start_shipper(&spool, &collector.endpoint(), &metrics);
+    wait_for("the ingest stream", Duration::from_secs(30), || {
+        metric(&metrics.encode(), "oomlens_agent_collector_connected") == 1.0
+    })
+    .await;
+    let release = stall_disk(&spool).await;
+    let appends: Vec<_> = (0..20)
+        .map(|n| {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.append_retrying(&synthetic(n)).await })
+        })
+        .collect();
+    // Stored by the collector while not one spool write has begun.
+    let endpoint = collector.endpoint();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored_ids(&endpoint).await.len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "events stored while the spool disk is stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(spool_files(&spool_dir), 0);
+    drop(release);
+    for append in appends {
+        append.await.unwrap().unwrap();
+    }
+    shipper.stop().await;
+    assert_eq!(metrics.sender.sent_early(), 20);
+    assert_eq!(
+        metrics.spool.writes_skipped(),
+        20,
+        "the disk was spared what the collector stored"
+    );
+    assert_eq!(spool_files(&spool_dir), 0);
+    assert_eq!(spool.stats().events, 0);
+    let ids = stored_ids(&endpoint).await;
+    let expected: HashSet<String> = (0..20).map(|n| synthetic(n).id).collect();
+    assert_eq!(ids.into_iter().collect::<HashSet<_>>(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_sends_racing_their_writes_across_a_collector_kill_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut collector =
+        CollectorProcess::start(&dir.path().join("events.db").display().to_string(), dir.path());
+    let spool_dir = dir.path().join("spool");
+    let metrics = Arc::new(AgentMetrics::new());
+    let spool = SharedSpool::open(&spool_dir, 256 << 20, metrics.spool.clone()).unwrap();
+    let shipper = start_shipper(&spool, &collector.endpoint(), &metrics);
+    wait_for("the ingest stream", Duration::from_secs(30), || {
+        metric(&metrics.encode(), "oomlens_agent_collector_connected") == 1.0
+    })
+    .await;
+    // Four writers, as a burst of kills and their revisions would be, each
+    // sent while its write runs; the collector dies in the middle.
+    let writers = 4u64;
+    let each = 100u64;
+    let appends: Vec<_> = (0..writers)
+        .map(|w| {
+            let spool = spool.clone();
+            tokio::spawn(async move {
+                for n in 0..each {
+                    spool.append_retrying(&synthetic(w * each + n)).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    wait_for("the first acks", Duration::from_secs(30), || {
+        metric(
+            &metrics.encode(),
+            "oomlens_agent_shipped_events_total{result=\"stored\"}",
+        ) >= 60.0
+    })
+    .await;
+    collector.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    collector.restart();
+    for append in appends {
+        append.await.unwrap();
+    }
+    wait_for("an empty spool", Duration::from_secs(60), || {
+        spool.stats().events == 0
+    })
+    .await;
+    shipper.stop().await;
+    assert_eq!(spool_files(&spool_dir), 0, "no file outlives its acknowledgement");
+    let ids = stored_ids(&collector.endpoint()).await;
+    let unique_ids: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique_ids.len(), ids.len(), "no event stored twice");
+    assert_eq!(
+        ids.len(),
+        usize::try_from(writers * each).unwrap(),
+        "every event stored"
+    );
+    eprintln!(
+        "sent early {}, writes skipped {}, acks {}",
+        metrics.sender.sent_early(),
+        metrics.spool.writes_skipped(),
+        metric(
+            &metrics.encode(),
+            "oomlens_agent_shipped_events_total{result=\"stored\"}"
+        )
+    );
+    assert!(
+        metrics.sender.sent_early() >= 60,
+        "sent as spooled: {}",
+        metrics.sender.sent_early()
+    );
+}
+
 /// Polls the collector until `count` events from our cgroups are stored.
 async fn wait_stored(endpoint: &str, names: &[String], count: usize) -> Vec<OomEvent> {
     let config = ClientConfig {

@@ -26,12 +26,18 @@ pub struct SpoolMetrics {
     pub(super) corrupt: Counter,
     pub(super) rejected: Counter,
     pub(super) write_errors: Counter,
+    pub(super) writes_skipped: Counter,
 }
 
 impl SpoolMetrics {
     /// Events waiting in the spool now.
     pub fn waiting_events(&self) -> u64 {
         u64::try_from(self.events.get()).unwrap_or(0)
+    }
+
+    /// Spool writes skipped because the collector stored the event first.
+    pub fn writes_skipped(&self) -> u64 {
+        self.writes_skipped.get()
     }
 
     pub fn register(&self, registry: &mut Registry) {
@@ -62,11 +68,17 @@ impl SpoolMetrics {
             "Events that could not be written to the spool (not delivered)",
             self.write_errors.clone(),
         );
+        registry.register(
+            "spool_writes_skipped",
+            "Spool writes skipped because the collector had stored the event before its write began",
+            self.writes_skipped.clone(),
+        );
     }
 }
 
 /// An event could not be written to the spool after its retries: it is
-/// printed and logged, but will not reach the collector.
+/// printed and logged, and the caller decides what next (the pipeline
+/// keeps it and offers it again).
 #[derive(Debug)]
 pub(super) struct SpoolWriteFailed<'a> {
     pub id: &'a str,
@@ -76,7 +88,7 @@ pub(super) struct SpoolWriteFailed<'a> {
 impl Happening for SpoolWriteFailed<'_> {
     type Metrics = SpoolMetrics;
     fn emit(self, metrics: &SpoolMetrics) {
-        error!(error = %self.error, id = %self.id, "event not spooled: it is printed but will not reach the collector");
+        error!(error = %self.error, id = %self.id, "event not spooled (the collector may have it already: it was offered as its write started)");
         metrics.write_errors.inc();
     }
 }
@@ -126,6 +138,7 @@ pub struct SenderMetrics {
     send_errors: Family<SendFailureLabels, Counter>,
     pub(super) side_dropped: Counter,
     pub(super) delivery_seconds: DeliverySeconds,
+    pub(super) sent_early: Counter,
 }
 
 impl SenderMetrics {
@@ -155,6 +168,16 @@ impl SenderMetrics {
             "Warnings and status reports not sent (collector away or slow)",
             self.side_dropped.clone(),
         );
+        registry.register(
+            "events_sent_early",
+            "Events sent to the collector while their spool write was still running",
+            self.sent_early.clone(),
+        );
+    }
+
+    /// Events sent while being spooled, so far.
+    pub fn sent_early(&self) -> u64 {
+        self.sent_early.get()
     }
 
     pub(super) fn send_failed(&self, reason: SendFailure) {

@@ -1,9 +1,10 @@
 //! The gRPC sender: one `Ingest` stream to the collector, kept open and
 //! reopened with backoff; spooled events go out oldest first with a
 //! bounded window in flight, and each acknowledgement removes its event
-//! from the spool. Warnings and status reports ride along best-effort
-//! (they are not spooled: a stale warning is worthless); what cannot be
-//! sent is counted.
+//! from the spool. A new event is sent as its spool write starts
+//! (`super::early`), without waiting for the write. Warnings and status
+//! reports ride along best-effort (they are not spooled: a stale warning
+//! is worthless); what cannot be sent is counted.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -18,8 +19,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
-use super::SharedSpool;
 use super::metrics::{SendFailure, SenderMetrics};
+use super::{EarlyEvent, Settlement, SharedSpool};
 use oomlens_common::ingest::IngestResult;
 
 /// What the sender needs besides the spool.
@@ -78,11 +79,13 @@ enum SessionEnd {
 pub async fn run(
     spool: SharedSpool,
     config: ShipperConfig,
-    mut side: mpsc::Receiver<SideItem>,
+    side: mpsc::Receiver<SideItem>,
     metrics: SenderMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let mut side = Inbox::new(side);
+    let mut early = Inbox::new(spool.early_events(config.max_in_flight));
     let mut stopping: Option<tokio::time::Instant> = None;
     let mut backoff = config.min_backoff;
     let mut last_error = String::new();
@@ -97,6 +100,7 @@ pub async fn run(
                     &spool,
                     &config,
                     &mut side,
+                    &mut early,
                     &metrics,
                     &mut shutdown,
                     &mut stopping,
@@ -119,13 +123,15 @@ pub async fn run(
         if matches!(outcome, SessionEnd::Done) {
             return;
         }
-        // Wait before reconnecting; side items meanwhile are dropped.
+        // Wait before reconnecting; side items meanwhile are dropped, and
+        // early events left to the spool.
         let pause = tokio::time::sleep(backoff);
         tokio::pin!(pause);
         loop {
             tokio::select! {
                 () = &mut pause => break,
-                item = side.recv() => if item.is_some() { metrics.side_dropped.inc(); },
+                Some(_) = side.next(), if side.open => { metrics.side_dropped.inc(); }
+                _ = early.next(), if early.open => {}
                 () = &mut shutdown, if stopping.is_none() => {
                     stopping = Some(tokio::time::Instant::now() + config.drain);
                 }
@@ -133,6 +139,68 @@ pub async fn run(
             }
         }
         backoff = (backoff * 2).min(config.max_backoff);
+    }
+}
+
+/// A channel the sender selects on, until it closes (a closed channel is
+/// always ready: selecting on it would spin). Side items close when the
+/// agent stops; early events when another sender takes the spool's.
+struct Inbox<T> {
+    items: mpsc::Receiver<T>,
+    open: bool,
+}
+
+impl<T> Inbox<T> {
+    fn new(items: mpsc::Receiver<T>) -> Self {
+        Self { items, open: true }
+    }
+
+    async fn next(&mut self) -> Option<T> {
+        let next = self.items.recv().await;
+        self.open = next.is_some();
+        next
+    }
+}
+
+/// Events sent and not yet acknowledged.
+#[derive(Default)]
+struct Window {
+    /// id -> spool keys in the order sent (a kill spooled twice across a
+    /// restart, or a kill and its later revision, share an id). Each item
+    /// gets one ack, in order: an ack settles the oldest key of its id
+    /// only, so a revision still in flight is not dropped with its kill's
+    /// ack.
+    by_id: HashMap<String, VecDeque<u64>>,
+    keys: HashSet<u64>,
+    /// When each went out, for the delivery time.
+    sent_at: HashMap<u64, std::time::Instant>,
+}
+
+impl Window {
+    fn open(&mut self, key: u64, id: &str) {
+        self.keys.insert(key);
+        self.sent_at.insert(key, std::time::Instant::now());
+        self.by_id.entry(id.to_owned()).or_default().push_back(key);
+    }
+
+    /// The key an ack for `id` settles, and how long it was in flight.
+    fn close(&mut self, id: &str) -> Option<(u64, Option<Duration>)> {
+        let keys = self.by_id.get_mut(id)?;
+        let key = keys.pop_front();
+        if keys.is_empty() {
+            self.by_id.remove(id);
+        }
+        let key = key?;
+        self.keys.remove(&key);
+        Some((key, self.sent_at.remove(&key).map(|at| at.elapsed())))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
     }
 }
 
@@ -148,7 +216,8 @@ async fn session(
     mut client: oomlens_common::client::IngestClient,
     spool: &SharedSpool,
     config: &ShipperConfig,
-    side: &mut mpsc::Receiver<SideItem>,
+    side: &mut Inbox<SideItem>,
+    early: &mut Inbox<EarlyEvent>,
     metrics: &SenderMetrics,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     stopping: &mut Option<tokio::time::Instant>,
@@ -184,80 +253,64 @@ async fn session(
     }
     last_error.clear();
     metrics.connected.set(1);
-    // Sent, not yet acknowledged: id -> spool keys in the order sent (a
-    // kill spooled twice across a restart, or a kill and its later
-    // revision, share an id). Each item gets one ack, in order: an ack
-    // settles the oldest key of its id only, so a revision still in
-    // flight is not dropped with its kill's ack.
-    let mut in_flight: HashMap<String, VecDeque<u64>> = HashMap::new();
-    let mut sent: HashSet<u64> = HashSet::new();
-    // When each spooled item went out, for the delivery time.
-    let mut sent_at: HashMap<u64, std::time::Instant> = HashMap::new();
+    let mut window = Window::default();
+    let send = |key: u64, mut event: oomlens_proto::v1::OomEvent, window: &mut Window| {
+        if packs {
+            history::pack_event(&mut event);
+        }
+        window.open(key, &event.id);
+        let request = IngestRequest {
+            item: Some(ingest_request::Item::Event(event)),
+        };
+        let outbound = outbound.clone();
+        async move { outbound.send(request).await.is_ok() }
+    };
     loop {
         // Top up the window, oldest first; nothing to read when every
         // spooled event is already in flight.
-        let unsent = usize::try_from(spool.stats().events).unwrap_or(usize::MAX) > sent.len();
-        if unsent && sent.len() < config.max_in_flight {
-            let room = config.max_in_flight - sent.len();
-            let exclude = sent.clone();
+        let unsent = usize::try_from(spool.stats().events).unwrap_or(usize::MAX) > window.len();
+        if unsent && window.len() < config.max_in_flight {
+            let room = config.max_in_flight - window.len();
+            let exclude = window.keys.clone();
             let batch = spool.with(move |spool| spool.unsent(&exclude, room)).await;
-            for (key, mut event) in batch {
-                if packs {
-                    history::pack_event(&mut event);
-                }
-                sent.insert(key);
-                sent_at.insert(key, std::time::Instant::now());
-                in_flight.entry(event.id.clone()).or_default().push_back(key);
-                let request = IngestRequest {
-                    item: Some(ingest_request::Item::Event(event)),
-                };
-                if outbound.send(request).await.is_err() {
+            for (key, event) in batch {
+                if !send(key, event, &mut window).await {
                     // The transport dropped the request stream: it broke.
                     metrics.send_failed(SendFailure::Stream);
                     return SessionEnd::Reconnect;
                 }
             }
         }
-        if stopping.is_some() && in_flight.is_empty() && spool.stats().events == 0 {
+        if stopping.is_some() && window.is_empty() && spool.stats().events == 0 {
             return SessionEnd::Done;
         }
         tokio::select! {
-            () = spool.appended() => {}
-            item = side.recv(), if stopping.is_none() => {
-                if let Some(item) = item
-                    && outbound.try_send(item.into_request()).is_err()
-                {
-                    metrics.side_dropped.inc();
+            // First, so that an event offered early is never read from
+            // the spool and sent a second time after its ack.
+            biased;
+            Some((key, event)) = early.next(), if early.open => {
+                // Already read from the spool, or no room: the spool
+                // path has it.
+                if !window.keys.contains(&key) && window.len() < config.max_in_flight {
+                    if !send(key, std::sync::Arc::unwrap_or_clone(event), &mut window).await {
+                        metrics.send_failed(SendFailure::Stream);
+                        return SessionEnd::Reconnect;
+                    }
+                    metrics.sent_early.inc();
                 }
             }
             ack = acks.message() => match ack {
                 Ok(Some(ack)) => {
-                    let keys: Vec<u64> = match in_flight.get_mut(&ack.id) {
-                        Some(keys) => {
-                            let oldest = keys.pop_front();
-                            if keys.is_empty() {
-                                in_flight.remove(&ack.id);
-                            }
-                            oldest.into_iter().collect()
-                        }
-                        None => Vec::new(),
-                    };
                     let status = AckStatus::try_from(ack.status).unwrap_or(AckStatus::Unspecified);
-                    for key in keys {
-                        sent.remove(&key);
-                        if let Some(at) = sent_at.remove(&key) {
-                            metrics.delivery_seconds.0.observe(at.elapsed().as_secs_f64());
+                    if let Some((key, in_flight)) = window.close(&ack.id) {
+                        if let Some(in_flight) = in_flight {
+                            metrics.delivery_seconds.0.observe(in_flight.as_secs_f64());
                         }
                         match status {
-                            AckStatus::Stored | AckStatus::Duplicate => {
-                                let removed = spool.with(move |s| s.remove(key)).await;
-                                if let Err(error) = removed {
-                                    warn!(%error, "acknowledged event not removed from the spool; it will be resent");
-                                }
-                            }
+                            AckStatus::Stored | AckStatus::Duplicate => spool.settle(key, Settlement::Stored).await,
                             AckStatus::Rejected => {
                                 warn!(id = %ack.id, why = %ack.message, "the collector rejected an event; kept in spool/rejected");
-                                spool.with(move |s| s.reject(key)).await;
+                                spool.settle(key, Settlement::Rejected).await;
                             }
                             AckStatus::Unspecified => {
                                 debug!(id = %ack.id, "ack without a status; resending later");
@@ -269,17 +322,23 @@ async fn session(
                 }
                 Ok(None) => {
                     metrics.send_failed(SendFailure::Stream);
-                    warn!(in_flight = in_flight.len(), "the collector closed the ingest stream; reconnecting");
+                    warn!(in_flight = window.len(), "the collector closed the ingest stream; reconnecting");
                     return SessionEnd::Reconnect;
                 }
                 Err(status) => {
                     metrics.send_failed(SendFailure::Stream);
                     let text = status_line(&status);
-                    warn!(error = %text, in_flight = in_flight.len(), "ingest stream broken; unacknowledged events will be resent");
+                    warn!(error = %text, in_flight = window.len(), "ingest stream broken; unacknowledged events will be resent");
                     *last_error = text;
                     return SessionEnd::Reconnect;
                 }
             },
+            () = spool.appended() => {}
+            Some(item) = side.next(), if side.open && stopping.is_none() => {
+                if outbound.try_send(item.into_request()).is_err() {
+                    metrics.side_dropped.inc();
+                }
+            }
             () = shutdown.as_mut(), if stopping.is_none() => {
                 *stopping = Some(tokio::time::Instant::now() + config.drain);
             }

@@ -88,6 +88,21 @@ pub struct SpoolStats {
     pub rejected: u64,
 }
 
+impl SpoolStats {
+    /// Read from the spool's metrics (no lock on the spool needed).
+    pub fn of(metrics: &SpoolMetrics) -> Self {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Self {
+            events: count(metrics.events.get()),
+            bytes: count(metrics.bytes.get()),
+            dropped: metrics.dropped.get(),
+            thinned: metrics.thinned.get(),
+            corrupt: metrics.corrupt.get(),
+            rejected: metrics.rejected.get(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     id: String,
@@ -204,15 +219,7 @@ impl Spool {
     }
 
     pub fn stats(&self) -> SpoolStats {
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        SpoolStats {
-            events: count(self.metrics.events.get()),
-            bytes: count(self.metrics.bytes.get()),
-            dropped: self.metrics.dropped.get(),
-            thinned: self.metrics.thinned.get(),
-            corrupt: self.metrics.corrupt.get(),
-            rejected: self.metrics.rejected.get(),
-        }
+        SpoolStats::of(&self.metrics)
     }
 
     /// The spool's metrics (the shared spool counts write failures in them).
@@ -264,6 +271,21 @@ impl Spool {
     /// Writes `event` durably; returns its key. Makes room first if the
     /// spool is full (thinning, then dropping the oldest).
     pub fn append(&mut self, event: &OomEvent) -> Result<u64, SpoolError> {
+        let key = self.next;
+        self.append_as(key, event)?;
+        Ok(key)
+    }
+
+    /// The key the next [`Spool::append`] takes; every key from here on
+    /// is unused.
+    pub fn next_key(&self) -> u64 {
+        self.next
+    }
+
+    /// Writes `event` durably under `key`, a key given out from
+    /// [`Spool::next_key`] on and not written yet (a failed write may be
+    /// tried again with it).
+    pub fn append_as(&mut self, key: u64, event: &OomEvent) -> Result<(), SpoolError> {
         let mut event = event.clone();
         // What the collector takes: thinned here, once, so it is sent as
         // spooled.
@@ -276,8 +298,7 @@ impl Spool {
             bytes = encode_file(&event);
         }
         self.make_room(bytes.len() as u64)?;
-        let key = self.next;
-        self.next += 1;
+        self.next = self.next.max(key + 1);
         self.write_file(key, &bytes)?;
         self.entries.insert(
             key,
@@ -288,7 +309,7 @@ impl Spool {
             },
         );
         self.refresh_stats();
-        Ok(key)
+        Ok(())
     }
 
     fn used(&self) -> u64 {
