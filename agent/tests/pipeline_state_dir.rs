@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use oomlens_agent::event::NodeContext;
 use oomlens_agent::kmsg::{Cursor, KmsgError, KmsgItem, Record};
 use oomlens_agent::pipeline::{self, EventSink, PipelineConfig};
-use oomlens_agent::ship::{SharedSpool, SpoolMetrics};
+use oomlens_agent::ship::{Settlement, SharedSpool, SpoolMetrics};
 use oomlens_agent::telemetry::{Readiness, encode};
 use oomlens_proto::v1::OomEvent;
 use prometheus_client::registry::Registry;
@@ -275,4 +275,76 @@ async fn stopping_with_a_kill_not_spooled_leaves_the_cursor_before_it() {
         "the next start reads the kill again"
     );
     broken.repair();
+}
+
+/// Kills the spool cannot take are offered to the collector all the
+/// while they are kept (the test plays the sender and the collector's
+/// answers); each is let go once stored there, the cursor passing it,
+/// though it was never written. Readiness still says the spool takes no
+/// writes until it does again.
+#[tokio::test]
+async fn kept_kills_the_collector_stored_need_no_spool() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let state = root.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let mut harness = Harness::start(&state);
+    let mut offered = harness.spool.early_events(16);
+    harness.feed(quiet(1)).await;
+    harness
+        .until("the cursor saved", |h| h.saved_seq() == Some(1))
+        .await;
+    let broken = Broken::break_dir(&state.join("spool"));
+    harness.feed(kill(2, 401)).await;
+    let first = harness.next_event().await;
+    harness.feed(kill(5, 402)).await;
+    let second = harness.next_event().await;
+    for seq in 8..12 {
+        harness.feed(quiet(seq)).await;
+    }
+    harness
+        .until("both kills kept", |h| {
+            h.metric("unspooled_events").ends_with(" 2")
+        })
+        .await;
+    // Each offered as it was kept, and again while kept, under one key.
+    let mut keys: std::collections::HashMap<String, Vec<u64>> = std::collections::HashMap::new();
+    while keys.values().map(Vec::len).min().unwrap_or(0) < 2 || keys.len() < 2 {
+        let (key, event) = tokio::time::timeout(Duration::from_secs(5), offered.recv())
+            .await
+            .expect("offered again within 5 s")
+            .expect("offers open");
+        keys.entry(event.id.clone()).or_default().push(key);
+    }
+    let key_of = |id: &str| {
+        let seen = &keys[id];
+        assert!(seen.iter().all(|k| *k == seen[0]), "one key per kill: {seen:?}");
+        seen[0]
+    };
+    assert_eq!(harness.saved_seq(), Some(1), "held before the kept kills");
+
+    // The newer one stored first: let go behind the older, whose write
+    // still fails; the cursor stays before the older.
+    harness.spool.settle(key_of(&second.id), Settlement::Stored).await;
+    harness
+        .until("the stored kill let go", |h| {
+            h.metric("unspooled_events").ends_with(" 1")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(harness.saved_seq(), Some(1), "still held before the older kill");
+
+    harness.spool.settle(key_of(&first.id), Settlement::Stored).await;
+    harness
+        .until("both let go", |h| h.metric("unspooled_events").ends_with(" 0"))
+        .await;
+    harness
+        .until("the cursor past them", |h| h.saved_seq() == Some(11))
+        .await;
+    assert!(!harness.readiness.ready(), "the spool still takes no writes");
+    assert!(harness.metric("state_unwritable").ends_with(" 1"));
+
+    broken.repair();
+    harness.until("ready again", |h| h.readiness.ready()).await;
+    assert_eq!(harness.spool.stats().events, 0, "never written");
+    harness.stop().await;
 }

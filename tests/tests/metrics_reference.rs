@@ -50,8 +50,10 @@ fn registered_in_source(dir: &str) -> BTreeSet<String> {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                for (at, _) in text.match_indices("register(") {
-                    let rest = text[at + "register(".len()..].trim_start();
+                // The receiver's name too: other types have `register`
+                // methods (the OOM notifier's takes cgroup paths).
+                for (at, _) in text.match_indices("registry.register(") {
+                    let rest = text[at + "registry.register(".len()..].trim_start();
                     if let Some(quoted) = rest.strip_prefix('"') {
                         names.insert(quoted.split('"').next().unwrap().to_owned());
                     }

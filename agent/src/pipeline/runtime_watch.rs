@@ -186,7 +186,7 @@ impl RuntimeWatcher {
     async fn send(&self, event: &OomEvent, revision: u32, status: RuntimeStatus) -> bool {
         let revised = revised(event, revision, status);
         match self.spool.append_retrying(&revised).await {
-            Ok(()) => true,
+            Ok(_) => true,
             Err(error) => {
                 self.metrics.count("unspooled");
                 warn!(id = %event.id, %error, "the runtime's report on a killed container was not spooled; the kill itself was");

@@ -3,6 +3,8 @@
 //! metric) and loses nothing: a kill the spool did not take is kept here
 //! and offered again, and the cursor stays before it, so a restart reads
 //! it again from the kernel log (the collector stores it once, by id).
+//! A kept kill is offered to the collector all the while, and once the
+//! collector stored it, it needs the spool no more.
 
 use std::collections::VecDeque;
 use std::fmt::Display;
@@ -13,7 +15,7 @@ use tracing::error;
 
 use super::metrics::{PipelineMetrics, StateWrites};
 use crate::kmsg::Cursor;
-use crate::ship::SharedSpool;
+use crate::ship::{NotSpooled, Reserved, SharedSpool, Spooled};
 use crate::telemetry::{Happening as _, Readiness};
 
 /// Kills kept in memory while the spool takes no writes; older ones are
@@ -43,7 +45,8 @@ pub(super) struct StateDir {
 
 #[derive(Debug)]
 struct Unspooled {
-    event: OomEvent,
+    /// The kill, its spool key, offered to the collector.
+    reserved: Reserved,
 }
 
 impl StateDir {
@@ -103,49 +106,104 @@ impl StateDir {
         readiness: &Readiness,
     ) {
         self.offer_kept(spool, metrics, readiness).await;
-        if self.unspooled.is_empty() {
+        let reserved = if self.unspooled.is_empty() {
             match spool.append_retrying(event).await {
-                Ok(()) => {
-                    self.spool_failing = false;
-                    self.said("spooling a kill", None::<&str>, metrics, readiness);
-                    return;
-                }
-                Err(error) => {
+                Ok(spooled) => return self.spooled(spooled, metrics, readiness),
+                Err(NotSpooled { reserved, error }) => {
                     self.spool_failing = true;
                     self.said("spooling a kill", Some(error), metrics, readiness);
+                    reserved
                 }
             }
-        }
-        self.keep(event.clone(), seq, metrics);
+        } else {
+            // The spool is failing: kept behind the others, and offered
+            // to the collector at once.
+            spool.reserve(event.clone())
+        };
+        self.keep(reserved, seq, metrics);
     }
 
-    /// Offers the kept kills to the spool again, oldest first, once each;
-    /// stops at the first it does not take.
+    /// Offers the kept kills to the spool again, oldest first, until one
+    /// write fails; lets go of those the collector stored meanwhile (they
+    /// need no write), and offers the rest to the collector again.
     pub(super) async fn offer_kept(
         &mut self,
         spool: &SharedSpool,
         metrics: &PipelineMetrics,
         readiness: &Readiness,
     ) {
-        while let Some(first) = self.unspooled.front() {
-            if let Err(error) = spool.append(first.event.clone()).await {
-                self.spool_failing = true;
-                self.said("spooling a kill", Some(error), metrics, readiness);
-                return;
+        if self.unspooled.is_empty() {
+            if self.spool_failing {
+                // Nothing to write, and the collector took what was kept:
+                // whether the disk takes writes again is asked directly.
+                let probed = spool.probe().await;
+                self.spool_failing = probed.is_err();
+                self.said("spooling a kill", probed.err(), metrics, readiness);
             }
-            self.unspooled.pop_front();
-            metrics.set_unspooled(self.unspooled.len());
+            return self.release_hold();
+        }
+        let mut failed = None;
+        let mut wrote = false;
+        let mut still_kept = VecDeque::new();
+        for kept in std::mem::take(&mut self.unspooled) {
+            let done = match &failed {
+                None => match spool.write_reserved(&kept.reserved).await {
+                    Ok(spooled) => {
+                        wrote |= matches!(spooled, Spooled::Written);
+                        true
+                    }
+                    Err(error) => {
+                        failed = Some(error);
+                        false
+                    }
+                },
+                // No write tried after a failed one.
+                Some(_) => spool.stored_early(&kept.reserved),
+            };
+            if !done {
+                spool.offer_again(&kept.reserved);
+                still_kept.push_back(kept);
+            }
+        }
+        self.unspooled = still_kept;
+        metrics.set_unspooled(self.unspooled.len());
+        if let Some(error) = failed {
+            self.spool_failing = true;
+            self.said("spooling a kill", Some(error), metrics, readiness);
+        } else if wrote {
             self.spool_failing = false;
             self.said("spooling a kill", None::<&str>, metrics, readiness);
         }
-        // Every kept kill is spooled: the cursor may pass them, unless
-        // one was dropped from memory (then only a restart has it again).
+        self.release_hold();
+    }
+
+    /// After a kill left for the spool: a write says the disk takes
+    /// writes; a kill the collector stored first says nothing of it,
+    /// unless a write of it had failed.
+    fn spooled(&mut self, spooled: Spooled, metrics: &PipelineMetrics, readiness: &Readiness) {
+        match spooled {
+            Spooled::Written => {
+                self.spool_failing = false;
+                self.said("spooling a kill", None::<&str>, metrics, readiness);
+            }
+            Spooled::Delivered { failed: Some(error) } => {
+                self.spool_failing = true;
+                self.said("spooling a kill", Some(error), metrics, readiness);
+            }
+            Spooled::Delivered { failed: None } => {}
+        }
+    }
+
+    fn release_hold(&mut self) {
+        // Every kept kill is spooled or stored by the collector: the
+        // cursor may pass them, unless one was dropped from memory (then
+        // only a restart has it again).
         if self.unspooled.is_empty() && !self.dropped_any {
             self.hold_before = None;
         }
     }
 
-    fn keep(&mut self, event: OomEvent, seq: Option<u64>, metrics: &PipelineMetrics) {
+    fn keep(&mut self, reserved: Reserved, seq: Option<u64>, metrics: &PipelineMetrics) {
         if let Some(seq) = seq {
             self.hold_before = Some(self.hold_before.map_or(seq, |held| held.min(seq)));
         }
@@ -155,18 +213,21 @@ impl StateDir {
             self.dropped_any = true;
             metrics.unspooled_dropped();
             error!(
-                id = %dropped.event.id,
+                id = %dropped.reserved.event().id,
                 kept = UNSPOOLED_MAX,
                 "too many kills waiting for the spool: dropped from memory (a restart reads it again from the kernel log if the log still holds it)"
             );
         }
-        self.unspooled.push_back(Unspooled { event });
+        self.unspooled.push_back(Unspooled { reserved });
         metrics.set_unspooled(self.unspooled.len());
     }
 
     /// Kills not spooled yet (at shutdown: a restart reads them again).
     pub(super) fn unspooled_ids(&self) -> Vec<&str> {
-        self.unspooled.iter().map(|kept| kept.event.id.as_str()).collect()
+        self.unspooled
+            .iter()
+            .map(|kept| kept.reserved.event().id.as_str())
+            .collect()
     }
 
     /// Says a change of writability once, and sets readiness.

@@ -88,6 +88,11 @@ impl KeyBook {
         self.early_answers.remove(&key)
     }
 
+    /// What the collector answered for a key whose write is not over.
+    pub fn answered(&self, key: u64) -> Option<Settlement> {
+        self.early_answers.get(&key).copied()
+    }
+
     /// Keys whose write is not over.
     pub fn writing(&self) -> usize {
         self.writing.len()

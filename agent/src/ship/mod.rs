@@ -45,6 +45,51 @@ pub struct SharedSpool {
     metrics: SpoolMetrics,
 }
 
+/// An event given its spool key and offered to the sender, whose write
+/// has not succeeded yet: a kill the pipeline keeps while the disk fails
+/// is still delivered, and needs no write once the collector stored it.
+/// Dropping it gives the key up (an answer for it then settles nothing).
+#[derive(Debug)]
+pub struct Reserved {
+    key: u64,
+    event: Arc<OomEvent>,
+    keys: Arc<Mutex<KeyBook>>,
+}
+
+impl Reserved {
+    pub fn event(&self) -> &OomEvent {
+        &self.event
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        // A written key is finished already; this finds nothing then.
+        locked(&self.keys).finish(self.key);
+    }
+}
+
+/// What became of an event given to the spool.
+#[derive(Debug)]
+pub enum Spooled {
+    /// It is on disk.
+    Written,
+    /// The collector stored it before it was written, so it was not;
+    /// `failed`: the error of a write attempt that failed before (the
+    /// disk is failing all the same).
+    Delivered { failed: Option<SpoolError> },
+}
+
+/// An event the spool did not take after its attempts.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct NotSpooled {
+    /// Still offered to the collector; retry its write with
+    /// [`SharedSpool::write_reserved`].
+    pub reserved: Reserved,
+    pub error: SpoolError,
+}
+
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -84,83 +129,113 @@ impl SharedSpool {
 
     /// Durably stores `event` and wakes the sender; returns its key.
     pub async fn append(&self, event: OomEvent) -> Result<u64, SpoolError> {
-        let (key, event) = self.start(event);
-        let written = self.write(key, &event).await;
-        self.end(key, written.is_err());
-        written.map(|()| key)
+        let reserved = self.reserve(event);
+        self.write_reserved(&reserved).await.map(|_| reserved.key)
     }
 
     /// Appends, retrying a failing disk a few times; a failure is logged
-    /// and counted, and returned. The pipeline's cursor moves past the kill
-    /// once this returns.
-    pub async fn append_retrying(&self, event: &OomEvent) -> Result<(), SpoolError> {
-        let (key, event) = self.start(event.clone());
+    /// and counted, and returned with the event's reservation (still
+    /// offered to the collector: see [`Reserved`]). The pipeline's cursor
+    /// moves past the kill once this returns `Ok`.
+    pub async fn append_retrying(&self, event: &OomEvent) -> Result<Spooled, NotSpooled> {
+        let reserved = self.reserve(event.clone());
         let mut attempt = 1;
-        let written = loop {
-            match self.write(key, &event).await {
+        let mut failed = None;
+        loop {
+            match self.write_reserved(&reserved).await {
+                Ok(Spooled::Delivered { .. }) => return Ok(Spooled::Delivered { failed }),
+                Ok(Spooled::Written) => return Ok(Spooled::Written),
                 Err(error) if attempt < SPOOL_ATTEMPTS => {
                     warn!(%error, id = %event.id, attempt, "cannot spool an event; retrying");
+                    failed = Some(error);
                     tokio::time::sleep(SPOOL_RETRY_PAUSE).await;
                     attempt += 1;
                 }
-                written => break written,
+                Err(error) => {
+                    metrics::SpoolWriteFailed {
+                        id: &event.id,
+                        error: &error,
+                    }
+                    .emit(&self.metrics);
+                    return Err(NotSpooled { reserved, error });
+                }
             }
-        };
-        self.end(key, written.is_err());
-        if let Err(error) = &written {
-            metrics::SpoolWriteFailed { id: &event.id, error }.emit(&self.metrics);
         }
-        written
     }
 
-    /// Gives `event` its key and offers it to the sender. Fitted to what
-    /// the collector takes first, as the spool would, so that both copies
-    /// are the same.
-    fn start(&self, mut event: OomEvent) -> (u64, Arc<OomEvent>) {
+    /// Gives `event` its key and offers it to the sender, before any
+    /// write. Fitted to what the collector takes first, as the spool
+    /// would, so that both copies are the same.
+    pub fn reserve(&self, mut event: OomEvent) -> Reserved {
         spool::fit_event(&mut event, oomlens_common::limits::MAX_EVENT_BYTES);
-        let event = Arc::new(event);
-        let key = locked(&self.keys).reserve();
+        let reserved = Reserved {
+            key: locked(&self.keys).reserve(),
+            event: Arc::new(event),
+            keys: Arc::clone(&self.keys),
+        };
+        self.offer(&reserved);
+        reserved
+    }
+
+    /// Offers a reserved event to the sender again (one whose writes keep
+    /// failing: the collector can store it all the same), unless the
+    /// collector answered for it already.
+    pub fn offer_again(&self, reserved: &Reserved) {
+        if locked(&self.keys).answered(reserved.key).is_none() {
+            self.offer(reserved);
+        }
+    }
+
+    fn offer(&self, reserved: &Reserved) {
         if let Some(sender) = locked(&self.early).as_ref() {
             // Full or closed: the sender reads it from the spool instead.
-            let _ = sender.try_send((key, Arc::clone(&event)));
+            let _ = sender.try_send((reserved.key, Arc::clone(&reserved.event)));
         }
-        (key, event)
     }
 
-    /// One attempt to write `key`, unless the collector stored it first;
-    /// an answer that came during the write is applied to the new file.
-    async fn write(&self, key: u64, event: &Arc<OomEvent>) -> Result<(), SpoolError> {
+    /// Whether the collector stored a reserved event: then it needs no
+    /// spool write.
+    pub fn stored_early(&self, reserved: &Reserved) -> bool {
+        locked(&self.keys).answered(reserved.key) == Some(Settlement::Stored)
+    }
+
+    /// One attempt to write a reserved event, unless the collector stored
+    /// it first; an answer that came during the write is applied to the
+    /// new file. A written event wakes the sender.
+    pub async fn write_reserved(&self, reserved: &Reserved) -> Result<Spooled, SpoolError> {
+        let key = reserved.key;
         let keys = Arc::clone(&self.keys);
-        let event = Arc::clone(event);
+        let event = Arc::clone(&reserved.event);
         let metrics = self.metrics.clone();
-        self.with(move |spool| {
-            if locked(&keys).stored_before_write(key) {
-                metrics.writes_skipped.inc();
-                return Ok(());
-            }
-            spool.append_as(key, &event)?;
-            match locked(&keys).finish(key) {
-                Some(Settlement::Stored) => {
-                    if let Err(error) = spool.remove(key) {
-                        warn!(%error, "acknowledged event not removed from the spool; it will be resent");
-                    }
+        let written = self
+            .with(move |spool| {
+                if locked(&keys).stored_before_write(key) {
+                    metrics.writes_skipped.inc();
+                    return Ok(Spooled::Delivered { failed: None });
                 }
-                Some(Settlement::Rejected) => spool.reject(key),
-                None => {}
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// After the last attempt: a failed key is given up (an answer for
-    /// it now finds nothing to remove); a written one wakes the sender.
-    fn end(&self, key: u64, failed: bool) {
-        if failed {
-            locked(&self.keys).finish(key);
-        } else {
+                spool.append_as(key, &event)?;
+                match locked(&keys).finish(key) {
+                    Some(Settlement::Stored) => {
+                        if let Err(error) = spool.remove(key) {
+                            warn!(%error, "acknowledged event not removed from the spool; it will be resent");
+                        }
+                    }
+                    Some(Settlement::Rejected) => spool.reject(key),
+                    None => {}
+                }
+                Ok(Spooled::Written)
+            })
+            .await?;
+        if matches!(written, Spooled::Written) {
             self.appended.notify_one();
         }
+        Ok(written)
+    }
+
+    /// Whether the spool takes writes now: a small file written, synced
+    /// and removed (for readiness while no kill waits to be written).
+    pub async fn probe(&self) -> Result<(), SpoolError> {
+        self.with(Spool::probe).await
     }
 
     /// The collector answered for `key`: the spool lets it go (stored) or

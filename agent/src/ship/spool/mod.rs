@@ -268,6 +268,27 @@ impl Spool {
             .map_err(io(&self.dir))
     }
 
+    /// Whether the directory takes a write now: a small file created,
+    /// written, synced and removed (as an event's is, so a full or
+    /// read-only disk fails it).
+    pub fn probe(&mut self) -> Result<(), SpoolError> {
+        if !self.created {
+            create_private_dir(&self.dir).map_err(io(&self.dir))?;
+            self.created = true;
+        }
+        let path = self.dir.join(".tmp-probe");
+        // One a crash left behind.
+        let _ = fs::remove_file(&path);
+        let written = create_new_private(&path)
+            .and_then(|mut file| {
+                file.write_all(&[0; 512])?;
+                file.sync_all()
+            })
+            .map_err(io(&path));
+        let _ = fs::remove_file(&path);
+        written
+    }
+
     /// Writes `event` durably; returns its key. Makes room first if the
     /// spool is full (thinning, then dropping the oldest).
     pub fn append(&mut self, event: &OomEvent) -> Result<u64, SpoolError> {
