@@ -137,11 +137,18 @@ fn spool_files(dir: &std::path::Path) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_reach_the_collector_while_their_spool_writes_are_stalled() {
-    let dir = tempfile::tempdir().unwrap();
-    let collector = CollectorProcess::start(&dir.path().join("events.db").display().to_string(), dir.path());
-    let spool_dir = dir.path().join("spool");
+/// A collector, and a spool whose sender has its ingest stream open.
+struct Connected {
+    collector: CollectorProcess,
+    spool_dir: std::path::PathBuf,
+    metrics: Arc<AgentMetrics>,
+    spool: SharedSpool,
+    shipper: InProcessShipper,
+}
+
+async fn connected(dir: &std::path::Path) -> Connected {
+    let collector = CollectorProcess::start(&dir.join("events.db").display().to_string(), dir);
+    let spool_dir = dir.join("spool");
     let metrics = Arc::new(AgentMetrics::new());
     let spool = SharedSpool::open(&spool_dir, 256 << 20, metrics.spool.clone()).unwrap();
     let shipper = start_shipper(&spool, &collector.endpoint(), &metrics);
@@ -149,6 +156,25 @@ async fn events_reach_the_collector_while_their_spool_writes_are_stalled() {
         metric(&metrics.encode(), "oomlens_agent_collector_connected") == 1.0
     })
     .await;
+    Connected {
+        collector,
+        spool_dir,
+        metrics,
+        spool,
+        shipper,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_the_collector_while_their_spool_writes_are_stalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let Connected {
+        collector,
+        spool_dir,
+        metrics,
+        spool,
+        shipper,
+    } = connected(dir.path()).await;
     let release = stall_disk(&spool).await;
     let appends: Vec<_> = (0..20)
         .map(|n| {
@@ -188,16 +214,13 @@ async fn events_reach_the_collector_while_their_spool_writes_are_stalled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_sends_racing_their_writes_across_a_collector_kill_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut collector =
-        CollectorProcess::start(&dir.path().join("events.db").display().to_string(), dir.path());
-    let spool_dir = dir.path().join("spool");
-    let metrics = Arc::new(AgentMetrics::new());
-    let spool = SharedSpool::open(&spool_dir, 256 << 20, metrics.spool.clone()).unwrap();
-    let shipper = start_shipper(&spool, &collector.endpoint(), &metrics);
-    wait_for("the ingest stream", Duration::from_secs(30), || {
-        metric(&metrics.encode(), "oomlens_agent_collector_connected") == 1.0
-    })
-    .await;
+    let Connected {
+        mut collector,
+        spool_dir,
+        metrics,
+        spool,
+        shipper,
+    } = connected(dir.path()).await;
     // Four writers, as a burst of kills and their revisions would be, each
     // sent while its write runs; the collector dies in the middle.
     let writers = 4u64;

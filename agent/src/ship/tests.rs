@@ -47,6 +47,28 @@ async fn stall(spool: &SharedSpool) -> std_mpsc::Sender<()> {
     release
 }
 
+/// A spool whose disk is stalled, with the sender's side of it.
+struct Stalled {
+    spool: SharedSpool,
+    metrics: SpoolMetrics,
+    early: mpsc::Receiver<EarlyEvent>,
+    /// Dropping it, or sending to it, lets writes through.
+    release: std_mpsc::Sender<()>,
+}
+
+async fn stalled(dir: &Path) -> Stalled {
+    let metrics = SpoolMetrics::default();
+    let spool = SharedSpool::open(dir, 1 << 20, metrics.clone()).unwrap();
+    let early = spool.early_events(8);
+    let release = stall(&spool).await;
+    Stalled {
+        spool,
+        metrics,
+        early,
+        release,
+    }
+}
+
 #[tokio::test]
 async fn events_are_offered_early_with_their_keys_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,10 +98,12 @@ async fn events_are_offered_early_with_their_keys_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stored_before_its_write_began_is_never_written() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = SpoolMetrics::default();
-    let spool = SharedSpool::open(dir.path(), 1 << 20, metrics.clone()).unwrap();
-    let mut early = spool.early_events(8);
-    let release = stall(&spool).await;
+    let Stalled {
+        spool,
+        metrics,
+        mut early,
+        release,
+    } = stalled(dir.path()).await;
     let appending = {
         let spool = spool.clone();
         tokio::spawn(async move { spool.append_retrying(&event("k1")).await })
@@ -106,10 +130,12 @@ async fn an_event_stored_before_its_write_began_is_never_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_rejected_before_its_write_is_written_and_set_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = SpoolMetrics::default();
-    let spool = SharedSpool::open(dir.path(), 1 << 20, metrics.clone()).unwrap();
-    let mut early = spool.early_events(8);
-    let release = stall(&spool).await;
+    let Stalled {
+        spool,
+        metrics,
+        mut early,
+        release,
+    } = stalled(dir.path()).await;
     let appending = {
         let spool = spool.clone();
         tokio::spawn(async move { spool.append(event("bad")).await })
