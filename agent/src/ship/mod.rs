@@ -90,6 +90,18 @@ pub struct NotSpooled {
     pub error: SpoolError,
 }
 
+/// The collector's answer for a written event: let go, or set aside.
+fn apply(spool: &mut Spool, key: u64, settlement: Settlement) {
+    match settlement {
+        Settlement::Stored => {
+            if let Err(error) = spool.remove(key) {
+                warn!(%error, "acknowledged event not removed from the spool; it will be resent");
+            }
+        }
+        Settlement::Rejected => spool.reject(key),
+    }
+}
+
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -214,14 +226,8 @@ impl SharedSpool {
                     return Ok(Spooled::Delivered { failed: None });
                 }
                 spool.append_as(key, &event)?;
-                match locked(&keys).finish(key) {
-                    Some(Settlement::Stored) => {
-                        if let Err(error) = spool.remove(key) {
-                            warn!(%error, "acknowledged event not removed from the spool; it will be resent");
-                        }
-                    }
-                    Some(Settlement::Rejected) => spool.reject(key),
-                    None => {}
+                if let Some(settlement) = locked(&keys).finish(key) {
+                    apply(spool, key, settlement);
                 }
                 Ok(Spooled::Written)
             })
@@ -245,14 +251,7 @@ impl SharedSpool {
         if locked(&self.keys).answer(key, settlement) {
             return;
         }
-        match settlement {
-            Settlement::Stored => {
-                if let Err(error) = self.with(move |spool| spool.remove(key)).await {
-                    warn!(%error, "acknowledged event not removed from the spool; it will be resent");
-                }
-            }
-            Settlement::Rejected => self.with(move |spool| spool.reject(key)).await,
-        }
+        self.with(move |spool| apply(spool, key, settlement)).await;
     }
 
     /// What the spool holds; never waits for a write.

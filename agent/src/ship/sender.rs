@@ -165,34 +165,32 @@ impl<T> Inbox<T> {
 /// Events sent and not yet acknowledged.
 #[derive(Default)]
 struct Window {
-    /// id -> spool keys in the order sent (a kill spooled twice across a
-    /// restart, or a kill and its later revision, share an id). Each item
-    /// gets one ack, in order: an ack settles the oldest key of its id
-    /// only, so a revision still in flight is not dropped with its kill's
-    /// ack.
-    by_id: HashMap<String, VecDeque<u64>>,
+    /// id -> spool keys in the order sent, with when each went out (a
+    /// kill spooled twice across a restart, or a kill and its later
+    /// revision, share an id). Each item gets one ack, in order: an ack
+    /// settles the oldest key of its id only, so a revision still in
+    /// flight is not dropped with its kill's ack.
+    by_id: HashMap<String, VecDeque<(u64, std::time::Instant)>>,
     keys: HashSet<u64>,
-    /// When each went out, for the delivery time.
-    sent_at: HashMap<u64, std::time::Instant>,
 }
 
 impl Window {
     fn open(&mut self, key: u64, id: &str) {
         self.keys.insert(key);
-        self.sent_at.insert(key, std::time::Instant::now());
-        self.by_id.entry(id.to_owned()).or_default().push_back(key);
+        let sent = (key, std::time::Instant::now());
+        self.by_id.entry(id.to_owned()).or_default().push_back(sent);
     }
 
     /// The key an ack for `id` settles, and how long it was in flight.
-    fn close(&mut self, id: &str) -> Option<(u64, Option<Duration>)> {
-        let keys = self.by_id.get_mut(id)?;
-        let key = keys.pop_front();
-        if keys.is_empty() {
+    fn close(&mut self, id: &str) -> Option<(u64, Duration)> {
+        let sent = self.by_id.get_mut(id)?;
+        let oldest = sent.pop_front();
+        if sent.is_empty() {
             self.by_id.remove(id);
         }
-        let key = key?;
+        let (key, at) = oldest?;
         self.keys.remove(&key);
-        Some((key, self.sent_at.remove(&key).map(|at| at.elapsed())))
+        Some((key, at.elapsed()))
     }
 
     fn is_empty(&self) -> bool {
@@ -303,9 +301,7 @@ async fn session(
                 Ok(Some(ack)) => {
                     let status = AckStatus::try_from(ack.status).unwrap_or(AckStatus::Unspecified);
                     if let Some((key, in_flight)) = window.close(&ack.id) {
-                        if let Some(in_flight) = in_flight {
-                            metrics.delivery_seconds.0.observe(in_flight.as_secs_f64());
-                        }
+                        metrics.delivery_seconds.0.observe(in_flight.as_secs_f64());
                         match status {
                             AckStatus::Stored | AckStatus::Duplicate => spool.settle(key, Settlement::Stored).await,
                             AckStatus::Rejected => {
