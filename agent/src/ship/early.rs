@@ -7,8 +7,8 @@
 //! write runs on a blocking thread.
 //!
 //! Durability is unchanged. The pipeline's cursor still waits for the
-//! write; the collector acknowledges only what it stored durably, and
-//! stores each id once. The [`KeyBook`] settles the race between the
+//! write, or for the collector's acknowledgement, which comes only once it
+//! stored the event durably; the collector stores each id once. The [`KeyBook`] settles the race between the
 //! write and the acknowledgement: an acknowledgement that comes before the
 //! write began skips the write (the collector has the event); one that
 //! comes while it runs is applied to the file once it is written.

@@ -244,13 +244,14 @@ impl Spool {
         self.entries.remove(&key);
     }
 
-    fn write_file(&mut self, key: u64, bytes: &[u8]) -> Result<(), SpoolError> {
+    /// Writes and syncs a new temporary file (`.tmp-…`, removed at the
+    /// next open if left behind), creating the directory first if needed.
+    fn write_temporary(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf, SpoolError> {
         if !self.created {
             create_private_dir(&self.dir).map_err(io(&self.dir))?;
             self.created = true;
         }
-        let tmp = self.dir.join(format!(".tmp-{key:020}"));
-        let path = self.path(key);
+        let tmp = self.dir.join(format!(".tmp-{name}"));
         let written = create_new_private(&tmp)
             .and_then(|mut file| {
                 file.write_all(bytes)?;
@@ -262,31 +263,27 @@ impl Spool {
             let _ = fs::remove_file(&tmp);
             return Err(error);
         }
+        Ok(tmp)
+    }
+
+    fn write_file(&mut self, key: u64, bytes: &[u8]) -> Result<(), SpoolError> {
+        let tmp = self.write_temporary(&format!("{key:020}"), bytes)?;
+        let path = self.path(key);
         fs::rename(&tmp, &path).map_err(io(&path))?;
         fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io(&self.dir))
     }
 
-    /// Whether the directory takes a write now: a small file created,
-    /// written, synced and removed (as an event's is, so a full or
-    /// read-only disk fails it).
+    /// Whether the directory takes a write now: a small file written,
+    /// synced and removed as an event's would be, so a full or read-only
+    /// disk fails it.
     pub fn probe(&mut self) -> Result<(), SpoolError> {
-        if !self.created {
-            create_private_dir(&self.dir).map_err(io(&self.dir))?;
-            self.created = true;
-        }
-        let path = self.dir.join(".tmp-probe");
         // One a crash left behind.
-        let _ = fs::remove_file(&path);
-        let written = create_new_private(&path)
-            .and_then(|mut file| {
-                file.write_all(&[0; 512])?;
-                file.sync_all()
-            })
-            .map_err(io(&path));
-        let _ = fs::remove_file(&path);
-        written
+        let _ = fs::remove_file(self.dir.join(".tmp-probe"));
+        let tmp = self.write_temporary("probe", &[0; 512])?;
+        let _ = fs::remove_file(&tmp);
+        Ok(())
     }
 
     /// Writes `event` durably; returns its key. Makes room first if the
