@@ -106,7 +106,10 @@ impl StateDir {
         readiness: &Readiness,
     ) {
         self.offer_kept(spool, metrics, readiness).await;
-        let reserved = if self.unspooled.is_empty() {
+        // Retried only on a disk believed to work: while it fails (the
+        // probe or a kept kill's write just said so), the kill is kept at
+        // once, so a storm is not slowed by the retries' pauses.
+        let reserved = if self.unspooled.is_empty() && !self.spool_failing {
             match spool.append_retrying(event).await {
                 Ok(spooled) => return self.spooled(spooled, metrics, readiness),
                 Err(NotSpooled { reserved, error }) => {
@@ -116,8 +119,7 @@ impl StateDir {
                 }
             }
         } else {
-            // The spool is failing: kept behind the others, and offered
-            // to the collector at once.
+            // Kept (behind the others), and offered to the collector now.
             spool.reserve(event.clone())
         };
         self.keep(reserved, seq, metrics);
