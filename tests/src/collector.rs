@@ -131,6 +131,11 @@ impl Drop for CollectorProcess {
 /// The ids of every event stored at the collector on `endpoint`, page
 /// after page, as often as each is stored.
 pub async fn stored_ids(endpoint: &str) -> Vec<String> {
+    try_stored_ids(endpoint).await.expect("a page of stored events")
+}
+
+/// [`stored_ids`], or the status of the first query that failed.
+pub async fn try_stored_ids(endpoint: &str) -> Result<Vec<String>, tonic::Status> {
     let config = oomlens_common::client::ClientConfig {
         endpoint: endpoint.to_owned(),
         ..oomlens_common::client::ClientConfig::default()
@@ -145,12 +150,11 @@ pub async fn stored_ids(endpoint: &str) -> Vec<String> {
                 page_size: 1000,
                 page_token: token,
             })
-            .await
-            .expect("a page of stored events")
+            .await?
             .into_inner();
         ids.extend(page.events.into_iter().map(|e| e.id));
         if page.next_page_token.is_empty() {
-            return ids;
+            return Ok(ids);
         }
         token = page.next_page_token;
     }

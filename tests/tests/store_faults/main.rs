@@ -20,7 +20,7 @@ use oomlens_agent::ship::SharedSpool;
 use oomlens_collector::store::{Inserted, Store};
 use oomlens_proto::v1::OomEvent;
 use oomlens_tests::agent::InProcessShipper;
-use oomlens_tests::collector::{CollectorProcess, stored_ids};
+use oomlens_tests::collector::{CollectorProcess, stored_ids, try_stored_ids};
 use oomlens_tests::faults::{FullablePostgres, Tmpfs, fresh_database, postgres_required, postgres_url};
 use oomlens_tests::{
     ScratchTree, free_port, metric, oom_kill_in, require_real_kernel, tmpfs_or_skip, unique,
@@ -232,9 +232,26 @@ async fn nothing_acknowledged_is_lost(database: &str, mut fault: Fault<'_>) {
         // Whatever was acknowledged is committed: a restart keeps it.
         collector.kill();
         collector.restart();
-        let stored = stored_once(&collector.endpoint()).await;
-        let lost: Vec<&String> = acknowledged.difference(&stored).collect();
-        assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+        match try_stored_ids(&collector.endpoint()).await {
+            Ok(ids) => {
+                let stored: HashSet<String> = ids.iter().cloned().collect();
+                assert_eq!(stored.len(), ids.len(), "an event stored twice");
+                let lost: Vec<&String> = acknowledged.difference(&stored).collect();
+                assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+            }
+            // PostgreSQL on a full tablespace may refuse new connections
+            // ("could not write init file") when its relation cache file
+            // was invalidated: the restarted collector then cannot read
+            // either. Acknowledged events left the spool, so the final
+            // check (every event stored once) still finds any it lost.
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                eprintln!(
+                    "the store cannot be read during the fault ({}); acknowledged events are checked once it ends",
+                    status.message()
+                );
+            }
+            Err(status) => panic!("reading the store after a restart: {status}"),
+        }
     }
 
     // The agent goes on sending while the fault lasts: the (maybe
