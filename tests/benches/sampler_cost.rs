@@ -3,14 +3,15 @@
 //!
 //! `cargo bench -p oomlens-tests --bench sampler_cost`
 //!
-//! Prints, for three rounds (this VM's timings drift by a quarter between
-//! runs, so each round measures both sides back to back) and their median:
+//! Prints, for three rounds and their median:
 //! 1. the sampler's CPU time per second at the default schedule (thread
-//!    CPU time over 10 s, after its first pass and 12 s of warm-up), as a
-//!    share of one core;
-//! 2. its cost per sample (read + parse + record), next to a plain loop of
-//!    `pread` calls over the same files on the same schedule, and the ratio
-//!    of the two.
+//!    CPU time of its passes over 10 s, after its first pass and 12 s of
+//!    warm-up), as a share of one core;
+//! 2. its cost per sample (read + parse + record), next to plain `pread`
+//!    calls over the same files on the same schedule, and the ratio of the
+//!    two. This VM's speed drifts by a quarter from one minute to the
+//!    next, so the two sides share every tick: the sampler's pass and the
+//!    raw pass run one after the other, the order alternating.
 //!
 //! The rounds run twice, back to back: on an idle machine, and on a busy
 //! node, with a neighbour on the other core writing through 128 MiB (four
@@ -74,26 +75,19 @@ impl Phase {
 }
 
 /// Runs `pass(k)` for each k of `ticks` at `start + k * step`, as the
-/// sampler's task does, and measures it.
+/// sampler's task does.
 fn run_ticks(
     start: Instant,
     step: Duration,
     ticks: std::ops::RangeInclusive<u64>,
     mut pass: impl FnMut(u64),
-) -> Phase {
-    let (thread, process) = (thread_cpu_ns(), process_cpu_ns());
-    let wall = Instant::now();
+) {
     for k in ticks {
         let at = start + step * u32::try_from(k).expect("a bench's tick count");
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
         pass(k);
-    }
-    Phase {
-        thread_ns: thread_cpu_ns() - thread,
-        process_ns: process_cpu_ns() - process,
-        wall_s: wall.elapsed().as_secs_f64(),
     }
 }
 
@@ -182,11 +176,9 @@ fn rounds(
     ticks: u64,
     rss_before: Option<u64>,
 ) -> Vec<(f64, f64, f64)> {
-    let schedule = config.schedule;
     let mut rounds = Vec::new();
     for round in 1..=ROUNDS {
-        let (mut sampler, measured) = sampler_round(config, step, ticks);
-        let raw = raw_round(&sampler, schedule, step, ticks);
+        let (mut sampler, measured, raw) = interleaved_round(config, step, ticks);
         let ratio = measured.per_sample_ns() / raw.per_sample_ns();
         println!(
             "{label} round {round}: sampler {} | raw preads {} | per sample {:.0} ns vs {:.0} ns, ratio {ratio:.2}",
@@ -288,9 +280,13 @@ impl Measured {
 /// A fresh sampler: its first pass, then a warm-up past the first limits
 /// interval (in which a new cgroup's limits are read with every full
 /// sample, and the OOM-notification thread registers every cgroup once),
-/// then `ticks` measured ticks. Whole seconds of warm-up keep the measured
-/// ticks in the raw loop's phase.
-fn sampler_round(config: &SamplerConfig, step: Duration, ticks: u64) -> (Sampler, Measured) {
+/// then `ticks` measured ticks. Each measured tick runs the sampler's pass
+/// and a pass of raw reads of the same files on the same schedule, one
+/// after the other, the order alternating: this VM's speed drifts by a
+/// quarter from one minute to the next, and within a tick both sides see
+/// the same machine. Whole seconds of warm-up keep the measured ticks in
+/// the raw reads' phase. Returns the sampler and both sides' measures.
+fn interleaved_round(config: &SamplerConfig, step: Duration, ticks: u64) -> (Sampler, Measured, Measured) {
     let (warnings, _rx) = tokio::sync::mpsc::channel(1024);
     let mut sampler = Sampler::new(config.clone(), warnings);
     let first_pass = thread_cpu_ns();
@@ -299,83 +295,130 @@ fn sampler_round(config: &SamplerConfig, step: Duration, ticks: u64) -> (Sampler
     let first_pass_ns = thread_cpu_ns() - first_pass;
     let warm_up = (config.schedule.limits.as_secs() + 2) * 1000 / millis(step);
     run_ticks(start, step, 1..=warm_up, |_| sampler.tick(Instant::now()));
+    let mut raw = RawReads::open(&sampler, config.schedule, step);
     let before = sampler.stats();
-    let phase = run_ticks(start, step, warm_up + 1..=warm_up + ticks, |_| {
-        sampler.tick(Instant::now())
+    let (mut sampler_ns, mut raw_ns) = (0, 0);
+    let process = process_cpu_ns();
+    let wall = Instant::now();
+    run_ticks(start, step, warm_up + 1..=warm_up + ticks, |tick| {
+        let sampler_first = tick.is_multiple_of(2);
+        for sampler_side in [sampler_first, !sampler_first] {
+            let cpu = thread_cpu_ns();
+            if sampler_side {
+                sampler.tick(Instant::now());
+                sampler_ns += thread_cpu_ns() - cpu;
+            } else {
+                raw.pass(tick);
+                raw_ns += thread_cpu_ns() - cpu;
+            }
+        }
     });
+    let wall_s = wall.elapsed().as_secs_f64();
     let after = sampler.stats();
     let measured = Measured {
-        phase,
+        phase: Phase {
+            thread_ns: sampler_ns,
+            // Everything but the raw reads: the sampler, its
+            // OOM-notification thread, this loop.
+            process_ns: process_cpu_ns() - process - raw_ns,
+            wall_s,
+        },
         usage: after.fast_samples - before.fast_samples,
         full: after.full_samples - before.full_samples,
         limits: after.limit_reads - before.limit_reads,
         first_pass_ns,
     };
-    (sampler, measured)
+    let raw = Measured {
+        phase: Phase {
+            thread_ns: raw_ns,
+            process_ns: raw_ns,
+            wall_s,
+        },
+        usage: raw.usage,
+        full: raw.full,
+        limits: raw.limits,
+        first_pass_ns: 0,
+    };
+    (sampler, measured, raw)
 }
 
-/// The same reads without the sampler: every cgroup it follows, its files
-/// opened once and read with plain preads on the sampler's schedule, in
-/// the same phase, for as long. None is near a limit here, so none is hot.
-fn raw_round(sampler: &Sampler, schedule: Schedule, step: Duration, ticks: u64) -> Measured {
-    let memory_root = Path::new("/sys/fs/cgroup/memory");
-    let paths = sampler.tracked_paths();
-    let ticks_of = |every: Duration| (millis(every) / millis(step)).max(1);
-    // (ticks between full samples, ticks between usage samples) per cgroup.
-    let cadence: Vec<(u64, Option<u64>)> = paths
-        .iter()
-        .map(|p| match oomlens_agent::pods::parse_cgroup_path(p).level {
-            Level::Container => (ticks_of(schedule.full), Some(ticks_of(schedule.fast))),
-            Level::Pod | Level::Qos | Level::Kubepods => {
-                (ticks_of(schedule.pod_full), Some(ticks_of(schedule.full)))
-            }
-            Level::Other => (ticks_of(schedule.full), None),
-        })
-        .collect();
-    let limit_ticks = ticks_of(schedule.limits);
-    // What a full sample reads (usage first), then what a limit read adds.
-    let full_names = ["memory.usage_in_bytes", "memory.stat", "memory.oom_control"];
-    let limit_names = ["memory.limit_in_bytes"];
-    let open = |dir: &Path, names: &[&str]| -> Vec<File> {
-        names
+/// The sampler's reads without the sampler: every cgroup it follows, its
+/// files opened once and read with plain preads on the sampler's schedule.
+/// None is near a limit here, so none is hot.
+struct RawReads {
+    /// Per cgroup: what a full sample reads (usage first), what a limit
+    /// read adds, and (ticks between full samples, ticks between usage
+    /// samples).
+    cgroups: Vec<(Vec<File>, Vec<File>, (u64, Option<u64>))>,
+    limit_ticks: u64,
+    buf: Vec<u8>,
+    usage: u64,
+    full: u64,
+    limits: u64,
+}
+
+impl RawReads {
+    fn open(sampler: &Sampler, schedule: Schedule, step: Duration) -> Self {
+        let memory_root = Path::new("/sys/fs/cgroup/memory");
+        let ticks_of = |every: Duration| (millis(every) / millis(step)).max(1);
+        let open = |dir: &Path, names: &[&str]| -> Vec<File> {
+            names
+                .iter()
+                .map(|n| File::open(dir.join(n)).expect("open"))
+                .collect()
+        };
+        let cgroups = sampler
+            .tracked_paths()
             .iter()
-            .map(|n| File::open(dir.join(n)).expect("open"))
-            .collect()
-    };
-    let files: Vec<(Vec<File>, Vec<File>)> = paths
-        .iter()
-        .map(|p| {
-            let dir = memory_root.join(p.trim_start_matches('/'));
-            (open(&dir, &full_names), open(&dir, &limit_names))
-        })
-        .collect();
-    let mut buf = vec![0u8; 8192];
-    let (mut usage, mut full, mut limits) = (0u64, 0u64, 0u64);
-    let phase = run_ticks(Instant::now(), step, 1..=ticks, |tick| {
-        for ((full_set, limit_set), &(full_every, usage_every)) in files.iter().zip(&cadence) {
-            if tick.is_multiple_of(full_every) {
-                // Limits go with the first full sample of each limits interval.
-                if tick % limit_ticks < full_every {
-                    for file in limit_set {
-                        std::hint::black_box(file.read_at(&mut buf, 0).expect("pread"));
+            .map(|p| {
+                let cadence = match oomlens_agent::pods::parse_cgroup_path(p).level {
+                    Level::Container => (ticks_of(schedule.full), Some(ticks_of(schedule.fast))),
+                    Level::Pod | Level::Qos | Level::Kubepods => {
+                        (ticks_of(schedule.pod_full), Some(ticks_of(schedule.full)))
                     }
-                    limits += 1;
+                    Level::Other => (ticks_of(schedule.full), None),
+                };
+                let dir = memory_root.join(p.trim_start_matches('/'));
+                (
+                    open(
+                        &dir,
+                        &["memory.usage_in_bytes", "memory.stat", "memory.oom_control"],
+                    ),
+                    open(&dir, &["memory.limit_in_bytes"]),
+                    cadence,
+                )
+            })
+            .collect();
+        Self {
+            cgroups,
+            limit_ticks: ticks_of(schedule.limits),
+            buf: vec![0u8; 8192],
+            usage: 0,
+            full: 0,
+            limits: 0,
+        }
+    }
+
+    /// The reads due at `tick`.
+    fn pass(&mut self, tick: u64) {
+        let buf = &mut self.buf;
+        for (full_set, limit_set, (full_every, usage_every)) in &self.cgroups {
+            if tick.is_multiple_of(*full_every) {
+                // Limits go with the first full sample of each limits interval.
+                if tick % self.limit_ticks < *full_every {
+                    for file in limit_set {
+                        std::hint::black_box(file.read_at(buf, 0).expect("pread"));
+                    }
+                    self.limits += 1;
                 }
                 for file in full_set {
-                    std::hint::black_box(file.read_at(&mut buf, 0).expect("pread"));
+                    std::hint::black_box(file.read_at(buf, 0).expect("pread"));
                 }
-                full += 1;
+                self.full += 1;
             } else if usage_every.is_some_and(|every| tick.is_multiple_of(every)) {
-                std::hint::black_box(full_set[0].read_at(&mut buf, 0).expect("pread"));
-                usage += 1;
+                std::hint::black_box(full_set[0].read_at(buf, 0).expect("pread"));
+                self.usage += 1;
             }
         }
-    });
-    Measured {
-        phase,
-        usage,
-        full,
-        limits,
-        first_pass_ns: 0,
     }
 }
