@@ -11,7 +11,7 @@ use oomlens_agent::cgroup::Sampler;
 use oomlens_proto::time::unix_ms;
 use tokio::sync::mpsc;
 
-use common::{UID, config, fill_v1, fixture, id, v1_cgroup, write};
+use common::{UID, UID2, config, fill_v1, fixture, id, v1_cgroup, write};
 
 #[test]
 fn a_container_closing_on_its_limit_gets_one_warning_a_minute() {
@@ -42,6 +42,56 @@ fn a_container_closing_on_its_limit_gets_one_warning_a_minute() {
         "at most one warning per container per minute"
     );
     assert_eq!(sampler.stats().warnings, 1);
+}
+
+/// Unlimited containers are bounded by their ancestors: each warns against
+/// the tightest limit above it, also when that ancestor is followed only
+/// after the container (here a pod directory that had no memory files at
+/// first, found by a rescan once it has them).
+#[test]
+fn unlimited_containers_warn_against_the_tightest_limit_above_them() {
+    let f = fixture();
+    let memory = f.cgroup_root.join("memory");
+    v1_cgroup(&memory, 900 << 20, None, 0);
+    let qos = memory.join("kubepods/burstable");
+    let limited_pod = qos.join(format!("pod{UID}"));
+    let open_pod = qos.join(format!("pod{UID2}"));
+    let (a, b) = (limited_pod.join(id('a')), open_pod.join(id('b')));
+    v1_cgroup(&qos, 400 << 20, Some(512 << 20), 0);
+    v1_cgroup(&a, 200 << 20, None, 0);
+    v1_cgroup(&b, 200 << 20, None, 0);
+    fill_v1(&memory);
+    std::fs::remove_file(limited_pod.join("memory.usage_in_bytes")).expect("rm");
+    let (warnings, mut rx) = mpsc::channel(4);
+    let mut config = config(&f.cgroup_root, &f.proc_root, false);
+    config.rescan = Duration::from_millis(500);
+    let mut sampler = Sampler::new(config, warnings);
+    let start = Instant::now();
+    sampler.tick(start);
+    assert_eq!(
+        sampler.stats().tracked,
+        5,
+        "not the pod yet: {:?}",
+        sampler.tracked_paths()
+    );
+    v1_cgroup(&limited_pod, 240 << 20, Some(256 << 20), 0);
+    for i in 1..=60u64 {
+        // Both climbing, the first above 90% of its pod's 256 MiB, the
+        // second above 90% of the QoS level's 512 MiB.
+        v1_cgroup(&a, (231 << 20) + i * (1 << 20) / 2, None, 0);
+        v1_cgroup(&b, (470 << 20) + i * (1 << 20) / 2, None, 0);
+        sampler.tick(start + Duration::from_millis(50 * i));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut limits = std::collections::BTreeMap::new();
+    while let Ok(warning) = rx.try_recv() {
+        let container = warning.container.map(|c| c.id).unwrap_or_default();
+        limits.insert(container, warning.limit_bytes);
+    }
+    assert_eq!(
+        limits,
+        std::collections::BTreeMap::from([(id('a'), 256 << 20), (id('b'), 512 << 20)])
+    );
 }
 
 /// A kill whose report the kernel rate-limited names only a pid: the

@@ -138,6 +138,12 @@ pub struct Sampler {
     due: Vec<usize>,
     /// Path -> position in `tracked`.
     index: HashMap<String, usize>,
+    /// The position of each entry's nearest followed ancestor, found again
+    /// only when entries come or go (`parents_stale`): the limits of
+    /// ancestors are refreshed every second, and hashing every entry's
+    /// ancestors' paths was a tenth of the sampler's own work.
+    parents: Vec<Option<usize>>,
+    parents_stale: bool,
     inotify: Option<Inotify>,
     watches: HashMap<WatchDescriptor, PathBuf>,
     notifier: Option<OomNotifier>,
@@ -188,6 +194,8 @@ impl Sampler {
             next_due: Vec::new(),
             due: Vec::new(),
             index: HashMap::new(),
+            parents: Vec::new(),
+            parents_stale: false,
             inotify,
             watches: HashMap::new(),
             node_view: None,
@@ -331,20 +339,29 @@ impl Sampler {
     }
 
     /// Sets each cgroup's `ancestor_limit`, the tightest limit among its
-    /// tracked ancestors.
+    /// followed ancestors (those in grace included): up its chain of
+    /// nearest followed ancestors, which passes each of them once.
     fn refresh_ancestor_limits(&mut self) {
-        let limits: Vec<Option<u64>> = self
-            .tracked
-            .iter()
-            .map(|t| {
-                ancestors(&t.path)
-                    .filter_map(|path| self.index.get(path))
-                    .filter_map(|&i| self.tracked[i].history.limit())
-                    .min()
-            })
-            .collect();
-        for (tracked, limit) in self.tracked.iter_mut().zip(limits) {
-            tracked.ancestor_limit = limit;
+        // The length check guards the indexing below, should an entry
+        // ever come or go without marking the parents stale.
+        if self.parents_stale || self.parents.len() != self.tracked.len() {
+            self.parents = self
+                .tracked
+                .iter()
+                .map(|t| ancestors(&t.path).find_map(|path| self.index.get(path).copied()))
+                .collect();
+            self.parents_stale = false;
+        }
+        for i in 0..self.tracked.len() {
+            let mut tightest: Option<u64> = None;
+            let mut ancestor = self.parents[i];
+            while let Some(at) = ancestor {
+                if let Some(limit) = self.tracked[at].history.limit() {
+                    tightest = Some(tightest.map_or(limit, |t| t.min(limit)));
+                }
+                ancestor = self.parents[at];
+            }
+            self.tracked[i].ancestor_limit = tightest;
         }
     }
 

@@ -59,6 +59,7 @@ impl Sampler {
                 self.index.insert(found.relative, self.tracked.len());
                 self.tracked.push(entry);
                 self.next_due.push(Some(now));
+                self.parents_stale = true;
             }
         }
     }
@@ -196,6 +197,7 @@ impl Sampler {
                 .enumerate()
                 .map(|(i, t)| (t.path.clone(), i))
                 .collect();
+            self.parents_stale = true;
         }
     }
 }
