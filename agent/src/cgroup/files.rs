@@ -35,10 +35,8 @@ pub fn parse_u64(file: &'static str, text: &str) -> Result<u64, ParseError> {
     parse_decimal(text.trim_ascii()).ok_or_else(|| error(file, text))
 }
 
-/// A decimal number of ASCII digits that fits a u64. The kernel prints
-/// nothing else where these are read, and this is several times cheaper
-/// than `str::parse`'s general path for the sampler's thousands of reads a
-/// second.
+/// A decimal number of ASCII digits that fits a u64: all the kernel prints
+/// where these are read (`str::parse` would also take a leading `+`).
 fn parse_decimal(digits: &str) -> Option<u64> {
     if digits.is_empty() {
         return None;

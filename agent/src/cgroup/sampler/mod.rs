@@ -141,7 +141,7 @@ pub struct Sampler {
     /// The position of each entry's nearest followed ancestor, found again
     /// only when entries come or go (`parents_stale`): the limits of
     /// ancestors are refreshed every second, and hashing every entry's
-    /// ancestors' paths was a tenth of the sampler's own work.
+    /// ancestors' paths then took a few percent of the sampler's time.
     parents: Vec<Option<usize>>,
     parents_stale: bool,
     inotify: Option<Inotify>,
