@@ -71,6 +71,10 @@ async fn a_storm_of_kills_is_reported_once_each_and_attributed() {
     let pipeline = tokio::spawn(pipeline::run(config, sender, wait_stop()));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    // The storm opens its own rate-limit window, so that more than its
+    // burst of 10 reports fall in it.
+    let waited = tokio::task::block_in_place(oomlens_tests::kernel_log::wait_for_a_fresh_oom_report_window);
+    eprintln!("waited {waited:?} for the kernel's OOM report window to close");
     // The storm: each hog reaches its 16 MiB limit in well under 100 ms.
     let started = Instant::now();
     let mut pids = HashMap::new();
