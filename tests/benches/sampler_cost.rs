@@ -346,15 +346,22 @@ fn interleaved_round(config: &SamplerConfig, step: Duration, ticks: u64) -> (Sam
 /// files opened once and read with plain preads on the sampler's schedule.
 /// None is near a limit here, so none is hot.
 struct RawReads {
-    /// Per cgroup: what a full sample reads (usage first), what a limit
-    /// read adds, and (ticks between full samples, ticks between usage
-    /// samples).
-    cgroups: Vec<(Vec<File>, Vec<File>, (u64, Option<u64>))>,
+    cgroups: Vec<RawCgroup>,
     limit_ticks: u64,
     buf: Vec<u8>,
     usage: u64,
     full: u64,
     limits: u64,
+}
+
+/// One cgroup's files and schedule for [`RawReads`].
+struct RawCgroup {
+    /// What a full sample reads, usage first.
+    full: Vec<File>,
+    /// What a limit read adds.
+    limits: Vec<File>,
+    full_every: u64,
+    usage_every: Option<u64>,
 }
 
 impl RawReads {
@@ -371,7 +378,7 @@ impl RawReads {
             .tracked_paths()
             .iter()
             .map(|p| {
-                let cadence = match oomlens_agent::pods::parse_cgroup_path(p).level {
+                let (full_every, usage_every) = match oomlens_agent::pods::parse_cgroup_path(p).level {
                     Level::Container => (ticks_of(schedule.full), Some(ticks_of(schedule.fast))),
                     Level::Pod | Level::Qos | Level::Kubepods => {
                         (ticks_of(schedule.pod_full), Some(ticks_of(schedule.full)))
@@ -379,14 +386,15 @@ impl RawReads {
                     Level::Other => (ticks_of(schedule.full), None),
                 };
                 let dir = memory_root.join(p.trim_start_matches('/'));
-                (
-                    open(
+                RawCgroup {
+                    full: open(
                         &dir,
                         &["memory.usage_in_bytes", "memory.stat", "memory.oom_control"],
                     ),
-                    open(&dir, &["memory.limit_in_bytes"]),
-                    cadence,
-                )
+                    limits: open(&dir, &["memory.limit_in_bytes"]),
+                    full_every,
+                    usage_every,
+                }
             })
             .collect();
         Self {
@@ -402,21 +410,21 @@ impl RawReads {
     /// The reads due at `tick`.
     fn pass(&mut self, tick: u64) {
         let buf = &mut self.buf;
-        for (full_set, limit_set, (full_every, usage_every)) in &self.cgroups {
-            if tick.is_multiple_of(*full_every) {
+        for cgroup in &self.cgroups {
+            if tick.is_multiple_of(cgroup.full_every) {
                 // Limits go with the first full sample of each limits interval.
-                if tick % self.limit_ticks < *full_every {
-                    for file in limit_set {
+                if tick % self.limit_ticks < cgroup.full_every {
+                    for file in &cgroup.limits {
                         std::hint::black_box(file.read_at(buf, 0).expect("pread"));
                     }
                     self.limits += 1;
                 }
-                for file in full_set {
+                for file in &cgroup.full {
                     std::hint::black_box(file.read_at(buf, 0).expect("pread"));
                 }
                 self.full += 1;
-            } else if usage_every.is_some_and(|every| tick.is_multiple_of(every)) {
-                std::hint::black_box(full_set[0].read_at(buf, 0).expect("pread"));
+            } else if cgroup.usage_every.is_some_and(|every| tick.is_multiple_of(every)) {
+                std::hint::black_box(cgroup.full[0].read_at(buf, 0).expect("pread"));
                 self.usage += 1;
             }
         }
